@@ -1,0 +1,444 @@
+//! Spending-control values: category and country sets, card-presence sets, spending
+//! limits. One shape serves the card's and cardholder's `spending_controls` from the
+//! payload and cardgate's own program controls from config, so every level is
+//! checked by the same code.
+//!
+//! Sets are bitsets over Stripe's fixed category table and the 26×26 alpha-2 space:
+//! building one is cheap, membership is a shift and a mask, and nothing here
+//! allocates per request except the rare category name Stripe added after our table.
+
+use super::categories::{BY_MCC, CATEGORIES, COUNT};
+
+/// Index of a category in [`CATEGORIES`].
+pub type CategoryId = u16;
+
+/// Looks a category up by its Stripe API name.
+pub fn category_by_name(name: &str) -> Option<CategoryId> {
+    CATEGORIES
+        .binary_search_by(|row| row.name.as_bytes().cmp(name.as_bytes()))
+        .ok()
+        .map(|i| i as CategoryId)
+}
+
+/// Looks a category up by its four-digit MCC.
+pub fn category_by_mcc(mcc: &str) -> Option<CategoryId> {
+    BY_MCC
+        .binary_search_by(|(m, _)| m.as_bytes().cmp(mcc.as_bytes()))
+        .ok()
+        .map(|i| BY_MCC[i].1)
+}
+
+/// How a merchant is categorized, resolved once per request: by the category name
+/// Stripe sent and independently by its MCC, so a control naming a category catches
+/// the merchant if either points at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MerchantCategory<'a> {
+    /// The raw `merchant_data.category` string.
+    pub name: &'a str,
+    /// The raw `merchant_data.category_code` (MCC) string.
+    pub mcc: &'a str,
+    /// `name` found in Stripe's table.
+    pub by_name: Option<CategoryId>,
+    /// `mcc` found in Stripe's table.
+    pub by_mcc: Option<CategoryId>,
+}
+
+impl<'a> MerchantCategory<'a> {
+    /// Resolves both lookups.
+    pub fn new(name: &'a str, mcc: &'a str) -> Self {
+        MerchantCategory {
+            name,
+            mcc,
+            by_name: category_by_name(name),
+            by_mcc: category_by_mcc(mcc),
+        }
+    }
+}
+
+const CATEGORY_WORDS: usize = COUNT.div_ceil(64);
+
+/// A set of Stripe merchant categories.
+///
+/// Names Stripe introduced after our table was generated are kept verbatim in
+/// `unknown` so they still match a merchant reporting the same name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CategorySet {
+    bits: [u64; CATEGORY_WORDS],
+    unknown: Vec<Box<str>>,
+}
+
+impl CategorySet {
+    /// Adds a category by API name; returns false when the name is not in Stripe's table
+    /// (it is still kept and matched by name).
+    pub fn insert_name(&mut self, name: &str) -> bool {
+        match category_by_name(name) {
+            Some(id) => {
+                self.insert(id);
+                true
+            }
+            None => {
+                if !self.unknown.iter().any(|n| &**n == name) {
+                    self.unknown.push(name.into());
+                }
+                false
+            }
+        }
+    }
+
+    /// Adds a category by id.
+    pub fn insert(&mut self, id: CategoryId) {
+        let id = usize::from(id);
+        self.bits[id / 64] |= 1 << (id % 64);
+    }
+
+    fn has(&self, id: CategoryId) -> bool {
+        let id = usize::from(id);
+        self.bits[id / 64] & (1 << (id % 64)) != 0
+    }
+
+    /// True when the merchant's category name or its MCC's category is in the set.
+    pub fn matches(&self, m: &MerchantCategory<'_>) -> bool {
+        m.by_name.is_some_and(|id| self.has(id))
+            || m.by_mcc.is_some_and(|id| self.has(id))
+            || (m.by_name.is_none() && self.unknown.iter().any(|n| &**n == m.name))
+    }
+
+    /// True when nothing was inserted.
+    pub fn is_empty(&self) -> bool {
+        self.bits.iter().all(|w| *w == 0) && self.unknown.is_empty()
+    }
+
+    /// Category ids in the set (for display and tests).
+    pub fn ids(&self) -> impl Iterator<Item = CategoryId> + '_ {
+        (0..COUNT as CategoryId).filter(|id| self.has(*id))
+    }
+}
+
+/// A set of ISO 3166-1 alpha-2 country codes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CountrySet {
+    bits: [u64; 11],
+}
+
+fn country_index(code: &str) -> Option<usize> {
+    match code.as_bytes() {
+        [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+            let a = usize::from(a.to_ascii_uppercase() - b'A');
+            let b = usize::from(b.to_ascii_uppercase() - b'A');
+            Some(a * 26 + b)
+        }
+        _ => None,
+    }
+}
+
+impl CountrySet {
+    /// Adds a country; returns false when `code` is not two ASCII letters.
+    pub fn insert(&mut self, code: &str) -> bool {
+        match country_index(code) {
+            Some(i) => {
+                self.bits[i / 64] |= 1 << (i % 64);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// True when `code` is a valid alpha-2 code in the set.
+    pub fn contains(&self, code: &str) -> bool {
+        country_index(code).is_some_and(|i| self.bits[i / 64] & (1 << (i % 64)) != 0)
+    }
+
+    /// True when nothing was inserted.
+    pub fn is_empty(&self) -> bool {
+        self.bits.iter().all(|w| *w == 0)
+    }
+}
+
+/// Whether the card was physically present (`card_presence`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// `present`
+    Present,
+    /// `not_present`
+    NotPresent,
+}
+
+impl Presence {
+    /// Parses Stripe's value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "present" => Some(Presence::Present),
+            "not_present" => Some(Presence::NotPresent),
+            _ => None,
+        }
+    }
+}
+
+/// A set of [`Presence`] values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PresenceSet {
+    present: bool,
+    not_present: bool,
+}
+
+impl PresenceSet {
+    /// Adds a value.
+    pub fn insert(&mut self, p: Presence) {
+        match p {
+            Presence::Present => self.present = true,
+            Presence::NotPresent => self.not_present = true,
+        }
+    }
+
+    /// Membership; an unknown presence (`None`) is in no set.
+    pub fn contains(&self, p: Option<Presence>) -> bool {
+        match p {
+            Some(Presence::Present) => self.present,
+            Some(Presence::NotPresent) => self.not_present,
+            None => false,
+        }
+    }
+
+    /// True when nothing was inserted.
+    pub fn is_empty(&self) -> bool {
+        !self.present && !self.not_present
+    }
+}
+
+/// A spending-limit window. Stripe's windows are fixed calendar windows in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Interval {
+    /// Each authorization on its own.
+    PerAuthorization,
+    /// Calendar day, from 00:00 UTC.
+    Daily,
+    /// Week starting Sunday 00:00 UTC (Stripe's definition).
+    Weekly,
+    /// Calendar month, from the 1st 00:00 UTC.
+    Monthly,
+    /// Calendar year, from January 1st 00:00 UTC.
+    Yearly,
+    /// Never resets.
+    AllTime,
+}
+
+impl Interval {
+    /// Every interval, in Stripe's order.
+    pub const ALL: [Interval; 6] = [
+        Interval::PerAuthorization,
+        Interval::Daily,
+        Interval::Weekly,
+        Interval::Monthly,
+        Interval::Yearly,
+        Interval::AllTime,
+    ];
+
+    /// Parses Stripe's enum string.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "per_authorization" => Interval::PerAuthorization,
+            "daily" => Interval::Daily,
+            "weekly" => Interval::Weekly,
+            "monthly" => Interval::Monthly,
+            "yearly" => Interval::Yearly,
+            "all_time" => Interval::AllTime,
+            _ => return None,
+        })
+    }
+
+    /// Stripe's enum string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interval::PerAuthorization => "per_authorization",
+            Interval::Daily => "daily",
+            Interval::Weekly => "weekly",
+            Interval::Monthly => "monthly",
+            Interval::Yearly => "yearly",
+            Interval::AllTime => "all_time",
+        }
+    }
+}
+
+/// One entry of `spending_limits`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpendingLimit {
+    /// Maximum spend in the window, smallest currency unit of the controls' currency.
+    pub amount: i64,
+    /// The window.
+    pub interval: Interval,
+    /// Only spend in these categories counts and is guarded; `None` = all categories.
+    pub categories: Option<CategorySet>,
+}
+
+impl SpendingLimit {
+    /// Whether this limit guards a purchase in `m`.
+    pub fn applies_to(&self, m: &MerchantCategory<'_>) -> bool {
+        self.categories.as_ref().is_none_or(|c| c.matches(m))
+    }
+}
+
+/// A three-letter ISO 4217 currency code, lowercase as Stripe sends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Currency([u8; 3]);
+
+impl Currency {
+    /// Parses a code; case-insensitive, stored lowercase.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.as_bytes() {
+            [a, b, c] if s.bytes().all(|x| x.is_ascii_alphabetic()) => Some(Currency([
+                a.to_ascii_lowercase(),
+                b.to_ascii_lowercase(),
+                c.to_ascii_lowercase(),
+            ])),
+            _ => None,
+        }
+    }
+
+    /// The lowercase code.
+    pub fn as_str(&self) -> &str {
+        // The bytes are ASCII letters by construction (or zero for Default, which
+        // is also valid UTF-8), so this cannot fail; fall back to "" defensively.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+impl std::fmt::Display for Currency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One level of spending controls (card, cardholder or program).
+///
+/// Stripe treats an empty allow/block list as unset, and so do we: `None` and an
+/// empty set both mean "no restriction".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Controls {
+    /// Only these categories may spend.
+    pub allowed_categories: Option<CategorySet>,
+    /// These categories decline.
+    pub blocked_categories: Option<CategorySet>,
+    /// Only merchants in these countries may be paid.
+    pub allowed_merchant_countries: Option<CountrySet>,
+    /// Merchants in these countries decline.
+    pub blocked_merchant_countries: Option<CountrySet>,
+    /// Only these card presences may spend.
+    pub allowed_card_presences: Option<PresenceSet>,
+    /// These card presences decline.
+    pub blocked_card_presences: Option<PresenceSet>,
+    /// Amount limits.
+    pub spending_limits: Vec<SpendingLimit>,
+    /// Currency of every limit amount; `None` = the authorization's currency.
+    pub spending_limits_currency: Option<Currency>,
+}
+
+/// An MCC or an inclusive MCC range, e.g. `7995` or `3000-3299`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MccRange {
+    /// First MCC.
+    pub lo: u16,
+    /// Last MCC (inclusive).
+    pub hi: u16,
+}
+
+impl MccRange {
+    /// Parses `NNNN` or `NNNN-NNNN`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let num = |p: &str| {
+            let p = p.trim();
+            (p.len() == 4 && p.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| p.parse::<u16>().ok())
+                .flatten()
+        };
+        match s.split_once('-') {
+            Some((a, b)) => {
+                let (lo, hi) = (num(a)?, num(b)?);
+                (lo <= hi).then_some(MccRange { lo, hi })
+            }
+            None => num(s).map(|v| MccRange { lo: v, hi: v }),
+        }
+    }
+
+    /// Whether the MCC text falls in the range.
+    pub fn contains(&self, mcc: &str) -> bool {
+        mcc.len() == 4
+            && mcc
+                .parse::<u16>()
+                .is_ok_and(|v| (self.lo..=self.hi).contains(&v))
+    }
+}
+
+/// cardgate's own controls from config, checked after Stripe's: where operators
+/// tighten what Stripe enforces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProgramControls {
+    /// Same shape as a card's controls.
+    pub controls: Controls,
+    /// MCCs or MCC ranges that decline regardless of category name.
+    pub blocked_mccs: Vec<MccRange>,
+    /// What to do when a limit's currency differs from the authorization's.
+    pub currency_mismatch: CurrencyMismatch,
+}
+
+/// Policy for a spending limit in another currency than the authorization. We do
+/// not convert (no rates on the hot path), so the safe default is to decline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CurrencyMismatch {
+    /// Decline with reason `currency_mismatch`.
+    #[default]
+    Decline,
+    /// Skip the limit.
+    Ignore,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tsv_row_is_in_the_table() {
+        let tsv = include_str!("../../data/stripe-categories.tsv");
+        let mut n = 0;
+        for line in tsv.lines().skip(1) {
+            let cols: Vec<&str> = line.split('\t').collect();
+            assert_eq!(cols.len(), 3, "bad row {line:?}");
+            let id = category_by_name(cols[0]).unwrap_or_else(|| panic!("{} missing", cols[0]));
+            let row = CATEGORIES[usize::from(id)];
+            assert_eq!((row.mcc, row.label), (cols[1], cols[2]), "row {line:?}");
+            if !cols[1].is_empty() {
+                assert_eq!(category_by_mcc(cols[1]), Some(id), "mcc of {line:?}");
+            }
+            n += 1;
+        }
+        assert_eq!(n, COUNT);
+    }
+
+    #[test]
+    fn category_matches_by_name_or_mcc() {
+        let mut set = CategorySet::default();
+        assert!(set.insert_name("betting_casino_gambling"));
+        assert!(set.matches(&MerchantCategory::new("betting_casino_gambling", "0000")));
+        assert!(set.matches(&MerchantCategory::new("miscellaneous", "7995")));
+        assert!(!set.matches(&MerchantCategory::new("bakeries", "5462")));
+        assert!(!set.insert_name("brand_new_category"));
+        assert!(set.matches(&MerchantCategory::new("brand_new_category", "")));
+    }
+
+    #[test]
+    fn countries_and_mcc_ranges() {
+        let mut c = CountrySet::default();
+        assert!(c.insert("kp"));
+        assert!(!c.insert("KOR"));
+        assert!(c.contains("KP") && !c.contains("US") && !c.contains(""));
+        let r = MccRange::parse("3000-3299").unwrap();
+        assert!(r.contains("3000") && r.contains("3299") && !r.contains("3300"));
+        assert_eq!(MccRange::parse("99"), None);
+        assert_eq!(MccRange::parse("5000-4000"), None);
+    }
+
+    #[test]
+    fn currency_is_lowercased() {
+        assert_eq!(Currency::parse("USD").unwrap().as_str(), "usd");
+        assert_eq!(Currency::parse("us"), None);
+    }
+}

@@ -1,0 +1,186 @@
+//! `POST /webhooks/stripe`: the decision path of one authorization.
+//!
+//! read body (≤ 256 KiB) → verify signature → parse → `decide()` → encode → 200.
+//! Bad input is refused before anything is parsed or recorded (400/413). Once a
+//! request event is verified and parsed it always gets a decision body: the
+//! deadline budget bounds the decision, and on timeout or a caught panic the
+//! configured fallback answers with reason `fallback:<cause>`. Never a 5xx.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+
+use super::respond::{json_bytes, json_error, json_ok};
+use super::{AppState, Body};
+use crate::config::Fallback;
+use crate::decision::{self, Context, Decision, FallbackCause, NoSpend};
+use crate::metrics as m;
+use crate::stripe::{self, Event};
+
+/// Largest accepted body; Stripe's events are a few KiB.
+pub const BODY_LIMIT: usize = 256 * 1024;
+
+/// Handles one webhook delivery.
+pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> {
+    let start = Instant::now();
+    let deadline = start + state.config.deadline;
+    let declared_too_big = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > BODY_LIMIT as u64);
+    if declared_too_big {
+        return too_large();
+    }
+    let (parts, body) = req.into_parts();
+    let body =
+        match tokio::time::timeout_at(deadline.into(), Limited::new(body, BODY_LIMIT).collect())
+            .await
+        {
+            Err(_) => {
+                return json_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "request body did not arrive within the deadline",
+                );
+            }
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+            Ok(Err(_)) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "body_unreadable",
+                    "request body could not be read",
+                );
+            }
+            Ok(Ok(collected)) => collected.to_bytes(),
+        };
+
+    let header = parts.headers.get("stripe-signature").map(|v| v.as_bytes());
+    let verified = match stripe::verify(
+        header,
+        Vec::from(body),
+        &state.secrets,
+        state.now(),
+        state.config.tolerance_seconds,
+    ) {
+        Ok(v) => v,
+        Err(e) => {
+            metrics::counter!(m::SIGNATURE_FAILURES, "code" => e.code()).increment(1);
+            tracing::warn!(code = e.code(), "webhook signature rejected: {e}");
+            return json_error(StatusCode::BAD_REQUEST, e.code(), &e.to_string());
+        }
+    };
+
+    let mut buf = verified.into_body();
+    let doc = match stripe::parse_document(&mut buf) {
+        Ok(d) => d,
+        Err(e) => return parse_failed(&e),
+    };
+    let event = match Event::read(&doc) {
+        Ok(e) => e,
+        Err(e) => return parse_failed(&e),
+    };
+    if event.event_type != stripe::AUTHORIZATION_REQUEST {
+        metrics::counter!(m::EVENTS, "type" => event_label(event.event_type)).increment(1);
+        return json_ok(StatusCode::OK, br#"{"received":true}"#);
+    }
+    let auth = match event.authorization_request() {
+        Ok(a) => a,
+        Err(e) => return parse_failed(&e),
+    };
+
+    let rules = state.rules.load();
+    let decide = async {
+        let fault = &state.config.fault_injection;
+        if fault.decision_delay_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(fault.decision_delay_ms)).await;
+        }
+        let ctx = Context::new(&auth, &state.config.program, &rules, &NoSpend, state.now());
+        // A bug in the decision (or a rule) must cost one fallback answer, not the
+        // connection: catch it here, where the answer is still ours to give.
+        std::panic::catch_unwind(AssertUnwindSafe(|| {
+            if fault.decision_panic {
+                panic!("fault injection: decision_panic");
+            }
+            decision::decide(&ctx)
+        }))
+        .map_err(|_| FallbackCause::Internal)
+    };
+    let decision = match tokio::time::timeout_at(deadline.into(), decide).await {
+        Ok(Ok(d)) => d,
+        Ok(Err(cause)) => fallback(state, cause),
+        Err(_) => fallback(state, FallbackCause::Deadline),
+    };
+
+    let body = stripe::encode_decision(&decision, rules.version());
+    metrics::counter!(
+        m::AUTHORIZATIONS,
+        "outcome" => decision.outcome(),
+        "reason" => decision.reason.as_str(),
+    )
+    .increment(1);
+    let elapsed = start.elapsed();
+    metrics::histogram!(m::WEBHOOK_DURATION).record(elapsed.as_secs_f64());
+    tracing::debug!(
+        authorization = auth.id,
+        card = auth.card.id,
+        amount = auth.amount,
+        outcome = decision.outcome(),
+        approved_amount = decision.amount,
+        reason = decision.reason.as_str(),
+        ruleset = rules.version(),
+        micros = elapsed.as_micros() as u64,
+        "decision"
+    );
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, "application/json")
+        .header("stripe-version", state.config.stripe_version.as_str())
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| super::respond::internal())
+}
+
+fn fallback(state: &AppState, cause: FallbackCause) -> Decision {
+    metrics::counter!(m::FALLBACKS, "cause" => cause.as_str()).increment(1);
+    tracing::warn!(cause = cause.as_str(), "answering the fallback decision");
+    Decision::fallback(state.config.fallback == Fallback::Approve, cause)
+}
+
+fn parse_failed(e: &stripe::ParseError) -> Response<Body> {
+    metrics::counter!(m::PARSE_FAILURES).increment(1);
+    tracing::warn!(path = %e.path, "webhook body rejected: {e}");
+    let body = serde_json::json!({"error": {
+        "code": "invalid_event",
+        "message": e.to_string(),
+        "path": e.path,
+    }});
+    json_bytes(
+        StatusCode::BAD_REQUEST,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+}
+
+fn too_large() -> Response<Body> {
+    json_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        "request body is over the 256 KiB limit",
+    )
+}
+
+/// Bounded label values for event types.
+fn event_label(t: &str) -> &'static str {
+    match t {
+        "issuing_authorization.created" => "issuing_authorization.created",
+        "issuing_authorization.updated" => "issuing_authorization.updated",
+        "issuing_transaction.created" => "issuing_transaction.created",
+        "issuing_transaction.updated" => "issuing_transaction.updated",
+        _ => "other",
+    }
+}

@@ -1,0 +1,15 @@
+//! The Stripe wire protocol, and only that: `Stripe-Signature` verification and
+//! signing, simd-json parsing of events into typed borrowed views, and encoding of
+//! the decision response. Nothing outside this module knows a Stripe field name or
+//! the signature scheme.
+
+mod parse;
+mod response;
+mod signature;
+
+pub use parse::{Document, Event, ParseError, Problem, parse_document};
+pub use response::encode_decision;
+pub use signature::{Secrets, Verified, VerifyError, sign_header, signature, verify};
+
+/// Event type of a real-time authorization request.
+pub const AUTHORIZATION_REQUEST: &str = "issuing_authorization.request";

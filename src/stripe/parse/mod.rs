@@ -1,0 +1,402 @@
+//! Parsing a verified webhook body with simd-json into borrowed, typed views: the
+//! event envelope and, for `issuing_authorization.request`, the decision core's
+//! [`AuthRequest`]. Only fields decisions use are read; unknown fields are ignored.
+//! A missing required field or a wrong type is an error naming the JSON path.
+
+use simd_json::BorrowedValue;
+use simd_json::prelude::*;
+
+use crate::decision::{
+    AuthRequest, Card, CardStatus, Cardholder, CardholderStatus, CategorySet, Controls, CountrySet,
+    Currency, Interval, Merchant, Presence, PresenceSet, SpendingLimit, Verification,
+};
+
+type Obj<'v> = simd_json::borrowed::Object<'v>;
+
+/// Why a body could not be read as a Stripe event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {problem}")]
+pub struct ParseError {
+    /// JSON path of the offending field, e.g. `data.object.pending_request.amount`;
+    /// `$` for the document itself.
+    pub path: String,
+    /// What is wrong with it.
+    pub problem: Problem,
+}
+
+/// What is wrong with a field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// The body is not JSON (message from the parser).
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    /// A required field is absent or null.
+    #[error("required field is missing")]
+    Missing,
+    /// The field has another JSON type.
+    #[error("expected {0}")]
+    WrongType(&'static str),
+    /// The field has the right type but a value we cannot accept.
+    #[error("invalid value: {0}")]
+    Invalid(&'static str),
+}
+
+fn err(path: &str, key: &str, problem: Problem) -> ParseError {
+    let path = if path.is_empty() {
+        key.to_string()
+    } else if key.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}.{key}")
+    };
+    ParseError { path, problem }
+}
+
+/// A parsed JSON document borrowing from the request buffer.
+pub struct Document<'a>(BorrowedValue<'a>);
+
+/// Parses `buf` in place (simd-json unescapes strings inside the buffer, so strings
+/// are borrowed, not copied).
+pub fn parse_document(buf: &mut [u8]) -> Result<Document<'_>, ParseError> {
+    simd_json::to_borrowed_value(buf)
+        .map(Document)
+        .map_err(|e| ParseError {
+            path: "$".into(),
+            problem: Problem::InvalidJson(e.to_string()),
+        })
+}
+
+/// The event envelope.
+#[derive(Debug)]
+pub struct Event<'v> {
+    /// `evt_…`
+    pub id: &'v str,
+    /// e.g. `issuing_authorization.request`.
+    pub event_type: &'v str,
+    /// Unix seconds.
+    pub created: i64,
+    /// `data.object`.
+    object: &'v Obj<'v>,
+}
+
+impl<'v> Event<'v> {
+    /// Reads the envelope: `id`, `type`, `created` and `data.object` must be present.
+    pub fn read(doc: &'v Document<'_>) -> Result<Self, ParseError> {
+        let root = doc.0.as_object().ok_or_else(|| ParseError {
+            path: "$".into(),
+            problem: Problem::WrongType("object"),
+        })?;
+        let data = req_obj(root, "", "data")?;
+        Ok(Event {
+            id: req_str(root, "", "id")?,
+            event_type: req_str(root, "", "type")?,
+            created: opt_i64(root, "", "created")?.unwrap_or(0),
+            object: req_obj(data, "data", "object")?,
+        })
+    }
+
+    /// `data.object`, for lifecycle readers.
+    pub fn object(&self) -> &'v Obj<'v> {
+        self.object
+    }
+
+    /// Reads `data.object` as a pending authorization request.
+    pub fn authorization_request(&self) -> Result<AuthRequest<'v>, ParseError> {
+        read_request(self.object)
+    }
+}
+
+const OBJ: &str = "data.object";
+const PR: &str = "data.object.pending_request";
+const MD: &str = "data.object.merchant_data";
+const CARD: &str = "data.object.card";
+const CH: &str = "data.object.card.cardholder";
+
+fn read_request<'v>(o: &'v Obj<'v>) -> Result<AuthRequest<'v>, ParseError> {
+    let pr = req_obj(o, OBJ, "pending_request")?;
+    let currency = req_currency(pr, PR, "currency")?;
+    let amount = req_i64(pr, PR, "amount")?;
+    if amount < 0 {
+        return Err(err(PR, "amount", Problem::Invalid("negative amount")));
+    }
+    let cashback_amount = match opt_obj(pr, PR, "amount_details")? {
+        Some(d) => opt_i64(
+            d,
+            "data.object.pending_request.amount_details",
+            "cashback_amount",
+        )?
+        .unwrap_or(0),
+        None => 0,
+    };
+    let md = req_obj(o, OBJ, "merchant_data")?;
+    let card = req_obj(o, OBJ, "card")?;
+    let ch = req_obj(card, CARD, "cardholder")?;
+    let verification = match opt_obj(o, OBJ, "verification_data")? {
+        Some(v) => read_verification(v)?,
+        None => Verification::default(),
+    };
+    Ok(AuthRequest {
+        id: req_str(o, OBJ, "id")?,
+        created: opt_i64(o, OBJ, "created")?.unwrap_or(0),
+        amount,
+        currency,
+        merchant_amount: opt_i64(pr, PR, "merchant_amount")?.unwrap_or(amount),
+        merchant_currency: match opt_str(pr, PR, "merchant_currency")? {
+            "" => currency,
+            _ => req_currency(pr, PR, "merchant_currency")?,
+        },
+        is_amount_controllable: opt_bool(pr, PR, "is_amount_controllable")?,
+        network_risk_score: opt_i64(pr, PR, "network_risk_score")?,
+        cashback_amount,
+        authorization_method: opt_str(o, OBJ, "authorization_method")?,
+        card_presence: match opt_str(o, OBJ, "card_presence")? {
+            "" => None,
+            s => {
+                Some(Presence::parse(s).ok_or_else(|| {
+                    err(OBJ, "card_presence", Problem::Invalid("unknown presence"))
+                })?)
+            }
+        },
+        wallet: opt_str(o, OBJ, "wallet")?,
+        merchant: Merchant {
+            category: req_str(md, MD, "category")?,
+            category_code: req_str(md, MD, "category_code")?,
+            country: opt_str(md, MD, "country")?,
+            city: opt_str(md, MD, "city")?,
+            name: opt_str(md, MD, "name")?,
+            network_id: opt_str(md, MD, "network_id")?,
+            postal_code: opt_str(md, MD, "postal_code")?,
+            state: opt_str(md, MD, "state")?,
+        },
+        card: Card {
+            id: req_str(card, CARD, "id")?,
+            card_type: opt_str(card, CARD, "type")?,
+            status: CardStatus::parse(req_str(card, CARD, "status")?),
+            currency: match opt_str(card, CARD, "currency")? {
+                "" => None,
+                _ => Some(req_currency(card, CARD, "currency")?),
+            },
+            metadata: read_metadata(card, CARD)?,
+            controls: read_controls(card, CARD)?,
+        },
+        cardholder: Cardholder {
+            id: req_str(ch, CH, "id")?,
+            kind: opt_str(ch, CH, "type")?,
+            status: CardholderStatus::parse(req_str(ch, CH, "status")?),
+            controls: read_controls(ch, CH)?,
+        },
+        verification,
+    })
+}
+
+fn read_verification<'v>(v: &'v Obj<'v>) -> Result<Verification<'v>, ParseError> {
+    const P: &str = "data.object.verification_data";
+    Ok(Verification {
+        cvc_check: opt_str(v, P, "cvc_check")?,
+        expiry_check: opt_str(v, P, "expiry_check")?,
+        address_postal_code_check: opt_str(v, P, "address_postal_code_check")?,
+        three_d_secure: match opt_obj(v, P, "three_d_secure")? {
+            Some(t) => opt_str(t, "data.object.verification_data.three_d_secure", "result")?,
+            None => "",
+        },
+    })
+}
+
+fn read_metadata<'v>(o: &'v Obj<'v>, path: &str) -> Result<Vec<(&'v str, &'v str)>, ParseError> {
+    let Some(m) = opt_obj(o, path, "metadata")? else {
+        return Ok(Vec::new());
+    };
+    m.iter()
+        .map(|(k, v)| {
+            v.as_str()
+                .map(|s| (k.as_ref(), s))
+                .ok_or_else(|| err(&format!("{path}.metadata"), k, Problem::WrongType("string")))
+        })
+        .collect()
+}
+
+fn read_controls(o: &Obj<'_>, path: &str) -> Result<Controls, ParseError> {
+    let Some(sc) = opt_obj(o, path, "spending_controls")? else {
+        return Ok(Controls::default());
+    };
+    let p = format!("{path}.spending_controls");
+    let p = p.as_str();
+    let categories = |key| -> Result<Option<CategorySet>, ParseError> {
+        opt_strings(sc, p, key, |s, set: &mut CategorySet| {
+            set.insert_name(s);
+            Ok(())
+        })
+    };
+    let countries = |key| -> Result<Option<CountrySet>, ParseError> {
+        opt_strings(sc, p, key, |s, set: &mut CountrySet| {
+            if set.insert(s) {
+                Ok(())
+            } else {
+                Err(Problem::Invalid("not an ISO 3166-1 alpha-2 country code"))
+            }
+        })
+    };
+    let presences = |key| -> Result<Option<PresenceSet>, ParseError> {
+        opt_strings(sc, p, key, |s, set: &mut PresenceSet| {
+            set.insert(Presence::parse(s).ok_or(Problem::Invalid("unknown card presence"))?);
+            Ok(())
+        })
+    };
+    let mut spending_limits = Vec::new();
+    if let Some(limits) = opt_array(sc, p, "spending_limits")? {
+        for (i, l) in limits.iter().enumerate() {
+            let lp = format!("{p}.spending_limits[{i}]");
+            let l = l
+                .as_object()
+                .ok_or_else(|| err(&lp, "", Problem::WrongType("object")))?;
+            let interval = req_str(l, &lp, "interval")?;
+            spending_limits.push(SpendingLimit {
+                amount: req_i64(l, &lp, "amount")?,
+                interval: Interval::parse(interval)
+                    .ok_or_else(|| err(&lp, "interval", Problem::Invalid("unknown interval")))?,
+                categories: opt_strings(l, &lp, "categories", |s, set: &mut CategorySet| {
+                    set.insert_name(s);
+                    Ok(())
+                })?
+                .filter(|s| !s.is_empty()),
+            });
+        }
+    }
+    Ok(Controls {
+        allowed_categories: categories("allowed_categories")?,
+        blocked_categories: categories("blocked_categories")?,
+        allowed_merchant_countries: countries("allowed_merchant_countries")?,
+        blocked_merchant_countries: countries("blocked_merchant_countries")?,
+        allowed_card_presences: presences("allowed_card_presences")?,
+        blocked_card_presences: presences("blocked_card_presences")?,
+        spending_limits,
+        spending_limits_currency: match opt_str(sc, p, "spending_limits_currency")? {
+            "" => None,
+            _ => Some(req_currency(sc, p, "spending_limits_currency")?),
+        },
+    })
+}
+
+// === field helpers: absent and null are the same to Stripe ===
+
+fn field<'v>(o: &'v Obj<'v>, key: &str) -> Option<&'v BorrowedValue<'v>> {
+    o.get(key).filter(|v| !v.is_null())
+}
+
+/// A required string field.
+pub(crate) fn req_str<'v>(o: &'v Obj<'v>, path: &str, key: &str) -> Result<&'v str, ParseError> {
+    match field(o, key) {
+        None => Err(err(path, key, Problem::Missing)),
+        Some(v) => v
+            .as_str()
+            .ok_or_else(|| err(path, key, Problem::WrongType("string"))),
+    }
+}
+
+/// An optional string field; absent or null is `""`.
+pub(crate) fn opt_str<'v>(o: &'v Obj<'v>, path: &str, key: &str) -> Result<&'v str, ParseError> {
+    match field(o, key) {
+        None => Ok(""),
+        Some(v) => v
+            .as_str()
+            .ok_or_else(|| err(path, key, Problem::WrongType("string"))),
+    }
+}
+
+/// A required integer field.
+pub(crate) fn req_i64(o: &Obj<'_>, path: &str, key: &str) -> Result<i64, ParseError> {
+    opt_i64(o, path, key)?.ok_or_else(|| err(path, key, Problem::Missing))
+}
+
+/// An optional integer field.
+pub(crate) fn opt_i64(o: &Obj<'_>, path: &str, key: &str) -> Result<Option<i64>, ParseError> {
+    match o.get(key).filter(|v| !v.is_null()) {
+        None => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| err(path, key, Problem::WrongType("integer"))),
+    }
+}
+
+/// An optional boolean field; absent or null is `false`.
+pub(crate) fn opt_bool(o: &Obj<'_>, path: &str, key: &str) -> Result<bool, ParseError> {
+    match o.get(key).filter(|v| !v.is_null()) {
+        None => Ok(false),
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| err(path, key, Problem::WrongType("boolean"))),
+    }
+}
+
+/// A required object field.
+pub(crate) fn req_obj<'v>(
+    o: &'v Obj<'v>,
+    path: &str,
+    key: &str,
+) -> Result<&'v Obj<'v>, ParseError> {
+    opt_obj(o, path, key)?.ok_or_else(|| err(path, key, Problem::Missing))
+}
+
+/// An optional object field.
+pub(crate) fn opt_obj<'v>(
+    o: &'v Obj<'v>,
+    path: &str,
+    key: &str,
+) -> Result<Option<&'v Obj<'v>>, ParseError> {
+    match field(o, key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_object()
+            .map(Some)
+            .ok_or_else(|| err(path, key, Problem::WrongType("object"))),
+    }
+}
+
+fn opt_array<'v>(
+    o: &'v Obj<'v>,
+    path: &str,
+    key: &str,
+) -> Result<Option<&'v Vec<BorrowedValue<'v>>>, ParseError> {
+    match field(o, key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_array()
+            .map(Some)
+            .ok_or_else(|| err(path, key, Problem::WrongType("array"))),
+    }
+}
+
+fn opt_strings<T: Default>(
+    o: &Obj<'_>,
+    path: &str,
+    key: &str,
+    mut add: impl FnMut(&str, &mut T) -> Result<(), Problem>,
+) -> Result<Option<T>, ParseError> {
+    let Some(items) = opt_array(o, path, key)? else {
+        return Ok(None);
+    };
+    let mut set = T::default();
+    for (i, item) in items.iter().enumerate() {
+        let at = || format!("{key}[{i}]");
+        let s = item
+            .as_str()
+            .ok_or_else(|| err(path, &at(), Problem::WrongType("string")))?;
+        add(s, &mut set).map_err(|p| err(path, &at(), p))?;
+    }
+    Ok(Some(set))
+}
+
+fn req_currency(o: &Obj<'_>, path: &str, key: &str) -> Result<Currency, ParseError> {
+    let s = match o.get(key).filter(|v| !v.is_null()) {
+        None => return Err(err(path, key, Problem::Missing)),
+        Some(v) => v
+            .as_str()
+            .ok_or_else(|| err(path, key, Problem::WrongType("string")))?,
+    };
+    Currency::parse(s)
+        .ok_or_else(|| err(path, key, Problem::Invalid("not a 3-letter currency code")))
+}
+
+#[cfg(test)]
+mod tests;

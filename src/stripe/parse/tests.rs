@@ -1,0 +1,193 @@
+use super::*;
+use crate::decision::{Interval, Presence};
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/fixtures/events/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// Parses `body` and reads it as an authorization request, or returns the error text.
+fn read(mut body: Vec<u8>) -> Result<String, String> {
+    let doc = parse_document(&mut body).map_err(|e| e.to_string())?;
+    let ev = Event::read(&doc).map_err(|e| e.to_string())?;
+    let a = ev.authorization_request().map_err(|e| e.to_string())?;
+    Ok(format!(
+        "{} {} {} {} {} {} {}",
+        ev.event_type,
+        a.id,
+        a.amount,
+        a.currency,
+        a.merchant.category_code,
+        a.card.id,
+        a.cardholder.id
+    ))
+}
+
+/// Replaces one JSON path in the reference request with `value` (None deletes it).
+fn edited(path: &[&str], value: Option<serde_json::Value>) -> Vec<u8> {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&fixture("issuing_authorization.request.json")).unwrap();
+    let (last, parents) = path.split_last().unwrap();
+    let mut cur = &mut v;
+    for p in parents {
+        cur = &mut cur[*p];
+    }
+    let obj = cur.as_object_mut().unwrap();
+    match value {
+        Some(x) => obj.insert((*last).to_string(), x),
+        None => obj.remove(*last),
+    };
+    serde_json::to_vec(&v).unwrap()
+}
+
+#[test]
+fn reads_reference_request() {
+    assert_eq!(
+        read(fixture("issuing_authorization.request.json")).unwrap(),
+        "issuing_authorization.request iauth_1SfbND25Lk8vT3cGdL09jQ7n 4250 usd 5734 \
+         ic_1SbsKNr3Lk8vT3cGAOiDXANR ich_1S5p1NVELk8vT3cGCwBOYUft"
+    );
+    let mut body = fixture("issuing_authorization.request.json");
+    let doc = parse_document(&mut body).unwrap();
+    let a = Event::read(&doc).unwrap().authorization_request().unwrap();
+    assert_eq!(a.card_presence, Some(Presence::NotPresent));
+    assert_eq!(a.network_risk_score, Some(12));
+    assert_eq!(a.card.metadata, vec![("cost_center", "eng-tools")]);
+    assert_eq!(a.verification.cvc_check, "match");
+    assert_eq!(a.cardholder.controls.spending_limits.len(), 1);
+    assert_eq!(
+        a.cardholder.controls.spending_limits[0].interval,
+        Interval::Monthly
+    );
+    // `allowed_categories: []` parses as an empty set, which decide() treats as unset.
+    assert!(
+        a.cardholder
+            .controls
+            .allowed_categories
+            .as_ref()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn reads_spending_controls_and_partial_fixtures() {
+    let mut body = fixture("issuing_authorization.request.spending_controls.json");
+    let doc = parse_document(&mut body).unwrap();
+    let a = Event::read(&doc).unwrap().authorization_request().unwrap();
+    let c = &a.card.controls;
+    assert_eq!(c.blocked_categories.as_ref().unwrap().ids().count(), 2);
+    assert_eq!(c.spending_limits.len(), 2);
+    assert_eq!(c.spending_limits_currency.unwrap().as_str(), "usd");
+
+    let mut body = fixture("issuing_authorization.request.partial.json");
+    let doc = parse_document(&mut body).unwrap();
+    let a = Event::read(&doc).unwrap().authorization_request().unwrap();
+    assert!(a.is_amount_controllable);
+    assert_eq!(a.amount, 15000);
+}
+
+#[test]
+fn escaped_strings_are_unescaped() {
+    let body = edited(
+        &["data", "object", "merchant_data", "name"],
+        Some("Caf\u{e9} \"M\u{fc}nchen\"".into()),
+    );
+    let mut body = body;
+    let doc = parse_document(&mut body).unwrap();
+    let a = Event::read(&doc).unwrap().authorization_request().unwrap();
+    assert_eq!(a.merchant.name, "Café \"München\"");
+}
+
+#[test]
+fn errors_name_the_field_path() {
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"not json".to_vec(), "$: invalid JSON"),
+        (b"{\"id\": \"evt\", ".to_vec(), "$: invalid JSON"),
+        (b"[1,2]".to_vec(), "$: expected object"),
+        (edited(&["data"], None), "data: required field is missing"),
+        (
+            edited(&["data", "object"], None),
+            "data.object: required field is missing",
+        ),
+        (
+            edited(&["data", "object"], Some(7.into())),
+            "data.object: expected object",
+        ),
+        (edited(&["id"], Some(5.into())), "id: expected string"),
+        (
+            edited(
+                &["data", "object", "pending_request", "amount"],
+                Some("12".into()),
+            ),
+            "data.object.pending_request.amount: expected integer",
+        ),
+        (
+            edited(
+                &["data", "object", "pending_request", "amount"],
+                Some((-5).into()),
+            ),
+            "data.object.pending_request.amount: invalid value: negative amount",
+        ),
+        (
+            edited(&["data", "object", "pending_request"], None),
+            "data.object.pending_request: required field is missing",
+        ),
+        (
+            edited(
+                &[
+                    "data",
+                    "object",
+                    "pending_request",
+                    "is_amount_controllable",
+                ],
+                Some("yes".into()),
+            ),
+            "data.object.pending_request.is_amount_controllable: expected boolean",
+        ),
+        (
+            edited(&["data", "object", "card", "cardholder", "status"], None),
+            "data.object.card.cardholder.status: required field is missing",
+        ),
+        (
+            edited(
+                &[
+                    "data",
+                    "object",
+                    "card",
+                    "spending_controls",
+                    "blocked_categories",
+                ],
+                Some(serde_json::json!(["bakeries", 3])),
+            ),
+            "data.object.card.spending_controls.blocked_categories[1]: expected string",
+        ),
+        (
+            edited(
+                &[
+                    "data",
+                    "object",
+                    "card",
+                    "spending_controls",
+                    "spending_limits",
+                ],
+                Some(serde_json::json!([{"amount": 5, "interval": "hourly"}])),
+            ),
+            "data.object.card.spending_controls.spending_limits[0].interval: invalid value: unknown interval",
+        ),
+        (
+            edited(
+                &["data", "object", "merchant_data", "category_code"],
+                Some(serde_json::json!({})),
+            ),
+            "data.object.merchant_data.category_code: expected string",
+        ),
+    ];
+    for (body, want) in cases {
+        let got = read(body).unwrap_err();
+        assert!(got.starts_with(want), "got {got:?}, want {want:?}");
+    }
+}

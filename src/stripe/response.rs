@@ -1,0 +1,116 @@
+//! Encoding cardgate's answer in the shape Stripe accepts for a real-time
+//! authorization: `{"approved": bool, "amount"?: int, "metadata": {...}}`. The JSON is
+//! written by hand into one buffer: the shape is fixed and tiny, and this runs for
+//! every authorization.
+
+use crate::decision::{Decision, Reason, Source};
+
+/// Stripe caps metadata values at 500 characters.
+const MAX_METADATA_VALUE: usize = 500;
+
+/// Writes the webhook response body for `decision` made under rule set `ruleset`.
+pub fn encode_decision(decision: &Decision, ruleset: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160);
+    out.extend_from_slice(b"{\"approved\":");
+    out.extend_from_slice(if decision.approved { b"true" } else { b"false" });
+    if let (true, Some(amount)) = (decision.approved, decision.amount) {
+        out.extend_from_slice(b",\"amount\":");
+        out.extend_from_slice(itoa::Buffer::new().format(amount).as_bytes());
+    }
+    out.extend_from_slice(b",\"metadata\":{\"reason\":\"");
+    let mut value = String::with_capacity(64);
+    value.push_str(decision.reason.as_str());
+    if let (Reason::Rule, Some(Source::Rule(name))) = (decision.reason, &decision.source) {
+        value.push(':');
+        value.push_str(name);
+    }
+    push_escaped(&mut out, &value);
+    out.push(b'"');
+    if let Some(source) = &decision.source {
+        value.clear();
+        match source {
+            Source::Control(level, control) => {
+                value.push_str(level.as_str());
+                value.push('.');
+                value.push_str(control);
+            }
+            Source::Status(s) => value.push_str(s),
+            Source::Rule(name) => value.push_str(name),
+        }
+        out.extend_from_slice(b",\"rule\":\"");
+        push_escaped(&mut out, &value);
+        out.push(b'"');
+    }
+    out.extend_from_slice(b",\"ruleset\":\"");
+    push_escaped(&mut out, ruleset);
+    out.extend_from_slice(b"\"}}");
+    out
+}
+
+/// Writes `s` as JSON string content, cut to Stripe's metadata value limit.
+fn push_escaped(out: &mut Vec<u8>, s: &str) {
+    for (n, c) in s.chars().enumerate() {
+        if n == MAX_METADATA_VALUE {
+            break;
+        }
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
+            }
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::{FallbackCause, Level};
+    use std::sync::Arc;
+
+    fn json(d: &Decision) -> serde_json::Value {
+        serde_json::from_slice(&encode_decision(d, "v1")).unwrap()
+    }
+
+    #[test]
+    fn shapes() {
+        assert_eq!(
+            json(&Decision::approve()),
+            serde_json::json!({"approved": true, "metadata": {"reason": "approved", "ruleset": "v1"}})
+        );
+        let partial = Decision {
+            approved: true,
+            amount: Some(6000),
+            reason: Reason::SpendingLimit,
+            source: Some(Source::Control(Level::Card, "per_authorization")),
+        };
+        assert_eq!(
+            json(&partial),
+            serde_json::json!({"approved": true, "amount": 6000, "metadata":
+                {"reason": "spending_limit", "rule": "card.per_authorization", "ruleset": "v1"}})
+        );
+        let rule = Decision::decline(Reason::Rule, Source::Rule(Arc::from("no-\"gambling\"")));
+        assert_eq!(
+            json(&rule),
+            serde_json::json!({"approved": false, "metadata":
+                {"reason": "rule:no-\"gambling\"", "rule": "no-\"gambling\"", "ruleset": "v1"}})
+        );
+        assert_eq!(
+            json(&Decision::fallback(false, FallbackCause::Deadline)),
+            serde_json::json!({"approved": false, "metadata": {"reason": "fallback:deadline", "ruleset": "v1"}})
+        );
+    }
+
+    #[test]
+    fn long_values_are_cut_to_stripe_limit() {
+        let long = "x".repeat(800);
+        let d = Decision::decline(Reason::Rule, Source::Rule(Arc::from(long.as_str())));
+        let v = json(&d);
+        assert_eq!(v["metadata"]["rule"].as_str().unwrap().len(), 500);
+    }
+}
