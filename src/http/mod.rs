@@ -9,7 +9,7 @@
 
 mod respond;
 mod state;
-mod webhook;
+pub mod webhook;
 
 use std::convert::Infallible;
 use std::future::Future;

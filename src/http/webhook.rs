@@ -10,12 +10,12 @@ use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::CONTENT_LENGTH;
 use hyper::{Request, Response, StatusCode};
 
-use super::respond::{json_bytes, json_error, json_ok};
+use super::respond::{json_bytes, json_error};
 use super::{AppState, Body};
 use crate::config::Fallback;
 use crate::decision::{self, Context, Decision, FallbackCause, NoSpend};
@@ -62,8 +62,48 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> 
         };
 
     let header = parts.headers.get("stripe-signature").map(|v| v.as_bytes());
+    let answer = process(state, header, body, start, deadline).await;
+    let mut resp = json_bytes(answer.status, answer.body);
+    if answer.decision
+        && let Ok(v) = hyper::header::HeaderValue::from_str(&state.config.stripe_version)
+    {
+        resp.headers_mut().insert("stripe-version", v);
+    }
+    resp
+}
+
+/// What [`process`] answers: a status and a JSON body.
+pub struct Answer {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// JSON body.
+    pub body: Bytes,
+    /// True when the body is a decision (it then carries `Stripe-Version`).
+    pub decision: bool,
+}
+
+impl Answer {
+    fn error(status: StatusCode, code: &str, message: &str) -> Self {
+        let body = serde_json::json!({"error": {"code": code, "message": message}});
+        Answer {
+            status,
+            body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+            decision: false,
+        }
+    }
+}
+
+/// The decision path without the network: verify, parse, decide, encode. Callable
+/// from benches and tests; `start` and `deadline` bound the decision.
+pub async fn process(
+    state: &AppState,
+    signature: Option<&[u8]>,
+    body: Bytes,
+    start: Instant,
+    deadline: Instant,
+) -> Answer {
     let verified = match stripe::verify(
-        header,
+        signature,
         Vec::from(body),
         &state.secrets,
         state.now(),
@@ -73,7 +113,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> 
         Err(e) => {
             metrics::counter!(m::SIGNATURE_FAILURES, "code" => e.code()).increment(1);
             tracing::warn!(code = e.code(), "webhook signature rejected: {e}");
-            return json_error(StatusCode::BAD_REQUEST, e.code(), &e.to_string());
+            return Answer::error(StatusCode::BAD_REQUEST, e.code(), &e.to_string());
         }
     };
 
@@ -88,7 +128,11 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> 
     };
     if event.event_type != stripe::AUTHORIZATION_REQUEST {
         metrics::counter!(m::EVENTS, "type" => event_label(event.event_type)).increment(1);
-        return json_ok(StatusCode::OK, br#"{"received":true}"#);
+        return Answer {
+            status: StatusCode::OK,
+            body: Bytes::from_static(br#"{"received":true}"#),
+            decision: false,
+        };
     }
     let auth = match event.authorization_request() {
         Ok(a) => a,
@@ -138,12 +182,11 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> 
         micros = elapsed.as_micros() as u64,
         "decision"
     );
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(CONTENT_TYPE, "application/json")
-        .header("stripe-version", state.config.stripe_version.as_str())
-        .body(Full::new(Bytes::from(body)))
-        .unwrap_or_else(|_| super::respond::internal())
+    Answer {
+        status: StatusCode::OK,
+        body: Bytes::from(body),
+        decision: true,
+    }
 }
 
 fn fallback(state: &AppState, cause: FallbackCause) -> Decision {
@@ -152,7 +195,7 @@ fn fallback(state: &AppState, cause: FallbackCause) -> Decision {
     Decision::fallback(state.config.fallback == Fallback::Approve, cause)
 }
 
-fn parse_failed(e: &stripe::ParseError) -> Response<Body> {
+fn parse_failed(e: &stripe::ParseError) -> Answer {
     metrics::counter!(m::PARSE_FAILURES).increment(1);
     tracing::warn!(path = %e.path, "webhook body rejected: {e}");
     let body = serde_json::json!({"error": {
@@ -160,10 +203,11 @@ fn parse_failed(e: &stripe::ParseError) -> Response<Body> {
         "message": e.to_string(),
         "path": e.path,
     }});
-    json_bytes(
-        StatusCode::BAD_REQUEST,
-        serde_json::to_vec(&body).unwrap_or_default(),
-    )
+    Answer {
+        status: StatusCode::BAD_REQUEST,
+        body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        decision: false,
+    }
 }
 
 fn too_large() -> Response<Body> {
