@@ -29,6 +29,7 @@ pub const BODY_LIMIT: usize = 256 * 1024;
 pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> {
     let start = Instant::now();
     let deadline = start + state.config.deadline;
+    tracing::debug!("webhook request received");
     let declared_too_big = req
         .headers()
         .get(CONTENT_LENGTH)

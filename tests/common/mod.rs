@@ -1,0 +1,247 @@
+//! Shared helpers for integration tests: start the real `cardgate` binary on
+//! 127.0.0.1:0 with a temporary config, sign events the way Stripe does, and talk
+//! to it over real HTTP/1.1.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// The secret tests configure unless they say otherwise.
+pub const SECRET: &str = "whsec_integration_test_secret";
+
+/// Minimal config: the test secret, no program controls.
+pub fn base_config() -> String {
+    format!("[webhook]\nsecrets = [\"{SECRET}\"]\n")
+}
+
+/// A running `cardgate serve`; killed on drop.
+pub struct Server {
+    child: Option<Child>,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    /// Everything the server wrote to stderr so far.
+    pub stderr: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts the binary with `config` (TOML text) and extra environment variables.
+    pub fn start(config: &str, env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cardgate.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardgate"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .env_remove("CARDGATE_WEBHOOK_SECRET")
+            .env_remove("CARDGATE_LISTEN")
+            .env("CARDGATE_DATA_DIR", dir.path().join("data"))
+            .env("CARDGATE_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("cardgate listening on http://")
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!(
+                    "server did not start: stdout {line:?}, stderr {}",
+                    stderr.lock().unwrap()
+                )
+            })
+            .to_string();
+        Server {
+            child: Some(child),
+            addr,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    /// `http://ADDR{path}`
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let ok = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        child.wait().unwrap()
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn ready(&self) {
+        for _ in 0..500 {
+            if let Ok(r) = get(&self.url("/readyz")).await
+                && r.status == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("server never became ready");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body as JSON (panics with the body text if it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends one request.
+pub async fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> Result<Reply, String> {
+    let mut req = hyper::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).unwrap();
+    let resp = client().request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// GET `url`.
+pub async fn get(url: &str) -> Result<Reply, String> {
+    send("GET", url, &[], Vec::new()).await
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// POSTs `body` to the webhook signed with `secrets` at `now()`.
+pub async fn post_signed(server: &Server, body: &[u8], secrets: &[&str]) -> Reply {
+    let header = cardgate::stripe::sign_header(secrets, now(), body);
+    post_with_signature(server, body, Some(header)).await
+}
+
+/// POSTs `body` to the webhook with a given `Stripe-Signature` (or none).
+pub async fn post_with_signature(server: &Server, body: &[u8], signature: Option<String>) -> Reply {
+    let mut headers = vec![("content-type", "application/json".to_string())];
+    if let Some(s) = signature {
+        headers.push(("stripe-signature", s));
+    }
+    send(
+        "POST",
+        &server.url("/webhooks/stripe"),
+        &headers,
+        body.to_vec(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Path of a fixture event.
+pub fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/events")
+        .join(name)
+}
+
+/// A fixture event as JSON.
+pub fn fixture(name: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(fixture_path(name)).unwrap()).unwrap()
+}
+
+/// The reference authorization request: active card, 42.50 USD, software store.
+pub fn request() -> serde_json::Value {
+    fixture("issuing_authorization.request.json")
+}
+
+/// Sets the value at a `/`-separated path (JSON pointer without the leading slash).
+pub fn set(v: &mut serde_json::Value, path: &str, value: serde_json::Value) {
+    let ptr = format!("/{path}");
+    *v.pointer_mut(&ptr)
+        .unwrap_or_else(|| panic!("no {path} in event")) = value;
+}
+
+/// Value of metric line `name{labels}` in a /metrics text, 0 when absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
