@@ -145,6 +145,7 @@ fn alerts_parse_and_query_only_exported_metrics() {
     let file: RuleFile =
         serde_yaml::from_str(ALERTS).expect("config/prometheus/alerts.yml is a rules file");
     let exported = exported();
+    let duration = Regex::new(r"^\d+[smhd]$").expect("valid regex");
     let mut alerts = BTreeSet::new();
     for g in &file.groups {
         assert!(!g.name.is_empty());
@@ -165,11 +166,7 @@ fn alerts_parse_and_query_only_exported_metrics() {
                 r.alert
             );
             if let Some(f) = &r.for_ {
-                assert!(
-                    Regex::new(r"^\d+[smhd]$").expect("regex").is_match(f),
-                    "{}: for {f:?}",
-                    r.alert
-                );
+                assert!(duration.is_match(f), "{}: for {f:?}", r.alert);
             }
             check_names(&format!("alert {}", r.alert), &r.expr, &exported);
         }
