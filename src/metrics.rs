@@ -5,11 +5,14 @@
 //! or authorization id.
 
 use std::sync::OnceLock;
+use std::time::Instant;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Histogram: whole webhook handling time, from headers read to response built.
 pub const WEBHOOK_DURATION: &str = "cardgate_webhook_duration_seconds";
+/// Histogram `{stage}`: time spent in each stage of the decision path (see [`Stage`]).
+pub const WEBHOOK_STAGE_DURATION: &str = "cardgate_webhook_stage_duration_seconds";
 /// Counter `{outcome, reason}`: decisions answered (fallbacks included).
 pub const AUTHORIZATIONS: &str = "cardgate_authorizations_total";
 /// Counter `{code}`: webhook requests refused for their signature.
@@ -48,6 +51,7 @@ pub fn install() -> PrometheusHandle {
             // our handle renders nothing, which is visible and harmless.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            register_stages();
             handle
         })
         .clone()
@@ -56,6 +60,11 @@ pub fn install() -> PrometheusHandle {
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_histogram!(WEBHOOK_DURATION, Unit::Seconds, "Webhook handling time.");
+    describe_histogram!(
+        WEBHOOK_STAGE_DURATION,
+        Unit::Seconds,
+        "Webhook handling time by stage: verify, parse, decide, reserve, respond."
+    );
     describe_counter!(
         AUTHORIZATIONS,
         "Authorization decisions by outcome and reason."
@@ -70,4 +79,78 @@ fn describe() {
     describe_counter!(HTTP_RESPONSES, "HTTP responses by route and status.");
     describe_gauge!(BUILD_INFO, "Build information; always 1.");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// A stage of the webhook decision path, the `stage` label of
+/// [`WEBHOOK_STAGE_DURATION`]: a closed set, so the label stays bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Signature check (HMAC over the body).
+    Verify = 0,
+    /// simd-json parse and the typed authorization view.
+    Parse,
+    /// `decide()` under the deadline budget.
+    Decide,
+    /// Ledger check-and-reserve of the approved amount.
+    Reserve,
+    /// Encoding the answer and counting the decision.
+    Respond,
+}
+
+impl Stage {
+    /// Every stage, in path order.
+    pub const ALL: [Stage; 5] = [
+        Stage::Verify,
+        Stage::Parse,
+        Stage::Decide,
+        Stage::Reserve,
+        Stage::Respond,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Verify => "verify",
+            Stage::Parse => "parse",
+            Stage::Decide => "decide",
+            Stage::Reserve => "reserve",
+            Stage::Respond => "respond",
+        }
+    }
+}
+
+/// Stage histograms resolved once: `histogram!` with a label hashes the key and
+/// looks it up in the registry on every call, five times per request here; a
+/// resolved handle is one atomic bucket update.
+static STAGES: OnceLock<[metrics::Histogram; 5]> = OnceLock::new();
+
+fn register_stages() {
+    STAGES.get_or_init(|| {
+        Stage::ALL.map(|s| metrics::histogram!(WEBHOOK_STAGE_DURATION, "stage" => s.as_str()))
+    });
+}
+
+/// Times consecutive stages of one request: each [`StageClock::lap`] records the
+/// time since the previous lap under its stage.
+#[derive(Debug)]
+pub struct StageClock {
+    last: Instant,
+}
+
+impl StageClock {
+    /// Starts timing the first stage now.
+    pub fn start() -> Self {
+        StageClock {
+            last: Instant::now(),
+        }
+    }
+
+    /// Ends `stage`: records its duration and starts the next one.
+    pub fn lap(&mut self, stage: Stage) {
+        let now = Instant::now();
+        if let Some(h) = STAGES.get() {
+            h[stage as usize].record(now.duration_since(self.last).as_secs_f64());
+        }
+        self.last = now;
+    }
 }

@@ -103,6 +103,7 @@ pub async fn process(
     start: Instant,
     deadline: Instant,
 ) -> Answer {
+    let mut clock = m::StageClock::start();
     let verified = match stripe::verify(
         signature,
         Vec::from(body),
@@ -117,6 +118,7 @@ pub async fn process(
             return Answer::error(StatusCode::BAD_REQUEST, e.code(), &e.to_string());
         }
     };
+    clock.lap(m::Stage::Verify);
 
     let mut buf = verified.into_body();
     let doc = match stripe::parse_document(&mut buf) {
@@ -139,6 +141,7 @@ pub async fn process(
         Ok(a) => a,
         Err(e) => return parse_failed(&e),
     };
+    clock.lap(m::Stage::Parse);
 
     let rules = state.rules.load();
     let decide = async {
@@ -162,6 +165,7 @@ pub async fn process(
         Ok(Err(cause)) => fallback(state, cause),
         Err(_) => fallback(state, FallbackCause::Deadline),
     };
+    clock.lap(m::Stage::Decide);
 
     let body = stripe::encode_decision(&decision, rules.version());
     metrics::counter!(
@@ -170,6 +174,7 @@ pub async fn process(
         "reason" => decision.reason.as_str(),
     )
     .increment(1);
+    clock.lap(m::Stage::Respond);
     let elapsed = start.elapsed();
     metrics::histogram!(m::WEBHOOK_DURATION).record(elapsed.as_secs_f64());
     tracing::debug!(

@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""Helpers for scripts/bench (standard library only).
+
+  report.py hist BEFORE AFTER METRIC   server-side quantiles of METRIC's histogram
+                                       between two /metrics scrapes, as JSON
+  report.py k6 SUMMARY                 throughput and client percentiles from a
+                                       `k6 run --summary-export` file, as JSON
+  report.py table RESULTS MACHINE CMD  the markdown of the `## Load` section
+  report.py criterion DIR CMD          the markdown of the `## Pipeline benches`
+                                       section from criterion's estimates in DIR
+  report.py splice FILE NAME HEADING SECTION_FILE
+                                       replaces FILE's text between the
+                                       bench:NAME markers (appending a HEADING
+                                       section with them if absent)
+"""
+
+import json
+import os
+import re
+import sys
+
+QUANTILES = (0.5, 0.9, 0.99, 0.999)
+
+
+def buckets(path, metric):
+    """Cumulative bucket counts {le: count} summed over label sets."""
+    pat = re.compile(r"^" + re.escape(metric) + r"_bucket\{(.*)\}\s+(\S+)")
+    out = {}
+    with open(path) as f:
+        for line in f:
+            m = pat.match(line)
+            if not m:
+                continue
+            le = re.search(r'le="([^"]+)"', m.group(1)).group(1)
+            le = float("inf") if le == "+Inf" else float(le)
+            out[le] = out.get(le, 0.0) + float(m.group(2))
+    return out
+
+
+def quantiles(before, after):
+    """Quantiles of the observations between two scrapes, interpolating linearly
+    inside a bucket (as Prometheus' histogram_quantile does)."""
+    les = sorted(after)
+    counts = [after[le] - before.get(le, 0.0) for le in les]
+    total = counts[-1] if counts else 0.0
+    res = {"count": total}
+    for q in QUANTILES:
+        if total <= 0:
+            res[f"p{q * 100:g}"] = None
+            continue
+        rank = q * total
+        prev_le, prev_c = 0.0, 0.0
+        for le, c in zip(les, counts):
+            if c >= rank:
+                if le == float("inf"):
+                    res[f"p{q * 100:g}"] = prev_le  # beyond the last finite bucket
+                else:
+                    frac = (rank - prev_c) / (c - prev_c) if c > prev_c else 1.0
+                    res[f"p{q * 100:g}"] = prev_le + (le - prev_le) * frac
+                break
+            prev_le, prev_c = le, c
+    return res
+
+
+def k6(path):
+    m = json.load(open(path))["metrics"]
+    d = m["http_req_duration"]
+    fb = m.get("cardgate_fallback_answers", {}).get("count", 0)
+    return {
+        "rps": m["http_reqs"]["rate"],
+        "requests": m["http_reqs"]["count"],
+        "failed": m["http_req_failed"].get("value", 0.0),
+        "checks": m["checks"].get("value", 1.0),
+        "fallbacks": fb,
+        # k6 reports milliseconds
+        "p50": d["med"] / 1000,
+        "p90": d["p(90)"] / 1000,
+        "p99": d["p(99)"] / 1000,
+        "p99.9": d["p(99.9)"] / 1000,
+    }
+
+
+def fmt_s(v):
+    if v is None:
+        return "–"
+    if v < 1e-3:
+        return f"{v * 1e6:.0f} µs"
+    return f"{v * 1e3:.2f} ms"
+
+
+def table(results_path, machine_path, command):
+    rows = [json.loads(l) for l in open(results_path) if l.strip()]
+    machine = open(machine_path).read().strip()
+    base = {(r["scenario"]): r for r in rows if r["target"] == "baseline"}
+    out = []
+    out.append(f"Measured by `{command}` on {machine}.")
+    out.append("")
+    out.append(
+        "k6 and both servers share the box, so k6's own CPU use caps every figure; "
+        "other work on the machine at the time adds noise. Client percentiles are "
+        "k6's `http_req_duration`; server percentiles are estimated from "
+        "`cardgate_webhook_duration_seconds` buckets (linear inside a bucket), scraped "
+        "before and after each scenario. Ratio = cardgate ÷ baseline throughput in "
+        "the same scenario."
+    )
+    out.append("")
+    out.append(
+        "| target | scenario | offered | achieved req/s | client p50 | p90 | p99 | p99.9 "
+        "| server p50 | p90 | p99 | p99.9 | errors | fallbacks | checks | ratio |"
+    )
+    out.append("|" + "---|" * 16)
+    for r in rows:
+        c, s = r["client"], r.get("server") or {}
+        b = base.get(r["scenario"])
+        ratio = f"{c['rps'] / b['client']['rps']:.2f}" if b and r["target"] != "baseline" else "–"
+        out.append(
+            f"| {r['target']} | {r['scenario']} | {r['offered']} | {c['rps']:.0f} "
+            f"| {fmt_s(c['p50'])} | {fmt_s(c['p90'])} | {fmt_s(c['p99'])} | {fmt_s(c['p99.9'])} "
+            f"| {fmt_s(s.get('p50'))} | {fmt_s(s.get('p90'))} | {fmt_s(s.get('p99'))} | {fmt_s(s.get('p99.9'))} "
+            f"| {c['failed'] * 100:.2f} % | {c['fallbacks']:.0f} | {c['checks'] * 100:.2f} % | {ratio} |"
+        )
+    # Targets of issue 7, computed, not asserted.
+    cg_max = next((r for r in rows if r["target"] == "cardgate" and r["scenario"] == "max"), None)
+    bl_max = base.get("max")
+    half = next((r for r in rows if r["target"] == "cardgate" and r["scenario"] == "rate 50%"), None)
+    out.append("")
+    if cg_max and bl_max:
+        ratio = cg_max["client"]["rps"] / bl_max["client"]["rps"]
+        verdict = "met" if ratio >= 0.6 else f"missed by {(0.6 - ratio) * 100:.0f} points"
+        out.append(f"- Throughput target (≥ 60 % of baseline): {ratio * 100:.0f} % — {verdict}.")
+    if half and half.get("server") and half["server"].get("p99") is not None:
+        p99 = half["server"]["p99"]
+        verdict = "met" if p99 < 1e-3 else f"missed by {fmt_s(p99 - 1e-3)}"
+        out.append(f"- Server-side p99 at 50 % of max (< 1 ms): {fmt_s(p99)} — {verdict}.")
+    bad = [r for r in rows if r["client"]["failed"] > 0 or r["client"]["fallbacks"] > 0]
+    out.append(
+        "- Errors and fallbacks: "
+        + ("none in any scenario." if not bad else f"present in {len(bad)} scenario(s), see table.")
+    )
+    return "\n".join(out) + "\n"
+
+
+def criterion(root, command, machine_path):
+    rows = []
+    for dirpath, _, files in os.walk(root):
+        if os.path.basename(dirpath) == "new" and "estimates.json" in files:
+            bench = json.load(open(os.path.join(dirpath, "benchmark.json")))
+            est = json.load(open(os.path.join(dirpath, "estimates.json")))
+            rows.append((bench["full_id"], est["median"], est["mean"]))
+    rows.sort()
+    machine = open(machine_path).read().strip()
+    out = [f"Measured by `{command}` on {machine} (criterion, 2 s per bench; "
+           "other work on the box adds noise).", ""]
+    out.append("| bench | median | mean | 95 % CI of mean |")
+    out.append("|---|---|---|---|")
+    for name, med, mean in rows:
+        ci = mean["confidence_interval"]
+        out.append(
+            f"| `{name}` | {fmt_ns(med['point_estimate'])} | {fmt_ns(mean['point_estimate'])} "
+            f"| {fmt_ns(ci['lower_bound'])} – {fmt_ns(ci['upper_bound'])} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def fmt_ns(ns):
+    if ns < 1e3:
+        return f"{ns:.0f} ns"
+    if ns < 1e6:
+        return f"{ns / 1e3:.2f} µs"
+    return f"{ns / 1e6:.2f} ms"
+
+
+def splice(path, name, heading, section_path):
+    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+    section = open(section_path).read()
+    try:
+        text = open(path).read()
+    except FileNotFoundError:
+        text = "# Benchmarks\n"
+    block = f"{start}\n{section}{end}"
+    if start in text and end in text:
+        a, b = text.index(start), text.index(end) + len(end)
+        text = text[:a] + block + text[b:]
+    else:
+        text = text.rstrip("\n") + f"\n\n{heading}\n\n{block}\n"
+    open(path, "w").write(text)
+
+
+def main():
+    cmd = sys.argv[1]
+    if cmd == "hist":
+        print(json.dumps(quantiles(buckets(sys.argv[2], sys.argv[4]), buckets(sys.argv[3], sys.argv[4]))))
+    elif cmd == "k6":
+        print(json.dumps(k6(sys.argv[2])))
+    elif cmd == "table":
+        sys.stdout.write(table(sys.argv[2], sys.argv[3], sys.argv[4]))
+    elif cmd == "criterion":
+        sys.stdout.write(criterion(sys.argv[2], sys.argv[3], sys.argv[4]))
+    elif cmd == "splice":
+        splice(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
