@@ -9,6 +9,7 @@
 //! - [`decision`]: the pure decision core, `decide(&Context) -> Decision`.
 //! - [`rules`]: the rule set evaluated after spending controls.
 //! - [`ledger`]: in-memory spend per card and cardholder; atomic check-and-reserve.
+//! - [`store`]: SQLite (the only SQL): ledger facts and the decision log, one writer.
 //! - [`metrics`]: every metric name, in one place.
 //!
 //! `main.rs` is the CLI; this crate root only wires the parts together.
@@ -23,4 +24,5 @@ pub mod ledger;
 pub mod metrics;
 pub mod rules;
 
+pub mod store;
 pub mod stripe;
