@@ -969,6 +969,11 @@ struct Row {
 
 /// A copy of a card's and cardholder's current window totals, taken before
 /// `decide()` so the decision runs without any lock.
+///
+/// Velocity counts the card's authorizations the ledger knows of (approved here,
+/// or reported by an authorization event, declines included) whose `created` lies
+/// in the last hour / day before the request's time. Requests this instance
+/// declined are not counted until Stripe's `created` event reports them.
 #[derive(Debug, Clone, Default)]
 pub struct SpendSnapshot {
     rows: Vec<Row>,
