@@ -4,6 +4,9 @@
 //! Every bad setting is reported at once (not just the first), with the file path,
 //! so an operator fixes a config in one round. The environment is read through the
 //! [`Env`] trait so tests feed a map instead of mutating the process environment.
+//!
+//! Environment overrides: `CARDGATE_WEBHOOK_SECRET`, `CARDGATE_LISTEN`,
+//! `CARDGATE_DATA_DIR` (command-line flags beat them, they beat the file).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -116,6 +119,38 @@ pub struct Config {
     pub program: ProgramControls,
     /// Fault injection (tests only).
     pub fault_injection: FaultInjection,
+    /// Spend ledger and its SQLite store.
+    pub store: StoreConfig,
+}
+
+/// `[store]`: where the ledger and decision log live and how durable approvals are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Run the ledger and store at all. Off only for benchmarks comparing against a
+    /// ledger-less server: interval limits then see no past spend.
+    pub enabled: bool,
+    /// Directory of `cardgate.db`.
+    pub data_dir: PathBuf,
+    /// When an approval may be answered relative to its commit.
+    pub durability: crate::store::Durability,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct StoreSection {
+    enabled: bool,
+    data_dir: String,
+    durability: String,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            enabled: true,
+            data_dir: "./data".into(),
+            durability: "sync".into(),
+        }
+    }
 }
 
 // === file format ===
@@ -131,6 +166,8 @@ struct File {
     program: ProgramSection,
     #[serde(default)]
     fault_injection: FaultInjection,
+    #[serde(default)]
+    store: StoreSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +240,8 @@ struct LimitEntry {
 pub struct Overrides {
     /// `--listen`.
     pub listen: Option<String>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -278,6 +317,30 @@ impl Config {
             problems.push("server.max_connections must be at least 1".into());
         }
 
+        let durability = match file.store.durability.as_str() {
+            "sync" => crate::store::Durability::Sync,
+            "async" => crate::store::Durability::Async,
+            other => {
+                problems.push(format!(
+                    "store.durability {other:?} must be \"sync\" or \"async\""
+                ));
+                crate::store::Durability::Sync
+            }
+        };
+        let data_dir = overrides
+            .data_dir
+            .clone()
+            .or_else(|| env.var("CARDGATE_DATA_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(&file.store.data_dir));
+        if data_dir.as_os_str().is_empty() {
+            problems.push("store.data_dir must not be empty".into());
+        }
+        let store = StoreConfig {
+            enabled: file.store.enabled,
+            data_dir,
+            durability,
+        };
+
         let program = program_controls(&file.program, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
@@ -296,6 +359,7 @@ impl Config {
             fallback: w.fallback,
             program,
             fault_injection: file.fault_injection,
+            store,
         })
     }
 }
@@ -491,6 +555,7 @@ mod tests {
         assert_eq!(c.listen.port(), 0);
         let over = Overrides {
             listen: Some("127.0.0.1:9".into()),
+            ..Overrides::default()
         };
         let c = Config::from_toml(text, Path::new("t"), &HashMap::new(), &over).unwrap();
         assert_eq!(c.listen.port(), 9);
@@ -523,6 +588,35 @@ spending_limits = [{ amount = 5, interval = "hourly" }]
             assert!(err.contains(needle), "{needle} not in {err}");
         }
         assert!(!err.contains("supersecretvalue"));
+    }
+
+    #[test]
+    fn store_section_env_and_flag() {
+        let text = "[webhook]\nsecrets = [\"whsec_a\"]\n[store]\ndata_dir = \"/file\"\ndurability = \"async\"\n";
+        let c = load(text, &[]).unwrap();
+        assert_eq!(c.store.data_dir, PathBuf::from("/file"));
+        assert_eq!(c.store.durability, crate::store::Durability::Async);
+        assert!(c.store.enabled);
+        let c = load(text, &[("CARDGATE_DATA_DIR", "/env")]).unwrap();
+        assert_eq!(c.store.data_dir, PathBuf::from("/env"));
+        let over = Overrides {
+            data_dir: Some("/flag".into()),
+            ..Overrides::default()
+        };
+        let env: HashMap<String, String> =
+            [("CARDGATE_DATA_DIR".to_string(), "/env".to_string())].into();
+        let c = Config::from_toml(text, Path::new("t"), &env, &over).unwrap();
+        assert_eq!(c.store.data_dir, PathBuf::from("/flag"));
+        let c = load("[webhook]\nsecrets = [\"whsec_a\"]\n", &[]).unwrap();
+        assert_eq!(c.store.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.store.durability, crate::store::Durability::Sync);
+        let err = load(
+            "[webhook]\nsecrets = [\"whsec_a\"]\n[store]\ndurability = \"maybe\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("store.durability"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! - [`stripe`]: the wire protocol: signature check, event parsing, response encoding.
 //! - [`decision`]: the pure decision core, `decide(&Context) -> Decision`.
 //! - [`rules`]: the rule set evaluated after spending controls.
+//! - [`ledger`]: in-memory spend per card and cardholder; atomic check-and-reserve.
+//! - [`store`]: SQLite (the only SQL): ledger facts and the decision log, one writer.
 //! - [`metrics`]: every metric name, in one place.
 //!
 //! `main.rs` is the CLI; this crate root only wires the parts together.
@@ -18,6 +20,9 @@
 pub mod config;
 pub mod decision;
 pub mod http;
+pub mod ledger;
 pub mod metrics;
 pub mod rules;
+
+pub mod store;
 pub mod stripe;

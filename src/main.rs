@@ -11,7 +11,9 @@ use clap::{Parser, Subcommand};
 
 use cardgate::config::{self, Config, Overrides, ProcessEnv};
 use cardgate::http::{self, AppState};
+use cardgate::ledger::Ledger;
 use cardgate::rules::RuleSet;
+use cardgate::store::{self, Store};
 
 /// Real-time card authorization decisions for Stripe Issuing.
 #[derive(Parser)]
@@ -35,6 +37,15 @@ enum Command {
         /// CARDGATE_LISTEN and the config file.
         #[arg(long)]
         listen: Option<String>,
+        /// Directory of the ledger database (cardgate.db). Overrides
+        /// CARDGATE_DATA_DIR and [store] data_dir (default ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Inspect the spend ledger stored in the data directory.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
     },
     /// Print a Stripe-Signature header for a payload, signed the way Stripe signs.
     ///
@@ -56,11 +67,48 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Print a card's authorizations (held and spent amounts) and its current
+    /// daily/weekly/monthly/yearly/all-time totals beside its cardholder's.
+    ///
+    /// Reads the database read-only, so it can run beside a live server. Example:
+    /// cardgate ledger show --card ic_1SbsKNr3Lk8vT3cGAOiDXANR --data-dir ./data
+    Show {
+        /// The card, ic_…
+        #[arg(long)]
+        card: String,
+        /// Directory of cardgate.db. Default: CARDGATE_DATA_DIR, else [store]
+        /// data_dir from --config, else ./data.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Config file to take [store] data_dir from.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Unix time whose windows to total (default: now).
+        #[arg(long)]
+        at: Option<i64>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Serve { config, listen } => serve(config, listen),
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+        } => serve(config, listen, data_dir),
+        Command::Ledger {
+            command:
+                LedgerCommand::Show {
+                    card,
+                    data_dir,
+                    config,
+                    at,
+                },
+        } => ledger_show(card, data_dir, config, at),
         Command::Sign {
             file,
             secret,
@@ -93,18 +141,127 @@ fn init_logging() {
     }
 }
 
-fn load_config(path: &std::path::Path, listen: Option<String>) -> anyhow::Result<Config> {
-    Ok(Config::load(path, &ProcessEnv, &Overrides { listen })?)
+fn load_config(
+    path: &std::path::Path,
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<Config> {
+    Ok(Config::load(
+        path,
+        &ProcessEnv,
+        &Overrides { listen, data_dir },
+    )?)
 }
 
-fn serve(config_path: PathBuf, listen: Option<String>) -> anyhow::Result<ExitCode> {
-    let config = match load_config(&config_path, listen) {
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Opens the store and rebuilds the ledger from it, before anything binds: a
+/// database that cannot be read stops the start (its error names the file), so the
+/// service never decides against an empty ledger while a full one sits on disk.
+fn open_ledger(config: &Config) -> anyhow::Result<(Arc<Ledger>, Arc<Store>)> {
+    let started = std::time::Instant::now();
+    let store = Store::open(&config.store.data_dir, config.store.durability)
+        .context("refusing to start: the ledger store is unusable")?;
+    let facts = store
+        .facts()
+        .context("refusing to start: the ledger store is unreadable")?;
+    let ledger = Ledger::new();
+    for fact in &facts {
+        // Facts were validated before they were stored; one failing now means the
+        // row was edited by hand. Say so and go on: the others are still right.
+        if let Err(e) = ledger.apply(fact) {
+            tracing::error!(path = %store.path().display(), "stored fact skipped: {e}");
+        }
+    }
+    tracing::info!(
+        path = %store.path().display(),
+        facts = facts.len(),
+        holds = ledger.holds(),
+        millis = started.elapsed().as_millis() as u64,
+        "ledger rebuilt from the store"
+    );
+    Ok((Arc::new(ledger), Arc::new(store)))
+}
+
+fn ledger_show(
+    card: String,
+    data_dir: Option<PathBuf>,
+    config_path: PathBuf,
+    at: Option<i64>,
+) -> anyhow::Result<ExitCode> {
+    let dir = match data_dir {
+        Some(d) => d,
+        None => match load_config(&config_path, None, None) {
+            Ok(c) => c.store.data_dir,
+            Err(_) => std::env::var_os("CARDGATE_DATA_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("./data")),
+        },
+    };
+    let path = dir.join(store::FILE_NAME);
+    let Some(cardholder) = store::cardholder_of(&path, &card)? else {
+        println!("card {card}: no ledger entries in {}", path.display());
+        return Ok(ExitCode::SUCCESS);
+    };
+    let ledger = Ledger::new();
+    for fact in store::read_facts(&path, Some(&cardholder))? {
+        if let Err(e) = ledger.apply(&fact) {
+            eprintln!("warning: stored fact skipped: {e}");
+        }
+    }
+    let at = at.unwrap_or_else(unix_now);
+    let Some(report) = ledger.card_report(&card, at) else {
+        println!("card {card}: no ledger entries in {}", path.display());
+        return Ok(ExitCode::SUCCESS);
+    };
+    println!(
+        "card {} (cardholder {}), windows at unix time {at}",
+        report.card, report.cardholder
+    );
+    println!("authorizations:");
+    for a in &report.authorizations {
+        println!(
+            "  {}  created={}  {}  status={}  held={}  spend={}",
+            a.id, a.created, a.currency, a.status, a.held, a.spend
+        );
+    }
+    println!("totals:");
+    for t in &report.totals {
+        println!(
+            "  {:<8} {}  window_start={}  card={}  cardholder={}",
+            t.interval.as_str(),
+            t.currency,
+            t.start,
+            t.card,
+            t.cardholder
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(
+    config_path: PathBuf,
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let config = match load_config(&config_path, listen, data_dir) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e:#}");
             // 78 = EX_CONFIG: tells supervisors not to restart in a loop.
             return Ok(ExitCode::from(78));
         }
+    };
+    let ledger = if config.store.enabled {
+        Some(open_ledger(&config)?)
+    } else {
+        tracing::warn!("[store] enabled = false: no ledger, interval limits see no past spend");
+        None
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -115,7 +272,11 @@ fn serve(config_path: PathBuf, listen: Option<String>) -> anyhow::Result<ExitCod
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(AppState::new(config, RuleSet::empty()));
+        let mut state = AppState::new(config, RuleSet::empty());
+        if let Some((ledger, store)) = ledger {
+            state = state.with_ledger(ledger, Some(store));
+        }
+        let state = Arc::new(state);
         tracing::info!(%addr, secrets = state.secrets.len(), "serving");
         println!("cardgate listening on http://{addr}");
         std::io::stdout().flush()?;
@@ -154,7 +315,7 @@ fn sign(
         body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
     }
     let secrets = if secrets.is_empty() {
-        load_config(&config_path, None)
+        load_config(&config_path, None, None)
             .context("no --secret given and the config could not supply one")?
             .webhook_secrets
     } else {

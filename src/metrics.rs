@@ -25,6 +25,20 @@ pub const FALLBACKS: &str = "cardgate_fallbacks_total";
 pub const EVENTS: &str = "cardgate_events_total";
 /// Counter `{route, status}`: HTTP responses by route and status code.
 pub const HTTP_RESPONSES: &str = "cardgate_http_responses_total";
+/// Gauge: authorizations currently holding funds in the ledger.
+pub const LEDGER_HOLDS: &str = "cardgate_ledger_holds";
+/// Counter: reserves whose atomic re-check found less room than the snapshot
+/// (the approval shrank or became a decline).
+pub const LEDGER_RESERVE_REFUSED: &str = "cardgate_ledger_reserve_rechecks_total";
+/// Counter `{type, result}`: lifecycle events by type and what the ledger did
+/// (applied, duplicate, unknown_authorization, invalid, ignored, store_error).
+pub const LIFECYCLE_EVENTS: &str = "cardgate_lifecycle_events_total";
+/// Histogram: time of one store transaction (a group-commit batch).
+pub const STORE_COMMIT_DURATION: &str = "cardgate_store_commit_duration_seconds";
+/// Histogram: writes per committed batch.
+pub const STORE_COMMIT_BATCH: &str = "cardgate_store_commit_batch_size";
+/// Counter `{op}`: store failures (commit, enqueue).
+pub const STORE_ERRORS: &str = "cardgate_store_errors_total";
 /// Gauge `{version}`: always 1; carries the build version.
 pub const BUILD_INFO: &str = "cardgate_build_info";
 
@@ -77,6 +91,22 @@ fn describe() {
     describe_counter!(FALLBACKS, "Fallback answers by cause.");
     describe_counter!(EVENTS, "Non-request webhook events received, by type.");
     describe_counter!(HTTP_RESPONSES, "HTTP responses by route and status.");
+    describe_gauge!(LEDGER_HOLDS, "Authorizations currently holding funds.");
+    describe_counter!(
+        LEDGER_RESERVE_REFUSED,
+        "Reserves cut or declined by the atomic re-check."
+    );
+    describe_counter!(
+        LIFECYCLE_EVENTS,
+        "Lifecycle events by type and ledger result."
+    );
+    describe_histogram!(
+        STORE_COMMIT_DURATION,
+        Unit::Seconds,
+        "Store group-commit duration."
+    );
+    describe_histogram!(STORE_COMMIT_BATCH, "Writes per store commit.");
+    describe_counter!(STORE_ERRORS, "Store failures by operation.");
     describe_gauge!(BUILD_INFO, "Build information; always 1.");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }

@@ -115,6 +115,55 @@ pub fn decide(ctx: &Context<'_>) -> Decision {
     grant.finish()
 }
 
+/// One interval limit that guards an authorization, with who it belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct IntervalLimit<'c> {
+    /// Card, cardholder or program controls.
+    pub level: Level,
+    /// Whose spend the limit counts.
+    pub scope: Scope,
+    /// The limit itself.
+    pub limit: &'c SpendingLimit,
+}
+
+/// The accumulating (non-`per_authorization`) limits that guard `auth`, in the
+/// order `decide()` checks them, with the same scopes (program limits count per
+/// card). Limits in another currency are left out: `decide()` has already declined
+/// or, by policy, ignored them. The ledger re-checks exactly these when it reserves,
+/// so the snapshot check in `decide()` and the atomic re-check cannot disagree on
+/// which limits exist.
+pub fn interval_limits<'c>(
+    auth: &'c AuthRequest<'c>,
+    program: &'c ProgramControls,
+    category: &MerchantCategory<'_>,
+) -> Vec<IntervalLimit<'c>> {
+    let levels = [
+        (Level::Card, &auth.card.controls, Scope::Card),
+        (
+            Level::Cardholder,
+            &auth.cardholder.controls,
+            Scope::Cardholder,
+        ),
+        (Level::Program, &program.controls, Scope::Card),
+    ];
+    let mut out = Vec::new();
+    for (level, controls, scope) in levels {
+        if controls.spending_limits_currency.unwrap_or(auth.currency) != auth.currency {
+            continue;
+        }
+        for limit in &controls.spending_limits {
+            if limit.interval != Interval::PerAuthorization && limit.applies_to(category) {
+                out.push(IntervalLimit {
+                    level,
+                    scope,
+                    limit,
+                });
+            }
+        }
+    }
+    out
+}
+
 /// The amount still on offer while controls and rules narrow it down.
 struct Grant<'a> {
     auth: &'a AuthRequest<'a>,

@@ -7,6 +7,7 @@
 //! slot frees itself when its task ends. Shutdown: stop accepting, then let every
 //! open connection finish its in-flight request (bounded by the grace period).
 
+mod ledger;
 mod respond;
 mod state;
 pub mod webhook;

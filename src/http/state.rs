@@ -1,13 +1,17 @@
 //! What every request handler shares: the validated config, pre-keyed webhook
-//! secrets, the live rule set, the metrics handle and readiness.
+//! secrets, the live rule set, the metrics handle, readiness, and the spend ledger
+//! with its store (absent when `[store] enabled = false`).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
+use crate::ledger::Ledger;
 use crate::rules::RuleSet;
+use crate::store::Store;
 use crate::stripe::Secrets;
 
 /// Shared state of a running server.
@@ -20,6 +24,10 @@ pub struct AppState {
     pub rules: ArcSwap<RuleSet>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Spend per card and cardholder; `None` runs without past spend.
+    pub ledger: Option<Arc<Ledger>>,
+    /// Durable facts and decision log; `None` keeps the ledger in memory only.
+    pub store: Option<Arc<Store>>,
     ready: AtomicBool,
 }
 
@@ -31,8 +39,19 @@ impl AppState {
             config,
             rules: ArcSwap::from_pointee(rules),
             metrics: crate::metrics::install(),
+            ledger: None,
+            store: None,
             ready: AtomicBool::new(false),
         }
+    }
+
+    /// Adds the ledger (already rebuilt from `store`) and the store. Readiness
+    /// is flipped by `http::serve`, so a server built this way is only ready once
+    /// the ledger it was given is complete.
+    pub fn with_ledger(mut self, ledger: Arc<Ledger>, store: Option<Arc<Store>>) -> Self {
+        self.ledger = Some(ledger);
+        self.store = store;
+        self
     }
 
     /// Whether `/readyz` answers 200.

@@ -18,7 +18,7 @@ use hyper::{Request, Response, StatusCode};
 use super::respond::{json_bytes, json_error};
 use super::{AppState, Body};
 use crate::config::Fallback;
-use crate::decision::{self, Context, Decision, FallbackCause, NoSpend};
+use crate::decision::{self, Context, Decision, FallbackCause, NoSpend, SpendView};
 use crate::metrics as m;
 use crate::stripe::{self, Event};
 
@@ -104,6 +104,8 @@ pub async fn process(
     deadline: Instant,
 ) -> Answer {
     let mut clock = m::StageClock::start();
+    // simd-json parses in place; the decision log keeps the bytes as received.
+    let raw = state.store.as_ref().map(|_| body.clone());
     let verified = match stripe::verify(
         signature,
         Vec::from(body),
@@ -131,6 +133,7 @@ pub async fn process(
     };
     if event.event_type != stripe::AUTHORIZATION_REQUEST {
         metrics::counter!(m::EVENTS, "type" => event_label(event.event_type)).increment(1);
+        super::ledger::lifecycle(state, &event).await;
         return Answer {
             status: StatusCode::OK,
             body: Bytes::from_static(br#"{"received":true}"#),
@@ -144,12 +147,17 @@ pub async fn process(
     clock.lap(m::Stage::Parse);
 
     let rules = state.rules.load();
+    let snapshot = super::ledger::snapshot(state, &auth);
+    let spend: &(dyn SpendView + Sync) = match &snapshot {
+        Some(s) => s,
+        None => &NoSpend,
+    };
     let decide = async {
         let fault = &state.config.fault_injection;
         if fault.decision_delay_ms > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(fault.decision_delay_ms)).await;
         }
-        let ctx = Context::new(&auth, &state.config.program, &rules, &NoSpend, state.now());
+        let ctx = Context::new(&auth, &state.config.program, &rules, spend, state.now());
         // A bug in the decision (or a rule) must cost one fallback answer, not the
         // connection: catch it here, where the answer is still ours to give.
         std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -166,6 +174,21 @@ pub async fn process(
         Err(_) => fallback(state, FallbackCause::Deadline),
     };
     clock.lap(m::Stage::Decide);
+    let decision = super::ledger::settle(
+        state,
+        super::ledger::Decided {
+            event_id: event.id,
+            auth: &auth,
+            decision,
+            raw,
+            snapshot: snapshot.as_ref(),
+            ruleset: rules.version(),
+            start,
+            deadline,
+        },
+    )
+    .await;
+    clock.lap(m::Stage::Reserve);
 
     let body = stripe::encode_decision(&decision, rules.version());
     metrics::counter!(
@@ -195,7 +218,7 @@ pub async fn process(
     }
 }
 
-fn fallback(state: &AppState, cause: FallbackCause) -> Decision {
+pub(super) fn fallback(state: &AppState, cause: FallbackCause) -> Decision {
     metrics::counter!(m::FALLBACKS, "cause" => cause.as_str()).increment(1);
     tracing::warn!(cause = cause.as_str(), "answering the fallback decision");
     Decision::fallback(state.config.fallback == Fallback::Approve, cause)

@@ -3,10 +3,14 @@
 //! the decision response. Nothing outside this module knows a Stripe field name or
 //! the signature scheme.
 
+mod lifecycle;
 mod parse;
 mod response;
 mod signature;
 
+pub use lifecycle::{
+    AUTHORIZATION_CREATED, AUTHORIZATION_UPDATED, TRANSACTION_CREATED, lifecycle_fact,
+};
 pub use parse::{Document, Event, ParseError, Problem, parse_document};
 pub use response::encode_decision;
 pub use signature::{Secrets, Verified, VerifyError, sign_header, signature, verify};

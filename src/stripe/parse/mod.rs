@@ -279,7 +279,8 @@ fn read_controls(o: &Obj<'_>, path: &str) -> Result<Controls, ParseError> {
 
 // === field helpers: absent and null are the same to Stripe ===
 
-fn field<'v>(o: &'v Obj<'v>, key: &str) -> Option<&'v BorrowedValue<'v>> {
+/// A present, non-null field.
+pub(crate) fn field<'v>(o: &'v Obj<'v>, key: &str) -> Option<&'v BorrowedValue<'v>> {
     o.get(key).filter(|v| !v.is_null())
 }
 
@@ -353,7 +354,7 @@ pub(crate) fn opt_obj<'v>(
     }
 }
 
-fn opt_array<'v>(
+pub(crate) fn opt_array<'v>(
     o: &'v Obj<'v>,
     path: &str,
     key: &str,
@@ -387,7 +388,7 @@ fn opt_strings<T: Default>(
     Ok(Some(set))
 }
 
-fn req_currency(o: &Obj<'_>, path: &str, key: &str) -> Result<Currency, ParseError> {
+pub(crate) fn req_currency(o: &Obj<'_>, path: &str, key: &str) -> Result<Currency, ParseError> {
     let s = match o.get(key).filter(|v| !v.is_null()) {
         None => return Err(err(path, key, Problem::Missing)),
         Some(v) => v

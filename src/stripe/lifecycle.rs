@@ -1,0 +1,244 @@
+//! Lifecycle events → ledger facts: `issuing_authorization.created` / `.updated`
+//! (the authorization's state) and `issuing_transaction.created` (captures and
+//! refunds). Only the fields the ledger needs are read; the Stripe field names
+//! stay here, the ledger sees [`Fact`]s.
+
+use simd_json::BorrowedValue;
+use simd_json::prelude::*;
+
+use super::parse::{
+    Event, ParseError, Problem, field, opt_array, opt_obj, opt_str, req_currency, req_i64, req_str,
+};
+use crate::ledger::{AuthMeta, AuthStatus, Fact};
+
+/// Event type: an authorization was decided (by us or by Stripe alone).
+pub const AUTHORIZATION_CREATED: &str = "issuing_authorization.created";
+/// Event type: an authorization changed (capture, reversal, expiry, increment).
+pub const AUTHORIZATION_UPDATED: &str = "issuing_authorization.updated";
+/// Event type: a capture or refund.
+pub const TRANSACTION_CREATED: &str = "issuing_transaction.created";
+
+type Obj<'v> = simd_json::borrowed::Object<'v>;
+
+const OBJ: &str = "data.object";
+
+fn invalid(key: &str, why: &'static str) -> ParseError {
+    ParseError {
+        path: format!("{OBJ}.{key}"),
+        problem: Problem::Invalid(why),
+    }
+}
+
+/// The ledger fact an event carries, or `None` for event types the ledger ignores.
+pub fn lifecycle_fact(event: &Event<'_>) -> Result<Option<Fact>, ParseError> {
+    let o = event.object();
+    match event.event_type {
+        AUTHORIZATION_CREATED | AUTHORIZATION_UPDATED => authorization(event, o).map(Some),
+        TRANSACTION_CREATED => transaction(event, o).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// `card` is embedded in authorizations and an id in transactions; accept both.
+fn card_and_holder(o: &Obj<'_>) -> Result<(String, String), ParseError> {
+    let (card, embedded_holder) = match field(o, "card") {
+        None => return Err(invalid("card", "missing card")),
+        Some(BorrowedValue::String(s)) => (s.to_string(), String::new()),
+        Some(v) => {
+            let c = v.as_object().ok_or_else(|| invalid("card", "not a card"))?;
+            let path = format!("{OBJ}.card");
+            let holder = match field(c, "cardholder") {
+                Some(BorrowedValue::String(s)) => s.to_string(),
+                Some(h) => match h.as_object() {
+                    Some(h) => req_str(h, &format!("{path}.cardholder"), "id")?.to_string(),
+                    None => String::new(),
+                },
+                None => String::new(),
+            };
+            (req_str(c, &path, "id")?.to_string(), holder)
+        }
+    };
+    let holder = match opt_str(o, OBJ, "cardholder")? {
+        "" => embedded_holder,
+        s => s.to_string(),
+    };
+    if holder.is_empty() {
+        return Err(invalid("cardholder", "missing cardholder"));
+    }
+    Ok((card, holder))
+}
+
+fn merchant(o: &Obj<'_>) -> Result<(String, String), ParseError> {
+    let path = format!("{OBJ}.merchant_data");
+    Ok(match opt_obj(o, OBJ, "merchant_data")? {
+        Some(md) => (
+            opt_str(md, &path, "category")?.to_string(),
+            opt_str(md, &path, "category_code")?.to_string(),
+        ),
+        None => (String::new(), String::new()),
+    })
+}
+
+fn authorization(event: &Event<'_>, o: &Obj<'_>) -> Result<Fact, ParseError> {
+    let (card, cardholder) = card_and_holder(o)?;
+    let (category, mcc) = merchant(o)?;
+    let status = match req_str(o, OBJ, "status")? {
+        "pending" => AuthStatus::Pending,
+        "closed" => AuthStatus::Closed,
+        "reversed" => AuthStatus::Reversed,
+        "expired" => AuthStatus::Expired,
+        _ => return Err(invalid("status", "unknown authorization status")),
+    };
+    let approved_requests = match opt_array(o, OBJ, "request_history")? {
+        Some(h) => h
+            .iter()
+            .filter(|r| {
+                r.as_object()
+                    .and_then(|r| r.get("approved"))
+                    .and_then(|a| a.as_bool())
+                    == Some(true)
+            })
+            .count() as u32,
+        None => 0,
+    };
+    Ok(Fact::Authorization {
+        event_id: event.id.to_string(),
+        event_created: event.created,
+        auth: AuthMeta {
+            id: req_str(o, OBJ, "id")?.to_string(),
+            card,
+            cardholder,
+            created: req_i64(o, OBJ, "created")?,
+            currency: req_currency(o, OBJ, "currency")?.as_str().to_string(),
+            category,
+            mcc,
+        },
+        approved: super::parse::opt_bool(o, OBJ, "approved")?,
+        status,
+        amount: req_i64(o, OBJ, "amount")?,
+        approved_requests,
+    })
+}
+
+fn transaction(event: &Event<'_>, o: &Obj<'_>) -> Result<Fact, ParseError> {
+    let (card, cardholder) = card_and_holder(o)?;
+    let (category, mcc) = merchant(o)?;
+    let authorization = match field(o, "authorization") {
+        None => None,
+        Some(BorrowedValue::String(s)) => Some(s.to_string()),
+        Some(v) => Some(
+            v.as_object()
+                .map(|a| req_str(a, &format!("{OBJ}.authorization"), "id"))
+                .ok_or_else(|| invalid("authorization", "not an authorization"))??
+                .to_string(),
+        ),
+    };
+    // Capture or refund: the ledger goes by the amount's sign (Stripe's: negative
+    // debits the balance), which also covers refund reversals.
+    Ok(Fact::Transaction {
+        event_id: event.id.to_string(),
+        txn_id: req_str(o, OBJ, "id")?.to_string(),
+        authorization,
+        card,
+        cardholder,
+        created: req_i64(o, OBJ, "created")?,
+        currency: req_currency(o, OBJ, "currency")?.as_str().to_string(),
+        category,
+        mcc,
+        amount: req_i64(o, OBJ, "amount")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stripe::parse_document;
+
+    fn fact(file: &str) -> Fact {
+        let path = format!(
+            "{}/tests/fixtures/events/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut buf = std::fs::read(path).unwrap();
+        let doc = parse_document(&mut buf).unwrap();
+        let ev = Event::read(&doc).unwrap();
+        lifecycle_fact(&ev).unwrap().unwrap()
+    }
+
+    #[test]
+    fn fixtures_become_facts() {
+        let created = fact("issuing_authorization.created.json");
+        let Fact::Authorization {
+            auth,
+            status,
+            amount,
+            approved,
+            approved_requests,
+            ..
+        } = &created
+        else {
+            panic!("{created:?}")
+        };
+        assert_eq!(auth.id, "iauth_1SfbND25Lk8vT3cGdL09jQ7n");
+        assert_eq!(auth.card, "ic_1SbsKNr3Lk8vT3cGAOiDXANR");
+        assert_eq!(auth.cardholder, "ich_1S5p1NVELk8vT3cGCwBOYUft");
+        assert_eq!(auth.created, 1_795_003_020);
+        assert_eq!(auth.mcc, "5734");
+        assert_eq!(
+            (*status, *amount, *approved, *approved_requests),
+            (AuthStatus::Pending, 4250, true, 1)
+        );
+        let closed = fact("issuing_authorization.updated.closed.json");
+        assert!(matches!(
+            closed,
+            Fact::Authorization {
+                status: AuthStatus::Closed,
+                ..
+            }
+        ));
+        let txn = fact("issuing_transaction.created.json");
+        let Fact::Transaction {
+            authorization,
+            card,
+            cardholder,
+            amount,
+            ..
+        } = &txn
+        else {
+            panic!("{txn:?}")
+        };
+        assert_eq!(
+            authorization.as_deref(),
+            Some("iauth_1SfbND25Lk8vT3cGdL09jQ7n")
+        );
+        assert_eq!(card, "ic_1SbsKNr3Lk8vT3cGAOiDXANR");
+        assert_eq!(cardholder, "ich_1S5p1NVELk8vT3cGCwBOYUft");
+        assert_eq!(*amount, -4250);
+        let declined = fact("issuing_authorization.created.declined_spending_controls.json");
+        assert!(matches!(
+            declined,
+            Fact::Authorization {
+                approved: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let mut buf = br#"{"id":"evt_1","type":"issuing_authorization.updated","created":1,
+            "data":{"object":{"id":"iauth_1","card":{"id":"ic_1","cardholder":{"id":"ich_1"}},
+            "created":1,"currency":"usd","amount":5,"status":"exploded"}}}"#
+            .to_vec();
+        let doc = parse_document(&mut buf).unwrap();
+        let ev = Event::read(&doc).unwrap();
+        assert_eq!(lifecycle_fact(&ev).unwrap_err().path, "data.object.status");
+        let mut buf = br#"{"id":"evt_1","type":"issuing_transaction.created","created":1,
+            "data":{"object":{"id":"ipi_1","card":"ic_1","cardholder":"ich_1",
+            "created":1,"currency":"usd","amount":18446744073709551615}}}"#
+            .to_vec();
+        let doc = parse_document(&mut buf).unwrap();
+        let ev = Event::read(&doc).unwrap();
+        assert_eq!(lifecycle_fact(&ev).unwrap_err().path, "data.object.amount");
+    }
+}
