@@ -23,8 +23,13 @@ pub fn json_bytes(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> 
 
 /// `{"error":{"code":…,"message":…}}` with `status`.
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json_bytes(status, error_body(code, message))
+}
+
+/// The error body shared by every JSON error, webhook or not.
+pub fn error_body(code: &str, message: &str) -> Bytes {
     let body = serde_json::json!({"error": {"code": code, "message": message}});
-    json_bytes(status, serde_json::to_vec(&body).unwrap_or_default())
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
 /// A last-resort 500 that cannot itself fail to build.

@@ -18,6 +18,9 @@ use crate::stripe::Secrets;
 pub struct AppState {
     /// Validated configuration.
     pub config: Config,
+    /// `Stripe-Version` response header, parsed once from the config (`None` if the
+    /// configured text is not a valid header value; config validation rejects empty).
+    pub stripe_version: Option<hyper::header::HeaderValue>,
     /// Webhook secrets, keyed once.
     pub secrets: Secrets,
     /// The live rule set; swapped whole on reload, read with one atomic load.
@@ -36,6 +39,7 @@ impl AppState {
     pub fn new(config: Config, rules: RuleSet) -> Self {
         AppState {
             secrets: Secrets::new(&config.webhook_secrets),
+            stripe_version: hyper::header::HeaderValue::from_str(&config.stripe_version).ok(),
             config,
             rules: ArcSwap::from_pointee(rules),
             metrics: crate::metrics::install(),

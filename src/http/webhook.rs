@@ -66,9 +66,9 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> 
     let answer = process(state, header, body, start, deadline).await;
     let mut resp = json_bytes(answer.status, answer.body);
     if answer.decision
-        && let Ok(v) = hyper::header::HeaderValue::from_str(&state.config.stripe_version)
+        && let Some(v) = &state.stripe_version
     {
-        resp.headers_mut().insert("stripe-version", v);
+        resp.headers_mut().insert("stripe-version", v.clone());
     }
     resp
 }
@@ -85,10 +85,9 @@ pub struct Answer {
 
 impl Answer {
     fn error(status: StatusCode, code: &str, message: &str) -> Self {
-        let body = serde_json::json!({"error": {"code": code, "message": message}});
         Answer {
             status,
-            body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+            body: super::respond::error_body(code, message),
             decision: false,
         }
     }
