@@ -22,6 +22,16 @@ pub const FALLBACKS: &str = "cardgate_fallbacks_total";
 pub const EVENTS: &str = "cardgate_events_total";
 /// Counter `{route, status}`: HTTP responses by route and status code.
 pub const HTTP_RESPONSES: &str = "cardgate_http_responses_total";
+/// Counter `{rule, mode}`: rule matches; `mode` is `decisive` or `shadow`. Rule
+/// names are bounded by the rule-count limit of a rule set.
+pub const RULE_MATCHES: &str = "cardgate_rule_matches_total";
+/// Counter `{rule, error}`: rule conditions that failed at run time (division by
+/// zero, overflow, missing metadata key, bad conversion) and so did not match.
+pub const RULE_ERRORS: &str = "cardgate_rule_errors_total";
+/// Counter `{result}`: rule set reloads, `ok` or `rejected` (the old set stays live).
+pub const RULE_RELOADS: &str = "cardgate_rule_reloads_total";
+/// Gauge `{version}`: 1 for the live rule set's version, 0 for replaced ones.
+pub const RULESET_INFO: &str = "cardgate_ruleset_info";
 /// Gauge `{version}`: always 1; carries the build version.
 pub const BUILD_INFO: &str = "cardgate_build_info";
 
@@ -68,6 +78,10 @@ fn describe() {
     describe_counter!(FALLBACKS, "Fallback answers by cause.");
     describe_counter!(EVENTS, "Non-request webhook events received, by type.");
     describe_counter!(HTTP_RESPONSES, "HTTP responses by route and status.");
+    describe_counter!(RULE_MATCHES, "Rule matches by rule and mode.");
+    describe_counter!(RULE_ERRORS, "Rule conditions that failed at run time.");
+    describe_counter!(RULE_RELOADS, "Rule set reloads by result.");
+    describe_gauge!(RULESET_INFO, "1 for the live rule set version.");
     describe_gauge!(BUILD_INFO, "Build information; always 1.");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
