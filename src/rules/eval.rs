@@ -29,6 +29,9 @@ pub enum RuntimeError {
     NoSuchKey,
     /// A numeric conversion out of range (`uint(-1)`, `int(1e30)`).
     Conversion,
+    /// `<`, `<=`, `>`, `>=` with a NaN operand: unordered, an error in the `cel`
+    /// interpreter (equality with NaN is simply false).
+    Unordered,
 }
 
 impl RuntimeError {
@@ -39,6 +42,7 @@ impl RuntimeError {
             RuntimeError::Overflow => "overflow",
             RuntimeError::NoSuchKey => "no_such_key",
             RuntimeError::Conversion => "conversion",
+            RuntimeError::Unordered => "unordered",
         }
     }
 }
@@ -492,7 +496,13 @@ impl Bool {
             Bool::CmpBools(op, a, b) => Ok(op.apply(&a.eval(ctx)?, &b.eval(ctx)?)),
             Bool::CmpInt(op, a, b) => Ok(op.apply(&a.eval(ctx)?, &b.eval(ctx)?)),
             Bool::CmpUint(op, a, b) => Ok(op.apply(&a.eval(ctx)?, &b.eval(ctx)?)),
-            Bool::CmpDouble(op, a, b) => Ok(op.apply(&a.eval(ctx)?, &b.eval(ctx)?)),
+            Bool::CmpDouble(op, a, b) => {
+                let (a, b) = (a.eval(ctx)?, b.eval(ctx)?);
+                if (a.is_nan() || b.is_nan()) && !matches!(op, Cmp::Eq | Cmp::Ne) {
+                    return Err(RuntimeError::Unordered);
+                }
+                Ok(op.apply(&a, &b))
+            }
             Bool::CmpStr(op, a, b) => Ok(op.apply(a.eval(ctx)?, b.eval(ctx)?)),
             Bool::StrIn(s, set) => Ok(set.contains(s.eval(ctx)?)),
             Bool::IntIn(i, set) => Ok(set.contains(i.eval(ctx)?)),

@@ -33,12 +33,13 @@
 //!
 //! **Invariant:** a [`RuleSet`] never changes after it is built; reload builds a
 //! new one off the hot path and swaps one pointer (see [`reload`]).
-
+pub mod backtest;
 mod compile;
 mod error;
 mod eval;
 mod file;
 pub mod reference;
+pub mod reload;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -400,6 +401,7 @@ impl RuleSet {
             }
         }
         if !errors.is_empty() {
+            errors.sort_by_key(|e| (e.line, e.col));
             return Err(RuleSetError { errors });
         }
         Ok(RuleSet {
