@@ -41,11 +41,32 @@ enum Command {
         /// CARDGATE_DATA_DIR and [store] data_dir (default ./data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Rules file (TOML + CEL). Reloaded when it changes, on SIGHUP, and
+        /// replaced by POST /v1/rulesets from this machine.
+        #[arg(long, env = "CARDGATE_RULES", default_value = "config/rules.toml")]
+        rules: PathBuf,
     },
     /// Inspect the spend ledger stored in the data directory.
     Ledger {
         #[command(subcommand)]
         command: LedgerCommand,
+    },
+    /// Check or try a rules file.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// Replay recorded decisions through a candidate rule set and print what changes.
+    Backtest {
+        /// The candidate rules file.
+        #[arg(long)]
+        rules: PathBuf,
+        /// Recorded decisions, one JSON RecordedDecision per line.
+        #[arg(long)]
+        log: PathBuf,
+        /// Config file whose [program] controls the replay applies.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
     },
     /// Print a Stripe-Signature header for a payload, signed the way Stripe signs.
     ///
@@ -91,6 +112,30 @@ enum LedgerCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Compile a rules file; exit 1 listing every error with rule, line and column.
+    Check {
+        /// The rules file.
+        file: PathBuf,
+    },
+    /// Decide one event with a rules file: prints the decision and every matching
+    /// rule, shadow rules included. Spend is taken as zero.
+    Test {
+        /// The rules file.
+        file: PathBuf,
+        /// An issuing_authorization.request event (JSON).
+        #[arg(long)]
+        event: PathBuf,
+        /// Config file whose [program] controls apply.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Clock for `now.*`, Unix seconds (default: the event's `created`).
+        #[arg(long)]
+        now: Option<i64>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -99,7 +144,8 @@ fn main() -> ExitCode {
             config,
             listen,
             data_dir,
-        } => serve(config, listen, data_dir),
+            rules,
+        } => serve(config, listen, data_dir, rules),
         Command::Ledger {
             command:
                 LedgerCommand::Show {
@@ -109,6 +155,19 @@ fn main() -> ExitCode {
                     at,
                 },
         } => ledger_show(card, data_dir, config, at),
+        Command::Rules {
+            command: RulesCommand::Check { file },
+        } => rules_check(file),
+        Command::Rules {
+            command:
+                RulesCommand::Test {
+                    file,
+                    event,
+                    config,
+                    now,
+                },
+        } => rules_test(file, event, config, now),
+        Command::Backtest { rules, log, config } => backtest(rules, log, config),
         Command::Sign {
             file,
             secret,
@@ -248,6 +307,7 @@ fn serve(
     config_path: PathBuf,
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    rules_path: PathBuf,
 ) -> anyhow::Result<ExitCode> {
     let config = match load_config(&config_path, listen, data_dir) {
         Ok(c) => c,
@@ -257,6 +317,17 @@ fn serve(
             return Ok(ExitCode::from(78));
         }
     };
+    // The recorder must exist before the rule set: its per-rule counters are bound
+    // when the set is built.
+    cardgate::metrics::install();
+    let rules = match RuleSet::load(&rules_path) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(78));
+        }
+    };
+    cardgate::rules::reload::publish(&RuleSet::empty(), &rules);
     let ledger = if config.store.enabled {
         Some(open_ledger(&config)?)
     } else {
@@ -272,12 +343,17 @@ fn serve(
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let mut state = AppState::new(config, RuleSet::empty());
+        let mut state = AppState::new(config, rules);
         if let Some((ledger, store)) = ledger {
             state = state.with_ledger(ledger, Some(store));
         }
         let state = Arc::new(state);
-        tracing::info!(%addr, secrets = state.secrets.len(), "serving");
+        tokio::spawn(cardgate::rules::reload::watch(
+            rules_path,
+            state.clone(),
+            |s: &AppState| &s.rules,
+        ));
+        tracing::info!(%addr, secrets = state.secrets.len(), ruleset = state.rules.load().version(), "serving");
         println!("cardgate listening on http://{addr}");
         std::io::stdout().flush()?;
         http::serve(listener, state, shutdown_signal()).await?;
@@ -300,6 +376,121 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
+}
+
+fn rules_check(file: PathBuf) -> anyhow::Result<ExitCode> {
+    match RuleSet::load(&file) {
+        Ok(set) => {
+            println!(
+                "{}: ok, {} rules, version {}",
+                file.display(),
+                set.len(),
+                set.version()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(cardgate::rules::LoadError::Invalid { errors, .. }) => {
+            for e in &errors.errors {
+                eprintln!(
+                    "{}:{}:{}: rule `{}`: {}",
+                    file.display(),
+                    e.line,
+                    e.col,
+                    e.rule,
+                    e.kind
+                );
+            }
+            eprintln!("{}: {} error(s)", file.display(), errors.errors.len());
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn rules_test(
+    file: PathBuf,
+    event: PathBuf,
+    config_path: PathBuf,
+    now: Option<i64>,
+) -> anyhow::Result<ExitCode> {
+    use cardgate::decision::{Context, NoSpend, decide_traced};
+    let src = cardgate::rules::read_rules_file(&file)?;
+    let set = match RuleSet::from_toml_unmetered(&src) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let config = load_config(&config_path, None, None)?;
+    let mut body = std::fs::read(&event).with_context(|| format!("reading {}", event.display()))?;
+    let doc = cardgate::stripe::parse_document(&mut body)?;
+    let ev = cardgate::stripe::Event::read(&doc)?;
+    anyhow::ensure!(
+        ev.event_type == cardgate::stripe::AUTHORIZATION_REQUEST,
+        "{} is a {} event, not {}",
+        event.display(),
+        ev.event_type,
+        cardgate::stripe::AUTHORIZATION_REQUEST
+    );
+    let auth = ev.authorization_request()?;
+    let ctx = Context::new(
+        &auth,
+        &config.program,
+        &set,
+        &NoSpend,
+        now.unwrap_or(auth.created),
+    );
+    let (decision, verdict) = decide_traced(&ctx);
+    println!(
+        "{}",
+        String::from_utf8_lossy(&cardgate::stripe::encode_decision(&decision, set.version()))
+    );
+    match &verdict.decisive {
+        Some(m) => println!("decisive: {} ({})", m.name, m.action.as_str()),
+        None => println!("decisive: none"),
+    }
+    for m in &verdict.shadow {
+        println!("shadow:   {} ({}, not applied)", m.name, m.action.as_str());
+    }
+    if verdict.decisive.is_none()
+        && verdict.shadow.is_empty()
+        && decision.reason.as_str() != "approved"
+    {
+        println!(
+            "rules not reached: {} decided first",
+            decision.reason.as_str()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn backtest(rules: PathBuf, log: PathBuf, config_path: PathBuf) -> anyhow::Result<ExitCode> {
+    use cardgate::rules::backtest::{RecordedDecision, backtest};
+    use std::io::BufRead;
+    let src = cardgate::rules::read_rules_file(&rules)?;
+    let set = match RuleSet::from_toml_unmetered(&src) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{}: {e}", rules.display());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let config = load_config(&config_path, None, None)?;
+    let f = std::fs::File::open(&log).with_context(|| format!("opening {}", log.display()))?;
+    let mut records = Vec::new();
+    for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let rec: RecordedDecision = serde_json::from_str(&line)
+            .with_context(|| format!("{}:{}: not a recorded decision", log.display(), n + 1))?;
+        records.push(rec);
+    }
+    println!("candidate {} ({} rules)", set.version(), set.len());
+    print!("{}", backtest(&set, &config.program, &records));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn sign(

@@ -39,6 +39,16 @@ pub const STORE_COMMIT_DURATION: &str = "cardgate_store_commit_duration_seconds"
 pub const STORE_COMMIT_BATCH: &str = "cardgate_store_commit_batch_size";
 /// Counter `{op}`: store failures (commit, enqueue).
 pub const STORE_ERRORS: &str = "cardgate_store_errors_total";
+/// Counter `{rule, mode}`: rule matches; `mode` is `decisive` or `shadow`. Rule
+/// names are bounded by the rule-count limit of a rule set.
+pub const RULE_MATCHES: &str = "cardgate_rule_matches_total";
+/// Counter `{rule, error}`: rule conditions that failed at run time (division by
+/// zero, overflow, missing metadata key, bad conversion) and so did not match.
+pub const RULE_ERRORS: &str = "cardgate_rule_errors_total";
+/// Counter `{result}`: rule set reloads, `ok` or `rejected` (the old set stays live).
+pub const RULE_RELOADS: &str = "cardgate_rule_reloads_total";
+/// Gauge `{version}`: 1 for the live rule set's version, 0 for replaced ones.
+pub const RULESET_INFO: &str = "cardgate_ruleset_info";
 /// Gauge `{version}`: always 1; carries the build version.
 pub const BUILD_INFO: &str = "cardgate_build_info";
 
@@ -107,6 +117,10 @@ fn describe() {
     );
     describe_histogram!(STORE_COMMIT_BATCH, "Writes per store commit.");
     describe_counter!(STORE_ERRORS, "Store failures by operation.");
+    describe_counter!(RULE_MATCHES, "Rule matches by rule and mode.");
+    describe_counter!(RULE_ERRORS, "Rule conditions that failed at run time.");
+    describe_counter!(RULE_RELOADS, "Rule set reloads by result.");
+    describe_gauge!(RULESET_INFO, "1 for the live rule set version.");
     describe_gauge!(BUILD_INFO, "Build information; always 1.");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }

@@ -26,7 +26,7 @@ async fn approves_the_reference_request_with_stripe_headers() {
     assert_eq!(r.headers["stripe-version"], "2026-10-28.endive");
     assert_eq!(
         r.json(),
-        json!({"approved": true, "metadata": {"reason": "approved", "ruleset": "empty"}})
+        json!({"approved": true, "metadata": {"reason": "approved", "ruleset": common::empty_ruleset()}})
     );
 }
 
@@ -189,7 +189,7 @@ async fn every_decline_reason() {
         let d = decide(&server, &e).await;
         assert_eq!(
             d,
-            json!({"approved": false, "metadata": {"reason": reason, "rule": rule, "ruleset": "empty"}}),
+            json!({"approved": false, "metadata": {"reason": reason, "rule": rule, "ruleset": common::empty_ruleset()}}),
             "case {name}"
         );
     }
@@ -209,7 +209,7 @@ async fn partial_approval_when_amount_is_controllable() {
     assert_eq!(
         d,
         json!({"approved": true, "amount": 6000, "metadata":
-            {"reason": "spending_limit", "rule": "card.per_authorization", "ruleset": "empty"}})
+            {"reason": "spending_limit", "rule": "card.per_authorization", "ruleset": common::empty_ruleset()}})
     );
     // The same request without controllable amount declines.
     set(
@@ -231,7 +231,7 @@ async fn fallback_on_deadline_and_on_internal_failure() {
     let d = decide(&server, &request()).await;
     assert_eq!(
         d,
-        json!({"approved": true, "metadata": {"reason": "fallback:deadline", "ruleset": "empty"}})
+        json!({"approved": true, "metadata": {"reason": "fallback:deadline", "ruleset": common::empty_ruleset()}})
     );
     let metrics = get(&server.url("/metrics")).await.unwrap();
     let text = String::from_utf8_lossy(&metrics.body);
@@ -249,7 +249,7 @@ async fn fallback_on_deadline_and_on_internal_failure() {
     let d = decide(&server, &request()).await;
     assert_eq!(
         d,
-        json!({"approved": false, "metadata": {"reason": "fallback:internal", "ruleset": "empty"}})
+        json!({"approved": false, "metadata": {"reason": "fallback:internal", "ruleset": common::empty_ruleset()}})
     );
     // The server survived the panic and still decides.
     let d = decide(&server, &request()).await;

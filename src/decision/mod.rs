@@ -33,10 +33,23 @@ pub use controls::{
 };
 pub use outcome::{Decision, FallbackCause, Level, Reason, Source};
 
-use crate::rules::Action;
+use crate::rules::{Action, Verdict};
 
 /// Judges one authorization request. Pure: the same context gives the same decision.
 pub fn decide(ctx: &Context<'_>) -> Decision {
+    decide_traced(ctx).0
+}
+
+/// [`decide`], also returning what the rules said: the decisive match and every
+/// shadow match, for the decision log and `rules test`. The verdict is empty when
+/// a status or spending control decided before the rules were reached.
+pub fn decide_traced(ctx: &Context<'_>) -> (Decision, Verdict) {
+    let mut verdict = Verdict::default();
+    let decision = decide_inner(ctx, &mut verdict);
+    (decision, verdict)
+}
+
+fn decide_inner(ctx: &Context<'_>, verdict: &mut Verdict) -> Decision {
     let auth = ctx.auth;
     match auth.card.status {
         CardStatus::Active => {}
@@ -91,7 +104,8 @@ pub fn decide(ctx: &Context<'_>) -> Decision {
         }
     }
 
-    if let Some(m) = ctx.rules.evaluate(ctx).decisive {
+    *verdict = ctx.rules.evaluate(ctx);
+    if let Some(m) = verdict.decisive.clone() {
         match m.action {
             Action::Approve => {
                 let mut d = grant.finish();

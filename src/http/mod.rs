@@ -7,6 +7,7 @@
 //! slot frees itself when its task ends. Shutdown: stop accepting, then let every
 //! open connection finish its in-flight request (bounded by the grace period).
 
+mod admin;
 mod ledger;
 mod respond;
 mod state;
@@ -14,6 +15,7 @@ pub mod webhook;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,7 +59,7 @@ pub async fn serve(
                 Err(_) => break,
             },
         };
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(s) => s,
@@ -75,7 +77,7 @@ pub async fn serve(
         let st = state.clone();
         let conn = builder.serve_connection(
             TokioIo::new(stream),
-            service_fn(move |req| route(st.clone(), req)),
+            service_fn(move |req| route(st.clone(), peer, req)),
         );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -97,13 +99,18 @@ pub async fn serve(
     Ok(())
 }
 
-async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn route(
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let (route, resp) = match (req.method(), req.uri().path()) {
         (&Method::POST, "/webhooks/stripe") => ("webhook", webhook::handle(&state, req).await),
         (&Method::GET, "/metrics") => ("metrics", metrics(&state)),
         (&Method::GET, "/healthz") => ("healthz", json_ok(StatusCode::OK, br#"{"status":"ok"}"#)),
         (&Method::GET, "/readyz") => ("readyz", ready(&state)),
-        (_, "/webhooks/stripe" | "/metrics" | "/healthz" | "/readyz") => (
+        (&Method::POST, "/v1/rulesets") => ("rulesets", admin::rulesets(&state, peer, req).await),
+        (_, "/webhooks/stripe" | "/metrics" | "/healthz" | "/readyz" | "/v1/rulesets") => (
             "method_not_allowed",
             json_error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -134,10 +141,12 @@ fn status_label(s: StatusCode) -> &'static str {
     match s.as_u16() {
         200 => "200",
         400 => "400",
+        403 => "403",
         404 => "404",
         405 => "405",
         408 => "408",
         413 => "413",
+        422 => "422",
         503 => "503",
         _ => "other",
     }

@@ -33,12 +33,25 @@ pub struct Server {
     _dir: tempfile::TempDir,
 }
 
+/// Version of the empty rule set every `Server` starts with.
+#[allow(dead_code)]
+pub fn empty_ruleset() -> String {
+    cardgate::rules::RuleSet::from_toml("")
+        .expect("empty rules file compiles")
+        .version()
+        .to_string()
+}
+
 impl Server {
     /// Starts the binary with `config` (TOML text) and extra environment variables.
     pub fn start(config: &str, env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cardgate.toml");
         std::fs::write(&path, config).unwrap();
+        // An empty rule set unless the test brings its own (CARDGATE_RULES in `env`):
+        // the bundled config/rules.toml would make decisions depend on its contents.
+        let rules = dir.path().join("rules.toml");
+        std::fs::write(&rules, "").unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardgate"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&path)
@@ -46,6 +59,7 @@ impl Server {
             .env_remove("CARDGATE_LISTEN")
             .env("CARDGATE_DATA_DIR", dir.path().join("data"))
             .env("CARDGATE_LOG", "debug")
+            .env("CARDGATE_RULES", &rules)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(Stdio::null());

@@ -1,0 +1,630 @@
+//! Type-checks a parsed CEL expression against the authorization context and lowers
+//! it to the typed tree of `eval.rs`.
+//!
+//! Everything is decided here, at load time: which field an access reads, the type
+//! of every node, which list a `lists.<name>` is, the compiled regex of every
+//! `matches`. A construct the evaluator does not support is rejected here with a
+//! message, never discovered while an authorization waits.
+//!
+//! Types are strict, as in CEL's checker: `==` and `<` need both sides of one type
+//! (`int(x)`, `uint(x)`, `double(x)` convert), `&&`/`||`/`!`/ternary conditions
+//! need bools, and a `when` must be a bool.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use cel::common::ast::{CallExpr, Expr, IdedExpr, LiteralValue, operators};
+
+use super::error::CompileErrorKind;
+use super::eval::{Arith, Bool, Cmp, Double, Int, IntField, IntSet, Str, StrField, StrSet, Uint};
+use crate::decision::{Interval, Scope};
+
+/// A declared `[lists]` entry, pre-built. An empty list is usable as either type.
+#[derive(Debug, Clone)]
+pub(super) struct List {
+    pub strs: Option<Arc<StrSet>>,
+    pub ints: Option<Arc<IntSet>>,
+    pub len: usize,
+}
+
+/// A compile failure, located by the CEL node id (mapped to a file position later).
+pub(super) type Fail = (u64, CompileErrorKind);
+
+type Res<T> = Result<T, Fail>;
+
+/// A typed node.
+enum Typed {
+    Bool(Bool),
+    Int(Int),
+    Uint(Uint),
+    Double(Double),
+    Str(Str),
+    /// A list: `lists.<name>` or a constant list literal.
+    List(List),
+    /// `card.metadata`.
+    Meta,
+}
+
+impl Typed {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Typed::Bool(_) => "bool",
+            Typed::Int(_) => "int",
+            Typed::Uint(_) => "uint",
+            Typed::Double(_) => "double",
+            Typed::Str(_) => "string",
+            Typed::List(_) => "list",
+            Typed::Meta => "map(string, string)",
+        }
+    }
+}
+
+fn type_err(id: u64, msg: String) -> Fail {
+    (id, CompileErrorKind::Type(msg))
+}
+
+fn unsupported(id: u64, msg: impl Into<String>) -> Fail {
+    (id, CompileErrorKind::Unsupported(msg.into()))
+}
+
+/// Compiles one `when` into a bool condition.
+pub(super) fn compile_when(expr: &IdedExpr, lists: &BTreeMap<String, List>) -> Res<Bool> {
+    let c = Compiler { lists };
+    match c.expr(expr)? {
+        Typed::Bool(b) => Ok(b),
+        other => Err(type_err(
+            expr.id,
+            format!(
+                "`when` must be a bool expression, this one is {}",
+                other.type_name()
+            ),
+        )),
+    }
+}
+
+struct Compiler<'l> {
+    lists: &'l BTreeMap<String, List>,
+}
+
+impl Compiler<'_> {
+    fn expr(&self, e: &IdedExpr) -> Res<Typed> {
+        match &e.expr {
+            Expr::Literal(lit) => literal(e.id, lit),
+            Expr::Ident(_) | Expr::Select(_) => self.path(e),
+            Expr::Call(call) => self.call(e.id, call),
+            Expr::List(_) => Err(unsupported(
+                e.id,
+                "list literals are only supported on the right of `in`",
+            )),
+            Expr::Comprehension(_) => Err(unsupported(
+                e.id,
+                "macros (all, exists, exists_one, map, filter) are not supported",
+            )),
+            Expr::Map(_) => Err(unsupported(e.id, "map literals are not supported")),
+            Expr::Struct(_) => Err(unsupported(e.id, "message literals are not supported")),
+            Expr::Unspecified => Err(unsupported(e.id, "empty expression")),
+        }
+    }
+
+    fn bool(&self, e: &IdedExpr, what: &str) -> Res<Bool> {
+        match self.expr(e)? {
+            Typed::Bool(b) => Ok(b),
+            t => Err(type_err(
+                e.id,
+                format!("{what} needs a bool, got {}", t.type_name()),
+            )),
+        }
+    }
+
+    fn str(&self, e: &IdedExpr, what: &str) -> Res<Str> {
+        match self.expr(e)? {
+            Typed::Str(s) => Ok(s),
+            t => Err(type_err(
+                e.id,
+                format!("{what} needs a string, got {}", t.type_name()),
+            )),
+        }
+    }
+
+    /// An identifier or a chain of field selections on one.
+    fn path(&self, e: &IdedExpr) -> Res<Typed> {
+        if let Expr::Select(sel) = &e.expr
+            && sel.test
+        {
+            // `has(x.f)`: only metadata keys can be absent; every other field
+            // always exists in the context.
+            return match segments(&sel.operand) {
+                Some(p) if p == ["card", "metadata"] => Ok(Typed::Bool(Bool::HasMeta(Box::new(
+                    Str::Const(sel.field.as_str().into()),
+                )))),
+                Some(p) => {
+                    let mut full = p.join(".");
+                    full.push('.');
+                    full.push_str(&sel.field);
+                    match self.resolve(e.id, &full)? {
+                        // Context fields are always present.
+                        Typed::Meta
+                        | Typed::List(_)
+                        | Typed::Bool(_)
+                        | Typed::Int(_)
+                        | Typed::Str(_) => Ok(Typed::Bool(Bool::Const(true))),
+                        _ => Err(unsupported(e.id, "has() on this expression")),
+                    }
+                }
+                None => Err(unsupported(e.id, "has() on a computed value")),
+            };
+        }
+        match segments(e) {
+            // Point errors at the start of the path, not at its last `.`.
+            Some(p) => self.resolve(root_id(e), &p.join(".")),
+            None => Err(unsupported(
+                e.id,
+                "field selection on a computed value; select from a context field",
+            )),
+        }
+    }
+
+    fn resolve(&self, id: u64, path: &str) -> Res<Typed> {
+        use IntField as I;
+        use StrField as S;
+        let s = |f| Ok(Typed::Str(Str::Field(f)));
+        let i = |f| Ok(Typed::Int(Int::Field(f)));
+        match path {
+            "amount" => i(I::Amount),
+            "merchant_amount" => i(I::MerchantAmount),
+            "network_risk_score" => i(I::NetworkRiskScore),
+            "currency" => s(S::Currency),
+            "merchant_currency" => s(S::MerchantCurrency),
+            "merchant.category" => s(S::MerchantCategory),
+            "merchant.category_code" => s(S::MerchantCategoryCode),
+            "merchant.country" => s(S::MerchantCountry),
+            "merchant.city" => s(S::MerchantCity),
+            "merchant.name" => s(S::MerchantName),
+            "merchant.network_id" => s(S::MerchantNetworkId),
+            "merchant.postal_code" => s(S::MerchantPostalCode),
+            "card.id" => s(S::CardId),
+            "card.type" => s(S::CardType),
+            "card.status" => s(S::CardStatus),
+            "card.metadata" => Ok(Typed::Meta),
+            "cardholder.id" => s(S::CardholderId),
+            "cardholder.type" => s(S::CardholderType),
+            "cardholder.status" => s(S::CardholderStatus),
+            "authorization_method" => s(S::AuthorizationMethod),
+            "is_amount_controllable" => Ok(Typed::Bool(Bool::IsAmountControllable)),
+            "wallet" => s(S::Wallet),
+            "verification.cvc_check" => s(S::CvcCheck),
+            "verification.expiry_check" => s(S::ExpiryCheck),
+            "verification.address_postal_code_check" => s(S::AddressPostalCodeCheck),
+            "verification.three_d_secure" => s(S::ThreeDSecure),
+            "velocity.card.count_1h" => i(I::VelocityHour),
+            "velocity.card.count_24h" => i(I::VelocityDay),
+            "now.hour" => i(I::NowHour),
+            "now.weekday" => i(I::NowWeekday),
+            _ => {
+                if let Some(key) = path.strip_prefix("card.metadata.") {
+                    return Ok(Typed::Str(Str::Meta(key.into())));
+                }
+                if let Some(name) = path.strip_prefix("lists.") {
+                    return match self.lists.get(name) {
+                        Some(l) => Ok(Typed::List(l.clone())),
+                        None => Err((id, CompileErrorKind::UnknownList(name.to_string()))),
+                    };
+                }
+                let spend = path
+                    .strip_prefix("spend.card.")
+                    .map(|w| (Scope::Card, w))
+                    .or_else(|| {
+                        path.strip_prefix("spend.cardholder.")
+                            .map(|w| (Scope::Cardholder, w))
+                    });
+                if let Some((scope, window)) = spend
+                    && let Some(interval) = Interval::parse(window)
+                    && interval != Interval::PerAuthorization
+                {
+                    return i(I::Spend(scope, interval));
+                }
+                let hint = match path {
+                    "merchant" | "card" | "cardholder" | "verification" | "spend"
+                    | "spend.card" | "spend.cardholder" | "velocity" | "velocity.card" | "now" => {
+                        format!("`{path}` is an object: select one of its fields")
+                    }
+                    "lists" => "`lists` is a namespace: use lists.<name>".to_string(),
+                    _ => return Err((id, CompileErrorKind::UnknownField(path.to_string()))),
+                };
+                Err(type_err(id, hint))
+            }
+        }
+    }
+
+    fn call(&self, id: u64, call: &CallExpr) -> Res<Typed> {
+        let name = call.func_name.as_str();
+        let args = &call.args;
+        if let Some(target) = &call.target {
+            return self.method(id, name, target, args);
+        }
+        let arity = |n: usize| -> Res<()> {
+            if args.len() == n {
+                Ok(())
+            } else {
+                Err(type_err(
+                    id,
+                    format!("`{name}` takes {n} argument(s), got {}", args.len()),
+                ))
+            }
+        };
+        match name {
+            operators::LOGICAL_AND | operators::LOGICAL_OR => {
+                let mut it = args.iter();
+                let first = it
+                    .next()
+                    .ok_or_else(|| unsupported(id, "empty logical operator"))?;
+                let op = if name == operators::LOGICAL_AND {
+                    "&&"
+                } else {
+                    "||"
+                };
+                let mut acc = self.bool(first, &format!("`{op}`"))?;
+                for a in it {
+                    let b = self.bool(a, &format!("`{op}`"))?;
+                    acc = if name == operators::LOGICAL_AND {
+                        Bool::And(Box::new(acc), Box::new(b))
+                    } else {
+                        Bool::Or(Box::new(acc), Box::new(b))
+                    };
+                }
+                Ok(Typed::Bool(acc))
+            }
+            operators::LOGICAL_NOT => {
+                arity(1)?;
+                Ok(Typed::Bool(Bool::Not(Box::new(
+                    self.bool(&args[0], "`!`")?,
+                ))))
+            }
+            operators::CONDITIONAL => {
+                arity(3)?;
+                let c = Box::new(self.bool(&args[0], "the ternary condition")?);
+                let (a, b) = (self.expr(&args[1])?, self.expr(&args[2])?);
+                Ok(match (a, b) {
+                    (Typed::Bool(a), Typed::Bool(b)) => {
+                        Typed::Bool(Bool::Cond(c, a.into(), b.into()))
+                    }
+                    (Typed::Int(a), Typed::Int(b)) => Typed::Int(Int::Cond(c, a.into(), b.into())),
+                    (Typed::Uint(a), Typed::Uint(b)) => {
+                        Typed::Uint(Uint::Cond(c, a.into(), b.into()))
+                    }
+                    (Typed::Double(a), Typed::Double(b)) => {
+                        Typed::Double(Double::Cond(c, a.into(), b.into()))
+                    }
+                    (Typed::Str(a), Typed::Str(b)) => Typed::Str(Str::Cond(c, a.into(), b.into())),
+                    (a, b) => {
+                        return Err(type_err(
+                            id,
+                            format!(
+                                "ternary branches must have one scalar type, got {} and {}",
+                                a.type_name(),
+                                b.type_name()
+                            ),
+                        ));
+                    }
+                })
+            }
+            operators::EQUALS
+            | operators::NOT_EQUALS
+            | operators::LESS
+            | operators::LESS_EQUALS
+            | operators::GREATER
+            | operators::GREATER_EQUALS => {
+                arity(2)?;
+                let op = match name {
+                    operators::EQUALS => Cmp::Eq,
+                    operators::NOT_EQUALS => Cmp::Ne,
+                    operators::LESS => Cmp::Lt,
+                    operators::LESS_EQUALS => Cmp::Le,
+                    operators::GREATER => Cmp::Gt,
+                    _ => Cmp::Ge,
+                };
+                let (a, b) = (self.expr(&args[0])?, self.expr(&args[1])?);
+                Ok(Typed::Bool(match (a, b) {
+                    (Typed::Int(a), Typed::Int(b)) => Bool::CmpInt(op, a.into(), b.into()),
+                    (Typed::Uint(a), Typed::Uint(b)) => Bool::CmpUint(op, a.into(), b.into()),
+                    (Typed::Double(a), Typed::Double(b)) => Bool::CmpDouble(op, a.into(), b.into()),
+                    (Typed::Str(a), Typed::Str(b)) => Bool::CmpStr(op, a.into(), b.into()),
+                    (Typed::Bool(a), Typed::Bool(b)) if matches!(op, Cmp::Eq | Cmp::Ne) => {
+                        Bool::CmpBools(op, a.into(), b.into())
+                    }
+                    (a, b) => {
+                        return Err(type_err(
+                            id,
+                            format!(
+                                "cannot compare {} with {} using {}{}",
+                                a.type_name(),
+                                b.type_name(),
+                                cmp_symbol(op),
+                                numeric_hint(&a, &b)
+                            ),
+                        ));
+                    }
+                }))
+            }
+            operators::ADD
+            | operators::SUBSTRACT
+            | operators::MULTIPLY
+            | operators::DIVIDE
+            | operators::MODULO => {
+                arity(2)?;
+                let op = match name {
+                    operators::ADD => Arith::Add,
+                    operators::SUBSTRACT => Arith::Sub,
+                    operators::MULTIPLY => Arith::Mul,
+                    operators::DIVIDE => Arith::Div,
+                    _ => Arith::Rem,
+                };
+                let (a, b) = (self.expr(&args[0])?, self.expr(&args[1])?);
+                Ok(match (a, b) {
+                    (Typed::Int(a), Typed::Int(b)) => Typed::Int(Int::Bin(op, a.into(), b.into())),
+                    (Typed::Uint(a), Typed::Uint(b)) => {
+                        Typed::Uint(Uint::Bin(op, a.into(), b.into()))
+                    }
+                    (Typed::Double(a), Typed::Double(b)) if op != Arith::Rem => {
+                        Typed::Double(Double::Bin(op, a.into(), b.into()))
+                    }
+                    (Typed::Str(_), Typed::Str(_)) if op == Arith::Add => {
+                        return Err(unsupported(
+                            id,
+                            "string concatenation (it would allocate on every authorization); \
+                             compare the parts instead",
+                        ));
+                    }
+                    (a, b) => {
+                        return Err(type_err(
+                            id,
+                            format!(
+                                "no arithmetic operator for {} and {}{}",
+                                a.type_name(),
+                                b.type_name(),
+                                numeric_hint(&a, &b)
+                            ),
+                        ));
+                    }
+                })
+            }
+            operators::NEGATE => {
+                arity(1)?;
+                match self.expr(&args[0])? {
+                    Typed::Int(a) => Ok(Typed::Int(Int::Neg(a.into()))),
+                    Typed::Double(a) => Ok(Typed::Double(Double::Neg(a.into()))),
+                    t => Err(type_err(id, format!("cannot negate {}", t.type_name()))),
+                }
+            }
+            operators::IN => {
+                arity(2)?;
+                self.in_op(id, &args[0], &args[1])
+            }
+            operators::INDEX => {
+                arity(2)?;
+                match (self.expr(&args[0])?, &args[1].expr) {
+                    (Typed::Meta, Expr::Literal(LiteralValue::String(k))) => {
+                        Ok(Typed::Str(Str::Meta(k.inner().into())))
+                    }
+                    (Typed::Meta, _) => Err(unsupported(
+                        id,
+                        "card.metadata[...] needs a string literal key",
+                    )),
+                    (t, _) => Err(unsupported(id, format!("indexing a {}", t.type_name()))),
+                }
+            }
+            "size" => {
+                arity(1)?;
+                self.size(id, &args[0])
+            }
+            "matches" => {
+                arity(2)?;
+                self.matches(id, &args[0], &args[1])
+            }
+            "int" | "uint" | "double" | "string" | "bool" => {
+                arity(1)?;
+                self.convert(id, name, &args[0])
+            }
+            "has" => Err(unsupported(
+                id,
+                "has() needs a field selection, like has(card.metadata.key)",
+            )),
+            _ => Err(unsupported(id, format!("function `{name}`"))),
+        }
+    }
+
+    fn method(&self, id: u64, name: &str, target: &IdedExpr, args: &[IdedExpr]) -> Res<Typed> {
+        if args.len() != usize::from(name != "size") {
+            return Err(type_err(
+                id,
+                format!("`.{name}()` got {} argument(s)", args.len()),
+            ));
+        }
+        match name {
+            "startsWith" | "endsWith" | "contains" => {
+                let s = Box::new(self.str(target, &format!("`.{name}()`"))?);
+                let p = Box::new(self.str(&args[0], &format!("`.{name}()`"))?);
+                Ok(Typed::Bool(match name {
+                    "startsWith" => Bool::StartsWith(s, p),
+                    "endsWith" => Bool::EndsWith(s, p),
+                    _ => Bool::Contains(s, p),
+                }))
+            }
+            "matches" => self.matches(id, target, &args[0]),
+            "size" => self.size(id, target),
+            _ => Err(unsupported(id, format!("method `.{name}()`"))),
+        }
+    }
+
+    fn size(&self, id: u64, arg: &IdedExpr) -> Res<Typed> {
+        match self.expr(arg)? {
+            Typed::Str(s) => Ok(Typed::Int(Int::SizeStr(s.into()))),
+            Typed::List(l) => Ok(Typed::Int(Int::Const(l.len as i64))),
+            Typed::Meta => Ok(Typed::Int(Int::MetaLen)),
+            t => Err(type_err(id, format!("size() of {}", t.type_name()))),
+        }
+    }
+
+    fn matches(&self, id: u64, subject: &IdedExpr, pattern: &IdedExpr) -> Res<Typed> {
+        let s = self.str(subject, "matches()")?;
+        let Expr::Literal(LiteralValue::String(p)) = &pattern.expr else {
+            return Err(unsupported(
+                pattern.id,
+                "matches() needs a string literal pattern (compiled once at load)",
+            ));
+        };
+        // A size limit keeps a hostile pattern from eating memory at load.
+        let re = regex::RegexBuilder::new(p.inner())
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| (pattern.id, CompileErrorKind::Regex(e.to_string())))?;
+        let _ = id;
+        Ok(Typed::Bool(Bool::Matches(s.into(), re)))
+    }
+
+    fn convert(&self, id: u64, name: &str, arg: &IdedExpr) -> Res<Typed> {
+        let v = self.expr(arg)?;
+        Ok(match (name, v) {
+            ("int", Typed::Int(i)) => Typed::Int(i),
+            ("int", Typed::Uint(u)) => Typed::Int(Int::FromUint(u.into())),
+            ("int", Typed::Double(d)) => Typed::Int(Int::FromDouble(d.into())),
+            ("uint", Typed::Uint(u)) => Typed::Uint(u),
+            ("uint", Typed::Int(i)) => Typed::Uint(Uint::FromInt(i.into())),
+            ("uint", Typed::Double(d)) => Typed::Uint(Uint::FromDouble(d.into())),
+            ("double", Typed::Double(d)) => Typed::Double(d),
+            ("double", Typed::Int(i)) => Typed::Double(Double::FromInt(i.into())),
+            ("double", Typed::Uint(u)) => Typed::Double(Double::FromUint(u.into())),
+            ("string", Typed::Str(s)) => Typed::Str(s),
+            ("bool", Typed::Bool(b)) => Typed::Bool(b),
+            (_, t) => {
+                return Err(unsupported(
+                    id,
+                    format!(
+                        "{name}() of {} (parsing or formatting would allocate per authorization)",
+                        t.type_name()
+                    ),
+                ));
+            }
+        })
+    }
+
+    fn in_op(&self, id: u64, elem: &IdedExpr, list: &IdedExpr) -> Res<Typed> {
+        let l = match &list.expr {
+            Expr::List(items) => literal_list(list.id, &items.elements)?,
+            _ => match self.expr(list)? {
+                Typed::List(l) => l,
+                Typed::Meta => {
+                    let k = self.str(elem, "`in card.metadata`")?;
+                    return Ok(Typed::Bool(Bool::HasMeta(k.into())));
+                }
+                t => {
+                    return Err(type_err(
+                        list.id,
+                        format!("`in` needs a list on the right, got {}", t.type_name()),
+                    ));
+                }
+            },
+        };
+        match self.expr(elem)? {
+            Typed::Str(s) => match l.strs {
+                Some(set) => Ok(Typed::Bool(Bool::StrIn(s.into(), set))),
+                None => Err(type_err(id, "string `in` a list of ints".into())),
+            },
+            Typed::Int(i) => match l.ints {
+                Some(set) => Ok(Typed::Bool(Bool::IntIn(i.into(), set))),
+                None => Err(type_err(id, "int `in` a list of strings".into())),
+            },
+            t => Err(unsupported(
+                id,
+                format!("`in` on a {}: lists hold strings or ints", t.type_name()),
+            )),
+        }
+    }
+}
+
+/// The id of the identifier a selection chain starts from.
+fn root_id(e: &IdedExpr) -> u64 {
+    let mut cur = e;
+    while let Expr::Select(s) = &cur.expr {
+        cur = &s.operand;
+    }
+    cur.id
+}
+
+/// `a.b.c` as segments, if the expression is only an identifier and selections.
+fn segments(e: &IdedExpr) -> Option<Vec<&str>> {
+    let mut out = Vec::new();
+    let mut cur = e;
+    loop {
+        match &cur.expr {
+            Expr::Ident(n) => {
+                out.push(n.as_str());
+                out.reverse();
+                return Some(out);
+            }
+            Expr::Select(s) if !s.test => {
+                out.push(s.field.as_str());
+                cur = &s.operand;
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn literal(id: u64, lit: &LiteralValue) -> Res<Typed> {
+    Ok(match lit {
+        LiteralValue::Boolean(b) => Typed::Bool(Bool::Const(*b.inner())),
+        LiteralValue::Int(i) => Typed::Int(Int::Const(*i.inner())),
+        LiteralValue::UInt(u) => Typed::Uint(Uint::Const(*u.inner())),
+        LiteralValue::Double(d) => Typed::Double(Double::Const(*d.inner())),
+        LiteralValue::String(s) => Typed::Str(Str::Const(s.inner().into())),
+        LiteralValue::Null => return Err(unsupported(id, "null (context fields are never null)")),
+        LiteralValue::Bytes(_) => return Err(unsupported(id, "bytes literals")),
+    })
+}
+
+/// A list literal of constants, pre-built as a set.
+fn literal_list(id: u64, items: &[IdedExpr]) -> Res<List> {
+    let mut strs = Vec::new();
+    let mut ints = Vec::new();
+    for it in items {
+        match &it.expr {
+            Expr::Literal(LiteralValue::String(s)) => strs.push(s.inner().to_string()),
+            Expr::Literal(LiteralValue::Int(i)) => ints.push(*i.inner()),
+            _ => {
+                return Err(unsupported(
+                    it.id,
+                    "list literal elements must be string or int literals",
+                ));
+            }
+        }
+    }
+    if !strs.is_empty() && !ints.is_empty() {
+        return Err(type_err(id, "list literal mixes strings and ints".into()));
+    }
+    Ok(List {
+        len: items.len(),
+        strs: ints.is_empty().then(|| Arc::new(StrSet::new(strs))),
+        ints: (items.is_empty() || !ints.is_empty()).then(|| Arc::new(IntSet::new(ints))),
+    })
+}
+
+fn cmp_symbol(op: Cmp) -> &'static str {
+    match op {
+        Cmp::Eq => "==",
+        Cmp::Ne => "!=",
+        Cmp::Lt => "<",
+        Cmp::Le => "<=",
+        Cmp::Gt => ">",
+        Cmp::Ge => ">=",
+    }
+}
+
+fn numeric_hint(a: &Typed, b: &Typed) -> &'static str {
+    let num = |t: &Typed| matches!(t, Typed::Int(_) | Typed::Uint(_) | Typed::Double(_));
+    if num(a) && num(b) {
+        " (convert one side with int(), uint() or double())"
+    } else {
+        ""
+    }
+}

@@ -1,0 +1,519 @@
+//! cardgate's own evaluator for compiled rule conditions.
+//!
+//! The compiler (`compile.rs`) turns each CEL `when` into a typed tree: one enum
+//! per CEL type, so evaluation never inspects a dynamic value tag, field accesses
+//! are resolved to an accessor at load time (no lookup by name), lists are
+//! pre-built sets and regexes are compiled once. Evaluation borrows strings from
+//! the context or the rule and allocates nothing.
+//!
+//! Runtime errors (division by zero, overflow, a missing metadata key, an
+//! out-of-range conversion) are values: a rule whose condition errors does not
+//! match. `&&` and `||` absorb an error when the other side decides the result,
+//! as CEL specifies (`false && error` and `error && false` are both `false`).
+
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use regex::Regex;
+
+use crate::decision::{Context, Interval, Scope};
+
+/// Why a condition could not be evaluated; the rule then does not match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeError {
+    /// Integer division or remainder by zero.
+    DivisionByZero,
+    /// Integer overflow (int or uint arithmetic, negation of the minimum int).
+    Overflow,
+    /// `card.metadata.<key>` when the card has no such key.
+    NoSuchKey,
+    /// A numeric conversion out of range (`uint(-1)`, `int(1e30)`).
+    Conversion,
+    /// `<`, `<=`, `>`, `>=` with a NaN operand: unordered, an error in the `cel`
+    /// interpreter (equality with NaN is simply false).
+    Unordered,
+}
+
+impl RuntimeError {
+    /// Bounded label for the error metric.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeError::DivisionByZero => "division_by_zero",
+            RuntimeError::Overflow => "overflow",
+            RuntimeError::NoSuchKey => "no_such_key",
+            RuntimeError::Conversion => "conversion",
+            RuntimeError::Unordered => "unordered",
+        }
+    }
+}
+
+type R<T> = Result<T, RuntimeError>;
+
+/// A comparison operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cmp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl Cmp {
+    #[inline]
+    fn apply<T: PartialOrd + ?Sized>(self, a: &T, b: &T) -> bool {
+        match self {
+            Cmp::Eq => a == b,
+            Cmp::Ne => a != b,
+            Cmp::Lt => a < b,
+            Cmp::Le => a <= b,
+            Cmp::Gt => a > b,
+            Cmp::Ge => a >= b,
+        }
+    }
+}
+
+/// An arithmetic operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Arith {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+}
+
+/// String fields of the context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StrField {
+    Currency,
+    MerchantCurrency,
+    MerchantCategory,
+    MerchantCategoryCode,
+    MerchantCountry,
+    MerchantCity,
+    MerchantName,
+    MerchantNetworkId,
+    MerchantPostalCode,
+    CardId,
+    CardType,
+    CardStatus,
+    CardholderId,
+    CardholderType,
+    CardholderStatus,
+    AuthorizationMethod,
+    Wallet,
+    CvcCheck,
+    ExpiryCheck,
+    AddressPostalCodeCheck,
+    ThreeDSecure,
+}
+
+impl StrField {
+    #[inline]
+    fn get<'c>(self, ctx: &'c Context<'_>) -> &'c str {
+        let a = ctx.auth;
+        match self {
+            StrField::Currency => a.currency.as_str(),
+            StrField::MerchantCurrency => a.merchant_currency.as_str(),
+            StrField::MerchantCategory => a.merchant.category,
+            StrField::MerchantCategoryCode => a.merchant.category_code,
+            StrField::MerchantCountry => a.merchant.country,
+            StrField::MerchantCity => a.merchant.city,
+            StrField::MerchantName => a.merchant.name,
+            StrField::MerchantNetworkId => a.merchant.network_id,
+            StrField::MerchantPostalCode => a.merchant.postal_code,
+            StrField::CardId => a.card.id,
+            StrField::CardType => a.card.card_type,
+            StrField::CardStatus => a.card.status.as_str(),
+            StrField::CardholderId => a.cardholder.id,
+            StrField::CardholderType => a.cardholder.kind,
+            StrField::CardholderStatus => a.cardholder.status.as_str(),
+            StrField::AuthorizationMethod => a.authorization_method,
+            StrField::Wallet => a.wallet,
+            StrField::CvcCheck => a.verification.cvc_check,
+            StrField::ExpiryCheck => a.verification.expiry_check,
+            StrField::AddressPostalCodeCheck => a.verification.address_postal_code_check,
+            StrField::ThreeDSecure => a.verification.three_d_secure,
+        }
+    }
+}
+
+/// Integer fields of the context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum IntField {
+    Amount,
+    MerchantAmount,
+    /// 0 when Stripe sent none.
+    NetworkRiskScore,
+    Spend(Scope, Interval),
+    VelocityHour,
+    VelocityDay,
+    NowHour,
+    NowWeekday,
+}
+
+impl IntField {
+    #[inline]
+    fn get(self, ctx: &Context<'_>) -> i64 {
+        let a = ctx.auth;
+        match self {
+            IntField::Amount => a.amount,
+            IntField::MerchantAmount => a.merchant_amount,
+            IntField::NetworkRiskScore => a.network_risk_score.unwrap_or(0),
+            // Read only when a rule asks: most rules never touch spend.
+            IntField::Spend(scope, interval) => ctx.spend.spent(scope, interval, None, a.currency),
+            IntField::VelocityHour => ctx.spend.card_velocity().0,
+            IntField::VelocityDay => ctx.spend.card_velocity().1,
+            IntField::NowHour => ctx.now.rem_euclid(86_400) / 3_600,
+            // 1970-01-01 was a Thursday (4); 0 = Sunday.
+            IntField::NowWeekday => (ctx.now.div_euclid(86_400) + 4).rem_euclid(7),
+        }
+    }
+}
+
+/// FNV-1a: list entries are short strings and small integers, for which it beats
+/// SipHash several times; lists come from the rules file, not from attackers, and a
+/// lookup key (a merchant field) can at worst collide into a longer probe.
+#[derive(Default, Clone, Copy)]
+pub(super) struct Fnv(u64);
+
+impl Hasher for Fnv {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnvSet<T> = HashSet<T, BuildHasherDefault<Fnv>>;
+
+/// Below this many entries a linear scan beats hashing the probe.
+const SMALL_SET: usize = 8;
+
+/// A pre-built set of strings (`lists.<name>` or a literal list).
+#[derive(Debug, Clone)]
+pub(super) enum StrSet {
+    Small(Box<[Box<str>]>),
+    Hashed(FnvSet<Box<str>>),
+}
+
+impl StrSet {
+    pub fn new(items: impl IntoIterator<Item = String>) -> Self {
+        let mut v: Vec<Box<str>> = items.into_iter().map(String::into_boxed_str).collect();
+        v.sort();
+        v.dedup();
+        if v.len() <= SMALL_SET {
+            StrSet::Small(v.into_boxed_slice())
+        } else {
+            StrSet::Hashed(v.into_iter().collect())
+        }
+    }
+
+    #[inline]
+    pub fn contains(&self, s: &str) -> bool {
+        match self {
+            StrSet::Small(v) => v.iter().any(|x| &**x == s),
+            StrSet::Hashed(h) => h.contains(s),
+        }
+    }
+}
+
+/// A pre-built set of integers.
+#[derive(Debug, Clone)]
+pub(super) enum IntSet {
+    Small(Box<[i64]>),
+    Hashed(FnvSet<i64>),
+}
+
+impl IntSet {
+    pub fn new(items: impl IntoIterator<Item = i64>) -> Self {
+        let mut v: Vec<i64> = items.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        if v.len() <= SMALL_SET {
+            IntSet::Small(v.into_boxed_slice())
+        } else {
+            IntSet::Hashed(v.into_iter().collect())
+        }
+    }
+
+    #[inline]
+    pub fn contains(&self, i: i64) -> bool {
+        match self {
+            IntSet::Small(v) => v.contains(&i),
+            IntSet::Hashed(h) => h.contains(&i),
+        }
+    }
+}
+
+/// A string-valued expression.
+#[derive(Debug, Clone)]
+pub(super) enum Str {
+    Const(Box<str>),
+    Field(StrField),
+    /// `card.metadata.<key>` / `card.metadata["key"]`.
+    Meta(Box<str>),
+    Cond(Box<Bool>, Box<Str>, Box<Str>),
+}
+
+impl Str {
+    #[inline]
+    pub fn eval<'c>(&'c self, ctx: &'c Context<'_>) -> R<&'c str> {
+        match self {
+            Str::Const(s) => Ok(s),
+            Str::Field(f) => Ok(f.get(ctx)),
+            Str::Meta(k) => ctx
+                .auth
+                .card
+                .metadata
+                .iter()
+                .find(|(key, _)| *key == &**k)
+                .map(|(_, v)| *v)
+                .ok_or(RuntimeError::NoSuchKey),
+            Str::Cond(c, a, b) => {
+                if c.eval(ctx)? {
+                    a.eval(ctx)
+                } else {
+                    b.eval(ctx)
+                }
+            }
+        }
+    }
+}
+
+/// An int-valued expression (CEL `int`, 64-bit signed, overflow is an error).
+#[derive(Debug, Clone)]
+pub(super) enum Int {
+    Const(i64),
+    Field(IntField),
+    Neg(Box<Int>),
+    Bin(Arith, Box<Int>, Box<Int>),
+    Cond(Box<Bool>, Box<Int>, Box<Int>),
+    /// `size(string)`: Unicode code points, as CEL counts.
+    SizeStr(Box<Str>),
+    /// `size(card.metadata)`.
+    MetaLen,
+    FromUint(Box<Uint>),
+    FromDouble(Box<Double>),
+}
+
+impl Int {
+    pub fn eval(&self, ctx: &Context<'_>) -> R<i64> {
+        match self {
+            Int::Const(i) => Ok(*i),
+            Int::Field(f) => Ok(f.get(ctx)),
+            Int::Neg(a) => a.eval(ctx)?.checked_neg().ok_or(RuntimeError::Overflow),
+            Int::Bin(op, a, b) => {
+                let (a, b) = (a.eval(ctx)?, b.eval(ctx)?);
+                match op {
+                    Arith::Add => a.checked_add(b).ok_or(RuntimeError::Overflow),
+                    Arith::Sub => a.checked_sub(b).ok_or(RuntimeError::Overflow),
+                    Arith::Mul => a.checked_mul(b).ok_or(RuntimeError::Overflow),
+                    Arith::Div if b == 0 => Err(RuntimeError::DivisionByZero),
+                    Arith::Div => a.checked_div(b).ok_or(RuntimeError::Overflow),
+                    Arith::Rem if b == 0 => Err(RuntimeError::DivisionByZero),
+                    Arith::Rem => a.checked_rem(b).ok_or(RuntimeError::Overflow),
+                }
+            }
+            Int::Cond(c, a, b) => {
+                if c.eval(ctx)? {
+                    a.eval(ctx)
+                } else {
+                    b.eval(ctx)
+                }
+            }
+            Int::SizeStr(s) => Ok(s.eval(ctx)?.chars().count() as i64),
+            Int::MetaLen => Ok(ctx.auth.card.metadata.len() as i64),
+            Int::FromUint(u) => i64::try_from(u.eval(ctx)?).map_err(|_| RuntimeError::Conversion),
+            Int::FromDouble(d) => double_to_int(d.eval(ctx)?),
+        }
+    }
+}
+
+/// CEL `int(double)`: truncates toward zero; NaN and values outside the open range
+/// (-2^63, 2^63) are errors. -2^63 itself is refused too, as cel-go and the `cel`
+/// crate do (the bounds are exclusive on both sides).
+fn double_to_int(d: f64) -> R<i64> {
+    if !(d > i64::MIN as f64 && d < i64::MAX as f64) {
+        return Err(RuntimeError::Conversion);
+    }
+    Ok(d as i64)
+}
+
+/// CEL `uint(double)`: truncates; NaN, negative and too-large values are errors.
+fn double_to_uint(d: f64) -> R<u64> {
+    // `u64::MAX as f64` rounds up to 2^64, the first value out of range.
+    if !(d >= 0.0 && d < u64::MAX as f64) {
+        return Err(RuntimeError::Conversion);
+    }
+    Ok(d as u64)
+}
+
+/// A uint-valued expression.
+#[derive(Debug, Clone)]
+pub(super) enum Uint {
+    Const(u64),
+    Bin(Arith, Box<Uint>, Box<Uint>),
+    Cond(Box<Bool>, Box<Uint>, Box<Uint>),
+    FromInt(Box<Int>),
+    FromDouble(Box<Double>),
+}
+
+impl Uint {
+    pub fn eval(&self, ctx: &Context<'_>) -> R<u64> {
+        match self {
+            Uint::Const(u) => Ok(*u),
+            Uint::Bin(op, a, b) => {
+                let (a, b) = (a.eval(ctx)?, b.eval(ctx)?);
+                match op {
+                    Arith::Add => a.checked_add(b).ok_or(RuntimeError::Overflow),
+                    Arith::Sub => a.checked_sub(b).ok_or(RuntimeError::Overflow),
+                    Arith::Mul => a.checked_mul(b).ok_or(RuntimeError::Overflow),
+                    Arith::Div => a.checked_div(b).ok_or(RuntimeError::DivisionByZero),
+                    Arith::Rem => a.checked_rem(b).ok_or(RuntimeError::DivisionByZero),
+                }
+            }
+            Uint::Cond(c, a, b) => {
+                if c.eval(ctx)? {
+                    a.eval(ctx)
+                } else {
+                    b.eval(ctx)
+                }
+            }
+            Uint::FromInt(i) => u64::try_from(i.eval(ctx)?).map_err(|_| RuntimeError::Conversion),
+            Uint::FromDouble(d) => double_to_uint(d.eval(ctx)?),
+        }
+    }
+}
+
+/// A double-valued expression (IEEE 754: division by zero gives an infinity).
+#[derive(Debug, Clone)]
+pub(super) enum Double {
+    Const(f64),
+    Neg(Box<Double>),
+    Bin(Arith, Box<Double>, Box<Double>),
+    Cond(Box<Bool>, Box<Double>, Box<Double>),
+    FromInt(Box<Int>),
+    FromUint(Box<Uint>),
+}
+
+impl Double {
+    pub fn eval(&self, ctx: &Context<'_>) -> R<f64> {
+        match self {
+            Double::Const(d) => Ok(*d),
+            Double::Neg(a) => Ok(-a.eval(ctx)?),
+            Double::Bin(op, a, b) => {
+                let (a, b) = (a.eval(ctx)?, b.eval(ctx)?);
+                Ok(match op {
+                    Arith::Add => a + b,
+                    Arith::Sub => a - b,
+                    Arith::Mul => a * b,
+                    Arith::Div => a / b,
+                    // The compiler rejects `%` on doubles, as CEL has no such overload.
+                    Arith::Rem => a % b,
+                })
+            }
+            Double::Cond(c, a, b) => {
+                if c.eval(ctx)? {
+                    a.eval(ctx)
+                } else {
+                    b.eval(ctx)
+                }
+            }
+            Double::FromInt(i) => Ok(i.eval(ctx)? as f64),
+            Double::FromUint(u) => Ok(u.eval(ctx)? as f64),
+        }
+    }
+}
+
+/// A bool-valued expression: what every `when` compiles to.
+#[derive(Debug, Clone)]
+pub(super) enum Bool {
+    Const(bool),
+    IsAmountControllable,
+    Not(Box<Bool>),
+    And(Box<Bool>, Box<Bool>),
+    Or(Box<Bool>, Box<Bool>),
+    Cond(Box<Bool>, Box<Bool>, Box<Bool>),
+    CmpBools(Cmp, Box<Bool>, Box<Bool>),
+    CmpInt(Cmp, Box<Int>, Box<Int>),
+    CmpUint(Cmp, Box<Uint>, Box<Uint>),
+    CmpDouble(Cmp, Box<Double>, Box<Double>),
+    CmpStr(Cmp, Box<Str>, Box<Str>),
+    StrIn(Box<Str>, std::sync::Arc<StrSet>),
+    IntIn(Box<Int>, std::sync::Arc<IntSet>),
+    StartsWith(Box<Str>, Box<Str>),
+    EndsWith(Box<Str>, Box<Str>),
+    Contains(Box<Str>, Box<Str>),
+    Matches(Box<Str>, Regex),
+    /// `"key" in card.metadata` / `has(card.metadata.key)`.
+    HasMeta(Box<Str>),
+}
+
+impl Bool {
+    pub fn eval(&self, ctx: &Context<'_>) -> R<bool> {
+        match self {
+            Bool::Const(b) => Ok(*b),
+            Bool::IsAmountControllable => Ok(ctx.auth.is_amount_controllable),
+            Bool::Not(a) => Ok(!a.eval(ctx)?),
+            Bool::And(a, b) => match a.eval(ctx) {
+                Ok(false) => Ok(false),
+                Ok(true) => b.eval(ctx),
+                Err(e) => match b.eval(ctx) {
+                    Ok(false) => Ok(false),
+                    _ => Err(e),
+                },
+            },
+            Bool::Or(a, b) => match a.eval(ctx) {
+                Ok(true) => Ok(true),
+                Ok(false) => b.eval(ctx),
+                Err(e) => match b.eval(ctx) {
+                    Ok(true) => Ok(true),
+                    _ => Err(e),
+                },
+            },
+            Bool::Cond(c, a, b) => {
+                if c.eval(ctx)? {
+                    a.eval(ctx)
+                } else {
+                    b.eval(ctx)
+                }
+            }
+            Bool::CmpBools(op, a, b) => Ok(op.apply(&a.eval(ctx)?, &b.eval(ctx)?)),
+            Bool::CmpInt(op, a, b) => Ok(op.apply(&a.eval(ctx)?, &b.eval(ctx)?)),
+            Bool::CmpUint(op, a, b) => Ok(op.apply(&a.eval(ctx)?, &b.eval(ctx)?)),
+            Bool::CmpDouble(op, a, b) => {
+                let (a, b) = (a.eval(ctx)?, b.eval(ctx)?);
+                if (a.is_nan() || b.is_nan()) && !matches!(op, Cmp::Eq | Cmp::Ne) {
+                    return Err(RuntimeError::Unordered);
+                }
+                Ok(op.apply(&a, &b))
+            }
+            Bool::CmpStr(op, a, b) => Ok(op.apply(a.eval(ctx)?, b.eval(ctx)?)),
+            Bool::StrIn(s, set) => Ok(set.contains(s.eval(ctx)?)),
+            Bool::IntIn(i, set) => Ok(set.contains(i.eval(ctx)?)),
+            Bool::StartsWith(s, p) => Ok(s.eval(ctx)?.starts_with(p.eval(ctx)?)),
+            Bool::EndsWith(s, p) => Ok(s.eval(ctx)?.ends_with(p.eval(ctx)?)),
+            Bool::Contains(s, p) => Ok(s.eval(ctx)?.contains(p.eval(ctx)?)),
+            Bool::Matches(s, re) => Ok(re.is_match(s.eval(ctx)?)),
+            Bool::HasMeta(k) => {
+                let k = k.eval(ctx)?;
+                Ok(ctx.auth.card.metadata.iter().any(|(key, _)| *key == k))
+            }
+        }
+    }
+}

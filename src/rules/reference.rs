@@ -1,0 +1,237 @@
+//! The reference: the same rules run by the `cel` crate's own interpreter.
+//!
+//! Not used to decide anything. The differential tests check that cardgate's
+//! compiled evaluator agrees with it, and the `rules` bench measures both on the
+//! same rules. Set up as fairly as the crate allows: one shared function
+//! environment, each program compiled once; only the per-authorization variables
+//! are built per call (the interpreter reads them by name).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cel::{Env, Program, Value};
+
+use super::file::{LineIndex, parse};
+use super::{Action, Matched, Verdict};
+use crate::decision::{Context, Interval, Scope};
+
+/// A rules file compiled for the `cel` interpreter.
+pub struct Interpreter {
+    env: Arc<Env>,
+    lists: Value,
+    decisive: Vec<(Arc<str>, Action, Program)>,
+    shadow: Vec<(Arc<str>, Action, Program)>,
+}
+
+impl std::fmt::Debug for Interpreter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interpreter")
+            .field("rules", &(self.decisive.len() + self.shadow.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Interpreter {
+    /// Compiles a rules file that [`super::RuleSet::from_toml`] accepts. The error
+    /// is a plain message: this is a test and bench tool.
+    pub fn from_toml(src: &str) -> Result<Self, String> {
+        let lines = LineIndex::new(src);
+        let raw = parse(src, &lines).map_err(|e| e.to_string())?;
+        let env = Arc::new(Env::stdlib());
+        let mut lists = HashMap::new();
+        for (name, items) in &raw.lists {
+            let vals: Vec<Value> = items
+                .get_ref()
+                .iter()
+                .map(|v| match v.get_ref() {
+                    toml::Value::String(s) => Ok(Value::from(s.as_str())),
+                    toml::Value::Integer(i) => Ok(Value::Int(*i)),
+                    other => Err(format!("list entry {other}")),
+                })
+                .collect::<Result<_, _>>()?;
+            lists.insert(name.clone(), Value::List(Arc::new(vals)));
+        }
+        let mut decisive = Vec::new();
+        let mut shadow = Vec::new();
+        for r in &raw.rule {
+            let r = r.get_ref();
+            let program = env
+                .compile(r.when.get_ref())
+                .map_err(|e| format!("{}: {e}", r.name.get_ref()))?;
+            let action = match r.action.get_ref().as_str() {
+                "approve" => Action::Approve,
+                "decline" => Action::Decline,
+                "review" => Action::Review,
+                "cap" => Action::Cap(r.amount.as_ref().map(|a| *a.get_ref()).unwrap_or(0)),
+                other => return Err(format!("action {other}")),
+            };
+            let entry = (Arc::from(r.name.get_ref().as_str()), action, program);
+            if r.mode.as_ref().is_some_and(|m| m.get_ref() == "shadow") {
+                shadow.push(entry);
+            } else {
+                decisive.push(entry);
+            }
+        }
+        Ok(Interpreter {
+            env,
+            lists: Value::from(lists),
+            decisive,
+            shadow,
+        })
+    }
+
+    /// The interpreter's context for one authorization: every context field bound
+    /// as a CEL variable.
+    pub fn activation(&self, ctx: &Context<'_>) -> cel::Context<'static, 'static> {
+        let mut c = cel::Context::with_env(self.env.clone());
+        bind(&mut c, ctx, self.lists.clone());
+        c
+    }
+
+    /// Evaluates like [`super::RuleSet::evaluate`]: first decisive match, every
+    /// shadow match; an error or a non-bool result does not match.
+    pub fn evaluate(&self, ctx: &Context<'_>) -> Verdict {
+        let act = self.activation(ctx);
+        let matches = |p: &Program| matches!(p.execute(&act), Ok(Value::Bool(true)));
+        let mut v = Verdict::default();
+        for (name, action, p) in &self.decisive {
+            if matches(p) {
+                v.decisive = Some(Matched {
+                    name: name.clone(),
+                    action: *action,
+                });
+                break;
+            }
+        }
+        for (name, action, p) in &self.shadow {
+            if matches(p) {
+                v.shadow.push(Matched {
+                    name: name.clone(),
+                    action: *action,
+                });
+            }
+        }
+        v
+    }
+}
+
+fn map(entries: Vec<(&str, Value)>) -> Value {
+    let m: HashMap<String, Value> = entries
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    Value::from(m)
+}
+
+/// Binds the context of DESIGN.md ("Rules: CEL, compiled") as CEL variables.
+pub fn bind(c: &mut cel::Context<'_, 'static>, ctx: &Context<'_>, lists: Value) {
+    let a = ctx.auth;
+    let s = |x: &str| Value::from(x);
+    let spend = |scope| {
+        map([
+            ("daily", Interval::Daily),
+            ("weekly", Interval::Weekly),
+            ("monthly", Interval::Monthly),
+            ("yearly", Interval::Yearly),
+            ("all_time", Interval::AllTime),
+        ]
+        .into_iter()
+        .map(|(k, i)| (k, Value::Int(ctx.spend.spent(scope, i, None, a.currency))))
+        .collect())
+    };
+    let (v1h, v24h) = ctx.spend.card_velocity();
+    let metadata: HashMap<String, Value> = a
+        .card
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.to_string(), s(v)))
+        .collect();
+    let vars = [
+        ("amount", Value::Int(a.amount)),
+        ("currency", s(a.currency.as_str())),
+        ("merchant_amount", Value::Int(a.merchant_amount)),
+        ("merchant_currency", s(a.merchant_currency.as_str())),
+        (
+            "merchant",
+            map(vec![
+                ("category", s(a.merchant.category)),
+                ("category_code", s(a.merchant.category_code)),
+                ("country", s(a.merchant.country)),
+                ("city", s(a.merchant.city)),
+                ("name", s(a.merchant.name)),
+                ("network_id", s(a.merchant.network_id)),
+                ("postal_code", s(a.merchant.postal_code)),
+            ]),
+        ),
+        (
+            "card",
+            map(vec![
+                ("id", s(a.card.id)),
+                ("type", s(a.card.card_type)),
+                ("status", s(a.card.status.as_str())),
+                ("metadata", Value::from(metadata)),
+            ]),
+        ),
+        (
+            "cardholder",
+            map(vec![
+                ("id", s(a.cardholder.id)),
+                ("type", s(a.cardholder.kind)),
+                ("status", s(a.cardholder.status.as_str())),
+            ]),
+        ),
+        ("authorization_method", s(a.authorization_method)),
+        (
+            "is_amount_controllable",
+            Value::Bool(a.is_amount_controllable),
+        ),
+        ("wallet", s(a.wallet)),
+        (
+            "network_risk_score",
+            Value::Int(a.network_risk_score.unwrap_or(0)),
+        ),
+        (
+            "verification",
+            map(vec![
+                ("cvc_check", s(a.verification.cvc_check)),
+                ("expiry_check", s(a.verification.expiry_check)),
+                (
+                    "address_postal_code_check",
+                    s(a.verification.address_postal_code_check),
+                ),
+                ("three_d_secure", s(a.verification.three_d_secure)),
+            ]),
+        ),
+        (
+            "spend",
+            map(vec![
+                ("card", spend(Scope::Card)),
+                ("cardholder", spend(Scope::Cardholder)),
+            ]),
+        ),
+        (
+            "velocity",
+            map(vec![(
+                "card",
+                map(vec![
+                    ("count_1h", Value::Int(v1h)),
+                    ("count_24h", Value::Int(v24h)),
+                ]),
+            )]),
+        ),
+        (
+            "now",
+            map(vec![
+                ("hour", Value::Int(ctx.now.rem_euclid(86_400) / 3_600)),
+                (
+                    "weekday",
+                    Value::Int((ctx.now.div_euclid(86_400) + 4).rem_euclid(7)),
+                ),
+            ]),
+        ),
+        ("lists", lists),
+    ];
+    for (name, v) in vars {
+        c.add_variable_from_value(name, v);
+    }
+}

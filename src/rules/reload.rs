@@ -1,0 +1,143 @@
+//! Hot swap of the live rule set: from a file change (notify), SIGHUP, or a rules
+//! body handed over by the admin endpoint.
+//!
+//! Every path goes through [`install`]: compile and validate the new set on the
+//! caller's thread (never a request's), then store it with one pointer swap. Requests
+//! in flight keep the set they loaded; the next one sees the new set. A bad file is
+//! rejected with its errors logged and counted, and the old set stays live.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use super::{LoadError, RuleSet, RuleSetError, read_rules_file};
+use crate::metrics as m;
+
+/// Serializes reloads (not evaluations): two concurrent reloads would otherwise
+/// race on which set is live and leave the version gauge pointing at the loser.
+/// Held only while compiling and swapping, never by the decision path.
+static RELOAD: Mutex<()> = Mutex::new(());
+
+/// Compiles `src` and, when valid, makes it the live set. `origin` (`file`,
+/// `sighup`, `api`, `start`) goes into the log line. Returns the new set.
+pub fn install(
+    live: &ArcSwap<RuleSet>,
+    src: &str,
+    origin: &'static str,
+) -> Result<Arc<RuleSet>, RuleSetError> {
+    // A poisoned lock only means another reload panicked; the guard protects no data.
+    let _guard = RELOAD.lock().unwrap_or_else(|p| p.into_inner());
+    match RuleSet::from_toml(src) {
+        Ok(set) => {
+            let set = Arc::new(set);
+            let old = live.swap(set.clone());
+            publish(&old, &set);
+            metrics::counter!(m::RULE_RELOADS, "result" => "ok").increment(1);
+            tracing::info!(
+                origin,
+                version = set.version(),
+                previous = old.version(),
+                rules = set.len(),
+                "rule set installed"
+            );
+            Ok(set)
+        }
+        Err(e) => {
+            rejected(origin, &e.to_string());
+            Err(e)
+        }
+    }
+}
+
+/// Reads `path` and [`install`]s it.
+pub fn install_file(
+    live: &ArcSwap<RuleSet>,
+    path: &Path,
+    origin: &'static str,
+) -> Result<Arc<RuleSet>, LoadError> {
+    let src = read_rules_file(path).inspect_err(|e| rejected(origin, &e.to_string()))?;
+    install(live, &src, origin).map_err(|errors| LoadError::Invalid {
+        path: path.display().to_string(),
+        errors,
+    })
+}
+
+/// Marks `set` as the live version in the `cardgate_ruleset_info` gauge.
+pub fn publish(old: &RuleSet, set: &RuleSet) {
+    if old.version() != set.version() {
+        metrics::gauge!(m::RULESET_INFO, "version" => old.version().to_string()).set(0.0);
+    }
+    metrics::gauge!(m::RULESET_INFO, "version" => set.version().to_string()).set(1.0);
+}
+
+fn rejected(origin: &'static str, error: &str) {
+    metrics::counter!(m::RULE_RELOADS, "result" => "rejected").increment(1);
+    tracing::error!(
+        origin,
+        "rule set rejected, the previous one stays live: {error}"
+    );
+}
+
+/// Reloads `path` into the set `get(&state)` whenever the file changes or the
+/// process receives SIGHUP, until the runtime stops. Watches the parent directory,
+/// because editors and deploy tools replace files by renaming a new one over them.
+pub async fn watch<T: Send + Sync + 'static>(
+    path: PathBuf,
+    state: Arc<T>,
+    get: fn(&T) -> &ArcSwap<RuleSet>,
+) {
+    use notify::Watcher;
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(1);
+    let name = path.file_name().map(|n| n.to_os_string());
+    let file_tx = tx.clone();
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res
+            && ev.kind.is_modify() | ev.kind.is_create()
+            && ev.paths.iter().any(|p| p.file_name() == name.as_deref())
+        {
+            // A full channel already holds a pending reload: coalesce.
+            let _ = file_tx.try_send("file");
+        }
+    });
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let _watcher = match watcher {
+        Ok(mut w) => match w.watch(&dir, notify::RecursiveMode::NonRecursive) {
+            Ok(()) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the rules file; SIGHUP and the API still reload");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "no file watcher; SIGHUP and the API still reload");
+            None
+        }
+    };
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    let _ = tx.send("sighup").await;
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
+    }
+    drop(tx);
+    while let Some(origin) = rx.recv().await {
+        // Let a burst of write events (truncate, write, close) settle into one reload.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        while rx.try_recv().is_ok() {}
+        let (path, state) = (path.clone(), state.clone());
+        // Compiling is CPU work: keep it off the runtime's request threads.
+        let _ = tokio::task::spawn_blocking(move || install_file(get(&state), &path, origin)).await;
+    }
+}

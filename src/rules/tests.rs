@@ -1,0 +1,745 @@
+//! Rules tests: compile errors with positions, evaluation order, shadow, runtime
+//! errors, and the differential test against the `cel` interpreter.
+
+use super::*;
+use crate::decision::{
+    AuthRequest, Card, CardStatus, Cardholder, CardholderStatus, CategorySet, Controls, Currency,
+    Interval, Merchant, Presence, ProgramControls, Scope, SpendView, Verification,
+};
+
+fn usd() -> Currency {
+    Currency::parse("usd").unwrap()
+}
+
+/// 42.50 USD online at a software store, active card and cardholder.
+fn auth() -> AuthRequest<'static> {
+    AuthRequest {
+        id: "iauth_1",
+        created: 1_795_003_020,
+        amount: 4250,
+        currency: usd(),
+        merchant_amount: 4250,
+        merchant_currency: usd(),
+        is_amount_controllable: false,
+        network_risk_score: Some(12),
+        cashback_amount: 0,
+        authorization_method: "online",
+        card_presence: Some(Presence::NotPresent),
+        wallet: "",
+        merchant: Merchant {
+            category: "computer_software_stores",
+            category_code: "5734",
+            country: "US",
+            city: "San Francisco",
+            name: "PIXELFORGE SOFTWARE",
+            network_id: "1000384276",
+            postal_code: "94107",
+            state: "CA",
+        },
+        card: Card {
+            id: "ic_1",
+            card_type: "virtual",
+            status: CardStatus::Active,
+            currency: Some(usd()),
+            metadata: vec![("tier", "gold")],
+            controls: Controls::default(),
+        },
+        cardholder: Cardholder {
+            id: "ich_1",
+            kind: "individual",
+            status: CardholderStatus::Active,
+            controls: Controls::default(),
+        },
+        verification: Verification::default(),
+    }
+}
+
+/// Past spend: `base * (interval index)` for the card, twice that for the
+/// cardholder, so every field reads a different number.
+struct Spend {
+    base: i64,
+    velocity: (i64, i64),
+}
+
+impl SpendView for Spend {
+    fn spent(&self, scope: Scope, interval: Interval, _: Option<&CategorySet>, _: Currency) -> i64 {
+        let i = Interval::ALL
+            .iter()
+            .position(|x| *x == interval)
+            .unwrap_or(0) as i64;
+        let k = if scope == Scope::Card { 1 } else { 2 };
+        self.base * i * k
+    }
+    fn card_velocity(&self) -> (i64, i64) {
+        self.velocity
+    }
+}
+
+const NOW: i64 = 1_795_003_020; // 2026-11-18 (Wednesday) 11:57:00 UTC
+
+fn verdict(rules: &str, auth: &AuthRequest<'_>) -> Verdict {
+    let set = RuleSet::from_toml_unmetered(rules).unwrap_or_else(|e| panic!("{e}"));
+    let program = ProgramControls::default();
+    let spend = Spend {
+        base: 1000,
+        velocity: (3, 9),
+    };
+    let ctx = Context::new(auth, &program, &set, &spend, NOW);
+    set.evaluate(&ctx)
+}
+
+/// Data-driven: `when` against the sample authorization → matched?
+fn check(when: &str, expected: bool) {
+    let rules = format!(
+        "[lists]\ncountries = [\"US\", \"FR\"]\ncodes = [5734, 5542]\n[[rule]]\nname = \"r\"\nwhen = '{when}'\naction = \"decline\"\n"
+    );
+    let got = verdict(&rules, &auth()).decisive.is_some();
+    assert_eq!(got, expected, "when = {when}");
+}
+
+#[test]
+fn every_context_field_reads_the_authorization() {
+    for (when, expected) in [
+        ("amount == 4250", true),
+        ("merchant_amount == 4250", true),
+        ("currency == \"usd\" && merchant_currency == \"usd\"", true),
+        ("merchant.category == \"computer_software_stores\"", true),
+        ("merchant.category_code == \"5734\"", true),
+        ("merchant.country in lists.countries", true),
+        ("merchant.city.startsWith(\"San\")", true),
+        ("merchant.name.contains(\"FORGE\")", true),
+        ("merchant.network_id.endsWith(\"276\")", true),
+        ("merchant.postal_code == \"94107\"", true),
+        (
+            "card.id == \"ic_1\" && card.type == \"virtual\" && card.status == \"active\"",
+            true,
+        ),
+        (
+            "card.metadata.tier == \"gold\" && card.metadata[\"tier\"] == \"gold\"",
+            true,
+        ),
+        ("\"tier\" in card.metadata && !has(card.metadata.vip)", true),
+        (
+            "cardholder.id == \"ich_1\" && cardholder.type == \"individual\"",
+            true,
+        ),
+        ("cardholder.status == \"active\"", true),
+        ("authorization_method == \"online\" && wallet == \"\"", true),
+        ("is_amount_controllable", false),
+        ("network_risk_score == 12", true),
+        (
+            "verification.cvc_check == \"\" && verification.three_d_secure == \"\"",
+            true,
+        ),
+        (
+            "verification.expiry_check == \"\" && verification.address_postal_code_check == \"\"",
+            true,
+        ),
+        (
+            "spend.card.daily == 1000 && spend.card.all_time == 5000",
+            true,
+        ),
+        (
+            "spend.cardholder.weekly == 4000 && spend.cardholder.yearly == 8000",
+            true,
+        ),
+        ("spend.card.monthly == 3000", true),
+        (
+            "velocity.card.count_1h == 3 && velocity.card.count_24h == 9",
+            true,
+        ),
+        ("now.hour == 11 && now.weekday == 3", true),
+        (
+            "size(lists.countries) == 2 && size(card.metadata) == 1",
+            true,
+        ),
+        ("int(merchant.category_code.size()) == 4", true),
+        ("5734 in lists.codes && !(1 in lists.codes)", true),
+        ("merchant.country in [\"DE\", \"FR\"]", false),
+        ("merchant.name.matches(\"^PIXEL\")", true),
+        ("amount > 1000 ? merchant.country == \"US\" : false", true),
+        ("double(amount) / 100.0 > 42.4", true),
+        ("uint(amount) > 4000u", true),
+    ] {
+        check(when, expected);
+    }
+}
+
+#[test]
+fn first_matching_decisive_rule_wins_and_shadow_never_decides() {
+    let rules = r#"
+[[rule]]
+name = "shadow-big"
+when = 'amount > 100'
+action = "decline"
+mode = "shadow"
+
+[[rule]]
+name = "no-match"
+when = 'amount > 1000000'
+action = "decline"
+
+[[rule]]
+name = "cap-it"
+when = 'amount > 1000'
+action = "cap"
+amount = 1000
+
+[[rule]]
+name = "later"
+when = 'true'
+action = "decline"
+
+[[rule]]
+name = "shadow-us"
+when = 'merchant.country == "US"'
+action = "review"
+mode = "shadow"
+"#;
+    let v = verdict(rules, &auth());
+    let d = v.decisive.unwrap();
+    assert_eq!(&*d.name, "cap-it");
+    assert_eq!(d.action, Action::Cap(1000));
+    let shadow: Vec<&str> = v.shadow.iter().map(|m| &*m.name).collect();
+    assert_eq!(shadow, ["shadow-big", "shadow-us"]);
+}
+
+#[test]
+fn shadow_rules_do_not_change_the_decision() {
+    let shadow = r#"
+[[rule]]
+name = "would-decline"
+when = 'true'
+action = "decline"
+mode = "shadow"
+"#;
+    let set = RuleSet::from_toml_unmetered(shadow).unwrap();
+    let a = auth();
+    let program = ProgramControls::default();
+    let ctx = Context::new(&a, &program, &set, &crate::decision::NoSpend, NOW);
+    let (d, v) = crate::decision::decide_traced(&ctx);
+    assert!(d.approved);
+    assert_eq!(v.shadow.len(), 1);
+    assert!(v.decisive.is_none());
+}
+
+#[test]
+fn runtime_errors_do_not_match_and_do_not_panic() {
+    for when in [
+        "amount / 0 == 1",
+        "amount % (amount - 4250) == 0",
+        "9223372036854775807 + amount > 0",
+        "-(-9223372036854775807 - 1) > 0",
+        "uint(-amount) > 0u",
+        "card.metadata.missing == \"x\"",
+        "int(1e300) > 0",
+        "0u - 1u > 0u",
+    ] {
+        check(when, false);
+    }
+    // An error on one side of && / || is absorbed when the other side decides.
+    check("amount / 0 == 1 || true", true);
+    check("false && amount / 0 == 1", false);
+    check("amount / 0 == 1 && false", false);
+}
+
+#[test]
+fn version_is_a_content_hash() {
+    let a = RuleSet::from_toml_unmetered("").unwrap();
+    let b = RuleSet::from_toml_unmetered("# comment\n").unwrap();
+    assert_eq!(a.version().len(), 12);
+    assert_ne!(a.version(), b.version());
+    assert_eq!(
+        a.version(),
+        RuleSet::from_toml_unmetered("").unwrap().version()
+    );
+}
+
+/// Compiles `src` and returns its errors as "rule line:col kind-debug".
+fn errors(src: &str) -> Vec<String> {
+    match RuleSet::from_toml_unmetered(src) {
+        Ok(_) => vec![],
+        Err(e) => e
+            .errors
+            .iter()
+            .map(|e| format!("{} {}:{} {}", e.rule, e.line, e.col, e.kind))
+            .collect(),
+    }
+}
+
+#[test]
+fn errors_name_the_rule_line_and_column() {
+    let src = r#"[lists]
+hr = ["KP"]
+
+[[rule]]
+name = "a"
+when = 'merchant.colour == "red"'
+action = "decline"
+
+[[rule]]
+name = "b"
+when = 'amount > "5"'
+action = "decline"
+
+[[rule]]
+name = "c"
+when = 'merchant.country in lists.nope'
+action = "decline"
+
+[[rule]]
+name = "d"
+when = 'amount >'
+action = "decline"
+
+[[rule]]
+name = "e"
+when = 'true'
+action = "block"
+
+[[rule]]
+name = "a"
+when = 'true'
+action = "approve"
+
+[[rule]]
+name = "f"
+when = 'merchant.name.matches("(")'
+action = "decline"
+
+[[rule]]
+name = "g"
+when = '[1,2].exists(x, x > amount)'
+action = "decline"
+
+[[rule]]
+name = "h"
+when = 'merchant.name + "x" == "y"'
+action = "decline"
+
+[[rule]]
+name = "i"
+when = 'amount'
+action = "cap"
+"#;
+    let got = errors(src);
+    // Columns count from the first character of the line; a `when` value starts
+    // at column 9 (`when = '`).
+    let want = [
+        "a 6:9 unknown field `merchant.colour`",
+        "b 11:16 type error: cannot compare int with string using >",
+        "c 16:29 unknown list `nope`",
+        "d 21:17 syntax error",
+        "e 27:10 unknown action `block` (approve, decline, cap or review)",
+        "a 30:8 duplicate rule name (first defined on line 5)",
+        "f 36:31 invalid regex",
+        "g 41:21 unsupported: macros",
+        "h 46:23 unsupported: string concatenation",
+        "i 51:9 type error: `when` must be a bool expression, this one is int",
+        "i 52:10 action `cap` needs `amount`",
+    ];
+    for w in want {
+        assert!(
+            got.iter().any(|g| g.starts_with(w)),
+            "missing {w:?} in {got:#?}"
+        );
+    }
+    assert_eq!(got.len(), 11, "{got:#?}");
+}
+
+#[test]
+fn bad_files_are_refused_whole() {
+    let huge = format!("# {}\n", "x".repeat(10 * 1024 * 1024));
+    assert!(errors(&huge)[0].contains("over the"), "10 MB file");
+    let many: String = (0..MAX_RULES + 1)
+        .map(|i| format!("[[rule]]\nname=\"r{i}\"\nwhen='true'\naction=\"approve\"\n"))
+        .collect();
+    assert!(errors(&many)[0].contains("rules, over the limit"));
+    assert!(errors("[[rule]]\nname = \"x\"\n")[0].starts_with("- "));
+    assert!(errors("[other]\n")[0].contains("invalid rules file"));
+    assert!(errors("[lists]\nm = [\"a\", 1]\n")[0].contains("mixes"));
+    assert!(
+        errors("[[rule]]\nname=\"x y\"\nwhen='true'\naction=\"approve\"\n")[0]
+            .contains("may only contain")
+    );
+    assert!(
+        errors("[[rule]]\nname=\"x\"\nwhen='true'\naction=\"approve\"\nmode=\"dry\"\n")[0]
+            .contains("unknown mode")
+    );
+    assert!(
+        errors("[[rule]]\nname=\"x\"\nwhen='amount'\naction=\"approve\"\n")[0]
+            .contains("must be a bool")
+    );
+}
+
+#[test]
+fn loading_a_10_mb_file_from_disk_is_refused_without_reading_it_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.toml");
+    std::fs::write(&path, vec![b'#'; 10 * 1024 * 1024]).unwrap();
+    let err = RuleSet::load(&path).unwrap_err().to_string();
+    assert!(err.contains("10485760 bytes"), "{err}");
+}
+
+mod differential {
+    //! The compiled evaluator against the `cel` interpreter, on generated
+    //! expressions over every supported construct and generated contexts.
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::rules::reference::Interpreter;
+
+    const LISTS: &str = "[lists]\ncountries = [\"US\", \"FR\", \"KP\"]\ncodes = [5734, 5542, 7995]\nmany = [\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"US\"]\n";
+
+    fn leaf_int() -> BoxedStrategy<String> {
+        prop_oneof![
+            Just("amount".to_string()),
+            Just("merchant_amount".to_string()),
+            Just("network_risk_score".to_string()),
+            Just("spend.card.daily".to_string()),
+            Just("spend.cardholder.all_time".to_string()),
+            Just("velocity.card.count_1h".to_string()),
+            Just("velocity.card.count_24h".to_string()),
+            Just("now.hour".to_string()),
+            Just("now.weekday".to_string()),
+            (-3i64..5).prop_map(|i| i.to_string()),
+            Just("9223372036854775807".to_string()),
+            Just("(-9223372036854775807 - 1)".to_string()),
+            Just("4250".to_string()),
+        ]
+        .boxed()
+    }
+
+    fn leaf_str() -> BoxedStrategy<String> {
+        prop_oneof![
+            Just("merchant.category".to_string()),
+            Just("merchant.category_code".to_string()),
+            Just("merchant.country".to_string()),
+            Just("merchant.city".to_string()),
+            Just("merchant.name".to_string()),
+            Just("currency".to_string()),
+            Just("card.type".to_string()),
+            Just("card.status".to_string()),
+            Just("cardholder.type".to_string()),
+            Just("authorization_method".to_string()),
+            Just("wallet".to_string()),
+            Just("verification.cvc_check".to_string()),
+            Just("card.metadata.tier".to_string()),
+            Just("card.metadata[\"region\"]".to_string()),
+            prop::sample::select(vec![
+                "\"US\"",
+                "\"\"",
+                "\"5734\"",
+                "\"Sa\"",
+                "\"é\"",
+                "\"gold\"",
+                "\"online\""
+            ])
+            .prop_map(str::to_string),
+        ]
+        .boxed()
+    }
+
+    fn leaf_uint() -> BoxedStrategy<String> {
+        prop_oneof![
+            (0u64..5).prop_map(|u| format!("{u}u")),
+            Just("18446744073709551615u".to_string()),
+        ]
+        .boxed()
+    }
+
+    fn leaf_double() -> BoxedStrategy<String> {
+        prop::sample::select(vec!["0.0", "1.5", "-2.25", "1e300", "42.5", "3.0"])
+            .prop_map(str::to_string)
+            .boxed()
+    }
+
+    fn leaf_bool() -> BoxedStrategy<String> {
+        prop::sample::select(vec!["true", "false", "is_amount_controllable"])
+            .prop_map(str::to_string)
+            .boxed()
+    }
+
+    const ARITH: [&str; 5] = ["+", "-", "*", "/", "%"];
+    const CMP: [&str; 6] = ["==", "!=", "<", "<=", ">", ">="];
+
+    fn int(d: u32) -> BoxedStrategy<String> {
+        if d == 0 {
+            return leaf_int();
+        }
+        prop_oneof![
+            3 => leaf_int(),
+            1 => (int(d - 1), prop::sample::select(ARITH.to_vec()), int(d - 1))
+                .prop_map(|(a, op, b)| format!("({a} {op} {b})")),
+            1 => int(d - 1).prop_map(|a| format!("(-{a})")),
+            1 => (boolean(d - 1), int(d - 1), int(d - 1))
+                .prop_map(|(c, a, b)| format!("({c} ? {a} : {b})")),
+            1 => string(d - 1).prop_map(|s| format!("size({s})")),
+            1 => uint(d - 1).prop_map(|u| format!("int({u})")),
+            1 => double(d - 1).prop_map(|x| format!("int({x})")),
+        ]
+        .boxed()
+    }
+
+    fn uint(d: u32) -> BoxedStrategy<String> {
+        if d == 0 {
+            return leaf_uint();
+        }
+        prop_oneof![
+            2 => leaf_uint(),
+            1 => (uint(d - 1), prop::sample::select(ARITH.to_vec()), uint(d - 1))
+                .prop_map(|(a, op, b)| format!("({a} {op} {b})")),
+            1 => int(d - 1).prop_map(|i| format!("uint({i})")),
+            1 => double(d - 1).prop_map(|x| format!("uint({x})")),
+        ]
+        .boxed()
+    }
+
+    fn double(d: u32) -> BoxedStrategy<String> {
+        if d == 0 {
+            return leaf_double();
+        }
+        prop_oneof![
+            2 => leaf_double(),
+            1 => (double(d - 1), prop::sample::select(vec!["+", "-", "*", "/"]), double(d - 1))
+                .prop_map(|(a, op, b)| format!("({a} {op} {b})")),
+            1 => int(d - 1).prop_map(|i| format!("double({i})")),
+            1 => uint(d - 1).prop_map(|u| format!("double({u})")),
+            1 => double(d - 1).prop_map(|x| format!("(-{x})")),
+        ]
+        .boxed()
+    }
+
+    fn string(d: u32) -> BoxedStrategy<String> {
+        if d == 0 {
+            return leaf_str();
+        }
+        prop_oneof![
+            4 => leaf_str(),
+            1 => (boolean(d - 1), string(d - 1), string(d - 1))
+                .prop_map(|(c, a, b)| format!("({c} ? {a} : {b})")),
+            1 => string(d - 1).prop_map(|s| format!("string({s})")),
+        ]
+        .boxed()
+    }
+
+    fn boolean(d: u32) -> BoxedStrategy<String> {
+        if d == 0 {
+            return leaf_bool();
+        }
+        let cmp = || prop::sample::select(CMP.to_vec());
+        prop_oneof![
+            1 => leaf_bool(),
+            2 => (boolean(d - 1), boolean(d - 1)).prop_map(|(a, b)| format!("({a} && {b})")),
+            2 => (boolean(d - 1), boolean(d - 1)).prop_map(|(a, b)| format!("({a} || {b})")),
+            1 => boolean(d - 1).prop_map(|a| format!("!{a}")),
+            1 => (boolean(d - 1), boolean(d - 1), boolean(d - 1))
+                .prop_map(|(c, a, b)| format!("({c} ? {a} : {b})")),
+            1 => (boolean(d - 1), prop::sample::select(vec!["==", "!="]), boolean(d - 1))
+                .prop_map(|(a, op, b)| format!("({a} {op} {b})")),
+            2 => (int(d - 1), cmp(), int(d - 1)).prop_map(|(a, op, b)| format!("({a} {op} {b})")),
+            1 => (uint(d - 1), cmp(), uint(d - 1)).prop_map(|(a, op, b)| format!("({a} {op} {b})")),
+            1 => (double(d - 1), cmp(), double(d - 1)).prop_map(|(a, op, b)| format!("({a} {op} {b})")),
+            2 => (string(d - 1), cmp(), string(d - 1)).prop_map(|(a, op, b)| format!("({a} {op} {b})")),
+            1 => string(d - 1).prop_map(|s| format!("({s} in lists.countries)")),
+            1 => string(d - 1).prop_map(|s| format!("({s} in lists.many)")),
+            1 => string(d - 1).prop_map(|s| format!("({s} in [\"US\", \"DE\"])")),
+            1 => int(d - 1).prop_map(|i| format!("({i} in lists.codes)")),
+            1 => int(d - 1).prop_map(|i| format!("({i} in [1, 4250])")),
+            1 => (string(d - 1), prop::sample::select(vec!["startsWith", "endsWith", "contains"]), string(d - 1))
+                .prop_map(|(a, m, b)| format!("{a}.{m}({b})")),
+            1 => (string(d - 1), prop::sample::select(vec!["^[A-Z]+$", "a", "^$", "[0-9]{4}", "é"]))
+                .prop_map(|(s, re)| format!("{s}.matches(\"{re}\")")),
+            1 => string(d - 1).prop_map(|s| format!("({s} in card.metadata)")),
+            1 => Just("has(card.metadata.region)".to_string()),
+            1 => Just("(size(lists.countries) == 3)".to_string()),
+        ]
+        .boxed()
+    }
+
+    #[derive(Debug, Clone)]
+    struct Gen {
+        amount: i64,
+        merchant_amount: i64,
+        risk: Option<i64>,
+        controllable: bool,
+        category: &'static str,
+        mcc: &'static str,
+        country: &'static str,
+        city: String,
+        name: &'static str,
+        method: &'static str,
+        wallet: &'static str,
+        cvc: &'static str,
+        card_type: &'static str,
+        metadata: Vec<(&'static str, String)>,
+        now: i64,
+        spend: i64,
+        velocity: (i64, i64),
+    }
+
+    fn gen_ctx() -> impl Strategy<Value = Gen> {
+        let amount = prop_oneof![
+            -10i64..10_000,
+            Just(i64::MAX),
+            Just(i64::MIN),
+            Just(0),
+            Just(4250)
+        ];
+        (
+            (
+                amount.clone(),
+                amount,
+                prop::option::of(1i64..99),
+                any::<bool>(),
+            ),
+            (
+                prop::sample::select(vec![
+                    "computer_software_stores",
+                    "betting_casino_gambling",
+                    "",
+                ]),
+                prop::sample::select(vec!["5734", "5542", "7995", ""]),
+                prop::sample::select(vec!["US", "FR", "KP", "DE", ""]),
+                "[a-zA-Zé ]{0,6}",
+                prop::sample::select(vec!["PIXELFORGE", "gold", "Sa Shop", "é"]),
+            ),
+            (
+                prop::sample::select(vec!["online", "chip", "swipe"]),
+                prop::sample::select(vec!["", "apple_pay"]),
+                prop::sample::select(vec!["", "match", "mismatch"]),
+                prop::sample::select(vec!["virtual", "physical"]),
+                prop::collection::vec(
+                    (
+                        prop::sample::select(vec!["tier", "region", "US"]),
+                        "[a-z]{0,4}",
+                    ),
+                    0..3,
+                ),
+            ),
+            (0i64..4_000_000_000, -5i64..100_000, (0i64..50, 0i64..500)),
+        )
+            .prop_map(
+                |(
+                    (amount, merchant_amount, risk, controllable),
+                    (category, mcc, country, city, name),
+                    (method, wallet, cvc, card_type, mut metadata),
+                    (now, spend, velocity),
+                )| {
+                    // Stripe metadata keys are unique.
+                    metadata.sort_by_key(|(k, _)| *k);
+                    metadata.dedup_by_key(|(k, _)| *k);
+                    Gen {
+                        amount,
+                        merchant_amount,
+                        risk,
+                        controllable,
+                        category,
+                        mcc,
+                        country,
+                        city,
+                        name,
+                        method,
+                        wallet,
+                        cvc,
+                        card_type,
+                        metadata,
+                        now,
+                        spend,
+                        velocity,
+                    }
+                },
+            )
+    }
+
+    fn auth_of(g: &Gen) -> AuthRequest<'_> {
+        let mut a = auth();
+        a.amount = g.amount;
+        a.merchant_amount = g.merchant_amount;
+        a.network_risk_score = g.risk;
+        a.is_amount_controllable = g.controllable;
+        a.merchant.category = g.category;
+        a.merchant.category_code = g.mcc;
+        a.merchant.country = g.country;
+        a.merchant.city = &g.city;
+        a.merchant.name = g.name;
+        a.authorization_method = g.method;
+        a.wallet = g.wallet;
+        a.verification.cvc_check = g.cvc;
+        a.card.card_type = g.card_type;
+        a.card.metadata = g.metadata.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        a
+    }
+
+    /// Both engines on one expression: `Ok(bool)` or an error (of any kind).
+    fn both(when: &str, g: &Gen) -> (Result<bool, ()>, Result<bool, ()>) {
+        let rules =
+            format!("{LISTS}[[rule]]\nname = \"r\"\nwhen = '{when}'\naction = \"decline\"\n");
+        let lines = file::LineIndex::new(&rules);
+        let raw = file::parse(&rules, &lines).unwrap();
+        let mut errs = Vec::new();
+        let lists = build_lists(&raw.lists, &lines, &mut errs);
+        let env = cel::Env::stdlib();
+        let cond = compile_expr(&env, when, &lists)
+            .unwrap_or_else(|(_, k)| panic!("`{when}` should compile: {k}"));
+        let interp = Interpreter::from_toml(&rules).unwrap();
+        let a = auth_of(g);
+        let program = ProgramControls::default();
+        let set = RuleSet::empty();
+        let spend = Spend {
+            base: g.spend,
+            velocity: g.velocity,
+        };
+        let ctx = Context::new(&a, &program, &set, &spend, g.now);
+        let compiled = cond.eval(&ctx).map_err(|_| ());
+        let act = interp.activation(&ctx);
+        let reference = match env.compile(when).unwrap().execute(&act) {
+            Ok(cel::Value::Bool(b)) => Ok(b),
+            Ok(other) => panic!("`{when}` gave a non-bool {other:?}"),
+            Err(_) => Err(()),
+        };
+        (compiled, reference)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn compiled_agrees_with_the_cel_interpreter(when in boolean(3), g in gen_ctx()) {
+            let (compiled, reference) = both(&when, &g);
+            prop_assert_eq!(compiled, reference, "when = {}", when);
+        }
+    }
+
+    #[test]
+    fn rule_sets_agree_with_the_interpreter_on_the_bundled_rules() {
+        let src =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/rules.toml"))
+                .unwrap();
+        let set = RuleSet::from_toml_unmetered(&src).unwrap();
+        let interp = Interpreter::from_toml(&src).unwrap();
+        let program = ProgramControls::default();
+        let spend = Spend {
+            base: 10,
+            velocity: (1, 2),
+        };
+        for amount in [100, 10_000, 600_000] {
+            for country in ["US", "KP"] {
+                for mcc in ["5542", "7995", "5734"] {
+                    let mut a = auth();
+                    a.amount = amount;
+                    a.merchant.country = country;
+                    a.merchant.category_code = mcc;
+                    a.is_amount_controllable = true;
+                    let ctx = Context::new(&a, &program, &set, &spend, NOW);
+                    assert_eq!(
+                        set.evaluate(&ctx),
+                        interp.evaluate(&ctx),
+                        "{amount} {country} {mcc}"
+                    );
+                }
+            }
+        }
+    }
+}
