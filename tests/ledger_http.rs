@@ -380,3 +380,24 @@ fn corrupt_database_refuses_to_start_naming_the_file() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
     assert_eq!(std::fs::read(&db).unwrap(), vec![0x42; 4096]);
 }
+
+#[test]
+fn unwritable_database_refuses_to_start_naming_the_file() {
+    // Root ignores file modes, so "unwritable" is made with something that holds
+    // for every user: the database path is a directory, so SQLite can neither open
+    // nor create a file there.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "sync");
+    let db = dir.path().join("data").join("cardgate.db");
+    std::fs::create_dir_all(&db).unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&db.display().to_string()), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
+    assert!(db.is_dir(), "the directory was not replaced");
+}
