@@ -57,13 +57,27 @@ enum Command {
         command: RulesCommand,
     },
     /// Replay recorded decisions through a candidate rule set and print what changes.
+    ///
+    /// Reads the decision log of the store (read-only, so it can run beside a live
+    /// server), or a JSONL file with --log. Prints how many decisions change
+    /// (approve→decline, decline→approve, amount), by rule, with examples; the same
+    /// log and rules always print the same report. Progress goes to stderr.
     Backtest {
         /// The candidate rules file.
         #[arg(long)]
         rules: PathBuf,
-        /// Recorded decisions, one JSON RecordedDecision per line.
+        /// Only decisions made at or after this time: RFC 3339 in UTC
+        /// (2026-11-24T09:00:00Z) or Unix seconds.
+        #[arg(long, value_parser = parse_since)]
+        since: Option<i64>,
+        /// Directory of cardgate.db. Default: CARDGATE_DATA_DIR, else [store]
+        /// data_dir from --config, else ./data.
+        #[arg(long, conflicts_with = "log")]
+        data_dir: Option<PathBuf>,
+        /// Read recorded decisions from this file instead of the store, one JSON
+        /// RecordedDecision per line.
         #[arg(long)]
-        log: PathBuf,
+        log: Option<PathBuf>,
         /// Config file whose [program] controls the replay applies.
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
@@ -167,7 +181,13 @@ fn main() -> ExitCode {
                     now,
                 },
         } => rules_test(file, event, config, now),
-        Command::Backtest { rules, log, config } => backtest(rules, log, config),
+        Command::Backtest {
+            rules,
+            since,
+            data_dir,
+            log,
+            config,
+        } => backtest(rules, since, data_dir, log, config),
         Command::Sign {
             file,
             secret,
@@ -465,8 +485,26 @@ fn rules_test(
     Ok(ExitCode::SUCCESS)
 }
 
-fn backtest(rules: PathBuf, log: PathBuf, config_path: PathBuf) -> anyhow::Result<ExitCode> {
-    use cardgate::rules::backtest::{RecordedDecision, backtest};
+/// `--since`: RFC 3339 (UTC) or Unix seconds.
+fn parse_since(s: &str) -> Result<i64, String> {
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    let t = humantime::parse_rfc3339_weak(s)
+        .map_err(|e| format!("`{s}` is neither Unix seconds nor RFC 3339 in UTC: {e}"))?;
+    Ok(t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0))
+}
+
+fn backtest(
+    rules: PathBuf,
+    since: Option<i64>,
+    data_dir: Option<PathBuf>,
+    log: Option<PathBuf>,
+    config_path: PathBuf,
+) -> anyhow::Result<ExitCode> {
+    use cardgate::rules::backtest::{RecordedDecision, Replay};
     use std::io::BufRead;
     let src = cardgate::rules::read_rules_file(&rules)?;
     let set = match RuleSet::from_toml_unmetered(&src) {
@@ -476,20 +514,65 @@ fn backtest(rules: PathBuf, log: PathBuf, config_path: PathBuf) -> anyhow::Resul
             return Ok(ExitCode::from(1));
         }
     };
-    let config = load_config(&config_path, None, None)?;
-    let f = std::fs::File::open(&log).with_context(|| format!("opening {}", log.display()))?;
-    let mut records = Vec::new();
-    for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
+    let config = load_config(&config_path, None, data_dir.clone())?;
+    let mut replay = Replay::new(&set, &config.program);
+    let started = std::time::Instant::now();
+    let mut last = started;
+    let mut progress = |replay: &Replay<'_>, total: Option<usize>| {
+        // About once a second, and only for replays long enough to need it.
+        if last.elapsed() >= std::time::Duration::from_secs(1) {
+            last = std::time::Instant::now();
+            let of = total.map(|t| format!(" of {t}")).unwrap_or_default();
+            eprintln!(
+                "backtest: {}{of} decisions replayed ({:.0}s)",
+                replay.seen(),
+                started.elapsed().as_secs_f64()
+            );
         }
-        let rec: RecordedDecision = serde_json::from_str(&line)
-            .with_context(|| format!("{}:{}: not a recorded decision", log.display(), n + 1))?;
-        records.push(rec);
-    }
-    println!("candidate {} ({} rules)", set.version(), set.len());
-    print!("{}", backtest(&set, &config.program, &records));
+    };
+    let source = match &log {
+        Some(log) => {
+            let f =
+                std::fs::File::open(log).with_context(|| format!("opening {}", log.display()))?;
+            let mut index = 0;
+            for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
+                let line = line?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let rec: RecordedDecision = serde_json::from_str(&line).with_context(|| {
+                    format!("{}:{}: not a recorded decision", log.display(), n + 1)
+                })?;
+                if since.is_none_or(|s| rec.now >= s) {
+                    replay.push(index, &rec);
+                    index += 1;
+                    progress(&replay, None);
+                }
+            }
+            log.display().to_string()
+        }
+        None => {
+            let path = config.store.data_dir.join(store::FILE_NAME);
+            let rows = store::read_decision_log(&path, since)
+                .with_context(|| format!("reading the decision log of {}", path.display()))?;
+            let total = rows.len();
+            for (index, row) in rows.iter().enumerate() {
+                match RecordedDecision::from_logged(row) {
+                    Ok(rec) => replay.push(index, &rec),
+                    Err(why) => replay.skip(index, format!("row {}: {why}", row.id)),
+                }
+                progress(&replay, Some(total));
+            }
+            path.display().to_string()
+        }
+    };
+    println!(
+        "candidate {} ({} rules) against {source}{}",
+        set.version(),
+        set.len(),
+        since.map(|s| format!(" since {s}")).unwrap_or_default()
+    );
+    print!("{}", replay.finish());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -112,7 +112,7 @@ pub(super) enum StrField {
 
 impl StrField {
     #[inline]
-    fn get<'c>(self, ctx: &'c Context<'_>) -> &'c str {
+    pub(super) fn get<'c>(self, ctx: &'c Context<'_>) -> &'c str {
         let a = ctx.auth;
         match self {
             StrField::Currency => a.currency.as_str(),
@@ -228,6 +228,22 @@ impl StrSet {
         match self {
             StrSet::Small(v) => v.iter().any(|x| &**x == s),
             StrSet::Hashed(h) => h.contains(s),
+        }
+    }
+
+    /// Distinct entries.
+    pub fn len(&self) -> usize {
+        match self {
+            StrSet::Small(v) => v.len(),
+            StrSet::Hashed(h) => h.len(),
+        }
+    }
+
+    /// The entries, in no particular order.
+    pub fn iter(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match self {
+            StrSet::Small(v) => Box::new(v.iter().map(|x| &**x)),
+            StrSet::Hashed(h) => Box::new(h.iter().map(|x| &**x)),
         }
     }
 }

@@ -31,6 +31,11 @@
 //! (division by zero, overflow, missing metadata key) does not match and is
 //! counted in `cardgate_rule_errors_total`.
 //!
+//! A rule whose `&&` chain requires a string field to equal a constant (or be
+//! `in` a list) is skipped when the field holds another value: see [`index`].
+//! That is an optimization only; the verdict and the metrics are those of
+//! evaluating every rule in order.
+//!
 //! **Invariant:** a [`RuleSet`] never changes after it is built; reload builds a
 //! new one off the hot path and swaps one pointer (see [`reload`]).
 pub mod backtest;
@@ -38,6 +43,7 @@ mod compile;
 mod error;
 mod eval;
 mod file;
+mod index;
 pub mod reference;
 pub mod reload;
 
@@ -170,6 +176,10 @@ pub struct RuleSet {
     decisive: Arc<[Rule]>,
     /// Shadow rules, file order.
     shadow: Arc<[Rule]>,
+    /// Candidates of `decisive` per context (see [`index`]).
+    decisive_index: Arc<index::Index>,
+    /// Candidates of `shadow` per context.
+    shadow_index: Arc<index::Index>,
     metered: bool,
 }
 
@@ -201,6 +211,8 @@ impl RuleSet {
             version: Arc::from("empty"),
             decisive: Arc::from(Vec::new()),
             shadow: Arc::from(Vec::new()),
+            decisive_index: Arc::new(index::Index::linear(0)),
+            shadow_index: Arc::new(index::Index::linear(0)),
             metered: false,
         }
     }
@@ -257,20 +269,50 @@ impl RuleSet {
     }
 
     /// Evaluates the rules against `ctx`: the first matching decisive rule, and
-    /// every matching shadow rule (see the module doc for the order).
+    /// every matching shadow rule (see the module doc for the order). Rules whose
+    /// guard cannot hold are skipped through the index, with the same result as
+    /// evaluating them.
     pub fn evaluate(&self, ctx: &Context<'_>) -> Verdict {
+        self.evaluate_with(ctx, &self.decisive_index, &self.shadow_index)
+    }
+
+    /// [`RuleSet::evaluate`] without the index: every rule in file order. The
+    /// reference the indexed evaluation is tested against.
+    pub fn evaluate_linear(&self, ctx: &Context<'_>) -> Verdict {
+        self.evaluate_with(
+            ctx,
+            &index::Index::linear(self.decisive.len()),
+            &index::Index::linear(self.shadow.len()),
+        )
+    }
+
+    /// How many string fields the decisive rules are indexed by (0: plain scan).
+    pub fn indexed_fields(&self) -> usize {
+        self.decisive_index.indexed_fields()
+    }
+
+    #[inline]
+    fn evaluate_with(
+        &self,
+        ctx: &Context<'_>,
+        decisive: &index::Index,
+        shadow: &index::Index,
+    ) -> Verdict {
         let mut verdict = Verdict::default();
-        for rule in self.decisive.iter() {
+        decisive.visit(ctx, |i| {
+            let rule = &self.decisive[i];
             if rule.eval(ctx, self.metered) {
                 rule.matches.increment(1);
                 verdict.decisive = Some(Matched {
                     name: rule.name.clone(),
                     action: rule.action,
                 });
-                break;
+                return true;
             }
-        }
-        for rule in self.shadow.iter() {
+            false
+        });
+        shadow.visit(ctx, |i| {
+            let rule = &self.shadow[i];
             if rule.eval(ctx, self.metered) {
                 rule.matches.increment(1);
                 verdict.shadow.push(Matched {
@@ -278,7 +320,8 @@ impl RuleSet {
                     action: rule.action,
                 });
             }
-        }
+            false
+        });
         verdict
     }
 
@@ -404,8 +447,14 @@ impl RuleSet {
             errors.sort_by_key(|e| (e.line, e.col));
             return Err(RuleSetError { errors });
         }
+        let index_of = |rules: &[Rule]| {
+            let conds: Vec<&eval::Bool> = rules.iter().map(|r| &r.cond).collect();
+            Arc::new(index::Index::build(&conds))
+        };
         Ok(RuleSet {
             version: Arc::from(content_version(src.as_bytes())),
+            decisive_index: index_of(&decisive),
+            shadow_index: index_of(&shadow),
             decisive: Arc::from(decisive),
             shadow: Arc::from(shadow),
             metered,

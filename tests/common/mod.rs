@@ -109,6 +109,16 @@ impl Server {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Sends signal `sig` (a `kill` name such as `HUP`) to the server.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("server running").id();
+        let ok = Command::new("kill")
+            .args([format!("-{sig}"), pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -{sig} {pid} failed");
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
