@@ -18,8 +18,8 @@
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
-use super::eval::{Bool, Cmp, Fnv, Str, StrField};
-use crate::decision::Context;
+use super::eval::{Bool, Cmp, Fnv, Str};
+use super::schema::Schema;
 
 /// Most fields indexed: each costs one hash lookup per evaluation.
 pub(super) const MAX_KEYS: usize = 4;
@@ -35,22 +35,22 @@ type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 
 /// One indexed field: value → positions of the rules it guards, ascending.
 #[derive(Debug)]
-struct Key {
-    field: StrField,
+struct Key<S: Schema> {
+    field: S::StrField,
     buckets: FnvMap<Box<str>, Box<[u32]>>,
 }
 
 /// Candidate rules per context, in file order.
-#[derive(Debug, Default)]
-pub(super) struct Index {
-    keys: Box<[Key]>,
+#[derive(Debug)]
+pub(super) struct Index<S: Schema> {
+    keys: Box<[Key<S>]>,
     /// Rules without a guard on an indexed field, ascending.
     rest: Box<[u32]>,
 }
 
-impl Index {
+impl<S: Schema> Index<S> {
     /// Every rule, scanned in order: the reference the indexed form must agree with.
-    pub fn linear(n: usize) -> Index {
+    pub fn linear(n: usize) -> Self {
         Index {
             keys: Box::new([]),
             rest: (0..n as u32).collect(),
@@ -58,11 +58,11 @@ impl Index {
     }
 
     /// Indexes `conds` (the conditions of one group of rules, in file order).
-    pub fn build(conds: &[&Bool]) -> Index {
+    pub fn build(conds: &[&Bool<S>]) -> Self {
         if conds.len() < MIN_RULES {
             return Index::linear(conds.len());
         }
-        let guards: Vec<Vec<(StrField, Vec<&str>)>> = conds
+        let guards: Vec<Vec<(S::StrField, Vec<&str>)>> = conds
             .iter()
             .map(|c| {
                 let mut g = Vec::new();
@@ -72,9 +72,9 @@ impl Index {
             .collect();
         // How many rules each field guards; ties broken by field order so the
         // choice is deterministic.
-        let mut count: Vec<(StrField, usize)> = Vec::new();
+        let mut count: Vec<(S::StrField, usize)> = Vec::new();
         for g in &guards {
-            let mut seen: Vec<StrField> = Vec::new();
+            let mut seen: Vec<S::StrField> = Vec::new();
             for (f, _) in g {
                 if !seen.contains(f) {
                     seen.push(*f);
@@ -85,8 +85,8 @@ impl Index {
                 }
             }
         }
-        count.sort_by_key(|(f, n)| (std::cmp::Reverse(*n), *f as u32));
-        let chosen: Vec<StrField> = count
+        count.sort_by_key(|(f, n)| (std::cmp::Reverse(*n), *f));
+        let chosen: Vec<S::StrField> = count
             .iter()
             .filter(|(_, n)| *n >= MIN_GUARDED)
             .take(MAX_KEYS)
@@ -138,7 +138,7 @@ impl Index {
     /// Calls `visit(position)` for each candidate rule in ascending position until
     /// it returns true.
     #[inline]
-    pub fn visit(&self, ctx: &Context<'_>, mut visit: impl FnMut(usize) -> bool) {
+    pub fn visit(&self, ctx: &S::Ctx<'_>, mut visit: impl FnMut(usize) -> bool) {
         if self.keys.is_empty() {
             for &i in self.rest.iter() {
                 if visit(i as usize) {
@@ -150,7 +150,7 @@ impl Index {
         let mut lists: [&[u32]; MAX_KEYS + 1] = [&[]; MAX_KEYS + 1];
         let mut n = 0;
         for k in self.keys.iter() {
-            if let Some(b) = k.buckets.get(k.field.get(ctx)) {
+            if let Some(b) = k.buckets.get(S::str(ctx, k.field)) {
                 lists[n] = b;
                 n += 1;
             }
@@ -183,7 +183,7 @@ impl Index {
 }
 
 /// Collects the guards among the top-level conjuncts of `c`.
-fn guards_of<'b>(c: &'b Bool, out: &mut Vec<(StrField, Vec<&'b str>)>) {
+fn guards_of<'b, S: Schema>(c: &'b Bool<S>, out: &mut Vec<(S::StrField, Vec<&'b str>)>) {
     match c {
         Bool::And(a, b) => {
             guards_of(a, out);

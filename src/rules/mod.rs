@@ -46,12 +46,15 @@ mod file;
 mod index;
 pub mod reference;
 pub mod reload;
+pub(crate) mod schema;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+
+use schema::{Auth, Schema};
 
 use crate::decision::Context;
 pub use error::{CompileError, CompileErrorKind, RuleSetError};
@@ -113,18 +116,18 @@ pub struct Verdict {
 
 /// One compiled rule.
 #[derive(Clone)]
-struct Rule {
+struct Rule<S: Schema> {
     name: Arc<str>,
     action: Action,
     shadow: bool,
     description: Option<Arc<str>>,
-    cond: eval::Bool,
+    cond: eval::Bool<S>,
     /// Registered once at build so a match costs one atomic add, not a registry
     /// lookup by labels; a no-op handle when built unmetered.
     matches: metrics::Counter,
 }
 
-impl std::fmt::Debug for Rule {
+impl<S: Schema> std::fmt::Debug for Rule<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rule")
             .field("name", &self.name)
@@ -134,16 +137,16 @@ impl std::fmt::Debug for Rule {
     }
 }
 
-impl Rule {
+impl<S: Schema> Rule<S> {
     #[inline]
-    fn eval(&self, ctx: &Context<'_>, metered: bool) -> bool {
+    fn eval(&self, ctx: &S::Ctx<'_>, metered: bool) -> bool {
         match self.cond.eval(ctx) {
             Ok(m) => m,
             Err(e) => {
                 // Cold path: the label allocation happens only when a rule errors.
                 if metered {
                     metrics::counter!(
-                        crate::metrics::RULE_ERRORS,
+                        S::ERRORS_METRIC,
                         "rule" => self.name.to_string(),
                         "error" => e.as_str(),
                     )
@@ -168,18 +171,23 @@ pub struct RuleInfo {
     pub description: Option<Arc<str>>,
 }
 
-/// An immutable, versioned rule set.
+/// An immutable, versioned rule set over the authorization context.
 #[derive(Debug, Clone)]
-pub struct RuleSet {
+pub struct RuleSet(Compiled<Auth>);
+
+/// An immutable, versioned rule set over context schema `S`: what [`RuleSet`]
+/// (authorizations) and the payment approval rules are built on.
+#[derive(Debug, Clone)]
+pub(crate) struct Compiled<S: Schema> {
     version: Arc<str>,
     /// Decisive rules, file order.
-    decisive: Arc<[Rule]>,
+    decisive: Arc<[Rule<S>]>,
     /// Shadow rules, file order.
-    shadow: Arc<[Rule]>,
+    shadow: Arc<[Rule<S>]>,
     /// Candidates of `decisive` per context (see [`index`]).
-    decisive_index: Arc<index::Index>,
+    decisive_index: Arc<index::Index<S>>,
     /// Candidates of `shadow` per context.
-    shadow_index: Arc<index::Index>,
+    shadow_index: Arc<index::Index<S>>,
     metered: bool,
 }
 
@@ -207,7 +215,72 @@ pub enum LoadError {
 impl RuleSet {
     /// The empty rule set: every authorization that passes controls is approved.
     pub fn empty() -> Self {
-        RuleSet {
+        RuleSet(Compiled::empty())
+    }
+
+    /// Compiles a rules file, counting rule matches in the process metrics.
+    /// Install the metrics recorder first: counters are bound at build time.
+    pub fn from_toml(src: &str) -> Result<Self, RuleSetError> {
+        Compiled::build(src, true).map(RuleSet)
+    }
+
+    /// Compiles a rules file whose matches are not counted: for backtests and
+    /// `rules test`, which must not pollute the live server's metrics, and for
+    /// measuring what counting costs.
+    pub fn from_toml_unmetered(src: &str) -> Result<Self, RuleSetError> {
+        Compiled::build(src, false).map(RuleSet)
+    }
+
+    /// Reads and compiles `path` (metered).
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        Compiled::load(path).map(RuleSet)
+    }
+
+    /// Content-hash version (first 12 hex digits of the file's SHA-256), reported
+    /// in every decision.
+    pub fn version(&self) -> &str {
+        self.0.version()
+    }
+
+    /// Number of rules, shadow included.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The rules, decisive first then shadow, each group in file order.
+    pub fn rules(&self) -> impl Iterator<Item = RuleInfo> + '_ {
+        self.0.rules()
+    }
+
+    /// Evaluates the rules against `ctx`: the first matching decisive rule, and
+    /// every matching shadow rule (see the module doc for the order). Rules whose
+    /// guard cannot hold are skipped through the index, with the same result as
+    /// evaluating them.
+    #[inline]
+    pub fn evaluate(&self, ctx: &Context<'_>) -> Verdict {
+        self.0.evaluate(ctx)
+    }
+
+    /// [`RuleSet::evaluate`] without the index: every rule in file order. The
+    /// reference the indexed evaluation is tested against.
+    pub fn evaluate_linear(&self, ctx: &Context<'_>) -> Verdict {
+        self.0.evaluate_linear(ctx)
+    }
+
+    /// How many string fields the decisive rules are indexed by (0: plain scan).
+    pub fn indexed_fields(&self) -> usize {
+        self.0.indexed_fields()
+    }
+}
+
+impl<S: Schema> Compiled<S> {
+    pub(crate) fn empty() -> Self {
+        Compiled {
             version: Arc::from("empty"),
             decisive: Arc::from(Vec::new()),
             shadow: Arc::from(Vec::new()),
@@ -217,46 +290,27 @@ impl RuleSet {
         }
     }
 
-    /// Compiles a rules file, counting rule matches in the process metrics.
-    /// Install the metrics recorder first: counters are bound at build time.
-    pub fn from_toml(src: &str) -> Result<Self, RuleSetError> {
-        Self::build(src, true)
-    }
-
-    /// Compiles a rules file whose matches are not counted: for backtests and
-    /// `rules test`, which must not pollute the live server's metrics, and for
-    /// measuring what counting costs.
-    pub fn from_toml_unmetered(src: &str) -> Result<Self, RuleSetError> {
-        Self::build(src, false)
-    }
-
-    /// Reads and compiles `path` (metered).
-    pub fn load(path: &Path) -> Result<Self, LoadError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, LoadError> {
         let src = read_rules_file(path)?;
-        Self::from_toml(&src).map_err(|errors| LoadError::Invalid {
+        Self::build(&src, true).map_err(|errors| LoadError::Invalid {
             path: path.display().to_string(),
             errors,
         })
     }
 
-    /// Content-hash version (first 12 hex digits of the file's SHA-256), reported
-    /// in every decision.
-    pub fn version(&self) -> &str {
+    pub(crate) fn version(&self) -> &str {
         &self.version
     }
 
-    /// Number of rules, shadow included.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.decisive.len() + self.shadow.len()
     }
 
-    /// True when there are no rules.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// The rules, decisive first then shadow, each group in file order.
-    pub fn rules(&self) -> impl Iterator<Item = RuleInfo> + '_ {
+    pub(crate) fn rules(&self) -> impl Iterator<Item = RuleInfo> + '_ {
         self.decisive
             .iter()
             .chain(self.shadow.iter())
@@ -268,17 +322,12 @@ impl RuleSet {
             })
     }
 
-    /// Evaluates the rules against `ctx`: the first matching decisive rule, and
-    /// every matching shadow rule (see the module doc for the order). Rules whose
-    /// guard cannot hold are skipped through the index, with the same result as
-    /// evaluating them.
-    pub fn evaluate(&self, ctx: &Context<'_>) -> Verdict {
+    #[inline]
+    pub(crate) fn evaluate(&self, ctx: &S::Ctx<'_>) -> Verdict {
         self.evaluate_with(ctx, &self.decisive_index, &self.shadow_index)
     }
 
-    /// [`RuleSet::evaluate`] without the index: every rule in file order. The
-    /// reference the indexed evaluation is tested against.
-    pub fn evaluate_linear(&self, ctx: &Context<'_>) -> Verdict {
+    pub(crate) fn evaluate_linear(&self, ctx: &S::Ctx<'_>) -> Verdict {
         self.evaluate_with(
             ctx,
             &index::Index::linear(self.decisive.len()),
@@ -286,17 +335,16 @@ impl RuleSet {
         )
     }
 
-    /// How many string fields the decisive rules are indexed by (0: plain scan).
-    pub fn indexed_fields(&self) -> usize {
+    pub(crate) fn indexed_fields(&self) -> usize {
         self.decisive_index.indexed_fields()
     }
 
     #[inline]
     fn evaluate_with(
         &self,
-        ctx: &Context<'_>,
-        decisive: &index::Index,
-        shadow: &index::Index,
+        ctx: &S::Ctx<'_>,
+        decisive: &index::Index<S>,
+        shadow: &index::Index<S>,
     ) -> Verdict {
         let mut verdict = Verdict::default();
         decisive.visit(ctx, |i| {
@@ -325,7 +373,7 @@ impl RuleSet {
         verdict
     }
 
-    fn build(src: &str, metered: bool) -> Result<Self, RuleSetError> {
+    pub(crate) fn build(src: &str, metered: bool) -> Result<Self, RuleSetError> {
         if src.len() > MAX_FILE_BYTES {
             return Err(file_error(CompileErrorKind::FileTooLarge {
                 size: src.len(),
@@ -375,7 +423,7 @@ impl RuleSet {
                 seen.insert(name, first_line);
                 ok = false;
             }
-            let action = match parse_action(r) {
+            let action = match parse_action(r, S::ACTIONS) {
                 Ok(a) => Some(a),
                 Err((span, kind)) => {
                     errors.push(at(span, kind));
@@ -402,7 +450,7 @@ impl RuleSet {
                 ));
                 None
             } else {
-                match compile_expr(&env, when, &lists) {
+                match compile_expr::<S>(&env, when, &lists) {
                     Ok(c) => Some(c),
                     Err((char_offset, kind)) => {
                         let (line, col) = lines.in_string(r.when.span().start, char_offset);
@@ -421,7 +469,7 @@ impl RuleSet {
                 let mode = if is_shadow { "shadow" } else { "decisive" };
                 let matches = if metered {
                     metrics::counter!(
-                        crate::metrics::RULE_MATCHES,
+                        S::MATCHES_METRIC,
                         "rule" => name.to_string(),
                         "mode" => mode,
                     )
@@ -447,11 +495,11 @@ impl RuleSet {
             errors.sort_by_key(|e| (e.line, e.col));
             return Err(RuleSetError { errors });
         }
-        let index_of = |rules: &[Rule]| {
-            let conds: Vec<&eval::Bool> = rules.iter().map(|r| &r.cond).collect();
+        let index_of = |rules: &[Rule<S>]| {
+            let conds: Vec<&eval::Bool<S>> = rules.iter().map(|r| &r.cond).collect();
             Arc::new(index::Index::build(&conds))
         };
-        Ok(RuleSet {
+        Ok(Compiled {
             version: Arc::from(content_version(src.as_bytes())),
             decisive_index: index_of(&decisive),
             shadow_index: index_of(&shadow),
@@ -524,7 +572,17 @@ fn invalid_name(name: &str) -> Option<String> {
 
 type Span = std::ops::Range<usize>;
 
-fn parse_action(r: &file::RawRule) -> Result<Action, (Span, CompileErrorKind)> {
+fn parse_action(r: &file::RawRule, allowed: &[&str]) -> Result<Action, (Span, CompileErrorKind)> {
+    let written = r.action.get_ref().as_str();
+    if !allowed.contains(&written) && ["approve", "decline", "cap", "review"].contains(&written) {
+        return Err((
+            r.action.span(),
+            CompileErrorKind::Action(format!(
+                "action `{written}` is not available in this rule set ({})",
+                allowed.join(", ")
+            )),
+        ));
+    }
     let action = match r.action.get_ref().as_str() {
         "approve" => Action::Approve,
         "decline" => Action::Decline,
@@ -642,11 +700,11 @@ fn build_lists(
 
 /// Parses and compiles one expression; errors carry the character offset inside
 /// the expression.
-fn compile_expr(
+fn compile_expr<S: Schema>(
     env: &cel::Env,
     src: &str,
     lists: &BTreeMap<String, compile::List>,
-) -> Result<eval::Bool, (usize, CompileErrorKind)> {
+) -> Result<eval::Bool<S>, (usize, CompileErrorKind)> {
     let (ast, info) = match env.parser().parse_with_source_info(src) {
         Ok(x) => x,
         Err(errs) => {
@@ -663,7 +721,7 @@ fn compile_expr(
             return Err((offset, CompileErrorKind::Syntax(msg)));
         }
     };
-    compile::compile_when(&ast, lists).map_err(|(id, kind)| {
+    compile::compile_when::<S>(&ast, lists).map_err(|(id, kind)| {
         let offset = info.offset_for(id).map(|(s, _)| s as usize).unwrap_or(0);
         (offset, kind)
     })

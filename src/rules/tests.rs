@@ -358,6 +358,14 @@ fn bad_files_are_refused_whole() {
     assert!(errors("[[rule]]\nname = \"x\"\n")[0].starts_with("- "));
     assert!(errors("[other]\n")[0].contains("invalid rules file"));
     assert!(errors("[lists]\nm = [\"a\", 1]\n")[0].contains("mixes"));
+    // Lists hold only literals, never other lists or references to them, so a
+    // cycle between lists cannot be written: nesting is refused, and a list name
+    // used as an entry is just a string.
+    assert!(errors("[lists]\na = [[\"b\"]]\nb = [\"x\"]\n")[0].contains("strings or integers"));
+    assert!(
+        errors("[lists]\na = [\"lists.a\"]\n[[rule]]\nname=\"x\"\nwhen='merchant.country in lists.a'\naction=\"decline\"\n")
+            .is_empty()
+    );
     assert!(
         errors("[[rule]]\nname=\"x y\"\nwhen='true'\naction=\"approve\"\n")[0]
             .contains("may only contain")
@@ -681,7 +689,7 @@ mod differential {
         let mut errs = Vec::new();
         let lists = build_lists(&raw.lists, &lines, &mut errs);
         let env = cel::Env::stdlib();
-        let cond = compile_expr(&env, when, &lists)
+        let cond = compile_expr::<crate::rules::schema::Auth>(&env, when, &lists)
             .unwrap_or_else(|(_, k)| panic!("`{when}` should compile: {k}"));
         let interp = Interpreter::from_toml(&rules).unwrap();
         let a = auth_of(g);
