@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use cardgate::config::{self, Config, Overrides, ProcessEnv};
 use cardgate::http::{self, AppState};
 use cardgate::ledger::Ledger;
+use cardgate::payments::PaymentRuleSet;
 use cardgate::rules::RuleSet;
 use cardgate::store::{self, Store};
 
@@ -45,6 +46,14 @@ enum Command {
         /// replaced by POST /v1/rulesets from this machine.
         #[arg(long, env = "CARDGATE_RULES", default_value = "config/rules.toml")]
         rules: PathBuf,
+        /// Payment approval rules (POST /v1/payment_approvals), same format with
+        /// actions approve/decline. Reloaded like --rules.
+        #[arg(
+            long,
+            env = "CARDGATE_PAYMENT_RULES",
+            default_value = "config/payment_rules.toml"
+        )]
+        payment_rules: PathBuf,
     },
     /// Inspect the spend ledger stored in the data directory.
     Ledger {
@@ -132,6 +141,9 @@ enum RulesCommand {
     Check {
         /// The rules file.
         file: PathBuf,
+        /// Check it as payment approval rules (the payment context and actions).
+        #[arg(long)]
+        payments: bool,
     },
     /// Decide one event with a rules file: prints the decision and every matching
     /// rule, shadow rules included. Spend is taken as zero.
@@ -159,7 +171,8 @@ fn main() -> ExitCode {
             listen,
             data_dir,
             rules,
-        } => serve(config, listen, data_dir, rules),
+            payment_rules,
+        } => serve(config, listen, data_dir, rules, payment_rules),
         Command::Ledger {
             command:
                 LedgerCommand::Show {
@@ -170,8 +183,8 @@ fn main() -> ExitCode {
                 },
         } => ledger_show(card, data_dir, config, at),
         Command::Rules {
-            command: RulesCommand::Check { file },
-        } => rules_check(file),
+            command: RulesCommand::Check { file, payments },
+        } => rules_check(file, payments),
         Command::Rules {
             command:
                 RulesCommand::Test {
@@ -328,6 +341,7 @@ fn serve(
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     rules_path: PathBuf,
+    payment_rules_path: PathBuf,
 ) -> anyhow::Result<ExitCode> {
     let config = match load_config(&config_path, listen, data_dir) {
         Ok(c) => c,
@@ -348,6 +362,14 @@ fn serve(
         }
     };
     cardgate::rules::reload::publish(&RuleSet::empty(), &rules);
+    let payment_rules = match PaymentRuleSet::load(&payment_rules_path) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(78));
+        }
+    };
+    cardgate::rules::reload::publish(&PaymentRuleSet::empty(), &payment_rules);
     let ledger = if config.store.enabled {
         Some(open_ledger(&config)?)
     } else {
@@ -363,7 +385,7 @@ fn serve(
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let mut state = AppState::new(config, rules);
+        let mut state = AppState::new(config, rules).with_payment_rules(payment_rules);
         if let Some((ledger, store)) = ledger {
             state = state.with_ledger(ledger, Some(store));
         }
@@ -372,6 +394,11 @@ fn serve(
             rules_path,
             state.clone(),
             |s: &AppState| &s.rules,
+        ));
+        tokio::spawn(cardgate::rules::reload::watch(
+            payment_rules_path,
+            state.clone(),
+            |s: &AppState| &s.payment_rules,
         ));
         tracing::info!(%addr, secrets = state.secrets.len(), ruleset = state.rules.load().version(), "serving");
         println!("cardgate listening on http://{addr}");
@@ -398,15 +425,15 @@ async fn shutdown_signal() {
     }
 }
 
-fn rules_check(file: PathBuf) -> anyhow::Result<ExitCode> {
-    match RuleSet::load(&file) {
-        Ok(set) => {
-            println!(
-                "{}: ok, {} rules, version {}",
-                file.display(),
-                set.len(),
-                set.version()
-            );
+fn rules_check(file: PathBuf, payments: bool) -> anyhow::Result<ExitCode> {
+    let loaded = if payments {
+        PaymentRuleSet::load(&file).map(|s| (s.len(), s.version().to_string()))
+    } else {
+        RuleSet::load(&file).map(|s| (s.len(), s.version().to_string()))
+    };
+    match loaded {
+        Ok((len, version)) => {
+            println!("{}: ok, {len} rules, version {version}", file.display());
             Ok(ExitCode::SUCCESS)
         }
         Err(cardgate::rules::LoadError::Invalid { errors, .. }) => {

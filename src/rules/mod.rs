@@ -339,6 +339,12 @@ impl<S: Schema> Compiled<S> {
         self.decisive_index.indexed_fields()
     }
 
+    /// The first decisive rule's condition, errors kept (differential tests).
+    #[cfg(test)]
+    pub(crate) fn evaluate_condition(&self, ctx: &S::Ctx<'_>) -> Result<bool, ()> {
+        self.decisive[0].cond.eval(ctx).map_err(|_| ())
+    }
+
     #[inline]
     fn evaluate_with(
         &self,
