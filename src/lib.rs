@@ -8,6 +8,8 @@
 //! - [`stripe`]: the wire protocol: signature check, event parsing, response encoding.
 //! - [`decision`]: the pure decision core, `decide(&Context) -> Decision`.
 //! - [`rules`]: the rule set evaluated after spending controls.
+//! - [`payments`]: payment approvals (`POST /v1/payment_approvals`), decided by CEL
+//!   rules over the payment context.
 //! - [`ledger`]: in-memory spend per card and cardholder; atomic check-and-reserve.
 //! - [`store`]: SQLite (the only SQL): ledger facts and the decision log, one writer.
 //! - [`metrics`]: every metric name, in one place.
@@ -22,6 +24,7 @@ pub mod decision;
 pub mod http;
 pub mod ledger;
 pub mod metrics;
+pub mod payments;
 pub mod rules;
 
 pub mod store;

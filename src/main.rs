@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use cardgate::config::{self, Config, Overrides, ProcessEnv};
 use cardgate::http::{self, AppState};
 use cardgate::ledger::Ledger;
+use cardgate::payments::PaymentRuleSet;
 use cardgate::rules::RuleSet;
 use cardgate::store::{self, Store};
 
@@ -45,6 +46,14 @@ enum Command {
         /// replaced by POST /v1/rulesets from this machine.
         #[arg(long, env = "CARDGATE_RULES", default_value = "config/rules.toml")]
         rules: PathBuf,
+        /// Payment approval rules (POST /v1/payment_approvals), same format with
+        /// actions approve/decline. Reloaded like --rules.
+        #[arg(
+            long,
+            env = "CARDGATE_PAYMENT_RULES",
+            default_value = "config/payment_rules.toml"
+        )]
+        payment_rules: PathBuf,
     },
     /// Inspect the spend ledger stored in the data directory.
     Ledger {
@@ -57,13 +66,27 @@ enum Command {
         command: RulesCommand,
     },
     /// Replay recorded decisions through a candidate rule set and print what changes.
+    ///
+    /// Reads the decision log of the store (read-only, so it can run beside a live
+    /// server), or a JSONL file with --log. Prints how many decisions change
+    /// (approve→decline, decline→approve, amount), by rule, with examples; the same
+    /// log and rules always print the same report. Progress goes to stderr.
     Backtest {
         /// The candidate rules file.
         #[arg(long)]
         rules: PathBuf,
-        /// Recorded decisions, one JSON RecordedDecision per line.
+        /// Only decisions made at or after this time: RFC 3339 in UTC
+        /// (2026-11-24T09:00:00Z) or Unix seconds.
+        #[arg(long, value_parser = parse_since)]
+        since: Option<i64>,
+        /// Directory of cardgate.db. Default: CARDGATE_DATA_DIR, else [store]
+        /// data_dir from --config, else ./data.
+        #[arg(long, conflicts_with = "log")]
+        data_dir: Option<PathBuf>,
+        /// Read recorded decisions from this file instead of the store, one JSON
+        /// RecordedDecision per line.
         #[arg(long)]
-        log: PathBuf,
+        log: Option<PathBuf>,
         /// Config file whose [program] controls the replay applies.
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
@@ -118,6 +141,9 @@ enum RulesCommand {
     Check {
         /// The rules file.
         file: PathBuf,
+        /// Check it as payment approval rules (the payment context and actions).
+        #[arg(long)]
+        payments: bool,
     },
     /// Decide one event with a rules file: prints the decision and every matching
     /// rule, shadow rules included. Spend is taken as zero.
@@ -145,7 +171,8 @@ fn main() -> ExitCode {
             listen,
             data_dir,
             rules,
-        } => serve(config, listen, data_dir, rules),
+            payment_rules,
+        } => serve(config, listen, data_dir, rules, payment_rules),
         Command::Ledger {
             command:
                 LedgerCommand::Show {
@@ -156,8 +183,8 @@ fn main() -> ExitCode {
                 },
         } => ledger_show(card, data_dir, config, at),
         Command::Rules {
-            command: RulesCommand::Check { file },
-        } => rules_check(file),
+            command: RulesCommand::Check { file, payments },
+        } => rules_check(file, payments),
         Command::Rules {
             command:
                 RulesCommand::Test {
@@ -167,7 +194,13 @@ fn main() -> ExitCode {
                     now,
                 },
         } => rules_test(file, event, config, now),
-        Command::Backtest { rules, log, config } => backtest(rules, log, config),
+        Command::Backtest {
+            rules,
+            since,
+            data_dir,
+            log,
+            config,
+        } => backtest(rules, since, data_dir, log, config),
         Command::Sign {
             file,
             secret,
@@ -308,6 +341,7 @@ fn serve(
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     rules_path: PathBuf,
+    payment_rules_path: PathBuf,
 ) -> anyhow::Result<ExitCode> {
     let config = match load_config(&config_path, listen, data_dir) {
         Ok(c) => c,
@@ -328,6 +362,14 @@ fn serve(
         }
     };
     cardgate::rules::reload::publish(&RuleSet::empty(), &rules);
+    let payment_rules = match PaymentRuleSet::load(&payment_rules_path) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(78));
+        }
+    };
+    cardgate::rules::reload::publish(&PaymentRuleSet::empty(), &payment_rules);
     let ledger = if config.store.enabled {
         Some(open_ledger(&config)?)
     } else {
@@ -343,7 +385,7 @@ fn serve(
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let mut state = AppState::new(config, rules);
+        let mut state = AppState::new(config, rules).with_payment_rules(payment_rules);
         if let Some((ledger, store)) = ledger {
             state = state.with_ledger(ledger, Some(store));
         }
@@ -352,6 +394,11 @@ fn serve(
             rules_path,
             state.clone(),
             |s: &AppState| &s.rules,
+        ));
+        tokio::spawn(cardgate::rules::reload::watch(
+            payment_rules_path,
+            state.clone(),
+            |s: &AppState| &s.payment_rules,
         ));
         tracing::info!(%addr, secrets = state.secrets.len(), ruleset = state.rules.load().version(), "serving");
         println!("cardgate listening on http://{addr}");
@@ -378,15 +425,15 @@ async fn shutdown_signal() {
     }
 }
 
-fn rules_check(file: PathBuf) -> anyhow::Result<ExitCode> {
-    match RuleSet::load(&file) {
-        Ok(set) => {
-            println!(
-                "{}: ok, {} rules, version {}",
-                file.display(),
-                set.len(),
-                set.version()
-            );
+fn rules_check(file: PathBuf, payments: bool) -> anyhow::Result<ExitCode> {
+    let loaded = if payments {
+        PaymentRuleSet::load(&file).map(|s| (s.len(), s.version().to_string()))
+    } else {
+        RuleSet::load(&file).map(|s| (s.len(), s.version().to_string()))
+    };
+    match loaded {
+        Ok((len, version)) => {
+            println!("{}: ok, {len} rules, version {version}", file.display());
             Ok(ExitCode::SUCCESS)
         }
         Err(cardgate::rules::LoadError::Invalid { errors, .. }) => {
@@ -465,8 +512,26 @@ fn rules_test(
     Ok(ExitCode::SUCCESS)
 }
 
-fn backtest(rules: PathBuf, log: PathBuf, config_path: PathBuf) -> anyhow::Result<ExitCode> {
-    use cardgate::rules::backtest::{RecordedDecision, backtest};
+/// `--since`: RFC 3339 (UTC) or Unix seconds.
+fn parse_since(s: &str) -> Result<i64, String> {
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    let t = humantime::parse_rfc3339_weak(s)
+        .map_err(|e| format!("`{s}` is neither Unix seconds nor RFC 3339 in UTC: {e}"))?;
+    Ok(t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0))
+}
+
+fn backtest(
+    rules: PathBuf,
+    since: Option<i64>,
+    data_dir: Option<PathBuf>,
+    log: Option<PathBuf>,
+    config_path: PathBuf,
+) -> anyhow::Result<ExitCode> {
+    use cardgate::rules::backtest::{RecordedDecision, Replay};
     use std::io::BufRead;
     let src = cardgate::rules::read_rules_file(&rules)?;
     let set = match RuleSet::from_toml_unmetered(&src) {
@@ -476,20 +541,65 @@ fn backtest(rules: PathBuf, log: PathBuf, config_path: PathBuf) -> anyhow::Resul
             return Ok(ExitCode::from(1));
         }
     };
-    let config = load_config(&config_path, None, None)?;
-    let f = std::fs::File::open(&log).with_context(|| format!("opening {}", log.display()))?;
-    let mut records = Vec::new();
-    for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
+    let config = load_config(&config_path, None, data_dir.clone())?;
+    let mut replay = Replay::new(&set, &config.program);
+    let started = std::time::Instant::now();
+    let mut last = started;
+    let mut progress = |replay: &Replay<'_>, total: Option<usize>| {
+        // About once a second, and only for replays long enough to need it.
+        if last.elapsed() >= std::time::Duration::from_secs(1) {
+            last = std::time::Instant::now();
+            let of = total.map(|t| format!(" of {t}")).unwrap_or_default();
+            eprintln!(
+                "backtest: {}{of} decisions replayed ({:.0}s)",
+                replay.seen(),
+                started.elapsed().as_secs_f64()
+            );
         }
-        let rec: RecordedDecision = serde_json::from_str(&line)
-            .with_context(|| format!("{}:{}: not a recorded decision", log.display(), n + 1))?;
-        records.push(rec);
-    }
-    println!("candidate {} ({} rules)", set.version(), set.len());
-    print!("{}", backtest(&set, &config.program, &records));
+    };
+    let source = match &log {
+        Some(log) => {
+            let f =
+                std::fs::File::open(log).with_context(|| format!("opening {}", log.display()))?;
+            let mut index = 0;
+            for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
+                let line = line?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let rec: RecordedDecision = serde_json::from_str(&line).with_context(|| {
+                    format!("{}:{}: not a recorded decision", log.display(), n + 1)
+                })?;
+                if since.is_none_or(|s| rec.now >= s) {
+                    replay.push(index, &rec);
+                    index += 1;
+                    progress(&replay, None);
+                }
+            }
+            log.display().to_string()
+        }
+        None => {
+            let path = config.store.data_dir.join(store::FILE_NAME);
+            let rows = store::read_decision_log(&path, since)
+                .with_context(|| format!("reading the decision log of {}", path.display()))?;
+            let total = rows.len();
+            for (index, row) in rows.iter().enumerate() {
+                match RecordedDecision::from_logged(row) {
+                    Ok(rec) => replay.push(index, &rec),
+                    Err(why) => replay.skip(index, format!("row {}: {why}", row.id)),
+                }
+                progress(&replay, Some(total));
+            }
+            path.display().to_string()
+        }
+    };
+    println!(
+        "candidate {} ({} rules) against {source}{}",
+        set.version(),
+        set.len(),
+        since.map(|s| format!(" since {s}")).unwrap_or_default()
+    );
+    print!("{}", replay.finish());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -49,6 +49,16 @@ pub const RULE_ERRORS: &str = "cardgate_rule_errors_total";
 pub const RULE_RELOADS: &str = "cardgate_rule_reloads_total";
 /// Gauge `{version}`: 1 for the live rule set's version, 0 for replaced ones.
 pub const RULESET_INFO: &str = "cardgate_ruleset_info";
+/// Counter `{outcome}`: payment approval decisions, `approve` or `decline`.
+pub const PAYMENT_APPROVALS: &str = "cardgate_payment_approvals_total";
+/// Counter `{rule, mode}`: payment rule matches.
+pub const PAYMENT_RULE_MATCHES: &str = "cardgate_payment_rule_matches_total";
+/// Counter `{rule, error}`: payment rule conditions that failed at run time.
+pub const PAYMENT_RULE_ERRORS: &str = "cardgate_payment_rule_errors_total";
+/// Counter `{result}`: payment rule set reloads, `ok` or `rejected`.
+pub const PAYMENT_RULE_RELOADS: &str = "cardgate_payment_rule_reloads_total";
+/// Gauge `{version}`: 1 for the live payment rule set's version.
+pub const PAYMENT_RULESET_INFO: &str = "cardgate_payment_ruleset_info";
 /// Gauge `{version}`: always 1; carries the build version.
 pub const BUILD_INFO: &str = "cardgate_build_info";
 
@@ -121,6 +131,20 @@ fn describe() {
     describe_counter!(RULE_ERRORS, "Rule conditions that failed at run time.");
     describe_counter!(RULE_RELOADS, "Rule set reloads by result.");
     describe_gauge!(RULESET_INFO, "1 for the live rule set version.");
+    describe_counter!(PAYMENT_APPROVALS, "Payment approval decisions by outcome.");
+    describe_counter!(
+        PAYMENT_RULE_MATCHES,
+        "Payment rule matches by rule and mode."
+    );
+    describe_counter!(
+        PAYMENT_RULE_ERRORS,
+        "Payment rule conditions that failed at run time."
+    );
+    describe_counter!(PAYMENT_RULE_RELOADS, "Payment rule set reloads by result.");
+    describe_gauge!(
+        PAYMENT_RULESET_INFO,
+        "1 for the live payment rule set version."
+    );
     describe_gauge!(BUILD_INFO, "Build information; always 1.");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }

@@ -114,3 +114,160 @@ fn backtest_cli_prints_the_same_report_deterministically() {
     assert!(out.contains("amount changed:  1"), "{out}");
     assert!(out.contains("#1 iauth_backtest_1 approve→decline"), "{out}");
 }
+
+mod common;
+
+const LIVE: &str = r#"
+[[rule]]
+name = "no-gambling"
+when = 'merchant.category_code == "7995"'
+action = "decline"
+
+[[rule]]
+name = "cap-fuel"
+when = 'merchant.category_code == "5542" && is_amount_controllable'
+action = "cap"
+amount = 10000
+
+[[rule]]
+name = "watch-big"
+when = 'amount > 50000'
+action = "decline"
+mode = "shadow"
+"#;
+
+const CANDIDATE: &str = r#"
+[[rule]]
+name = "no-big-software"
+when = 'merchant.category == "computer_software_stores" && amount > 50000'
+action = "decline"
+
+[[rule]]
+name = "cap-fuel"
+when = 'merchant.category_code == "5542" && is_amount_controllable'
+action = "cap"
+amount = 5000
+"#;
+
+/// One authorization request: `n` makes the event and authorization ids unique.
+fn event(n: u32, category: &str, mcc: &str, amount: i64, controllable: bool) -> Vec<u8> {
+    use serde_json::json;
+    let mut e = common::request();
+    e["id"] = json!(format!("evt_bt_{n}"));
+    let o = &mut e["data"]["object"];
+    o["id"] = json!(format!("iauth_bt_{n}"));
+    o["merchant_data"]["category"] = json!(category);
+    o["merchant_data"]["category_code"] = json!(mcc);
+    o["pending_request"]["amount"] = json!(amount);
+    o["pending_request"]["merchant_amount"] = json!(amount);
+    o["pending_request"]["is_amount_controllable"] = json!(controllable);
+    serde_json::to_vec(&e).unwrap()
+}
+
+#[tokio::test]
+async fn backtest_replays_the_decision_log_of_a_real_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rules = dir.path().join("live.toml");
+    std::fs::write(&rules, LIVE).unwrap();
+    let candidate = dir.path().join("candidate.toml");
+    std::fs::write(&candidate, CANDIDATE).unwrap();
+    let config = dir.path().join("cardgate.toml");
+    std::fs::write(&config, common::base_config()).unwrap();
+    let live_version = RuleSet::from_toml_unmetered(LIVE)
+        .unwrap()
+        .version()
+        .to_string();
+
+    // Record: four real webhooks through the real binary, then stop it.
+    let mut server = common::Server::start(
+        &common::base_config(),
+        &[
+            ("CARDGATE_RULES", rules.to_str().unwrap()),
+            ("CARDGATE_DATA_DIR", data.to_str().unwrap()),
+        ],
+    );
+    server.ready().await;
+    let software = ("computer_software_stores", "5734");
+    let sent = [
+        event(1, software.0, software.1, 4250, false),
+        event(2, software.0, software.1, 60000, false),
+        event(3, "betting_casino_gambling", "7995", 1000, false),
+        event(4, "service_stations", "5542", 20000, true),
+    ];
+    let mut answers = Vec::new();
+    for body in &sent {
+        let r = common::post_signed(&server, body, &[common::SECRET]).await;
+        assert_eq!(r.status, 200);
+        let j = r.json();
+        answers.push((
+            j["approved"].as_bool().unwrap(),
+            j["amount"].as_i64(),
+            j["metadata"]["reason"].as_str().unwrap().to_string(),
+        ));
+    }
+    assert_eq!(
+        answers,
+        [
+            (true, None, "approved".to_string()),
+            (true, None, "approved".to_string()),
+            (false, None, "rule:no-gambling".to_string()),
+            (true, Some(10000), "rule:cap-fuel".to_string()),
+        ]
+    );
+    assert!(server.terminate().success());
+
+    // Every row carries the deciding rule set; shadow matches are logged.
+    let log =
+        cardgate::store::read_decision_log(&data.join(cardgate::store::FILE_NAME), None).unwrap();
+    assert_eq!(log.len(), 4);
+    assert!(log.iter().all(|r| r.ruleset == live_version), "{log:#?}");
+    let shadow: Vec<Option<&str>> = log.iter().map(|r| r.shadow_rules.as_deref()).collect();
+    assert_eq!(shadow, [None, Some(r#"["watch-big"]"#), None, None]);
+
+    let run = |since: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cardgate"))
+            .args(["backtest", "--rules"])
+            .arg(&candidate)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--config")
+            .arg(&config)
+            .args(["--since", since])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let out = run("1970-01-01T00:00:00Z");
+    let body: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(
+        body,
+        [
+            "replayed 4 decisions (0 skipped): 1 unchanged, 3 changed",
+            "  approve→decline: 1",
+            "  decline→approve: 1",
+            "  amount changed:  1",
+            "  reason only:     0",
+            "by rule:",
+            "  cap-fuel: 0 approve→decline, 0 decline→approve, 1 amount, 0 reason",
+            "  no-big-software: 1 approve→decline, 0 decline→approve, 0 amount, 0 reason",
+            "  no-gambling: 0 approve→decline, 1 decline→approve, 0 amount, 0 reason",
+            "examples:",
+            "  #1 iauth_bt_2 approve→decline: approve (approved) → decline (rule:no-big-software)",
+            "  #2 iauth_bt_3 decline→approve: decline (rule:no-gambling) → approve (approved)",
+            "  #3 iauth_bt_4 amount: approve 10000 (rule:cap-fuel) → approve 5000 (rule:cap-fuel)",
+        ],
+        "{out}"
+    );
+    assert_eq!(run("0"), out, "deterministic; Unix seconds work too");
+    let later = run(&(common::now() + 3600).to_string());
+    assert!(
+        later.contains("replayed 0 decisions (0 skipped)"),
+        "{later}"
+    );
+}

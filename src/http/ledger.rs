@@ -20,6 +20,7 @@ use super::webhook::fallback;
 use crate::decision::{AuthRequest, Decision, FallbackCause, Reason, Source};
 use crate::ledger::{Applied, Fact, SpendSnapshot};
 use crate::metrics as m;
+use crate::rules::Matched;
 use crate::store::{Durability, LoggedDecision, Write};
 use crate::stripe::{self, Event};
 
@@ -46,6 +47,8 @@ pub(super) struct Decided<'a> {
     pub raw: Option<Bytes>,
     pub snapshot: Option<&'a SpendSnapshot>,
     pub ruleset: &'a str,
+    /// Shadow rules that matched (never applied).
+    pub shadow: &'a [Matched],
     pub start: Instant,
     pub deadline: Instant,
 }
@@ -151,7 +154,18 @@ fn log_row(state: &AppState, d: &Decided<'_>, decision: &Decision) -> LoggedDeci
             .snapshot
             .map(|s| s.to_json(auth.currency).to_string())
             .unwrap_or_else(|| "{}".into()),
+        shadow_rules: shadow_names(d.shadow),
     }
+}
+
+/// The names of matched shadow rules as a JSON array, `None` when there are none
+/// (so the common case allocates nothing).
+pub(super) fn shadow_names(shadow: &[Matched]) -> Option<String> {
+    if shadow.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = shadow.iter().map(|m| &*m.name).collect();
+    serde_json::to_string(&names).ok()
 }
 
 fn type_label(t: &str) -> &'static str {

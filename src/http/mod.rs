@@ -9,6 +9,7 @@
 
 mod admin;
 mod ledger;
+pub mod payments;
 mod respond;
 mod state;
 pub mod webhook;
@@ -110,7 +111,18 @@ async fn route(
         (&Method::GET, "/healthz") => ("healthz", json_ok(StatusCode::OK, br#"{"status":"ok"}"#)),
         (&Method::GET, "/readyz") => ("readyz", ready(&state)),
         (&Method::POST, "/v1/rulesets") => ("rulesets", admin::rulesets(&state, peer, req).await),
-        (_, "/webhooks/stripe" | "/metrics" | "/healthz" | "/readyz" | "/v1/rulesets") => (
+        (&Method::POST, "/v1/payment_approvals") => {
+            ("payment_approvals", payments::handle(&state, req).await)
+        }
+        (
+            _,
+            "/webhooks/stripe"
+            | "/metrics"
+            | "/healthz"
+            | "/readyz"
+            | "/v1/rulesets"
+            | "/v1/payment_approvals",
+        ) => (
             "method_not_allowed",
             json_error(
                 StatusCode::METHOD_NOT_ALLOWED,

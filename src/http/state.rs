@@ -10,6 +10,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
 use crate::ledger::Ledger;
+use crate::payments::PaymentRuleSet;
 use crate::rules::RuleSet;
 use crate::store::Store;
 use crate::stripe::Secrets;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub secrets: Secrets,
     /// The live rule set; swapped whole on reload, read with one atomic load.
     pub rules: ArcSwap<RuleSet>,
+    /// The live payment approval rule set (`POST /v1/payment_approvals`).
+    pub payment_rules: ArcSwap<PaymentRuleSet>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Spend per card and cardholder; `None` runs without past spend.
@@ -42,6 +45,7 @@ impl AppState {
             stripe_version: hyper::header::HeaderValue::from_str(&config.stripe_version).ok(),
             config,
             rules: ArcSwap::from_pointee(rules),
+            payment_rules: ArcSwap::from_pointee(PaymentRuleSet::empty()),
             metrics: crate::metrics::install(),
             ledger: None,
             store: None,
@@ -55,6 +59,12 @@ impl AppState {
     pub fn with_ledger(mut self, ledger: Arc<Ledger>, store: Option<Arc<Store>>) -> Self {
         self.ledger = Some(ledger);
         self.store = store;
+        self
+    }
+
+    /// Sets the payment approval rule set (empty until then: approve all).
+    pub fn with_payment_rules(self, rules: PaymentRuleSet) -> Self {
+        self.payment_rules.store(std::sync::Arc::new(rules));
         self
     }
 

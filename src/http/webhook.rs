@@ -163,14 +163,15 @@ pub async fn process(
             if fault.decision_panic {
                 panic!("fault injection: decision_panic");
             }
-            decision::decide(&ctx)
+            decision::decide_traced(&ctx)
         }))
         .map_err(|_| FallbackCause::Internal)
     };
-    let decision = match tokio::time::timeout_at(deadline.into(), decide).await {
-        Ok(Ok(d)) => d,
-        Ok(Err(cause)) => fallback(state, cause),
-        Err(_) => fallback(state, FallbackCause::Deadline),
+    // Shadow matches go to the decision log; they never change the answer.
+    let (decision, shadow) = match tokio::time::timeout_at(deadline.into(), decide).await {
+        Ok(Ok((d, verdict))) => (d, verdict.shadow),
+        Ok(Err(cause)) => (fallback(state, cause), Vec::new()),
+        Err(_) => (fallback(state, FallbackCause::Deadline), Vec::new()),
     };
     clock.lap(m::Stage::Decide);
     let decision = super::ledger::settle(
@@ -182,6 +183,7 @@ pub async fn process(
             raw,
             snapshot: snapshot.as_ref(),
             ruleset: rules.version(),
+            shadow: &shadow,
             start,
             deadline,
         },
@@ -207,6 +209,7 @@ pub async fn process(
         approved_amount = decision.amount,
         reason = decision.reason.as_str(),
         ruleset = rules.version(),
+        shadow = super::ledger::shadow_names(&shadow).as_deref(),
         micros = elapsed.as_micros() as u64,
         "decision"
     );

@@ -7,6 +7,9 @@
 //! pure `decide()`. Deterministic: same records and rules give the same report, in
 //! record order (examples) and rule-name order (per-rule counts).
 //!
+//! Records come from the store's decision log ([`RecordedDecision::from_logged`],
+//! what `cardgate backtest` reads by default) or from a JSONL file.
+//!
 //! The recorded spend is the per-window totals of the card and cardholder; a
 //! spending limit restricted to some categories is replayed against those totals,
 //! so such a limit can differ from what it saw live.
@@ -124,6 +127,68 @@ mod raw_json {
     }
 }
 
+impl RecordedDecision {
+    /// A row of the store's decision log as a record to replay. A fallback answer
+    /// (deadline, panic, ledger failure) was no decision of the rules and is
+    /// refused with the reason, as is a row without its event body.
+    pub fn from_logged(row: &crate::store::LoggedDecision) -> Result<Self, String> {
+        if row.reason.starts_with("fallback") {
+            return Err(format!("fallback answer ({}), not a decision", row.reason));
+        }
+        if row.event_json.is_empty() {
+            return Err("no event body recorded".into());
+        }
+        // The live response spells a rule decline `rule:<name>`; the log keeps the
+        // reason and the name apart.
+        let reason = match (&*row.reason, &row.rule) {
+            ("rule", Some(name)) => format!("rule:{name}"),
+            _ => row.reason.clone(),
+        };
+        let partial = row.approved && row.approved_amount != row.amount;
+        Ok(RecordedDecision {
+            event_json: row.event_json.clone(),
+            now: row.decided_at,
+            approved: row.approved,
+            amount: partial.then_some(row.approved_amount),
+            reason,
+            rule: row.rule.clone(),
+            ruleset: row.ruleset.clone(),
+            spend: SpendSnapshot::from_log_json(&row.spend_json)
+                .map_err(|e| format!("spend_json: {e}"))?,
+        })
+    }
+}
+
+impl SpendSnapshot {
+    /// Reads the spend the ledger logged with a decision:
+    /// `{"card":{"daily":…},"cardholder":{…},"velocity":{"1h":…,"24h":…}}`
+    /// (`{}` when no ledger ran: nothing spent).
+    pub fn from_log_json(text: &str) -> Result<Self, serde_json::Error> {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Velocity {
+            #[serde(rename = "1h")]
+            hour: i64,
+            #[serde(rename = "24h")]
+            day: i64,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Logged {
+            card: Windows,
+            cardholder: Windows,
+            velocity: Velocity,
+        }
+        let l: Logged = serde_json::from_str(text)?;
+        Ok(SpendSnapshot {
+            card: l.card,
+            cardholder: l.cardholder,
+            velocity_1h: l.velocity.hour,
+            velocity_24h: l.velocity.day,
+        })
+    }
+}
+
 /// An answer, as compared by the backtest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -235,6 +300,9 @@ pub struct Report {
     pub examples: Vec<Example>,
 }
 
+/// Skipped records listed by the report (the count is always complete).
+pub const SKIPPED_SHOWN: usize = 10;
+
 /// Examples kept per kind of change.
 pub const EXAMPLES_PER_CHANGE: usize = 3;
 
@@ -244,9 +312,46 @@ pub fn backtest(
     program: &ProgramControls,
     records: &[RecordedDecision],
 ) -> Report {
-    let mut report = Report::default();
-    let mut shown: BTreeMap<Change, usize> = BTreeMap::new();
+    let mut replay = Replay::new(candidate, program);
     for (index, rec) in records.iter().enumerate() {
+        replay.push(index, rec);
+    }
+    replay.finish()
+}
+
+/// A backtest fed one record at a time, so a long log can report progress (and
+/// need not be held whole by the caller). Same result as [`backtest`].
+pub struct Replay<'a> {
+    candidate: &'a RuleSet,
+    program: &'a ProgramControls,
+    report: Report,
+    shown: BTreeMap<Change, usize>,
+}
+
+impl<'a> Replay<'a> {
+    /// An empty replay.
+    pub fn new(candidate: &'a RuleSet, program: &'a ProgramControls) -> Self {
+        Replay {
+            candidate,
+            program,
+            report: Report::default(),
+            shown: BTreeMap::new(),
+        }
+    }
+
+    /// Records seen so far, replayed or skipped.
+    pub fn seen(&self) -> usize {
+        self.report.replayed + self.report.skipped.len()
+    }
+
+    /// Counts record `index` as skipped, with why.
+    pub fn skip(&mut self, index: usize, why: String) {
+        self.report.skipped.push((index, why));
+    }
+
+    /// Replays record `index`.
+    pub fn push(&mut self, index: usize, rec: &RecordedDecision) {
+        let report = &mut self.report;
         let mut buf = rec.event_json.clone();
         let replayed = stripe::parse_document(&mut buf).and_then(|doc| {
             let event = stripe::Event::read(&doc)?;
@@ -254,7 +359,7 @@ pub fn backtest(
                 return Ok(None);
             }
             let auth = event.authorization_request()?;
-            let ctx = Context::new(&auth, program, candidate, &rec.spend, rec.now);
+            let ctx = Context::new(&auth, self.program, self.candidate, &rec.spend, rec.now);
             Ok(Some((auth.id.to_string(), outcome(&decide(&ctx)))))
         });
         let (authorization, after) = match replayed {
@@ -263,11 +368,11 @@ pub fn backtest(
                 report
                     .skipped
                     .push((index, "not an authorization request".into()));
-                continue;
+                return;
             }
             Err(e) => {
                 report.skipped.push((index, e.to_string()));
-                continue;
+                return;
             }
         };
         report.replayed += 1;
@@ -284,7 +389,7 @@ pub fn backtest(
             _ if before.reason != after.reason || before.rule != after.rule => Change::Reason,
             _ => {
                 report.unchanged += 1;
-                continue;
+                return;
             }
         };
         report.changes.add(change);
@@ -293,7 +398,7 @@ pub fn backtest(
             .unwrap_or("-")
             .to_string();
         report.by_rule.entry(culprit).or_default().add(change);
-        let n = shown.entry(change).or_default();
+        let n = self.shown.entry(change).or_default();
         if *n < EXAMPLES_PER_CHANGE {
             *n += 1;
             report.examples.push(Example {
@@ -305,7 +410,11 @@ pub fn backtest(
             });
         }
     }
-    report
+
+    /// The report.
+    pub fn finish(self) -> Report {
+        self.report
+    }
 }
 
 /// The rule name behind an outcome, if a rule decided it.
@@ -373,8 +482,15 @@ impl fmt::Display for Report {
                 )?;
             }
         }
-        for (i, why) in &self.skipped {
+        for (i, why) in self.skipped.iter().take(SKIPPED_SHOWN) {
             writeln!(f, "skipped #{i}: {why}")?;
+        }
+        if self.skipped.len() > SKIPPED_SHOWN {
+            writeln!(
+                f,
+                "… and {} more skipped",
+                self.skipped.len() - SKIPPED_SHOWN
+            )?;
         }
         Ok(())
     }

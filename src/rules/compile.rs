@@ -13,11 +13,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cel::common::ast::{CallExpr, Expr, IdedExpr, LiteralValue, operators};
+use cel::common::ast::{CallExpr, ComprehensionExpr, Expr, IdedExpr, LiteralValue, operators};
 
 use super::error::CompileErrorKind;
-use super::eval::{Arith, Bool, Cmp, Double, Int, IntField, IntSet, Str, StrField, StrSet, Uint};
-use crate::decision::{Interval, Scope};
+use super::eval::{Arith, Bool, Cmp, Double, Int, IntSet, Str, StrSet, Uint};
+use super::schema::{Field, Schema};
 
 /// A declared `[lists]` entry, pre-built. An empty list is usable as either type.
 #[derive(Debug, Clone)]
@@ -33,19 +33,21 @@ pub(super) type Fail = (u64, CompileErrorKind);
 type Res<T> = Result<T, Fail>;
 
 /// A typed node.
-enum Typed {
-    Bool(Bool),
-    Int(Int),
-    Uint(Uint),
-    Double(Double),
-    Str(Str),
+enum Typed<S: Schema> {
+    Bool(Bool<S>),
+    Int(Int<S>),
+    Uint(Uint<S>),
+    Double(Double<S>),
+    Str(Str<S>),
     /// A list: `lists.<name>` or a constant list literal.
     List(List),
     /// `card.metadata`.
     Meta,
+    /// The context's item list (`line_items`).
+    Items,
 }
 
-impl Typed {
+impl<S: Schema> Typed<S> {
     fn type_name(&self) -> &'static str {
         match self {
             Typed::Bool(_) => "bool",
@@ -55,6 +57,7 @@ impl Typed {
             Typed::Str(_) => "string",
             Typed::List(_) => "list",
             Typed::Meta => "map(string, string)",
+            Typed::Items => "list(item)",
         }
     }
 }
@@ -67,9 +70,16 @@ fn unsupported(id: u64, msg: impl Into<String>) -> Fail {
     (id, CompileErrorKind::Unsupported(msg.into()))
 }
 
-/// Compiles one `when` into a bool condition.
-pub(super) fn compile_when(expr: &IdedExpr, lists: &BTreeMap<String, List>) -> Res<Bool> {
-    let c = Compiler { lists };
+/// Compiles one `when` into a bool condition over schema `S`.
+pub(super) fn compile_when<S: Schema>(
+    expr: &IdedExpr,
+    lists: &BTreeMap<String, List>,
+) -> Res<Bool<S>> {
+    let c = Compiler::<S> {
+        lists,
+        item_var: None,
+        _schema: std::marker::PhantomData,
+    };
     match c.expr(expr)? {
         Typed::Bool(b) => Ok(b),
         other => Err(type_err(
@@ -82,12 +92,15 @@ pub(super) fn compile_when(expr: &IdedExpr, lists: &BTreeMap<String, List>) -> R
     }
 }
 
-struct Compiler<'l> {
+struct Compiler<'l, S> {
     lists: &'l BTreeMap<String, List>,
+    /// Inside a macro: the name of its item variable.
+    item_var: Option<&'l str>,
+    _schema: std::marker::PhantomData<S>,
 }
 
-impl Compiler<'_> {
-    fn expr(&self, e: &IdedExpr) -> Res<Typed> {
+impl<'l, S: Schema> Compiler<'l, S> {
+    fn expr(&self, e: &IdedExpr) -> Res<Typed<S>> {
         match &e.expr {
             Expr::Literal(lit) => literal(e.id, lit),
             Expr::Ident(_) | Expr::Select(_) => self.path(e),
@@ -96,17 +109,14 @@ impl Compiler<'_> {
                 e.id,
                 "list literals are only supported on the right of `in`",
             )),
-            Expr::Comprehension(_) => Err(unsupported(
-                e.id,
-                "macros (all, exists, exists_one, map, filter) are not supported",
-            )),
+            Expr::Comprehension(c) => self.comprehension(e.id, c),
             Expr::Map(_) => Err(unsupported(e.id, "map literals are not supported")),
             Expr::Struct(_) => Err(unsupported(e.id, "message literals are not supported")),
             Expr::Unspecified => Err(unsupported(e.id, "empty expression")),
         }
     }
 
-    fn bool(&self, e: &IdedExpr, what: &str) -> Res<Bool> {
+    fn bool(&self, e: &IdedExpr, what: &str) -> Res<Bool<S>> {
         match self.expr(e)? {
             Typed::Bool(b) => Ok(b),
             t => Err(type_err(
@@ -116,7 +126,7 @@ impl Compiler<'_> {
         }
     }
 
-    fn str(&self, e: &IdedExpr, what: &str) -> Res<Str> {
+    fn str(&self, e: &IdedExpr, what: &str) -> Res<Str<S>> {
         match self.expr(e)? {
             Typed::Str(s) => Ok(s),
             t => Err(type_err(
@@ -127,16 +137,16 @@ impl Compiler<'_> {
     }
 
     /// An identifier or a chain of field selections on one.
-    fn path(&self, e: &IdedExpr) -> Res<Typed> {
+    fn path(&self, e: &IdedExpr) -> Res<Typed<S>> {
         if let Expr::Select(sel) = &e.expr
             && sel.test
         {
             // `has(x.f)`: only metadata keys can be absent; every other field
             // always exists in the context.
             return match segments(&sel.operand) {
-                Some(p) if p == ["card", "metadata"] => Ok(Typed::Bool(Bool::HasMeta(Box::new(
-                    Str::Const(sel.field.as_str().into()),
-                )))),
+                Some(p) if S::META.is_some_and(|m| p.join(".") == m) => Ok(Typed::Bool(
+                    Bool::HasMeta(Box::new(Str::Const(sel.field.as_str().into()))),
+                )),
                 Some(p) => {
                     let mut full = p.join(".");
                     full.push('.');
@@ -144,6 +154,7 @@ impl Compiler<'_> {
                     match self.resolve(e.id, &full)? {
                         // Context fields are always present.
                         Typed::Meta
+                        | Typed::Items
                         | Typed::List(_)
                         | Typed::Bool(_)
                         | Typed::Int(_)
@@ -164,79 +175,124 @@ impl Compiler<'_> {
         }
     }
 
-    fn resolve(&self, id: u64, path: &str) -> Res<Typed> {
-        use IntField as I;
-        use StrField as S;
-        let s = |f| Ok(Typed::Str(Str::Field(f)));
-        let i = |f| Ok(Typed::Int(Int::Field(f)));
-        match path {
-            "amount" => i(I::Amount),
-            "merchant_amount" => i(I::MerchantAmount),
-            "network_risk_score" => i(I::NetworkRiskScore),
-            "currency" => s(S::Currency),
-            "merchant_currency" => s(S::MerchantCurrency),
-            "merchant.category" => s(S::MerchantCategory),
-            "merchant.category_code" => s(S::MerchantCategoryCode),
-            "merchant.country" => s(S::MerchantCountry),
-            "merchant.city" => s(S::MerchantCity),
-            "merchant.name" => s(S::MerchantName),
-            "merchant.network_id" => s(S::MerchantNetworkId),
-            "merchant.postal_code" => s(S::MerchantPostalCode),
-            "card.id" => s(S::CardId),
-            "card.type" => s(S::CardType),
-            "card.status" => s(S::CardStatus),
-            "card.metadata" => Ok(Typed::Meta),
-            "cardholder.id" => s(S::CardholderId),
-            "cardholder.type" => s(S::CardholderType),
-            "cardholder.status" => s(S::CardholderStatus),
-            "authorization_method" => s(S::AuthorizationMethod),
-            "is_amount_controllable" => Ok(Typed::Bool(Bool::IsAmountControllable)),
-            "wallet" => s(S::Wallet),
-            "verification.cvc_check" => s(S::CvcCheck),
-            "verification.expiry_check" => s(S::ExpiryCheck),
-            "verification.address_postal_code_check" => s(S::AddressPostalCodeCheck),
-            "verification.three_d_secure" => s(S::ThreeDSecure),
-            "velocity.card.count_1h" => i(I::VelocityHour),
-            "velocity.card.count_24h" => i(I::VelocityDay),
-            "now.hour" => i(I::NowHour),
-            "now.weekday" => i(I::NowWeekday),
-            _ => {
-                if let Some(key) = path.strip_prefix("card.metadata.") {
-                    return Ok(Typed::Str(Str::Meta(key.into())));
-                }
-                if let Some(name) = path.strip_prefix("lists.") {
-                    return match self.lists.get(name) {
-                        Some(l) => Ok(Typed::List(l.clone())),
-                        None => Err((id, CompileErrorKind::UnknownList(name.to_string()))),
-                    };
-                }
-                let spend = path
-                    .strip_prefix("spend.card.")
-                    .map(|w| (Scope::Card, w))
-                    .or_else(|| {
-                        path.strip_prefix("spend.cardholder.")
-                            .map(|w| (Scope::Cardholder, w))
-                    });
-                if let Some((scope, window)) = spend
-                    && let Some(interval) = Interval::parse(window)
-                    && interval != Interval::PerAuthorization
-                {
-                    return i(I::Spend(scope, interval));
-                }
-                let hint = match path {
-                    "merchant" | "card" | "cardholder" | "verification" | "spend"
-                    | "spend.card" | "spend.cardholder" | "velocity" | "velocity.card" | "now" => {
-                        format!("`{path}` is an object: select one of its fields")
-                    }
-                    "lists" => "`lists` is a namespace: use lists.<name>".to_string(),
-                    _ => return Err((id, CompileErrorKind::UnknownField(path.to_string()))),
-                };
-                Err(type_err(id, hint))
+    fn resolve(&self, id: u64, path: &str) -> Res<Typed<S>> {
+        let typed = |f: Field<S>| match f {
+            Field::Str(f) => Typed::Str(Str::Field(f)),
+            Field::Int(f) => Typed::Int(Int::Field(f)),
+            Field::Bool(f) => Typed::Bool(Bool::Field(f)),
+        };
+        // The item variable shadows context fields of the same name, as in CEL.
+        if let Some(var) = self.item_var {
+            if path == var {
+                return Err(type_err(
+                    id,
+                    format!("`{var}` is an item: select one of its fields"),
+                ));
+            }
+            if let Some(field) = path.strip_prefix(var).and_then(|p| p.strip_prefix('.')) {
+                return S::resolve_item(field)
+                    .map(typed)
+                    .ok_or_else(|| (id, CompileErrorKind::UnknownField(path.to_string())));
             }
         }
+        if let Some(f) = S::resolve(path) {
+            return Ok(typed(f));
+        }
+        if let Some(meta) = S::META {
+            if path == meta {
+                return Ok(Typed::Meta);
+            }
+            if let Some(key) = path.strip_prefix(meta).and_then(|p| p.strip_prefix('.')) {
+                return Ok(Typed::Str(Str::Meta(key.into())));
+            }
+        }
+        if S::ITEMS == Some(path) {
+            return Ok(Typed::Items);
+        }
+        if let Some(name) = path.strip_prefix("lists.") {
+            return match self.lists.get(name) {
+                Some(l) => Ok(Typed::List(l.clone())),
+                None => Err((id, CompileErrorKind::UnknownList(name.to_string()))),
+            };
+        }
+        if path == "lists" {
+            return Err(type_err(
+                id,
+                "`lists` is a namespace: use lists.<name>".to_string(),
+            ));
+        }
+        if S::is_object(path) {
+            return Err(type_err(
+                id,
+                format!("`{path}` is an object: select one of its fields"),
+            ));
+        }
+        Err((id, CompileErrorKind::UnknownField(path.to_string())))
     }
 
-    fn call(&self, id: u64, call: &CallExpr) -> Res<Typed> {
+    /// `items.exists(i, body)`, `items.all(i, body)`, `items.exists_one(i, body)`
+    /// as the `cel` parser expands them; anything else (map, filter, macros over
+    /// other lists, nested macros) is refused.
+    fn comprehension(&self, id: u64, c: &ComprehensionExpr) -> Res<Typed<S>> {
+        let refuse = || {
+            unsupported(
+                id,
+                match S::ITEMS {
+                    Some(items) => format!(
+                        "only {items}.exists(), {items}.all() and {items}.exists_one() macros are supported"
+                    ),
+                    None => {
+                        "macros are not supported in this context (it has no item list)".to_string()
+                    }
+                },
+            )
+        };
+        if self.item_var.is_some() {
+            return Err(unsupported(id, "nested macros"));
+        }
+        if c.iter_var2.is_some() || c.accu_var != "@result" {
+            return Err(refuse());
+        }
+        let over_items = segments(&c.iter_range)
+            .is_some_and(|p| S::ITEMS.is_some_and(|items| p.join(".") == items));
+        if !over_items {
+            return Err(refuse());
+        }
+        let Expr::Call(step) = &c.loop_step.expr else {
+            return Err(refuse());
+        };
+        let (kind, body) = match (&c.accu_init.expr, step.func_name.as_str()) {
+            (Expr::Literal(LiteralValue::Boolean(b)), operators::LOGICAL_OR)
+                if !*b.inner() && step.args.len() == 2 =>
+            {
+                ("exists", &step.args[1])
+            }
+            (Expr::Literal(LiteralValue::Boolean(b)), operators::LOGICAL_AND)
+                if *b.inner() && step.args.len() == 2 =>
+            {
+                ("all", &step.args[1])
+            }
+            (Expr::Literal(LiteralValue::Int(_)), operators::CONDITIONAL)
+                if step.args.len() == 3 =>
+            {
+                ("exists_one", &step.args[0])
+            }
+            _ => return Err(refuse()),
+        };
+        let inner = Compiler::<S> {
+            lists: self.lists,
+            item_var: Some(c.iter_var.as_str()),
+            _schema: std::marker::PhantomData,
+        };
+        let body = Box::new(inner.bool(body, &format!("the body of {kind}()"))?);
+        Ok(Typed::Bool(match kind {
+            "exists" => Bool::Exists(body),
+            "all" => Bool::All(body),
+            _ => Bool::ExistsOne(body),
+        }))
+    }
+
+    fn call(&self, id: u64, call: &CallExpr) -> Res<Typed<S>> {
         let name = call.func_name.as_str();
         let args = &call.args;
         if let Some(target) = &call.target {
@@ -433,7 +489,7 @@ impl Compiler<'_> {
         }
     }
 
-    fn method(&self, id: u64, name: &str, target: &IdedExpr, args: &[IdedExpr]) -> Res<Typed> {
+    fn method(&self, id: u64, name: &str, target: &IdedExpr, args: &[IdedExpr]) -> Res<Typed<S>> {
         if args.len() != usize::from(name != "size") {
             return Err(type_err(
                 id,
@@ -456,16 +512,17 @@ impl Compiler<'_> {
         }
     }
 
-    fn size(&self, id: u64, arg: &IdedExpr) -> Res<Typed> {
+    fn size(&self, id: u64, arg: &IdedExpr) -> Res<Typed<S>> {
         match self.expr(arg)? {
             Typed::Str(s) => Ok(Typed::Int(Int::SizeStr(s.into()))),
             Typed::List(l) => Ok(Typed::Int(Int::Const(l.len as i64))),
             Typed::Meta => Ok(Typed::Int(Int::MetaLen)),
+            Typed::Items => Ok(Typed::Int(Int::ItemCount)),
             t => Err(type_err(id, format!("size() of {}", t.type_name()))),
         }
     }
 
-    fn matches(&self, id: u64, subject: &IdedExpr, pattern: &IdedExpr) -> Res<Typed> {
+    fn matches(&self, id: u64, subject: &IdedExpr, pattern: &IdedExpr) -> Res<Typed<S>> {
         let s = self.str(subject, "matches()")?;
         let Expr::Literal(LiteralValue::String(p)) = &pattern.expr else {
             return Err(unsupported(
@@ -482,7 +539,7 @@ impl Compiler<'_> {
         Ok(Typed::Bool(Bool::Matches(s.into(), re)))
     }
 
-    fn convert(&self, id: u64, name: &str, arg: &IdedExpr) -> Res<Typed> {
+    fn convert(&self, id: u64, name: &str, arg: &IdedExpr) -> Res<Typed<S>> {
         let v = self.expr(arg)?;
         Ok(match (name, v) {
             ("int", Typed::Int(i)) => Typed::Int(i),
@@ -508,7 +565,7 @@ impl Compiler<'_> {
         })
     }
 
-    fn in_op(&self, id: u64, elem: &IdedExpr, list: &IdedExpr) -> Res<Typed> {
+    fn in_op(&self, id: u64, elem: &IdedExpr, list: &IdedExpr) -> Res<Typed<S>> {
         let l = match &list.expr {
             Expr::List(items) => literal_list(list.id, &items.elements)?,
             _ => match self.expr(list)? {
@@ -571,7 +628,7 @@ fn segments(e: &IdedExpr) -> Option<Vec<&str>> {
     }
 }
 
-fn literal(id: u64, lit: &LiteralValue) -> Res<Typed> {
+fn literal<S: Schema>(id: u64, lit: &LiteralValue) -> Res<Typed<S>> {
     Ok(match lit {
         LiteralValue::Boolean(b) => Typed::Bool(Bool::Const(*b.inner())),
         LiteralValue::Int(i) => Typed::Int(Int::Const(*i.inner())),
@@ -620,8 +677,8 @@ fn cmp_symbol(op: Cmp) -> &'static str {
     }
 }
 
-fn numeric_hint(a: &Typed, b: &Typed) -> &'static str {
-    let num = |t: &Typed| matches!(t, Typed::Int(_) | Typed::Uint(_) | Typed::Double(_));
+fn numeric_hint<S: Schema>(a: &Typed<S>, b: &Typed<S>) -> &'static str {
+    let num = |t: &Typed<S>| matches!(t, Typed::Int(_) | Typed::Uint(_) | Typed::Double(_));
     if num(a) && num(b) {
         " (convert one side with int(), uint() or double())"
     } else {

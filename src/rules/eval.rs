@@ -16,7 +16,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use regex::Regex;
 
-use crate::decision::{Context, Interval, Scope};
+use super::schema::Schema;
 
 /// Why a condition could not be evaluated; the rule then does not match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +51,7 @@ type R<T> = Result<T, RuntimeError>;
 
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Cmp {
+pub(crate) enum Cmp {
     Eq,
     Ne,
     Lt,
@@ -76,7 +76,7 @@ impl Cmp {
 
 /// An arithmetic operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Arith {
+pub(crate) enum Arith {
     Add,
     Sub,
     Mul,
@@ -84,100 +84,11 @@ pub(super) enum Arith {
     Rem,
 }
 
-/// String fields of the context.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum StrField {
-    Currency,
-    MerchantCurrency,
-    MerchantCategory,
-    MerchantCategoryCode,
-    MerchantCountry,
-    MerchantCity,
-    MerchantName,
-    MerchantNetworkId,
-    MerchantPostalCode,
-    CardId,
-    CardType,
-    CardStatus,
-    CardholderId,
-    CardholderType,
-    CardholderStatus,
-    AuthorizationMethod,
-    Wallet,
-    CvcCheck,
-    ExpiryCheck,
-    AddressPostalCodeCheck,
-    ThreeDSecure,
-}
-
-impl StrField {
-    #[inline]
-    fn get<'c>(self, ctx: &'c Context<'_>) -> &'c str {
-        let a = ctx.auth;
-        match self {
-            StrField::Currency => a.currency.as_str(),
-            StrField::MerchantCurrency => a.merchant_currency.as_str(),
-            StrField::MerchantCategory => a.merchant.category,
-            StrField::MerchantCategoryCode => a.merchant.category_code,
-            StrField::MerchantCountry => a.merchant.country,
-            StrField::MerchantCity => a.merchant.city,
-            StrField::MerchantName => a.merchant.name,
-            StrField::MerchantNetworkId => a.merchant.network_id,
-            StrField::MerchantPostalCode => a.merchant.postal_code,
-            StrField::CardId => a.card.id,
-            StrField::CardType => a.card.card_type,
-            StrField::CardStatus => a.card.status.as_str(),
-            StrField::CardholderId => a.cardholder.id,
-            StrField::CardholderType => a.cardholder.kind,
-            StrField::CardholderStatus => a.cardholder.status.as_str(),
-            StrField::AuthorizationMethod => a.authorization_method,
-            StrField::Wallet => a.wallet,
-            StrField::CvcCheck => a.verification.cvc_check,
-            StrField::ExpiryCheck => a.verification.expiry_check,
-            StrField::AddressPostalCodeCheck => a.verification.address_postal_code_check,
-            StrField::ThreeDSecure => a.verification.three_d_secure,
-        }
-    }
-}
-
-/// Integer fields of the context.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum IntField {
-    Amount,
-    MerchantAmount,
-    /// 0 when Stripe sent none.
-    NetworkRiskScore,
-    Spend(Scope, Interval),
-    VelocityHour,
-    VelocityDay,
-    NowHour,
-    NowWeekday,
-}
-
-impl IntField {
-    #[inline]
-    fn get(self, ctx: &Context<'_>) -> i64 {
-        let a = ctx.auth;
-        match self {
-            IntField::Amount => a.amount,
-            IntField::MerchantAmount => a.merchant_amount,
-            IntField::NetworkRiskScore => a.network_risk_score.unwrap_or(0),
-            // Read only when a rule asks: most rules never touch spend.
-            IntField::Spend(scope, interval) => ctx.spend.spent(scope, interval, None, a.currency),
-            IntField::VelocityHour => ctx.spend.card_velocity().0,
-            IntField::VelocityDay => ctx.spend.card_velocity().1,
-            IntField::NowHour => ctx.now.rem_euclid(86_400) / 3_600,
-            // 1970-01-01 was a Thursday (4); 0 = Sunday.
-            IntField::NowWeekday => (ctx.now.div_euclid(86_400) + 4).rem_euclid(7),
-        }
-    }
-}
-
 /// FNV-1a: list entries are short strings and small integers, for which it beats
 /// SipHash several times; lists come from the rules file, not from attackers, and a
 /// lookup key (a merchant field) can at worst collide into a longer probe.
 #[derive(Default, Clone, Copy)]
-pub(super) struct Fnv(u64);
+pub(crate) struct Fnv(u64);
 
 impl Hasher for Fnv {
     #[inline]
@@ -206,7 +117,7 @@ const SMALL_SET: usize = 8;
 
 /// A pre-built set of strings (`lists.<name>` or a literal list).
 #[derive(Debug, Clone)]
-pub(super) enum StrSet {
+pub(crate) enum StrSet {
     Small(Box<[Box<str>]>),
     Hashed(FnvSet<Box<str>>),
 }
@@ -230,11 +141,27 @@ impl StrSet {
             StrSet::Hashed(h) => h.contains(s),
         }
     }
+
+    /// Distinct entries.
+    pub fn len(&self) -> usize {
+        match self {
+            StrSet::Small(v) => v.len(),
+            StrSet::Hashed(h) => h.len(),
+        }
+    }
+
+    /// The entries, in no particular order.
+    pub fn iter(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match self {
+            StrSet::Small(v) => Box::new(v.iter().map(|x| &**x)),
+            StrSet::Hashed(h) => Box::new(h.iter().map(|x| &**x)),
+        }
+    }
 }
 
 /// A pre-built set of integers.
 #[derive(Debug, Clone)]
-pub(super) enum IntSet {
+pub(crate) enum IntSet {
     Small(Box<[i64]>),
     Hashed(FnvSet<i64>),
 }
@@ -262,24 +189,21 @@ impl IntSet {
 
 /// A string-valued expression.
 #[derive(Debug, Clone)]
-pub(super) enum Str {
+pub(crate) enum Str<S: Schema> {
     Const(Box<str>),
-    Field(StrField),
+    Field(S::StrField),
     /// `card.metadata.<key>` / `card.metadata["key"]`.
     Meta(Box<str>),
-    Cond(Box<Bool>, Box<Str>, Box<Str>),
+    Cond(Box<Bool<S>>, Box<Str<S>>, Box<Str<S>>),
 }
 
-impl Str {
+impl<S: Schema> Str<S> {
     #[inline]
-    pub fn eval<'c>(&'c self, ctx: &'c Context<'_>) -> R<&'c str> {
+    pub fn eval<'c>(&'c self, ctx: &'c S::Ctx<'_>) -> R<&'c str> {
         match self {
             Str::Const(s) => Ok(s),
-            Str::Field(f) => Ok(f.get(ctx)),
-            Str::Meta(k) => ctx
-                .auth
-                .card
-                .metadata
+            Str::Field(f) => Ok(S::str(ctx, *f)),
+            Str::Meta(k) => S::meta(ctx)
                 .iter()
                 .find(|(key, _)| *key == &**k)
                 .map(|(_, v)| *v)
@@ -297,25 +221,27 @@ impl Str {
 
 /// An int-valued expression (CEL `int`, 64-bit signed, overflow is an error).
 #[derive(Debug, Clone)]
-pub(super) enum Int {
+pub(crate) enum Int<S: Schema> {
     Const(i64),
-    Field(IntField),
-    Neg(Box<Int>),
-    Bin(Arith, Box<Int>, Box<Int>),
-    Cond(Box<Bool>, Box<Int>, Box<Int>),
+    Field(S::IntField),
+    Neg(Box<Int<S>>),
+    Bin(Arith, Box<Int<S>>, Box<Int<S>>),
+    Cond(Box<Bool<S>>, Box<Int<S>>, Box<Int<S>>),
     /// `size(string)`: Unicode code points, as CEL counts.
-    SizeStr(Box<Str>),
+    SizeStr(Box<Str<S>>),
     /// `size(card.metadata)`.
     MetaLen,
-    FromUint(Box<Uint>),
-    FromDouble(Box<Double>),
+    /// `size(line_items)`.
+    ItemCount,
+    FromUint(Box<Uint<S>>),
+    FromDouble(Box<Double<S>>),
 }
 
-impl Int {
-    pub fn eval(&self, ctx: &Context<'_>) -> R<i64> {
+impl<S: Schema> Int<S> {
+    pub fn eval(&self, ctx: &S::Ctx<'_>) -> R<i64> {
         match self {
             Int::Const(i) => Ok(*i),
-            Int::Field(f) => Ok(f.get(ctx)),
+            Int::Field(f) => Ok(S::int(ctx, *f)),
             Int::Neg(a) => a.eval(ctx)?.checked_neg().ok_or(RuntimeError::Overflow),
             Int::Bin(op, a, b) => {
                 let (a, b) = (a.eval(ctx)?, b.eval(ctx)?);
@@ -337,7 +263,8 @@ impl Int {
                 }
             }
             Int::SizeStr(s) => Ok(s.eval(ctx)?.chars().count() as i64),
-            Int::MetaLen => Ok(ctx.auth.card.metadata.len() as i64),
+            Int::MetaLen => Ok(S::meta(ctx).len() as i64),
+            Int::ItemCount => Ok(S::items(ctx) as i64),
             Int::FromUint(u) => i64::try_from(u.eval(ctx)?).map_err(|_| RuntimeError::Conversion),
             Int::FromDouble(d) => double_to_int(d.eval(ctx)?),
         }
@@ -365,16 +292,16 @@ fn double_to_uint(d: f64) -> R<u64> {
 
 /// A uint-valued expression.
 #[derive(Debug, Clone)]
-pub(super) enum Uint {
+pub(crate) enum Uint<S: Schema> {
     Const(u64),
-    Bin(Arith, Box<Uint>, Box<Uint>),
-    Cond(Box<Bool>, Box<Uint>, Box<Uint>),
-    FromInt(Box<Int>),
-    FromDouble(Box<Double>),
+    Bin(Arith, Box<Uint<S>>, Box<Uint<S>>),
+    Cond(Box<Bool<S>>, Box<Uint<S>>, Box<Uint<S>>),
+    FromInt(Box<Int<S>>),
+    FromDouble(Box<Double<S>>),
 }
 
-impl Uint {
-    pub fn eval(&self, ctx: &Context<'_>) -> R<u64> {
+impl<S: Schema> Uint<S> {
+    pub fn eval(&self, ctx: &S::Ctx<'_>) -> R<u64> {
         match self {
             Uint::Const(u) => Ok(*u),
             Uint::Bin(op, a, b) => {
@@ -402,17 +329,17 @@ impl Uint {
 
 /// A double-valued expression (IEEE 754: division by zero gives an infinity).
 #[derive(Debug, Clone)]
-pub(super) enum Double {
+pub(crate) enum Double<S: Schema> {
     Const(f64),
-    Neg(Box<Double>),
-    Bin(Arith, Box<Double>, Box<Double>),
-    Cond(Box<Bool>, Box<Double>, Box<Double>),
-    FromInt(Box<Int>),
-    FromUint(Box<Uint>),
+    Neg(Box<Double<S>>),
+    Bin(Arith, Box<Double<S>>, Box<Double<S>>),
+    Cond(Box<Bool<S>>, Box<Double<S>>, Box<Double<S>>),
+    FromInt(Box<Int<S>>),
+    FromUint(Box<Uint<S>>),
 }
 
-impl Double {
-    pub fn eval(&self, ctx: &Context<'_>) -> R<f64> {
+impl<S: Schema> Double<S> {
+    pub fn eval(&self, ctx: &S::Ctx<'_>) -> R<f64> {
         match self {
             Double::Const(d) => Ok(*d),
             Double::Neg(a) => Ok(-a.eval(ctx)?),
@@ -442,33 +369,39 @@ impl Double {
 
 /// A bool-valued expression: what every `when` compiles to.
 #[derive(Debug, Clone)]
-pub(super) enum Bool {
+pub(crate) enum Bool<S: Schema> {
     Const(bool),
-    IsAmountControllable,
-    Not(Box<Bool>),
-    And(Box<Bool>, Box<Bool>),
-    Or(Box<Bool>, Box<Bool>),
-    Cond(Box<Bool>, Box<Bool>, Box<Bool>),
-    CmpBools(Cmp, Box<Bool>, Box<Bool>),
-    CmpInt(Cmp, Box<Int>, Box<Int>),
-    CmpUint(Cmp, Box<Uint>, Box<Uint>),
-    CmpDouble(Cmp, Box<Double>, Box<Double>),
-    CmpStr(Cmp, Box<Str>, Box<Str>),
-    StrIn(Box<Str>, std::sync::Arc<StrSet>),
-    IntIn(Box<Int>, std::sync::Arc<IntSet>),
-    StartsWith(Box<Str>, Box<Str>),
-    EndsWith(Box<Str>, Box<Str>),
-    Contains(Box<Str>, Box<Str>),
-    Matches(Box<Str>, Regex),
+    Field(S::BoolField),
+    Not(Box<Bool<S>>),
+    And(Box<Bool<S>>, Box<Bool<S>>),
+    Or(Box<Bool<S>>, Box<Bool<S>>),
+    Cond(Box<Bool<S>>, Box<Bool<S>>, Box<Bool<S>>),
+    CmpBools(Cmp, Box<Bool<S>>, Box<Bool<S>>),
+    CmpInt(Cmp, Box<Int<S>>, Box<Int<S>>),
+    CmpUint(Cmp, Box<Uint<S>>, Box<Uint<S>>),
+    CmpDouble(Cmp, Box<Double<S>>, Box<Double<S>>),
+    CmpStr(Cmp, Box<Str<S>>, Box<Str<S>>),
+    StrIn(Box<Str<S>>, std::sync::Arc<StrSet>),
+    IntIn(Box<Int<S>>, std::sync::Arc<IntSet>),
+    StartsWith(Box<Str<S>>, Box<Str<S>>),
+    EndsWith(Box<Str<S>>, Box<Str<S>>),
+    Contains(Box<Str<S>>, Box<Str<S>>),
+    Matches(Box<Str<S>>, Regex),
     /// `"key" in card.metadata` / `has(card.metadata.key)`.
-    HasMeta(Box<Str>),
+    HasMeta(Box<Str<S>>),
+    /// `items.exists(i, body)`: the body reads the current item.
+    Exists(Box<Bool<S>>),
+    /// `items.all(i, body)`.
+    All(Box<Bool<S>>),
+    /// `items.exists_one(i, body)`.
+    ExistsOne(Box<Bool<S>>),
 }
 
-impl Bool {
-    pub fn eval(&self, ctx: &Context<'_>) -> R<bool> {
+impl<S: Schema> Bool<S> {
+    pub fn eval(&self, ctx: &S::Ctx<'_>) -> R<bool> {
         match self {
             Bool::Const(b) => Ok(*b),
-            Bool::IsAmountControllable => Ok(ctx.auth.is_amount_controllable),
+            Bool::Field(f) => Ok(S::bool(ctx, *f)),
             Bool::Not(a) => Ok(!a.eval(ctx)?),
             Bool::And(a, b) => match a.eval(ctx) {
                 Ok(false) => Ok(false),
@@ -512,7 +445,44 @@ impl Bool {
             Bool::Matches(s, re) => Ok(re.is_match(s.eval(ctx)?)),
             Bool::HasMeta(k) => {
                 let k = k.eval(ctx)?;
-                Ok(ctx.auth.card.metadata.iter().any(|(key, _)| *key == k))
+                Ok(S::meta(ctx).iter().any(|(key, _)| *key == k))
+            }
+            // As CEL's macros expand: `exists` is true if any item is, even when
+            // another errs; else an error if one erred. `all` mirrors it.
+            // `exists_one` counts strictly: any error is the result.
+            Bool::Exists(body) => {
+                let mut err = None;
+                for i in 0..S::items(ctx) {
+                    S::set_item(ctx, i);
+                    match body.eval(ctx) {
+                        Ok(true) => return Ok(true),
+                        Ok(false) => {}
+                        Err(e) => err = Some(e),
+                    }
+                }
+                err.map_or(Ok(false), Err)
+            }
+            Bool::All(body) => {
+                let mut err = None;
+                for i in 0..S::items(ctx) {
+                    S::set_item(ctx, i);
+                    match body.eval(ctx) {
+                        Ok(false) => return Ok(false),
+                        Ok(true) => {}
+                        Err(e) => err = Some(e),
+                    }
+                }
+                err.map_or(Ok(true), Err)
+            }
+            Bool::ExistsOne(body) => {
+                let mut n = 0;
+                for i in 0..S::items(ctx) {
+                    S::set_item(ctx, i);
+                    if body.eval(ctx)? {
+                        n += 1;
+                    }
+                }
+                Ok(n == 1)
             }
         }
     }

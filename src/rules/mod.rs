@@ -31,6 +31,11 @@
 //! (division by zero, overflow, missing metadata key) does not match and is
 //! counted in `cardgate_rule_errors_total`.
 //!
+//! A rule whose `&&` chain requires a string field to equal a constant (or be
+//! `in` a list) is skipped when the field holds another value: see [`index`].
+//! That is an optimization only; the verdict and the metrics are those of
+//! evaluating every rule in order.
+//!
 //! **Invariant:** a [`RuleSet`] never changes after it is built; reload builds a
 //! new one off the hot path and swaps one pointer (see [`reload`]).
 pub mod backtest;
@@ -38,14 +43,18 @@ mod compile;
 mod error;
 mod eval;
 mod file;
+mod index;
 pub mod reference;
 pub mod reload;
+pub(crate) mod schema;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+
+use schema::{Auth, Schema};
 
 use crate::decision::Context;
 pub use error::{CompileError, CompileErrorKind, RuleSetError};
@@ -107,18 +116,18 @@ pub struct Verdict {
 
 /// One compiled rule.
 #[derive(Clone)]
-struct Rule {
+struct Rule<S: Schema> {
     name: Arc<str>,
     action: Action,
     shadow: bool,
     description: Option<Arc<str>>,
-    cond: eval::Bool,
+    cond: eval::Bool<S>,
     /// Registered once at build so a match costs one atomic add, not a registry
     /// lookup by labels; a no-op handle when built unmetered.
     matches: metrics::Counter,
 }
 
-impl std::fmt::Debug for Rule {
+impl<S: Schema> std::fmt::Debug for Rule<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rule")
             .field("name", &self.name)
@@ -128,16 +137,16 @@ impl std::fmt::Debug for Rule {
     }
 }
 
-impl Rule {
+impl<S: Schema> Rule<S> {
     #[inline]
-    fn eval(&self, ctx: &Context<'_>, metered: bool) -> bool {
+    fn eval(&self, ctx: &S::Ctx<'_>, metered: bool) -> bool {
         match self.cond.eval(ctx) {
             Ok(m) => m,
             Err(e) => {
                 // Cold path: the label allocation happens only when a rule errors.
                 if metered {
                     metrics::counter!(
-                        crate::metrics::RULE_ERRORS,
+                        S::ERRORS_METRIC,
                         "rule" => self.name.to_string(),
                         "error" => e.as_str(),
                     )
@@ -162,14 +171,23 @@ pub struct RuleInfo {
     pub description: Option<Arc<str>>,
 }
 
-/// An immutable, versioned rule set.
+/// An immutable, versioned rule set over the authorization context.
 #[derive(Debug, Clone)]
-pub struct RuleSet {
+pub struct RuleSet(Compiled<Auth>);
+
+/// An immutable, versioned rule set over context schema `S`: what [`RuleSet`]
+/// (authorizations) and the payment approval rules are built on.
+#[derive(Debug, Clone)]
+pub(crate) struct Compiled<S: Schema> {
     version: Arc<str>,
     /// Decisive rules, file order.
-    decisive: Arc<[Rule]>,
+    decisive: Arc<[Rule<S>]>,
     /// Shadow rules, file order.
-    shadow: Arc<[Rule]>,
+    shadow: Arc<[Rule<S>]>,
+    /// Candidates of `decisive` per context (see [`index`]).
+    decisive_index: Arc<index::Index<S>>,
+    /// Candidates of `shadow` per context.
+    shadow_index: Arc<index::Index<S>>,
     metered: bool,
 }
 
@@ -197,54 +215,102 @@ pub enum LoadError {
 impl RuleSet {
     /// The empty rule set: every authorization that passes controls is approved.
     pub fn empty() -> Self {
-        RuleSet {
-            version: Arc::from("empty"),
-            decisive: Arc::from(Vec::new()),
-            shadow: Arc::from(Vec::new()),
-            metered: false,
-        }
+        RuleSet(Compiled::empty())
     }
 
     /// Compiles a rules file, counting rule matches in the process metrics.
     /// Install the metrics recorder first: counters are bound at build time.
     pub fn from_toml(src: &str) -> Result<Self, RuleSetError> {
-        Self::build(src, true)
+        Compiled::build(src, true).map(RuleSet)
     }
 
     /// Compiles a rules file whose matches are not counted: for backtests and
     /// `rules test`, which must not pollute the live server's metrics, and for
     /// measuring what counting costs.
     pub fn from_toml_unmetered(src: &str) -> Result<Self, RuleSetError> {
-        Self::build(src, false)
+        Compiled::build(src, false).map(RuleSet)
     }
 
     /// Reads and compiles `path` (metered).
     pub fn load(path: &Path) -> Result<Self, LoadError> {
-        let src = read_rules_file(path)?;
-        Self::from_toml(&src).map_err(|errors| LoadError::Invalid {
-            path: path.display().to_string(),
-            errors,
-        })
+        Compiled::load(path).map(RuleSet)
     }
 
     /// Content-hash version (first 12 hex digits of the file's SHA-256), reported
     /// in every decision.
     pub fn version(&self) -> &str {
-        &self.version
+        self.0.version()
     }
 
     /// Number of rules, shadow included.
     pub fn len(&self) -> usize {
-        self.decisive.len() + self.shadow.len()
+        self.0.len()
     }
 
     /// True when there are no rules.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.0.is_empty()
     }
 
     /// The rules, decisive first then shadow, each group in file order.
     pub fn rules(&self) -> impl Iterator<Item = RuleInfo> + '_ {
+        self.0.rules()
+    }
+
+    /// Evaluates the rules against `ctx`: the first matching decisive rule, and
+    /// every matching shadow rule (see the module doc for the order). Rules whose
+    /// guard cannot hold are skipped through the index, with the same result as
+    /// evaluating them.
+    #[inline]
+    pub fn evaluate(&self, ctx: &Context<'_>) -> Verdict {
+        self.0.evaluate(ctx)
+    }
+
+    /// [`RuleSet::evaluate`] without the index: every rule in file order. The
+    /// reference the indexed evaluation is tested against.
+    pub fn evaluate_linear(&self, ctx: &Context<'_>) -> Verdict {
+        self.0.evaluate_linear(ctx)
+    }
+
+    /// How many string fields the decisive rules are indexed by (0: plain scan).
+    pub fn indexed_fields(&self) -> usize {
+        self.0.indexed_fields()
+    }
+}
+
+impl<S: Schema> Compiled<S> {
+    pub(crate) fn empty() -> Self {
+        Compiled {
+            version: Arc::from("empty"),
+            decisive: Arc::from(Vec::new()),
+            shadow: Arc::from(Vec::new()),
+            decisive_index: Arc::new(index::Index::linear(0)),
+            shadow_index: Arc::new(index::Index::linear(0)),
+            metered: false,
+        }
+    }
+
+    pub(crate) fn load(path: &Path) -> Result<Self, LoadError> {
+        let src = read_rules_file(path)?;
+        Self::build(&src, true).map_err(|errors| LoadError::Invalid {
+            path: path.display().to_string(),
+            errors,
+        })
+    }
+
+    pub(crate) fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.decisive.len() + self.shadow.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn rules(&self) -> impl Iterator<Item = RuleInfo> + '_ {
         self.decisive
             .iter()
             .chain(self.shadow.iter())
@@ -256,21 +322,51 @@ impl RuleSet {
             })
     }
 
-    /// Evaluates the rules against `ctx`: the first matching decisive rule, and
-    /// every matching shadow rule (see the module doc for the order).
-    pub fn evaluate(&self, ctx: &Context<'_>) -> Verdict {
+    #[inline]
+    pub(crate) fn evaluate(&self, ctx: &S::Ctx<'_>) -> Verdict {
+        self.evaluate_with(ctx, &self.decisive_index, &self.shadow_index)
+    }
+
+    pub(crate) fn evaluate_linear(&self, ctx: &S::Ctx<'_>) -> Verdict {
+        self.evaluate_with(
+            ctx,
+            &index::Index::linear(self.decisive.len()),
+            &index::Index::linear(self.shadow.len()),
+        )
+    }
+
+    pub(crate) fn indexed_fields(&self) -> usize {
+        self.decisive_index.indexed_fields()
+    }
+
+    /// The first decisive rule's condition, errors kept (differential tests).
+    #[cfg(test)]
+    pub(crate) fn evaluate_condition(&self, ctx: &S::Ctx<'_>) -> Result<bool, ()> {
+        self.decisive[0].cond.eval(ctx).map_err(|_| ())
+    }
+
+    #[inline]
+    fn evaluate_with(
+        &self,
+        ctx: &S::Ctx<'_>,
+        decisive: &index::Index<S>,
+        shadow: &index::Index<S>,
+    ) -> Verdict {
         let mut verdict = Verdict::default();
-        for rule in self.decisive.iter() {
+        decisive.visit(ctx, |i| {
+            let rule = &self.decisive[i];
             if rule.eval(ctx, self.metered) {
                 rule.matches.increment(1);
                 verdict.decisive = Some(Matched {
                     name: rule.name.clone(),
                     action: rule.action,
                 });
-                break;
+                return true;
             }
-        }
-        for rule in self.shadow.iter() {
+            false
+        });
+        shadow.visit(ctx, |i| {
+            let rule = &self.shadow[i];
             if rule.eval(ctx, self.metered) {
                 rule.matches.increment(1);
                 verdict.shadow.push(Matched {
@@ -278,11 +374,12 @@ impl RuleSet {
                     action: rule.action,
                 });
             }
-        }
+            false
+        });
         verdict
     }
 
-    fn build(src: &str, metered: bool) -> Result<Self, RuleSetError> {
+    pub(crate) fn build(src: &str, metered: bool) -> Result<Self, RuleSetError> {
         if src.len() > MAX_FILE_BYTES {
             return Err(file_error(CompileErrorKind::FileTooLarge {
                 size: src.len(),
@@ -332,7 +429,7 @@ impl RuleSet {
                 seen.insert(name, first_line);
                 ok = false;
             }
-            let action = match parse_action(r) {
+            let action = match parse_action(r, S::ACTIONS) {
                 Ok(a) => Some(a),
                 Err((span, kind)) => {
                     errors.push(at(span, kind));
@@ -359,7 +456,7 @@ impl RuleSet {
                 ));
                 None
             } else {
-                match compile_expr(&env, when, &lists) {
+                match compile_expr::<S>(&env, when, &lists) {
                     Ok(c) => Some(c),
                     Err((char_offset, kind)) => {
                         let (line, col) = lines.in_string(r.when.span().start, char_offset);
@@ -378,7 +475,7 @@ impl RuleSet {
                 let mode = if is_shadow { "shadow" } else { "decisive" };
                 let matches = if metered {
                     metrics::counter!(
-                        crate::metrics::RULE_MATCHES,
+                        S::MATCHES_METRIC,
                         "rule" => name.to_string(),
                         "mode" => mode,
                     )
@@ -404,8 +501,14 @@ impl RuleSet {
             errors.sort_by_key(|e| (e.line, e.col));
             return Err(RuleSetError { errors });
         }
-        Ok(RuleSet {
+        let index_of = |rules: &[Rule<S>]| {
+            let conds: Vec<&eval::Bool<S>> = rules.iter().map(|r| &r.cond).collect();
+            Arc::new(index::Index::build(&conds))
+        };
+        Ok(Compiled {
             version: Arc::from(content_version(src.as_bytes())),
+            decisive_index: index_of(&decisive),
+            shadow_index: index_of(&shadow),
             decisive: Arc::from(decisive),
             shadow: Arc::from(shadow),
             metered,
@@ -475,7 +578,17 @@ fn invalid_name(name: &str) -> Option<String> {
 
 type Span = std::ops::Range<usize>;
 
-fn parse_action(r: &file::RawRule) -> Result<Action, (Span, CompileErrorKind)> {
+fn parse_action(r: &file::RawRule, allowed: &[&str]) -> Result<Action, (Span, CompileErrorKind)> {
+    let written = r.action.get_ref().as_str();
+    if !allowed.contains(&written) && ["approve", "decline", "cap", "review"].contains(&written) {
+        return Err((
+            r.action.span(),
+            CompileErrorKind::Action(format!(
+                "action `{written}` is not available in this rule set ({})",
+                allowed.join(", ")
+            )),
+        ));
+    }
     let action = match r.action.get_ref().as_str() {
         "approve" => Action::Approve,
         "decline" => Action::Decline,
@@ -593,11 +706,11 @@ fn build_lists(
 
 /// Parses and compiles one expression; errors carry the character offset inside
 /// the expression.
-fn compile_expr(
+fn compile_expr<S: Schema>(
     env: &cel::Env,
     src: &str,
     lists: &BTreeMap<String, compile::List>,
-) -> Result<eval::Bool, (usize, CompileErrorKind)> {
+) -> Result<eval::Bool<S>, (usize, CompileErrorKind)> {
     let (ast, info) = match env.parser().parse_with_source_info(src) {
         Ok(x) => x,
         Err(errs) => {
@@ -614,7 +727,7 @@ fn compile_expr(
             return Err((offset, CompileErrorKind::Syntax(msg)));
         }
     };
-    compile::compile_when(&ast, lists).map_err(|(id, kind)| {
+    compile::compile_when::<S>(&ast, lists).map_err(|(id, kind)| {
         let offset = info.offset_for(id).map(|(s, _)| s as usize).unwrap_or(0);
         (offset, kind)
     })

@@ -91,8 +91,26 @@ impl Interpreter {
     /// Evaluates like [`super::RuleSet::evaluate`]: first decisive match, every
     /// shadow match; an error or a non-bool result does not match.
     pub fn evaluate(&self, ctx: &Context<'_>) -> Verdict {
-        let act = self.activation(ctx);
-        let matches = |p: &Program| matches!(p.execute(&act), Ok(Value::Bool(true)));
+        self.verdict(&self.activation(ctx))
+    }
+
+    /// The interpreter's context for one payment approval request.
+    pub fn payment_activation(
+        &self,
+        ctx: &crate::payments::PaymentContext<'_>,
+    ) -> cel::Context<'static, 'static> {
+        let mut c = cel::Context::with_env(self.env.clone());
+        bind_payment(&mut c, ctx, self.lists.clone());
+        c
+    }
+
+    /// [`Interpreter::evaluate`] for payment rules.
+    pub fn evaluate_payment(&self, ctx: &crate::payments::PaymentContext<'_>) -> Verdict {
+        self.verdict(&self.payment_activation(ctx))
+    }
+
+    fn verdict(&self, act: &cel::Context<'_, '_>) -> Verdict {
+        let matches = |p: &Program| matches!(p.execute(act), Ok(Value::Bool(true)));
         let mut v = Verdict::default();
         for (name, action, p) in &self.decisive {
             if matches(p) {
@@ -229,6 +247,64 @@ pub fn bind(c: &mut cel::Context<'_, 'static>, ctx: &Context<'_>, lists: Value) 
                 ),
             ]),
         ),
+        ("lists", lists),
+    ];
+    for (name, v) in vars {
+        c.add_variable_from_value(name, v);
+    }
+}
+
+/// Binds the payment approval context (see `crate::payments`) as CEL variables.
+pub fn bind_payment(
+    c: &mut cel::Context<'_, 'static>,
+    ctx: &crate::payments::PaymentContext<'_>,
+    lists: Value,
+) {
+    let r = ctx.request();
+    let s = |x: &str| Value::from(x);
+    let items: Vec<Value> = r
+        .line_items
+        .iter()
+        .map(|i| {
+            map(vec![
+                ("sku", s(&i.sku)),
+                ("name", s(&i.name)),
+                ("quantity", Value::Int(i.quantity)),
+                ("amount", Value::Int(i.amount)),
+            ])
+        })
+        .collect();
+    let metadata: HashMap<String, Value> =
+        r.metadata.iter().map(|(k, v)| (k.clone(), s(v))).collect();
+    let vars = [
+        ("amount", Value::Int(r.amount)),
+        (
+            "quantity",
+            Value::Int(
+                r.line_items
+                    .iter()
+                    .fold(0i64, |a, i| a.saturating_add(i.quantity)),
+            ),
+        ),
+        ("currency", s(&r.currency.to_ascii_lowercase())),
+        (
+            "customer",
+            map(vec![
+                ("id", s(&r.customer.id)),
+                ("country", s(&r.customer.country)),
+                ("email", s(&r.customer.email)),
+            ]),
+        ),
+        (
+            "card",
+            map(vec![
+                ("country", s(&r.card.country)),
+                ("brand", s(&r.card.brand)),
+                ("funding", s(&r.card.funding)),
+            ]),
+        ),
+        ("line_items", Value::List(Arc::new(items))),
+        ("metadata", Value::from(metadata)),
         ("lists", lists),
     ];
     for (name, v) in vars {

@@ -20,23 +20,56 @@ use crate::metrics as m;
 /// Held only while compiling and swapping, never by the decision path.
 static RELOAD: Mutex<()> = Mutex::new(());
 
+/// A rule set that can be hot-swapped: the authorization [`RuleSet`] and the
+/// payment approval rules (`crate::payments::PaymentRuleSet`).
+pub trait Live: Send + Sync + Sized + 'static {
+    /// What the log lines call it.
+    const KIND: &'static str;
+    /// Gauge set to 1 for the live version (label `version`).
+    const INFO_METRIC: &'static str;
+    /// Counter of reloads (label `result`).
+    const RELOADS_METRIC: &'static str;
+    /// Compiles a rules file (metered).
+    fn compile(src: &str) -> Result<Self, RuleSetError>;
+    /// Content-hash version.
+    fn version(&self) -> &str;
+    /// Rules in the set.
+    fn len(&self) -> usize;
+}
+
+impl Live for RuleSet {
+    const KIND: &'static str = "rule set";
+    const INFO_METRIC: &'static str = m::RULESET_INFO;
+    const RELOADS_METRIC: &'static str = m::RULE_RELOADS;
+    fn compile(src: &str) -> Result<Self, RuleSetError> {
+        RuleSet::from_toml(src)
+    }
+    fn version(&self) -> &str {
+        RuleSet::version(self)
+    }
+    fn len(&self) -> usize {
+        RuleSet::len(self)
+    }
+}
+
 /// Compiles `src` and, when valid, makes it the live set. `origin` (`file`,
 /// `sighup`, `api`, `start`) goes into the log line. Returns the new set.
-pub fn install(
-    live: &ArcSwap<RuleSet>,
+pub fn install<T: Live>(
+    live: &ArcSwap<T>,
     src: &str,
     origin: &'static str,
-) -> Result<Arc<RuleSet>, RuleSetError> {
+) -> Result<Arc<T>, RuleSetError> {
     // A poisoned lock only means another reload panicked; the guard protects no data.
     let _guard = RELOAD.lock().unwrap_or_else(|p| p.into_inner());
-    match RuleSet::from_toml(src) {
+    match T::compile(src) {
         Ok(set) => {
             let set = Arc::new(set);
             let old = live.swap(set.clone());
-            publish(&old, &set);
-            metrics::counter!(m::RULE_RELOADS, "result" => "ok").increment(1);
+            publish(&*old, &*set);
+            metrics::counter!(T::RELOADS_METRIC, "result" => "ok").increment(1);
             tracing::info!(
                 origin,
+                kind = T::KIND,
                 version = set.version(),
                 previous = old.version(),
                 rules = set.len(),
@@ -45,37 +78,39 @@ pub fn install(
             Ok(set)
         }
         Err(e) => {
-            rejected(origin, &e.to_string());
+            rejected::<T>(origin, &e.to_string());
             Err(e)
         }
     }
 }
 
 /// Reads `path` and [`install`]s it.
-pub fn install_file(
-    live: &ArcSwap<RuleSet>,
+pub fn install_file<T: Live>(
+    live: &ArcSwap<T>,
     path: &Path,
     origin: &'static str,
-) -> Result<Arc<RuleSet>, LoadError> {
-    let src = read_rules_file(path).inspect_err(|e| rejected(origin, &e.to_string()))?;
+) -> Result<Arc<T>, LoadError> {
+    let src = read_rules_file(path).inspect_err(|e| rejected::<T>(origin, &e.to_string()))?;
     install(live, &src, origin).map_err(|errors| LoadError::Invalid {
         path: path.display().to_string(),
         errors,
     })
 }
 
-/// Marks `set` as the live version in the `cardgate_ruleset_info` gauge.
-pub fn publish(old: &RuleSet, set: &RuleSet) {
+/// Marks `set` as the live version in its info gauge (`cardgate_ruleset_info`
+/// for the authorization rules).
+pub fn publish<T: Live>(old: &T, set: &T) {
     if old.version() != set.version() {
-        metrics::gauge!(m::RULESET_INFO, "version" => old.version().to_string()).set(0.0);
+        metrics::gauge!(T::INFO_METRIC, "version" => old.version().to_string()).set(0.0);
     }
-    metrics::gauge!(m::RULESET_INFO, "version" => set.version().to_string()).set(1.0);
+    metrics::gauge!(T::INFO_METRIC, "version" => set.version().to_string()).set(1.0);
 }
 
-fn rejected(origin: &'static str, error: &str) {
-    metrics::counter!(m::RULE_RELOADS, "result" => "rejected").increment(1);
+fn rejected<T: Live>(origin: &'static str, error: &str) {
+    metrics::counter!(T::RELOADS_METRIC, "result" => "rejected").increment(1);
     tracing::error!(
         origin,
+        kind = T::KIND,
         "rule set rejected, the previous one stays live: {error}"
     );
 }
@@ -83,10 +118,10 @@ fn rejected(origin: &'static str, error: &str) {
 /// Reloads `path` into the set `get(&state)` whenever the file changes or the
 /// process receives SIGHUP, until the runtime stops. Watches the parent directory,
 /// because editors and deploy tools replace files by renaming a new one over them.
-pub async fn watch<T: Send + Sync + 'static>(
+pub async fn watch<T: Send + Sync + 'static, L: Live>(
     path: PathBuf,
     state: Arc<T>,
-    get: fn(&T) -> &ArcSwap<RuleSet>,
+    get: fn(&T) -> &ArcSwap<L>,
 ) {
     use notify::Watcher;
     use tokio::signal::unix::{SignalKind, signal};

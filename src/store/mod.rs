@@ -75,6 +75,8 @@ pub const MIGRATIONS: &[&str] = &[
          spend_json        TEXT NOT NULL
      );
      CREATE INDEX decisions_decided_at ON decisions (decided_at);",
+    // 2: shadow rules that matched each decision (JSON array of names; NULL: none).
+    "ALTER TABLE decisions ADD COLUMN shadow_rules TEXT;",
 ];
 
 /// When an approval may be answered relative to its commit.
@@ -186,6 +188,9 @@ pub struct LoggedDecision {
     pub event_json: Vec<u8>,
     /// Spend the decision saw (card and cardholder totals per interval).
     pub spend_json: String,
+    /// Shadow rules that matched, as a JSON array of names; `None` when none did
+    /// (or the rules were not reached).
+    pub shadow_rules: Option<String>,
 }
 
 /// One queued write.
@@ -472,6 +477,15 @@ pub fn cardholder_of(path: &Path, card: &str) -> Result<Option<String>, StoreErr
     .map_err(sqlite(path))
 }
 
+/// [`Store::decision_log`] of the database at `path`, read-only without the writer
+/// (for `cardgate backtest`, which may run beside a live server).
+pub fn read_decision_log(
+    path: &Path,
+    since: Option<i64>,
+) -> Result<Vec<LoggedDecision>, StoreError> {
+    read_decisions(path, since)
+}
+
 fn read_decisions(path: &Path, since: Option<i64>) -> Result<Vec<LoggedDecision>, StoreError> {
     let conn = read_only(path)?;
     let err = sqlite(path);
@@ -480,7 +494,7 @@ fn read_decisions(path: &Path, since: Option<i64>) -> Result<Vec<LoggedDecision>
             "SELECT id, event_id, authorization_id, card, cardholder, amount, currency,
                     merchant_category, merchant_mcc, merchant_country, merchant_name,
                     approved, approved_amount, reason, rule, ruleset, latency_us,
-                    decided_at, event_json, spend_json
+                    decided_at, event_json, spend_json, shadow_rules
              FROM decisions WHERE decided_at >= ?1 ORDER BY id",
         )
         .map_err(&err)?;
@@ -507,6 +521,7 @@ fn read_decisions(path: &Path, since: Option<i64>) -> Result<Vec<LoggedDecision>
                 decided_at: r.get(17)?,
                 event_json: r.get(18)?,
                 spend_json: r.get(19)?,
+                shadow_rules: r.get(20)?,
             })
         })
         .map_err(&err)?;
@@ -557,9 +572,9 @@ fn commit_batch(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<()> {
             "INSERT INTO decisions (event_id, authorization_id, card, cardholder, amount, currency,
                  merchant_category, merchant_mcc, merchant_country, merchant_name, approved,
                  approved_amount, reason, rule, ruleset, latency_us, decided_at, event_json,
-                 spend_json)
+                 spend_json, shadow_rules)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18, ?19)",
+                 ?18, ?19, ?20)",
         )?;
         for write in batch.iter().flat_map(|j| &j.writes) {
             match write {
@@ -601,6 +616,7 @@ fn commit_batch(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<()> {
                         d.decided_at,
                         d.event_json,
                         d.spend_json,
+                        d.shadow_rules,
                     ])?;
                 }
             }

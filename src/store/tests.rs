@@ -42,6 +42,7 @@ fn row(id: &str, decided_at: i64) -> LoggedDecision {
         decided_at,
         event_json: br#"{"id":"evt"}"#.to_vec(),
         spend_json: r#"{"card":{}}"#.into(),
+        shadow_rules: None,
     }
 }
 

@@ -52,6 +52,8 @@ impl Server {
         // the bundled config/rules.toml would make decisions depend on its contents.
         let rules = dir.path().join("rules.toml");
         std::fs::write(&rules, "").unwrap();
+        let payment_rules = dir.path().join("payment_rules.toml");
+        std::fs::write(&payment_rules, "").unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardgate"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&path)
@@ -60,6 +62,7 @@ impl Server {
             .env("CARDGATE_DATA_DIR", dir.path().join("data"))
             .env("CARDGATE_LOG", "debug")
             .env("CARDGATE_RULES", &rules)
+            .env("CARDGATE_PAYMENT_RULES", &payment_rules)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(Stdio::null());
@@ -107,6 +110,16 @@ impl Server {
     /// `http://ADDR{path}`
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends signal `sig` (a `kill` name such as `HUP`) to the server.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("server running").id();
+        let ok = Command::new("kill")
+            .args([format!("-{sig}"), pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -{sig} {pid} failed");
     }
 
     /// Sends SIGTERM and waits for the exit status.

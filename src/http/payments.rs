@@ -1,0 +1,124 @@
+//! `POST /v1/payment_approvals`: the HTTP shell of [`crate::payments`].
+//!
+//! For servers that must check fraud or inventory before finalizing a Checkout
+//! payment (Stripe's manual approval flow): the body is a payment attempt, the
+//! answer approve or decline with the reason, decided by the live payment rule
+//! set (hot-reloaded like the authorization rules).
+//!
+//! Request (JSON, ≤ 256 KiB, unknown fields refused):
+//!
+//! ```json
+//! {"id": "cs_test_a1", "amount": 12000, "currency": "usd",
+//!  "customer": {"id": "cus_1", "country": "US", "email": "a@example.com"},
+//!  "card": {"country": "FR", "brand": "visa", "funding": "credit"},
+//!  "line_items": [{"sku": "sku_tee", "name": "Tee", "quantity": 2, "amount": 6000}],
+//!  "metadata": {"channel": "web"}}
+//! ```
+//!
+//! Answers:
+//! - 200 `{"id":"cs_test_a1","approved":false,"reason":"rule:out-of-stock",
+//!   "rule":"out-of-stock","message":"…","ruleset":"<version>"}` (`rule` and
+//!   `message` only when a rule decided; `shadow` lists matching shadow rules);
+//! - 400 `{"error":{"code":"invalid_request","message":…,"field":"line_items[0].quantity"}}`
+//!   for bad JSON, an unknown field, a wrong type or an out-of-range value;
+//! - 413 `{"error":{"code":"body_too_large",…}}` over 256 KiB.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::CONTENT_LENGTH;
+use hyper::{Request, Response, StatusCode};
+
+use super::respond::{json_bytes, json_error};
+use super::{AppState, Body};
+use crate::metrics as m;
+use crate::payments::{self, PaymentRequest};
+
+/// Largest accepted body: a thousand line items fit with room to spare.
+pub const BODY_LIMIT: usize = 256 * 1024;
+
+/// Handles one payment approval request.
+pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> {
+    let declared_too_big = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > BODY_LIMIT as u64);
+    if declared_too_big {
+        return too_large();
+    }
+    let body = match tokio::time::timeout(
+        state.config.deadline,
+        Limited::new(req.into_body(), BODY_LIMIT).collect(),
+    )
+    .await
+    {
+        Err(_) => {
+            return json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "request body did not arrive within the deadline",
+            );
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Ok(Err(_)) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "body_unreadable",
+                "request body could not be read",
+            );
+        }
+        Ok(Ok(b)) => b.to_bytes(),
+    };
+    let (status, body) = answer(state, &body);
+    json_bytes(status, body)
+}
+
+/// The endpoint without the network: parse, decide, encode.
+pub fn answer(state: &AppState, body: &[u8]) -> (StatusCode, Bytes) {
+    let req = match PaymentRequest::parse(body) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(field = %e.field, "payment approval request rejected: {}", e.message);
+            let body = serde_json::json!({"error": {
+                "code": "invalid_request",
+                "message": e.to_string(),
+                "field": e.field,
+            }});
+            return (
+                StatusCode::BAD_REQUEST,
+                Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+            );
+        }
+    };
+    let rules = state.payment_rules.load();
+    let decision = payments::decide(&rules, &req);
+    let outcome = if decision.approved {
+        "approve"
+    } else {
+        "decline"
+    };
+    metrics::counter!(m::PAYMENT_APPROVALS, "outcome" => outcome).increment(1);
+    tracing::info!(
+        id = decision.id.as_deref(),
+        amount = req.amount,
+        outcome,
+        reason = %decision.reason,
+        ruleset = %decision.ruleset,
+        shadow = ?decision.shadow,
+        "payment approval"
+    );
+    (
+        StatusCode::OK,
+        Bytes::from(serde_json::to_vec(&decision).unwrap_or_default()),
+    )
+}
+
+fn too_large() -> Response<Body> {
+    json_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        "request body is over the 256 KiB limit",
+    )
+}
