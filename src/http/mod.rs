@@ -8,6 +8,7 @@
 //! open connection finish its in-flight request (bounded by the grace period).
 
 mod admin;
+pub mod emulator;
 mod ledger;
 mod respond;
 mod state;
