@@ -572,3 +572,120 @@ async fn the_emulator_api_refuses_bad_calls_stripe_style() {
         (400, json!("authorization_not_pending"))
     );
 }
+
+const SCENARIO: &str = r#"
+days = 4
+cardholders = 3
+cards_per_cardholder = 2
+concurrency = 3
+purchases_per_card_per_day = [0, 4]
+[card_controls]
+blocked_categories = ["betting_casino_gambling"]
+spending_limits = [{ amount = 8000, interval = "per_authorization" }, { amount = 15000, interval = "daily" }]
+[cardholder_controls]
+spending_limits = [{ amount = 40000, interval = "weekly" }]
+[fates]
+capture = 0.4
+partial_capture = 0.1
+over_capture = 0.1
+reverse = 0.1
+partial_reverse = 0.1
+expire = 0.1
+increment = 0.1
+[[merchant]]
+name = "GREEN LEAF MARKET"
+category = "grocery_stores_supermarkets"
+amount = [300, 12000]
+weight = 3
+controllable = 0.5
+[[merchant]]
+name = "LUCKYSTAR CASINO"
+category = "betting_casino_gambling"
+amount = [100, 900]
+[[merchant]]
+name = "HOTEL ROYAL"
+category = "hotels_motels_and_resorts"
+amount = [4000, 9000]
+"#;
+
+/// Runs the scenario against a fresh cardgate; returns (exit code, stdout).
+fn run_scenario(seed: &str, rules: Option<&str>) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("scenario.toml");
+    std::fs::write(&scenario, SCENARIO).unwrap();
+    let rules_path = dir.path().join("rules.toml");
+    std::fs::write(&rules_path, rules.unwrap_or("")).unwrap();
+    let server = Server::start(
+        &common::base_config(),
+        &[
+            (
+                "CARDGATE_DATA_DIR",
+                dir.path().join("data").to_str().unwrap(),
+            ),
+            ("CARDGATE_RULES", rules_path.to_str().unwrap()),
+        ],
+    );
+    let out = Command::new(BIN)
+        .args(["simulate", "run"])
+        .arg(&scenario)
+        .args(["--webhook-url", &server.url("/webhooks/stripe")])
+        .args(["--secret", SECRET, "--seed", seed])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("purchases"),
+        "no progress on stderr: {stderr}"
+    );
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+/// The summary without the timing lines, which are the only ones allowed to vary.
+fn outcomes(stdout: &str) -> String {
+    stdout
+        .lines()
+        .filter(|l| !l.starts_with("latency") && !l.starts_with("throughput"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn scenario_runs_are_deterministic_and_agree_with_the_oracle() {
+    let (code, first) = run_scenario("7", None);
+    assert_eq!(code, 0, "{first}");
+    assert!(first.contains("oracle: 0 disagreements"), "{first}");
+    assert!(first.contains("delivery: 0 lifecycle events not accepted, 0 emulator errors"));
+    // Every path was exercised: limits, blocked category, and each lifecycle step.
+    for needle in [
+        "spending_limit",
+        "category_blocked",
+        "webhook_declined",
+        "partial ",
+        "expiries",
+        "reversals",
+        "latency (request webhook round trip): p50",
+    ] {
+        assert!(first.contains(needle), "{needle} not in\n{first}");
+    }
+    let (_, second) = run_scenario("7", None);
+    assert_eq!(outcomes(&first), outcomes(&second));
+    let (_, other) = run_scenario("8", None);
+    assert_ne!(outcomes(&first), outcomes(&other));
+}
+
+#[test]
+fn the_oracle_reports_answers_the_limits_do_not_explain() {
+    // A rule the oracle knows nothing of: every hotel declines.
+    let rules = r#"
+[[rule]]
+name = "no-hotels"
+when = 'merchant.category == "hotels_motels_and_resorts"'
+action = "decline"
+"#;
+    let (code, out) = run_scenario("7", Some(rules));
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains("oracle: 0 disagreements"), "{out}");
+    assert!(out.contains("expected Approve"), "{out}");
+    assert!(out.contains("cardgate rule:no-hotels"), "{out}");
+}
