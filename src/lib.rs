@@ -13,6 +13,8 @@
 //! - [`ledger`]: in-memory spend per card and cardholder; atomic check-and-reserve.
 //! - [`store`]: SQLite (the only SQL): ledger facts and the decision log, one writer.
 //! - [`metrics`]: every metric name, in one place.
+//! - [`simulate`]: the local Issuing emulator and the seeded scenario runner
+//!   (`cardgate simulate`); its network side is `http::emulator`.
 //!
 //! `main.rs` is the CLI; this crate root only wires the parts together.
 
@@ -26,6 +28,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod payments;
 pub mod rules;
+pub mod simulate;
 
 pub mod store;
 pub mod stripe;

@@ -109,6 +109,87 @@ enum Command {
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// A local stand-in for Stripe Issuing in test mode, and a seeded scenario
+    /// runner that drives cardgate with realistic card traffic.
+    Simulate {
+        #[command(subcommand)]
+        command: SimulateCommand,
+    },
+}
+
+/// What the emulator needs to reach cardgate, shared by `simulate serve` and `run`.
+#[derive(clap::Args)]
+struct EmulatorArgs {
+    /// cardgate's webhook URL; request and lifecycle events are POSTed here.
+    #[arg(long)]
+    webhook_url: String,
+    /// Secret the events are signed with (whsec_…). Default: the first of
+    /// CARDGATE_WEBHOOK_SECRET, else of webhook.secrets in --config.
+    #[arg(long)]
+    secret: Option<String>,
+    /// Config file to take the secret from when none is given.
+    #[arg(long, default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// The real-time window in milliseconds: a request not answered within it
+    /// gets the timeout fallback (reason webhook_timeout). Stripe waits 2 s.
+    #[arg(long, default_value_t = 2000)]
+    window_ms: u64,
+    /// The account's timeout setting: "approve" or "decline".
+    #[arg(long, default_value = "decline")]
+    timeout_fallback: String,
+}
+
+#[derive(Subcommand)]
+enum SimulateCommand {
+    /// Run the emulator's API (Stripe test helpers, cards, cardholders, the
+    /// deprecated approve/decline calls) and send signed events to cardgate.
+    ///
+    /// Prints "cardgate simulator listening on http://ADDR" once bound. Every /v1
+    /// call needs the API key (Authorization: Bearer KEY, or curl -u KEY:). Example:
+    ///   curl -u sk_test_cardgate_simulator: http://ADDR/v1/test_helpers/issuing/authorizations \
+    ///        -d card=ic_… -d amount=4250 -d merchant_data[category]=bakeries
+    Serve {
+        #[command(flatten)]
+        emulator: EmulatorArgs,
+        /// Address to listen on (IP:PORT; port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:12111")]
+        listen: String,
+        /// Secret API key callers must present (the legacy approve/decline mode
+        /// of cardgate uses it as its Stripe key).
+        #[arg(
+            long,
+            env = "CARDGATE_SIM_API_KEY",
+            default_value = "sk_test_cardgate_simulator"
+        )]
+        api_key: String,
+        /// Namespace in every id the emulator makes (default: from the clock, so
+        /// two runs against one cardgate never share ids).
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+    /// Run a scenario: cardholders spending over virtual days through the
+    /// emulator into cardgate, checked by an oracle that knows the limits.
+    ///
+    /// Progress goes to stderr, the summary to stdout (approved/declined by
+    /// reason, lifecycle counts, latency percentiles, oracle disagreements).
+    /// Exits 1 when the oracle disagrees with any answer or an event was not
+    /// accepted. The same seed gives the same summary against a fresh cardgate
+    /// (ids repeat: use a fresh data dir, or --namespace, to run again).
+    Run {
+        /// The scenario file (TOML; see config/scenario.toml).
+        scenario: PathBuf,
+        #[command(flatten)]
+        emulator: EmulatorArgs,
+        /// Seed (default: the scenario's).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Namespace in every id (default: s<seed>).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// No progress display.
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -207,6 +288,25 @@ fn main() -> ExitCode {
             timestamp,
             config,
         } => sign(file, secret, timestamp, config),
+        Command::Simulate {
+            command:
+                SimulateCommand::Serve {
+                    emulator,
+                    listen,
+                    api_key,
+                    namespace,
+                },
+        } => simulate_serve(emulator, listen, api_key, namespace),
+        Command::Simulate {
+            command:
+                SimulateCommand::Run {
+                    scenario,
+                    emulator,
+                    seed,
+                    namespace,
+                    quiet,
+                },
+        } => simulate_run(scenario, emulator, seed, namespace, quiet),
     };
     match result {
         Ok(code) => code,
@@ -630,4 +730,167 @@ fn sign(
     });
     println!("{}", cardgate::stripe::sign_header(&secrets, t, &body));
     Ok(ExitCode::SUCCESS)
+}
+
+fn emulator_config(
+    args: &EmulatorArgs,
+    api_key: &str,
+) -> anyhow::Result<http::emulator::EmulatorConfig> {
+    let secret = match &args.secret {
+        Some(s) => s.clone(),
+        None => load_config(&args.config, None, None)
+            .context("no --secret given and the config could not supply one")?
+            .webhook_secrets
+            .into_iter()
+            .next()
+            .context("no webhook secret configured")?,
+    };
+    anyhow::ensure!(
+        (1..=60_000).contains(&args.window_ms),
+        "--window-ms must be between 1 and 60000"
+    );
+    Ok(http::emulator::EmulatorConfig::new(
+        &args.webhook_url,
+        &secret,
+        std::time::Duration::from_millis(args.window_ms),
+        api_key,
+    )?)
+}
+
+fn timeout_fallback(text: &str) -> anyhow::Result<cardgate::simulate::TimeoutFallback> {
+    match text {
+        "approve" => Ok(cardgate::simulate::TimeoutFallback::Approve),
+        "decline" => Ok(cardgate::simulate::TimeoutFallback::Decline),
+        other => anyhow::bail!("--timeout-fallback {other:?} must be approve or decline"),
+    }
+}
+
+fn simulate_serve(
+    args: EmulatorArgs,
+    listen: String,
+    api_key: String,
+    namespace: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let config = emulator_config(&args, &api_key)?;
+    let fallback = timeout_fallback(&args.timeout_fallback)?;
+    let listen: std::net::SocketAddr = listen
+        .parse()
+        .with_context(|| format!("--listen {listen:?} is not IP:PORT"))?;
+    // Base-36 seconds keep ids short and distinct between runs.
+    let namespace = namespace.unwrap_or_else(|| {
+        let mut n = unix_now().max(0) as u64;
+        let mut s = String::new();
+        while n > 0 {
+            let d = (n % 36) as u32;
+            s.insert(0, char::from_digit(d, 36).unwrap_or('0'));
+            n /= 36;
+        }
+        s
+    });
+    anyhow::ensure!(
+        !namespace.is_empty() && namespace.chars().all(|c| c.is_ascii_alphanumeric()),
+        "--namespace must be letters and digits"
+    );
+    let model = cardgate::simulate::Emulator::new(&namespace, fallback, "2026-10-28.endive");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        let addr = listener.local_addr()?;
+        let webhook = config.webhook_url.clone();
+        let sim = Arc::new(http::emulator::Simulator::new(model, config));
+        tracing::info!(%addr, %webhook, "simulator serving");
+        println!("cardgate simulator listening on http://{addr}");
+        std::io::stdout().flush()?;
+        http::emulator::serve(listener, sim, shutdown_signal()).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn simulate_run(
+    path: PathBuf,
+    args: EmulatorArgs,
+    seed: Option<u64>,
+    namespace: Option<String>,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    use cardgate::simulate::scenario::{self, Scenario};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let scenario = Arc::new(Scenario::load(&path)?);
+    let seed = seed.unwrap_or(scenario.seed);
+    // The runner calls the emulator in-process: no API key is ever presented.
+    let config = emulator_config(&args, "sk_test_unused")?;
+    let fallback = timeout_fallback(&args.timeout_fallback)?;
+    let namespace = namespace.unwrap_or_else(|| format!("s{seed}"));
+    anyhow::ensure!(
+        !namespace.is_empty() && namespace.chars().all(|c| c.is_ascii_alphanumeric()),
+        "--namespace must be letters and digits"
+    );
+    let total = scenario.purchases(seed);
+    let model = cardgate::simulate::Emulator::new(&namespace, fallback, "2026-10-28.endive");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let started = std::time::Instant::now();
+    let summary = runtime.block_on(async move {
+        let sim = Arc::new(http::emulator::Simulator::new(model, config));
+        let progress = Arc::new(AtomicU64::new(0));
+        let ticker = (!quiet).then(|| {
+            let progress = progress.clone();
+            tokio::spawn(async move {
+                use std::io::IsTerminal;
+                // A redrawn bar on a terminal; one line per tenth in a log file.
+                let tty = std::io::stderr().is_terminal();
+                let mut last = u64::MAX;
+                loop {
+                    let done = progress.load(Ordering::Relaxed);
+                    let tenth = (done * 10).checked_div(total).unwrap_or(10);
+                    if !tty && tenth != last {
+                        last = tenth;
+                        eprintln!("{done}/{total} purchases");
+                    } else if tty && done != last {
+                        last = done;
+                        let width = 30u64;
+                        let filled = (done * width).checked_div(total).unwrap_or(width);
+                        eprint!(
+                            "\r[{}{}] {done}/{total} purchases",
+                            "#".repeat(filled as usize),
+                            " ".repeat((width - filled.min(width)) as usize)
+                        );
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            })
+        });
+        let summary = scenario::run(scenario, seed, sim, progress.clone()).await;
+        if let Some(t) = ticker {
+            t.abort();
+            let done = progress.load(Ordering::Relaxed);
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                eprintln!("\r[{}] {done}/{total} purchases", "#".repeat(30));
+            } else {
+                eprintln!("{done}/{total} purchases: done");
+            }
+        }
+        summary
+    });
+    let elapsed = started.elapsed();
+    print!("{}", summary.render());
+    let requests = summary.approved + summary.partial + summary.declined;
+    println!(
+        "throughput: {requests} requests in {:.1}s ({:.0}/s)",
+        elapsed.as_secs_f64(),
+        requests as f64 / elapsed.as_secs_f64().max(1e-9)
+    );
+    let ok = summary.disagreements == 0 && summary.undelivered == 0 && summary.errors.is_empty();
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -8,6 +8,7 @@
 //! open connection finish its in-flight request (bounded by the grace period).
 
 mod admin;
+pub mod emulator;
 mod ledger;
 pub mod payments;
 mod respond;
