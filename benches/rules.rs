@@ -3,8 +3,9 @@
 //! decision table (hit policy first, `compile()` called), in one run. Plus the cost
 //! of per-rule match counters (metrics on vs off).
 //!
-//! `approve`: no rule matches (every rule is evaluated); `late`: only the last one
-//! matches. Run: `cargo bench --bench rules`.
+//! `approve`: no rule matches; `late`: only the last one matches. `compiled` is the
+//! whole `decide()` (controls + indexed rules); `rules_indexed` / `rules_linear` time
+//! the rules alone with and without the index. Run: `cargo bench --bench rules`.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -213,6 +214,19 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 let ctx = Context::new(black_box(&auth), &program, &set, &NoSpend, NOW);
                 black_box(decide(&ctx))
+            })
+        });
+        // The rules alone, with and without the index (same verdicts, tested).
+        g.bench_function(format!("rules_indexed/{tag}"), |b| {
+            b.iter(|| {
+                let ctx = Context::new(black_box(&auth), &program, &set, &NoSpend, NOW);
+                black_box(set.evaluate(&ctx))
+            })
+        });
+        g.bench_function(format!("rules_linear/{tag}"), |b| {
+            b.iter(|| {
+                let ctx = Context::new(black_box(&auth), &program, &set, &NoSpend, NOW);
+                black_box(set.evaluate_linear(&ctx))
             })
         });
         g.bench_function(format!("cel_interpreter/{tag}"), |b| {
