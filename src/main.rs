@@ -98,8 +98,9 @@ enum Command {
 #[derive(clap::Args)]
 struct EmulatorArgs {
     /// cardgate's webhook URL; request and lifecycle events are POSTed here.
+    /// Optional for `serve` (set it later with POST /v1/webhook_endpoints url=…).
     #[arg(long)]
-    webhook_url: String,
+    webhook_url: Option<String>,
     /// Secret the events are signed with (whsec_…). Default: the first of
     /// CARDGATE_WEBHOOK_SECRET, else of webhook.secrets in --config.
     #[arg(long)]
@@ -640,7 +641,7 @@ fn emulator_config(
         "--window-ms must be between 1 and 60000"
     );
     Ok(http::emulator::EmulatorConfig::new(
-        &args.webhook_url,
+        args.webhook_url.as_deref(),
         &secret,
         std::time::Duration::from_millis(args.window_ms),
         api_key,
@@ -691,7 +692,11 @@ fn simulate_serve(
             .await
             .with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr()?;
-        let webhook = config.webhook_url.clone();
+        let webhook = config
+            .webhook_url
+            .as_ref()
+            .map(|u| u.to_string())
+            .unwrap_or_else(|| "none yet".into());
         let sim = Arc::new(http::emulator::Simulator::new(model, config));
         tracing::info!(%addr, %webhook, "simulator serving");
         println!("cardgate simulator listening on http://{addr}");
@@ -710,6 +715,7 @@ fn simulate_run(
 ) -> anyhow::Result<ExitCode> {
     use cardgate::simulate::scenario::{self, Scenario};
     use std::sync::atomic::{AtomicU64, Ordering};
+    anyhow::ensure!(args.webhook_url.is_some(), "--webhook-url is required");
     let scenario = Arc::new(Scenario::load(&path)?);
     let seed = seed.unwrap_or(scenario.seed);
     // The runner calls the emulator in-process: no API key is ever presented.
