@@ -151,8 +151,8 @@ enum SimulateCommand {
     /// Progress goes to stderr, the summary to stdout (approved/declined by
     /// reason, lifecycle counts, latency percentiles, oracle disagreements).
     /// Exits 1 when the oracle disagrees with any answer or an event was not
-    /// accepted. The same seed gives the same summary against a fresh cardgate
-    /// (ids repeat: use a fresh data dir, or --namespace, to run again).
+    /// accepted. The same seed gives the same summary (latencies aside); each run
+    /// makes new cards, so runs against one cardgate do not share limits.
     Run {
         /// The scenario file (TOML; see config/scenario.toml).
         scenario: PathBuf,
@@ -161,7 +161,8 @@ enum SimulateCommand {
         /// Seed (default: the scenario's).
         #[arg(long)]
         seed: Option<u64>,
-        /// Namespace in every id (default: s<seed>).
+        /// Namespace in every id (default: from the clock). Give one to get the
+        /// same ids every run (then use a fresh cardgate data dir each time).
         #[arg(long)]
         namespace: Option<String>,
         /// No progress display.
@@ -667,17 +668,7 @@ fn simulate_serve(
     let listen: std::net::SocketAddr = listen
         .parse()
         .with_context(|| format!("--listen {listen:?} is not IP:PORT"))?;
-    // Base-36 seconds keep ids short and distinct between runs.
-    let namespace = namespace.unwrap_or_else(|| {
-        let mut n = unix_now().max(0) as u64;
-        let mut s = String::new();
-        while n > 0 {
-            let d = (n % 36) as u32;
-            s.insert(0, char::from_digit(d, 36).unwrap_or('0'));
-            n /= 36;
-        }
-        s
-    });
+    let namespace = namespace.unwrap_or_else(clock_namespace);
     anyhow::ensure!(
         !namespace.is_empty() && namespace.chars().all(|c| c.is_ascii_alphanumeric()),
         "--namespace must be letters and digits"
@@ -721,7 +712,7 @@ fn simulate_run(
     // The runner calls the emulator in-process: no API key is ever presented.
     let config = emulator_config(&args, "sk_test_unused")?;
     let fallback = timeout_fallback(&args.timeout_fallback)?;
-    let namespace = namespace.unwrap_or_else(|| format!("s{seed}"));
+    let namespace = namespace.unwrap_or_else(clock_namespace);
     anyhow::ensure!(
         !namespace.is_empty() && namespace.chars().all(|c| c.is_ascii_alphanumeric()),
         "--namespace must be letters and digits"
@@ -789,4 +780,18 @@ fn simulate_run(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Base-36 milliseconds: short ids, distinct between runs.
+fn clock_namespace() -> String {
+    let mut n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut s = String::new();
+    while n > 0 {
+        s.insert(0, char::from_digit((n % 36) as u32, 36).unwrap_or('0'));
+        n /= 36;
+    }
+    s
 }

@@ -1173,7 +1173,10 @@ async fn cardholder<D: Driver>(
                             &a,
                             amount,
                             expected,
-                            &format!("increment {amount} of {auth} at {now}"),
+                            &format!(
+                                "increment {amount} at {now} of an authorization made at {}",
+                                o.created
+                            ),
                         );
                         if let Some(o) = oracle.auths.get_mut(&auth) {
                             o.authorized += a.granted;
