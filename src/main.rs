@@ -124,8 +124,7 @@ enum SimulateCommand {
     ///
     /// Prints "cardgate simulator listening on http://ADDR" once bound. Every /v1
     /// call needs the API key (Authorization: Bearer KEY, or curl -u KEY:). Example:
-    ///   curl -u sk_test_cardgate_simulator: http://ADDR/v1/test_helpers/issuing/authorizations \
-    ///        -d card=ic_… -d amount=4250 -d merchant_data[category]=bakeries
+    /// curl -u sk_test_cardgate_simulator: http://ADDR/v1/test_helpers/issuing/authorizations -d card=ic_… -d amount=4250
     Serve {
         #[command(flatten)]
         emulator: EmulatorArgs,
@@ -628,8 +627,14 @@ fn emulator_config(
     args: &EmulatorArgs,
     api_key: &str,
 ) -> anyhow::Result<http::emulator::EmulatorConfig> {
-    let secret = match &args.secret {
-        Some(s) => s.clone(),
+    let from_env = std::env::var("CARDGATE_WEBHOOK_SECRET").ok().and_then(|v| {
+        v.split(',')
+            .map(str::trim)
+            .find(|s| !s.is_empty())
+            .map(str::to_string)
+    });
+    let secret = match args.secret.clone().or(from_env) {
+        Some(s) => s,
         None => load_config(&args.config, None, None)
             .context("no --secret given and the config could not supply one")?
             .webhook_secrets

@@ -1318,6 +1318,26 @@ amount = [5, 1]
         }
     }
 
+    #[test]
+    fn summary_percentiles_and_sections() {
+        let mut s = Summary {
+            seed: 3,
+            latencies: (1..=100).map(Duration::from_millis).collect(),
+            ..Summary::default()
+        };
+        assert_eq!(s.latency(0.5), Some(Duration::from_millis(50)));
+        assert_eq!(s.latency(0.99), Some(Duration::from_millis(99)));
+        assert_eq!(s.latency(1.0), Some(Duration::from_millis(100)));
+        let text = s.render();
+        assert!(
+            text.contains("p50 50.00ms p90 90.00ms p99 99.00ms max 100.00ms"),
+            "{text}"
+        );
+        assert!(!s.render_outcomes().contains("latency"));
+        s.latencies.clear();
+        assert!(s.render().contains("none sent"));
+    }
+
     fn mix(category: &str) -> MerchantMix {
         MerchantMix {
             name: "M".into(),
