@@ -83,6 +83,51 @@ pub enum Fallback {
     Decline,
 }
 
+/// How a decision reaches Stripe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookMode {
+    /// In the webhook's response body (Stripe's current flow).
+    #[default]
+    Realtime,
+    /// The deprecated flow: the webhook is answered `200 {"received":true}` and the
+    /// decision is sent with `POST /v1/issuing/authorizations/{id}/approve|decline`.
+    Legacy,
+}
+
+/// `[legacy]`: the Stripe API the deprecated approve/decline calls go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyConfig {
+    /// `http://host:port` (no path); Stripe's is `https://api.stripe.com`.
+    pub api_base: String,
+    /// Secret key (`sk_…`/`rk_…`), from `CARDGATE_STRIPE_API_KEY` or the file.
+    pub api_key: String,
+    /// Budget for one call, retries included (Stripe's window is about 2 s).
+    pub timeout: Duration,
+    /// Extra attempts after a transport failure or a 5xx.
+    pub retries: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LegacySection {
+    api_base: String,
+    api_key: String,
+    timeout_ms: u64,
+    retries: u32,
+}
+
+impl Default for LegacySection {
+    fn default() -> Self {
+        LegacySection {
+            api_base: "https://api.stripe.com".into(),
+            api_key: String::new(),
+            timeout_ms: 1500,
+            retries: 2,
+        }
+    }
+}
+
 /// Fault injection, to exercise the fallback path in tests and drills. Never set in
 /// production: the defaults do nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -121,6 +166,10 @@ pub struct Config {
     pub fault_injection: FaultInjection,
     /// Spend ledger and its SQLite store.
     pub store: StoreConfig,
+    /// How decisions reach Stripe.
+    pub mode: WebhookMode,
+    /// The API for [`WebhookMode::Legacy`]; `None` in realtime mode.
+    pub legacy: Option<LegacyConfig>,
 }
 
 /// `[store]`: where the ledger and decision log live and how durable approvals are.
@@ -168,6 +217,8 @@ struct File {
     fault_injection: FaultInjection,
     #[serde(default)]
     store: StoreSection,
+    #[serde(default)]
+    legacy: LegacySection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +247,7 @@ struct WebhookSection {
     stripe_version: String,
     deadline_ms: u64,
     fallback: Fallback,
+    mode: WebhookMode,
 }
 
 impl Default for WebhookSection {
@@ -206,6 +258,7 @@ impl Default for WebhookSection {
             stripe_version: "2026-10-28.endive".into(),
             deadline_ms: 1500,
             fallback: Fallback::Decline,
+            mode: WebhookMode::Realtime,
         }
     }
 }
@@ -341,6 +394,10 @@ impl Config {
             durability,
         };
 
+        let legacy = match w.mode {
+            WebhookMode::Realtime => None,
+            WebhookMode::Legacy => Some(legacy_config(&file.legacy, env, &mut problems)),
+        };
         let program = program_controls(&file.program, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
@@ -360,7 +417,46 @@ impl Config {
             program,
             fault_injection: file.fault_injection,
             store,
+            mode: w.mode,
+            legacy,
         })
+    }
+}
+
+fn legacy_config(l: &LegacySection, env: &dyn Env, problems: &mut Vec<String>) -> LegacyConfig {
+    let api_key = env
+        .var("CARDGATE_STRIPE_API_KEY")
+        .unwrap_or_else(|| l.api_key.clone());
+    if api_key.trim().is_empty() {
+        problems.push(
+            "webhook.mode = \"legacy\" needs a Stripe secret key: set CARDGATE_STRIPE_API_KEY or legacy.api_key".into(),
+        );
+    }
+    let base = l.api_base.trim_end_matches('/');
+    match base.strip_prefix("http://") {
+        Some(host) if !host.is_empty() && !host.contains('/') => {}
+        _ if base.starts_with("https://") => problems.push(format!(
+            "legacy.api_base {base:?}: this build speaks plain HTTP only; reach Stripe through a \
+             local TLS-originating proxy (e.g. http://127.0.0.1:PORT)"
+        )),
+        _ => problems.push(format!(
+            "legacy.api_base {base:?} must be http://HOST[:PORT] without a path"
+        )),
+    }
+    if l.timeout_ms == 0 || l.timeout_ms > 1900 {
+        problems.push(format!(
+            "legacy.timeout_ms = {} must be between 1 and 1900 (the call must land inside Stripe's window)",
+            l.timeout_ms
+        ));
+    }
+    if l.retries > 10 {
+        problems.push("legacy.retries must be at most 10".into());
+    }
+    LegacyConfig {
+        api_base: base.to_string(),
+        api_key,
+        timeout: Duration::from_millis(l.timeout_ms),
+        retries: l.retries,
     }
 }
 
@@ -617,6 +713,27 @@ spending_limits = [{ amount = 5, interval = "hourly" }]
         .unwrap_err()
         .to_string();
         assert!(err.contains("store.durability"), "{err}");
+    }
+
+    #[test]
+    fn legacy_mode_needs_a_key_and_an_http_base() {
+        let c = load("[webhook]\nsecrets = [\"whsec_a\"]\n", &[]).unwrap();
+        assert_eq!((c.mode, c.legacy), (WebhookMode::Realtime, None));
+        let text = "[webhook]\nsecrets = [\"whsec_a\"]\nmode = \"legacy\"\n[legacy]\napi_base = \"http://127.0.0.1:9/\"\n";
+        let err = load(text, &[]).unwrap_err().to_string();
+        assert!(err.contains("CARDGATE_STRIPE_API_KEY"), "{err}");
+        let c = load(text, &[("CARDGATE_STRIPE_API_KEY", "sk_test_x")]).unwrap();
+        let l = c.legacy.unwrap();
+        assert_eq!(
+            (l.api_base.as_str(), l.api_key.as_str()),
+            ("http://127.0.0.1:9", "sk_test_x")
+        );
+        let text = "[webhook]\nsecrets = [\"whsec_a\"]\nmode = \"legacy\"\n[legacy]\napi_key = \"k\"\ntimeout_ms = 5000\n";
+        let err = load(text, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("plain HTTP") && err.contains("timeout_ms"),
+            "{err}"
+        );
     }
 
     #[test]

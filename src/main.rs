@@ -121,8 +121,9 @@ enum Command {
 #[derive(clap::Args)]
 struct EmulatorArgs {
     /// cardgate's webhook URL; request and lifecycle events are POSTed here.
+    /// Optional for `serve` (set it later with POST /v1/webhook_endpoints url=…).
     #[arg(long)]
-    webhook_url: String,
+    webhook_url: Option<String>,
     /// Secret the events are signed with (whsec_…). Default: the first of
     /// CARDGATE_WEBHOOK_SECRET, else of webhook.secrets in --config.
     #[arg(long)]
@@ -146,8 +147,7 @@ enum SimulateCommand {
     ///
     /// Prints "cardgate simulator listening on http://ADDR" once bound. Every /v1
     /// call needs the API key (Authorization: Bearer KEY, or curl -u KEY:). Example:
-    ///   curl -u sk_test_cardgate_simulator: http://ADDR/v1/test_helpers/issuing/authorizations \
-    ///        -d card=ic_… -d amount=4250 -d merchant_data[category]=bakeries
+    /// curl -u sk_test_cardgate_simulator: http://ADDR/v1/test_helpers/issuing/authorizations -d card=ic_… -d amount=4250
     Serve {
         #[command(flatten)]
         emulator: EmulatorArgs,
@@ -173,8 +173,8 @@ enum SimulateCommand {
     /// Progress goes to stderr, the summary to stdout (approved/declined by
     /// reason, lifecycle counts, latency percentiles, oracle disagreements).
     /// Exits 1 when the oracle disagrees with any answer or an event was not
-    /// accepted. The same seed gives the same summary against a fresh cardgate
-    /// (ids repeat: use a fresh data dir, or --namespace, to run again).
+    /// accepted. The same seed gives the same summary (latencies aside); each run
+    /// makes new cards, so runs against one cardgate do not share limits.
     Run {
         /// The scenario file (TOML; see config/scenario.toml).
         scenario: PathBuf,
@@ -183,7 +183,8 @@ enum SimulateCommand {
         /// Seed (default: the scenario's).
         #[arg(long)]
         seed: Option<u64>,
-        /// Namespace in every id (default: s<seed>).
+        /// Namespace in every id (default: from the clock). Give one to get the
+        /// same ids every run (then use a fresh cardgate data dir each time).
         #[arg(long)]
         namespace: Option<String>,
         /// No progress display.
@@ -736,8 +737,14 @@ fn emulator_config(
     args: &EmulatorArgs,
     api_key: &str,
 ) -> anyhow::Result<http::emulator::EmulatorConfig> {
-    let secret = match &args.secret {
-        Some(s) => s.clone(),
+    let from_env = std::env::var("CARDGATE_WEBHOOK_SECRET").ok().and_then(|v| {
+        v.split(',')
+            .map(str::trim)
+            .find(|s| !s.is_empty())
+            .map(str::to_string)
+    });
+    let secret = match args.secret.clone().or(from_env) {
+        Some(s) => s,
         None => load_config(&args.config, None, None)
             .context("no --secret given and the config could not supply one")?
             .webhook_secrets
@@ -750,7 +757,7 @@ fn emulator_config(
         "--window-ms must be between 1 and 60000"
     );
     Ok(http::emulator::EmulatorConfig::new(
-        &args.webhook_url,
+        args.webhook_url.as_deref(),
         &secret,
         std::time::Duration::from_millis(args.window_ms),
         api_key,
@@ -776,17 +783,7 @@ fn simulate_serve(
     let listen: std::net::SocketAddr = listen
         .parse()
         .with_context(|| format!("--listen {listen:?} is not IP:PORT"))?;
-    // Base-36 seconds keep ids short and distinct between runs.
-    let namespace = namespace.unwrap_or_else(|| {
-        let mut n = unix_now().max(0) as u64;
-        let mut s = String::new();
-        while n > 0 {
-            let d = (n % 36) as u32;
-            s.insert(0, char::from_digit(d, 36).unwrap_or('0'));
-            n /= 36;
-        }
-        s
-    });
+    let namespace = namespace.unwrap_or_else(clock_namespace);
     anyhow::ensure!(
         !namespace.is_empty() && namespace.chars().all(|c| c.is_ascii_alphanumeric()),
         "--namespace must be letters and digits"
@@ -801,7 +798,11 @@ fn simulate_serve(
             .await
             .with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr()?;
-        let webhook = config.webhook_url.clone();
+        let webhook = config
+            .webhook_url
+            .as_ref()
+            .map(|u| u.to_string())
+            .unwrap_or_else(|| "none yet".into());
         let sim = Arc::new(http::emulator::Simulator::new(model, config));
         tracing::info!(%addr, %webhook, "simulator serving");
         println!("cardgate simulator listening on http://{addr}");
@@ -820,12 +821,13 @@ fn simulate_run(
 ) -> anyhow::Result<ExitCode> {
     use cardgate::simulate::scenario::{self, Scenario};
     use std::sync::atomic::{AtomicU64, Ordering};
+    anyhow::ensure!(args.webhook_url.is_some(), "--webhook-url is required");
     let scenario = Arc::new(Scenario::load(&path)?);
     let seed = seed.unwrap_or(scenario.seed);
     // The runner calls the emulator in-process: no API key is ever presented.
     let config = emulator_config(&args, "sk_test_unused")?;
     let fallback = timeout_fallback(&args.timeout_fallback)?;
-    let namespace = namespace.unwrap_or_else(|| format!("s{seed}"));
+    let namespace = namespace.unwrap_or_else(clock_namespace);
     anyhow::ensure!(
         !namespace.is_empty() && namespace.chars().all(|c| c.is_ascii_alphanumeric()),
         "--namespace must be letters and digits"
@@ -893,4 +895,18 @@ fn simulate_run(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Base-36 milliseconds: short ids, distinct between runs.
+fn clock_namespace() -> String {
+    let mut n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut s = String::new();
+    while n > 0 {
+        s.insert(0, char::from_digit((n % 36) as u32, 36).unwrap_or('0'));
+        n /= 36;
+    }
+    s
 }

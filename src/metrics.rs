@@ -61,6 +61,10 @@ pub const PAYMENT_RULE_RELOADS: &str = "cardgate_payment_rule_reloads_total";
 pub const PAYMENT_RULESET_INFO: &str = "cardgate_payment_ruleset_info";
 /// Gauge `{version}`: always 1; carries the build version.
 pub const BUILD_INFO: &str = "cardgate_build_info";
+/// Counter `{result}`: legacy-mode approve/decline API calls: `ok`, `rejected`
+/// (Stripe answered 4xx, e.g. after the window), `failed` (transport, 5xx, after
+/// every retry).
+pub const LEGACY_CALLS: &str = "cardgate_legacy_calls_total";
 
 /// Webhook latency buckets: fine from 50 µs (a decision's real cost) up to the 2 s
 /// Stripe window, so p99 and the fallback cliff both show.
@@ -146,6 +150,10 @@ fn describe() {
         "1 for the live payment rule set version."
     );
     describe_gauge!(BUILD_INFO, "Build information; always 1.");
+    describe_counter!(
+        LEGACY_CALLS,
+        "Legacy-mode approve/decline API calls by result."
+    );
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 

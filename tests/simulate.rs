@@ -32,15 +32,14 @@ impl Drop for Sim {
 
 impl Sim {
     fn start(webhook_url: &str, extra: &[&str]) -> Sim {
+        let mut args = vec!["--webhook-url", webhook_url];
+        args.extend_from_slice(extra);
+        Sim::start_with(&args)
+    }
+
+    fn start_with(extra: &[&str]) -> Sim {
         let mut child = Command::new(BIN)
-            .args([
-                "simulate",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--webhook-url",
-            ])
-            .arg(webhook_url)
+            .args(["simulate", "serve", "--listen", "127.0.0.1:0"])
             .args(["--secret", SECRET, "--api-key", KEY, "--namespace", "it"])
             .args(extra)
             .env("CARDGATE_LOG", "info")
@@ -688,4 +687,134 @@ action = "decline"
     assert!(!out.contains("oracle: 0 disagreements"), "{out}");
     assert!(out.contains("expected Approve"), "{out}");
     assert!(out.contains("cardgate rule:no-hotels"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_mode_decides_through_approve_and_decline_calls() {
+    // The emulator starts first (cardgate needs its address as the API base), and
+    // learns cardgate's webhook URL through POST /v1/webhook_endpoints.
+    let sim = Sim::start_with(&[]);
+    let card_before = sim.post("/v1/issuing/cardholders", &[]).await;
+    assert_eq!(card_before.0, 200);
+    let (_t, dir) = data_dir();
+    let legacy = format!(
+        "mode = \"legacy\"\n[legacy]\napi_base = \"http://{}\"\n",
+        sim.addr
+    );
+    let config = format!("{}{legacy}", common::base_config());
+    let server = Server::start(
+        &config,
+        &[
+            ("CARDGATE_DATA_DIR", dir.to_str().unwrap()),
+            ("CARDGATE_STRIPE_API_KEY", KEY),
+        ],
+    );
+    server.ready().await;
+    let (s, _) = sim
+        .post(
+            "/v1/webhook_endpoints",
+            &[("url", &server.url("/webhooks/stripe"))],
+        )
+        .await;
+    assert_eq!(s, 200);
+    let card = sim
+        .card(&[
+            ("spending_controls[spending_limits][0][amount]", "10000"),
+            ("spending_controls[spending_limits][0][interval]", "daily"),
+            (
+                "spending_controls[blocked_categories][0]",
+                "betting_casino_gambling",
+            ),
+        ])
+        .await;
+
+    let a = sim.authorize(&card, 4250, &[]).await;
+    assert_eq!(reasons(&a), ["webhook_approved"]);
+    assert_eq!(
+        (a["approved"].clone(), a["amount"].clone()),
+        (json!(true), json!(4250))
+    );
+    // The API call's metadata lands on the authorization.
+    assert_eq!(a["metadata"]["reason"], "approved");
+    assert_eq!(ledger(&dir, &card, a["id"].as_str().unwrap()).1, 4250);
+
+    let p = sim
+        .authorize(&card, 9000, &[("is_amount_controllable", "true")])
+        .await;
+    assert_eq!(reasons(&p), ["webhook_approved"]);
+    assert_eq!(p["amount"], 5750);
+    assert_eq!(p["metadata"]["reason"], "spending_limit");
+    assert_eq!(p["metadata"]["rule"], "card.daily");
+
+    let d = sim
+        .authorize(
+            &card,
+            100,
+            &[("merchant_data[category]", "betting_casino_gambling")],
+        )
+        .await;
+    assert_eq!(reasons(&d), ["webhook_declined"]);
+    assert_eq!(d["metadata"]["reason"], "category_blocked");
+
+    let metrics = common::get(&server.url("/metrics")).await.unwrap();
+    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    assert_eq!(
+        common::metric(&text, "cardgate_legacy_calls_total{result=\"ok\"}"),
+        3.0,
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_calls_after_the_window_are_rejected() {
+    let sim = Sim::start_with(&["--window-ms", "200"]);
+    let (_t, dir) = data_dir();
+    // cardgate decides after 1 s: its call arrives after the 200 ms window.
+    let config = format!(
+        "{}mode = \"legacy\"\n[legacy]\napi_base = \"http://{}\"\n[fault_injection]\ndecision_delay_ms = 1000\n",
+        common::base_config(),
+        sim.addr
+    );
+    let server = Server::start(
+        &config,
+        &[
+            ("CARDGATE_DATA_DIR", dir.to_str().unwrap()),
+            ("CARDGATE_STRIPE_API_KEY", KEY),
+        ],
+    );
+    server.ready().await;
+    sim.post(
+        "/v1/webhook_endpoints",
+        &[("url", &server.url("/webhooks/stripe"))],
+    )
+    .await;
+    let card = sim.card(&[]).await;
+    let a = sim.authorize(&card, 4250, &[]).await;
+    assert_eq!(reasons(&a), ["webhook_timeout"]);
+    assert_eq!(a["approved"], false);
+    let t = std::time::Instant::now();
+    loop {
+        let metrics = common::get(&server.url("/metrics")).await.unwrap();
+        let text = String::from_utf8_lossy(&metrics.body).to_string();
+        if common::metric(&text, "cardgate_legacy_calls_total{result=\"rejected\"}") == 1.0 {
+            break;
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(30), "{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The authorization stayed as the window left it.
+    let after = sim
+        .get(&format!(
+            "/v1/issuing/authorizations/{}",
+            a["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(after["approved"], false);
+    assert!(
+        server
+            .stderr
+            .lock()
+            .unwrap()
+            .contains("authorization_not_pending")
+    );
 }

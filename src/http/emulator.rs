@@ -46,8 +46,9 @@ const BODY_LIMIT: usize = 256 * 1024;
 /// How the emulator reaches cardgate and guards its own API.
 #[derive(Debug, Clone)]
 pub struct EmulatorConfig {
-    /// Where request and lifecycle events are POSTed (cardgate's `/webhooks/stripe`).
-    pub webhook_url: Uri,
+    /// Where request and lifecycle events are POSTed (cardgate's `/webhooks/stripe`);
+    /// `None` until set with `POST /v1/webhook_endpoints`.
+    pub webhook_url: Option<Uri>,
     /// The `whsec_…` secret events are signed with.
     pub secret: String,
     /// The real-time window: how long a request waits for its answer (Stripe: 2 s).
@@ -72,17 +73,12 @@ pub enum EmulatorConfigError {
 impl EmulatorConfig {
     /// Validates the parts.
     pub fn new(
-        webhook_url: &str,
+        webhook_url: Option<&str>,
         secret: &str,
         window: Duration,
         api_key: &str,
     ) -> Result<Self, EmulatorConfigError> {
-        let uri: Uri = webhook_url
-            .parse()
-            .map_err(|_| EmulatorConfigError::WebhookUrl(webhook_url.to_string()))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
-            return Err(EmulatorConfigError::WebhookUrl(webhook_url.to_string()));
-        }
+        let uri = webhook_url.map(webhook_uri).transpose()?;
         if !secret.starts_with("whsec_") {
             return Err(EmulatorConfigError::Secret);
         }
@@ -94,6 +90,17 @@ impl EmulatorConfig {
             api_key: api_key.to_string(),
         })
     }
+}
+
+/// An `http://host[:port]/path` URL for events.
+fn webhook_uri(url: &str) -> Result<Uri, EmulatorConfigError> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| EmulatorConfigError::WebhookUrl(url.to_string()))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        return Err(EmulatorConfigError::WebhookUrl(url.to_string()));
+    }
+    Ok(uri)
 }
 
 /// What one real-time request came to.
@@ -114,6 +121,7 @@ pub struct Outcome {
 pub struct Simulator {
     model: Mutex<Emulator>,
     config: EmulatorConfig,
+    endpoint: Mutex<Option<Uri>>,
     basic_auth: String,
     client: Client<HttpConnector, Full<Bytes>>,
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
@@ -134,6 +142,7 @@ impl Simulator {
         let basic = base64::engine::general_purpose::STANDARD
             .encode(format!("{}:", config.api_key).as_bytes());
         Simulator {
+            endpoint: Mutex::new(config.webhook_url.clone()),
             model: Mutex::new(model),
             basic_auth: format!("Basic {basic}"),
             config,
@@ -149,10 +158,43 @@ impl Simulator {
         f(&mut guard)
     }
 
+    fn endpoint(&self) -> Option<Uri> {
+        self.endpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn require_endpoint(&self) -> Result<(), SimError> {
+        match self.endpoint() {
+            Some(_) => Ok(()),
+            None => Err(SimError::state(
+                "no_webhook_endpoint",
+                "no webhook endpoint: start with --webhook-url or POST /v1/webhook_endpoints url=…",
+            )),
+        }
+    }
+
+    /// Points events at `url` (`POST /v1/webhook_endpoints`).
+    pub fn set_endpoint(&self, url: &str) -> Result<Value, SimError> {
+        let uri =
+            webhook_uri(url).map_err(|e| SimError::param("url_invalid", "url", e.to_string()))?;
+        *self.endpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some(uri);
+        Ok(json!({
+            "id": "we_simulator",
+            "object": "webhook_endpoint",
+            "enabled_events": ["*"],
+            "livemode": false,
+            "status": "enabled",
+            "url": url,
+        }))
+    }
+
     // === operations (shared by the HTTP API and the scenario runner) ===
 
     /// Creates an authorization and runs its real-time request.
     pub async fn authorize(&self, new: NewAuthorization, now: i64) -> Result<Outcome, SimError> {
+        self.require_endpoint()?;
         match self.with_model(|m| m.begin_authorization(new, now))? {
             Begun::Declined { id, events } => {
                 let undelivered = self.deliver(events).await;
@@ -175,6 +217,7 @@ impl Simulator {
         controllable: bool,
         now: i64,
     ) -> Result<Outcome, SimError> {
+        self.require_endpoint()?;
         let event = self.with_model(|m| m.begin_increment(id, amount, controllable, now))?;
         self.request(id, event, now).await
     }
@@ -284,10 +327,13 @@ impl Simulator {
 
     /// POSTs one signed event; `Err` is a transport failure.
     async fn post(&self, body: Vec<u8>) -> Result<Reply, String> {
+        let endpoint = self
+            .endpoint()
+            .ok_or_else(|| "no webhook endpoint configured".to_string())?;
         let signature = crate::stripe::sign_header(&[&self.config.secret], wall_now(), &body);
         let req = Request::builder()
             .method(Method::POST)
-            .uri(self.config.webhook_url.clone())
+            .uri(endpoint)
             .header("content-type", "application/json; charset=utf-8")
             .header("accept", "application/json")
             .header(
@@ -604,6 +650,14 @@ async fn route(sim: &Simulator, req: Request<Incoming>) -> Response<Body> {
     let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
     let now = wall_now();
     let result = match (&method, segments.as_slice()) {
+        (&Method::POST, ["webhook_endpoints"]) => match str_param(&params, "url") {
+            Some(url) => sim.set_endpoint(&url),
+            None => Err(bad(
+                "parameter_missing",
+                "url",
+                "Missing required param: url.",
+            )),
+        },
         (&Method::POST, ["issuing", "cardholders"]) => {
             new_cardholder(&params).and_then(|n| sim.with_model(|m| m.create_cardholder(n, now)))
         }

@@ -11,6 +11,7 @@ mod admin;
 pub mod emulator;
 mod ledger;
 pub mod payments;
+pub mod legacy;
 mod respond;
 mod state;
 pub mod webhook;
@@ -107,6 +108,9 @@ async fn route(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let (route, resp) = match (req.method(), req.uri().path()) {
+        (&Method::POST, "/webhooks/stripe") if state.legacy.is_some() => {
+            ("webhook", legacy::handle_detached(state.clone(), req).await)
+        }
         (&Method::POST, "/webhooks/stripe") => ("webhook", webhook::handle(&state, req).await),
         (&Method::GET, "/metrics") => ("metrics", metrics(&state)),
         (&Method::GET, "/healthz") => ("healthz", json_ok(StatusCode::OK, br#"{"status":"ok"}"#)),

@@ -34,15 +34,22 @@ pub struct AppState {
     pub ledger: Option<Arc<Ledger>>,
     /// Durable facts and decision log; `None` keeps the ledger in memory only.
     pub store: Option<Arc<Store>>,
+    /// Sends decisions as approve/decline calls in legacy mode; `None` in realtime.
+    pub legacy: Option<Arc<super::legacy::LegacyClient>>,
     ready: AtomicBool,
 }
 
 impl AppState {
     /// Builds the state from a validated config.
     pub fn new(config: Config, rules: RuleSet) -> Self {
+        let stripe_version = hyper::header::HeaderValue::from_str(&config.stripe_version).ok();
         AppState {
+            legacy: config
+                .legacy
+                .as_ref()
+                .map(|l| Arc::new(super::legacy::LegacyClient::new(l, stripe_version.clone()))),
             secrets: Secrets::new(&config.webhook_secrets),
-            stripe_version: hyper::header::HeaderValue::from_str(&config.stripe_version).ok(),
+            stripe_version,
             config,
             rules: ArcSwap::from_pointee(rules),
             payment_rules: ArcSwap::from_pointee(PaymentRuleSet::empty()),

@@ -213,6 +213,22 @@ pub async fn process(
         micros = elapsed.as_micros() as u64,
         "decision"
     );
+    if let Some(legacy) = &state.legacy {
+        // Legacy mode: the decision travels as an API call; the webhook only
+        // acknowledges. Realtime mode never reaches this branch.
+        let call = stripe::legacy_call(
+            auth.id,
+            &decision,
+            rules.version(),
+            auth.is_amount_controllable,
+        );
+        legacy.spawn(call, event.id.to_string(), start);
+        return Answer {
+            status: StatusCode::OK,
+            body: Bytes::from_static(br#"{"received":true}"#),
+            decision: false,
+        };
+    }
     Answer {
         status: StatusCode::OK,
         body: Bytes::from(body),

@@ -1173,7 +1173,10 @@ async fn cardholder<D: Driver>(
                             &a,
                             amount,
                             expected,
-                            &format!("increment {amount} of {auth} at {now}"),
+                            &format!(
+                                "increment {amount} at {now} of an authorization made at {}",
+                                o.created
+                            ),
                         );
                         if let Some(o) = oracle.auths.get_mut(&auth) {
                             o.authorized += a.granted;
@@ -1313,6 +1316,26 @@ amount = [5, 1]
             assert!((100..=200).contains(&v));
             assert!(r.range(3, 5) >= 3);
         }
+    }
+
+    #[test]
+    fn summary_percentiles_and_sections() {
+        let mut s = Summary {
+            seed: 3,
+            latencies: (1..=100).map(Duration::from_millis).collect(),
+            ..Summary::default()
+        };
+        assert_eq!(s.latency(0.5), Some(Duration::from_millis(50)));
+        assert_eq!(s.latency(0.99), Some(Duration::from_millis(99)));
+        assert_eq!(s.latency(1.0), Some(Duration::from_millis(100)));
+        let text = s.render();
+        assert!(
+            text.contains("p50 50.00ms p90 90.00ms p99 99.00ms max 100.00ms"),
+            "{text}"
+        );
+        assert!(!s.render_outcomes().contains("latency"));
+        s.latencies.clear();
+        assert!(s.render().contains("none sent"));
     }
 
     fn mix(category: &str) -> MerchantMix {

@@ -3,11 +3,13 @@
 //! the decision response. Nothing outside this module knows a Stripe field name or
 //! the signature scheme.
 
+mod legacy;
 mod lifecycle;
 mod parse;
 mod response;
 mod signature;
 
+pub use legacy::{LegacyCall, legacy_call};
 pub use lifecycle::{
     AUTHORIZATION_CREATED, AUTHORIZATION_UPDATED, TRANSACTION_CREATED, lifecycle_fact,
 };
