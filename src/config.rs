@@ -121,6 +121,8 @@ pub struct Config {
     pub fault_injection: FaultInjection,
     /// Spend ledger and its SQLite store.
     pub store: StoreConfig,
+    /// `[approvals]`: two-party approvals and outgoing events.
+    pub approvals: crate::approvals::Settings,
 }
 
 /// `[store]`: where the ledger and decision log live and how durable approvals are.
@@ -168,6 +170,8 @@ struct File {
     fault_injection: FaultInjection,
     #[serde(default)]
     store: StoreSection,
+    #[serde(default)]
+    approvals: crate::approvals::settings::Section,
 }
 
 #[derive(Debug, Deserialize)]
@@ -342,6 +346,7 @@ impl Config {
         };
 
         let program = program_controls(&file.program, &mut problems);
+        let approvals = crate::approvals::Settings::build(file.approvals, env, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
@@ -360,6 +365,7 @@ impl Config {
             program,
             fault_injection: file.fault_injection,
             store,
+            approvals,
         })
     }
 }

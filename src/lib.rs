@@ -9,7 +9,9 @@
 //! - [`decision`]: the pure decision core, `decide(&Context) -> Decision`.
 //! - [`rules`]: the rule set evaluated after spending controls.
 //! - [`ledger`]: in-memory spend per card and cardholder; atomic check-and-reserve.
-//! - [`store`]: SQLite (the only SQL): ledger facts and the decision log, one writer.
+//! - [`store`]: SQLite: ledger facts and the decision log, one writer; schema migrations.
+//! - [`approvals`]: two-party approvals for admin actions: keys, approval rules and
+//!   requests, security history, signed outgoing events; its own SQLite tables.
 //! - [`metrics`]: every metric name, in one place.
 //!
 //! `main.rs` is the CLI; this crate root only wires the parts together.
@@ -17,6 +19,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod approvals;
 pub mod config;
 pub mod decision;
 pub mod http;

@@ -7,10 +7,12 @@
 //! slot frees itself when its task ends. Shutdown: stop accepting, then let every
 //! open connection finish its in-flight request (bounded by the grace period).
 
-mod admin;
+mod api;
+mod approvals_hook;
 mod ledger;
 mod respond;
 mod state;
+mod ui;
 pub mod webhook;
 
 use std::convert::Infallible;
@@ -101,7 +103,7 @@ pub async fn serve(
 
 async fn route(
     state: Arc<AppState>,
-    peer: SocketAddr,
+    _peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let (route, resp) = match (req.method(), req.uri().path()) {
@@ -109,8 +111,9 @@ async fn route(
         (&Method::GET, "/metrics") => ("metrics", metrics(&state)),
         (&Method::GET, "/healthz") => ("healthz", json_ok(StatusCode::OK, br#"{"status":"ok"}"#)),
         (&Method::GET, "/readyz") => ("readyz", ready(&state)),
-        (&Method::POST, "/v1/rulesets") => ("rulesets", admin::rulesets(&state, peer, req).await),
-        (_, "/webhooks/stripe" | "/metrics" | "/healthz" | "/readyz" | "/v1/rulesets") => (
+        (_, p) if p.starts_with("/v1/") => ("api", api::handle(&state, req).await),
+        (_, p) if p == "/ui" || p.starts_with("/ui/") => ("ui", ui::handle(&req)),
+        (_, "/webhooks/stripe" | "/metrics" | "/healthz" | "/readyz") => (
             "method_not_allowed",
             json_error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -141,9 +144,11 @@ fn status_label(s: StatusCode) -> &'static str {
     match s.as_u16() {
         200 => "200",
         400 => "400",
+        401 => "401",
         403 => "403",
         404 => "404",
         405 => "405",
+        409 => "409",
         408 => "408",
         413 => "413",
         422 => "422",

@@ -31,6 +31,8 @@ pub struct AppState {
     pub ledger: Option<Arc<Ledger>>,
     /// Durable facts and decision log; `None` keeps the ledger in memory only.
     pub store: Option<Arc<Store>>,
+    /// Two-party approvals behind the admin API; `None` when the store is off.
+    pub approvals: Option<Arc<crate::approvals::Approvals>>,
     ready: AtomicBool,
 }
 
@@ -45,6 +47,7 @@ impl AppState {
             metrics: crate::metrics::install(),
             ledger: None,
             store: None,
+            approvals: None,
             ready: AtomicBool::new(false),
         }
     }
@@ -55,6 +58,12 @@ impl AppState {
     pub fn with_ledger(mut self, ledger: Arc<Ledger>, store: Option<Arc<Store>>) -> Self {
         self.ledger = Some(ledger);
         self.store = store;
+        self
+    }
+
+    /// Adds the approvals service (admin API, overrides, allowances).
+    pub fn with_approvals(mut self, approvals: Arc<crate::approvals::Approvals>) -> Self {
+        self.approvals = Some(approvals);
         self
     }
 

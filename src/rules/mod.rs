@@ -166,6 +166,9 @@ pub struct RuleInfo {
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     version: Arc<str>,
+    /// The file the set was compiled from: list edits through the admin API
+    /// rebuild the set from it.
+    source: Arc<str>,
     /// Decisive rules, file order.
     decisive: Arc<[Rule]>,
     /// Shadow rules, file order.
@@ -199,6 +202,7 @@ impl RuleSet {
     pub fn empty() -> Self {
         RuleSet {
             version: Arc::from("empty"),
+            source: Arc::from(""),
             decisive: Arc::from(Vec::new()),
             shadow: Arc::from(Vec::new()),
             metered: false,
@@ -231,6 +235,11 @@ impl RuleSet {
     /// in every decision.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// The rules file this set was compiled from (empty for [`RuleSet::empty`]).
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Number of rules, shadow included.
@@ -406,6 +415,7 @@ impl RuleSet {
         }
         Ok(RuleSet {
             version: Arc::from(content_version(src.as_bytes())),
+            source: Arc::from(src),
             decisive: Arc::from(decisive),
             shadow: Arc::from(shadow),
             metered,

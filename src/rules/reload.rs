@@ -72,7 +72,9 @@ pub fn publish(old: &RuleSet, set: &RuleSet) {
     metrics::gauge!(m::RULESET_INFO, "version" => set.version().to_string()).set(1.0);
 }
 
-fn rejected(origin: &'static str, error: &str) {
+/// Counts and logs a rejected rule set; also used by the admin API, which
+/// validates a set before it opens an approval request for it.
+pub fn rejected(origin: &'static str, error: &str) {
     metrics::counter!(m::RULE_RELOADS, "result" => "rejected").increment(1);
     tracing::error!(
         origin,
