@@ -1049,3 +1049,57 @@ async fn review_rule_opens_a_request_and_the_approved_retry_passes_once() {
         r.json()
     );
 }
+
+#[tokio::test]
+async fn openapi_document_is_served_and_names_every_route() {
+    let server = Server::start(&base_config(), &[]);
+    server.ready().await;
+    let r = send("GET", &server.url("/v1/openapi.json"), &[], vec![])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/v1/api_keys",
+        "/v1/api_keys/{id}/revoke",
+        "/v1/approval_rules",
+        "/v1/approval_rules/{id}",
+        "/v1/approval_rules/{id}/activate",
+        "/v1/approval_rules/{id}/deactivate",
+        "/v1/approval_requests",
+        "/v1/approval_requests/{id}",
+        "/v1/approval_requests/{id}/submit",
+        "/v1/approval_requests/{id}/approve",
+        "/v1/approval_requests/{id}/deny",
+        "/v1/approval_requests/{id}/cancel",
+        "/v1/security_history",
+        "/v1/events",
+        "/v1/rulesets",
+        "/v1/rulesets/current",
+        "/v1/lists/{name}",
+        "/v1/control_overrides",
+        "/v1/authorization_allowances",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} undocumented");
+    }
+    // The page is served, framed by nobody, with its script from this origin only.
+    let r = send("GET", &server.url("/ui/"), &[], vec![]).await.unwrap();
+    assert_eq!(r.status, 200);
+    let csp = r.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"));
+    assert_eq!(
+        send("GET", &server.url("/ui/app.js"), &[], vec![])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        send("POST", &server.url("/ui/"), &[], vec![])
+            .await
+            .unwrap()
+            .status,
+        405
+    );
+}
