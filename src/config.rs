@@ -170,6 +170,8 @@ pub struct Config {
     pub mode: WebhookMode,
     /// The API for [`WebhookMode::Legacy`]; `None` in realtime mode.
     pub legacy: Option<LegacyConfig>,
+    /// `[approvals]`: two-party approvals and outgoing events.
+    pub approvals: crate::approvals::Settings,
 }
 
 /// `[store]`: where the ledger and decision log live and how durable approvals are.
@@ -219,6 +221,7 @@ struct File {
     store: StoreSection,
     #[serde(default)]
     legacy: LegacySection,
+    approvals: crate::approvals::settings::Section,
 }
 
 #[derive(Debug, Deserialize)]
@@ -399,6 +402,7 @@ impl Config {
             WebhookMode::Legacy => Some(legacy_config(&file.legacy, env, &mut problems)),
         };
         let program = program_controls(&file.program, &mut problems);
+        let approvals = crate::approvals::Settings::build(file.approvals, env, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
@@ -419,6 +423,7 @@ impl Config {
             store,
             mode: w.mode,
             legacy,
+            approvals,
         })
     }
 }

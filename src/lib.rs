@@ -11,7 +11,9 @@
 //! - [`payments`]: payment approvals (`POST /v1/payment_approvals`), decided by CEL
 //!   rules over the payment context.
 //! - [`ledger`]: in-memory spend per card and cardholder; atomic check-and-reserve.
-//! - [`store`]: SQLite (the only SQL): ledger facts and the decision log, one writer.
+//! - [`store`]: SQLite: ledger facts and the decision log, one writer; schema migrations.
+//! - [`approvals`]: two-party approvals for admin actions: keys, approval rules and
+//!   requests, security history, signed outgoing events; its own SQLite tables.
 //! - [`metrics`]: every metric name, in one place.
 //! - [`simulate`]: the local Issuing emulator and the seeded scenario runner
 //!   (`cardgate simulate`); its network side is `http::emulator`.
@@ -21,6 +23,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod approvals;
 pub mod config;
 pub mod decision;
 pub mod http;

@@ -42,8 +42,8 @@ enum Command {
         /// CARDGATE_DATA_DIR and [store] data_dir (default ./data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Rules file (TOML + CEL). Reloaded when it changes, on SIGHUP, and
-        /// replaced by POST /v1/rulesets from this machine.
+        /// Rules file (TOML + CEL). Reloaded when it changes and on SIGHUP; the
+        /// admin API's POST /v1/rulesets replaces it in memory until then.
         #[arg(long, env = "CARDGATE_RULES", default_value = "config/rules.toml")]
         rules: PathBuf,
         /// Payment approval rules (POST /v1/payment_approvals), same format with
@@ -90,6 +90,11 @@ enum Command {
         /// Config file whose [program] controls the replay applies.
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+    },
+    /// Create, list or revoke admin API keys (the first admin key comes from here).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Print a Stripe-Signature header for a payload, signed the way Stripe signs.
     ///
@@ -217,6 +222,47 @@ enum LedgerCommand {
     },
 }
 
+/// Where `keys` finds cardgate.db.
+#[derive(clap::Args)]
+struct DataDirArgs {
+    /// Directory of cardgate.db. Default: CARDGATE_DATA_DIR, else [store]
+    /// data_dir from --config, else ./data.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Config file to take [store] data_dir from.
+    #[arg(long, default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it once (it is stored hashed and cannot be shown
+    /// again). Not gated by approval rules: the command line is the operator's
+    /// local escape hatch; the creation is recorded in the security history.
+    Create {
+        /// admin, reviewer, analyst or agent.
+        #[arg(long)]
+        role: String,
+        /// A label for the key.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        dir: DataDirArgs,
+    },
+    /// List keys (ids, roles, names; never secrets).
+    List {
+        #[command(flatten)]
+        dir: DataDirArgs,
+    },
+    /// Revoke a key (not gated, recorded; see `create`).
+    Revoke {
+        /// key_…
+        id: String,
+        #[command(flatten)]
+        dir: DataDirArgs,
+    },
+}
+
 #[derive(Subcommand)]
 enum RulesCommand {
     /// Compile a rules file; exit 1 listing every error with rule, line and column.
@@ -308,6 +354,7 @@ fn main() -> ExitCode {
                     quiet,
                 },
         } => simulate_run(scenario, emulator, seed, namespace, quiet),
+        Command::Keys { command } => keys(command),
     };
     match result {
         Ok(code) => code,
@@ -379,6 +426,58 @@ fn open_ledger(config: &Config) -> anyhow::Result<(Arc<Ledger>, Arc<Store>)> {
         "ledger rebuilt from the store"
     );
     Ok((Arc::new(ledger), Arc::new(store)))
+}
+
+fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
+    use cardgate::approvals::{Actor, Approvals, Role, Settings};
+    let dir_of = |d: DataDirArgs| match d.data_dir {
+        Some(d) => d,
+        None => match load_config(&d.config, None, None) {
+            Ok(c) => c.store.data_dir,
+            Err(_) => std::env::var_os("CARDGATE_DATA_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("./data")),
+        },
+    };
+    let open = |dir: &std::path::Path| {
+        Approvals::open(dir, Settings::default()).context("opening the key store")
+    };
+    match command {
+        KeysCommand::Create { role, name, dir } => {
+            let Some(role) = Role::parse(&role) else {
+                anyhow::bail!("role {role:?} is not one of admin, reviewer, analyst, agent");
+            };
+            let a = open(&dir_of(dir))?;
+            let (id, secret) = a
+                .create_key(&Actor::cli(), role, name.as_deref())
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            eprintln!("created {id} ({}); the key is shown once:", role.as_str());
+            println!("{secret}");
+        }
+        KeysCommand::List { dir } => {
+            let a = open(&dir_of(dir))?;
+            for k in a.list_keys().map_err(|e| anyhow::anyhow!("{e:?}"))? {
+                println!(
+                    "{}  {:<8}  {}  {}",
+                    k["id"].as_str().unwrap_or(""),
+                    k["role"].as_str().unwrap_or(""),
+                    if k["revoked_at"].is_null() {
+                        "active "
+                    } else {
+                        "revoked"
+                    },
+                    k["name"].as_str().unwrap_or("")
+                );
+            }
+        }
+        KeysCommand::Revoke { id, dir } => {
+            let a = open(&dir_of(dir))?;
+            a.revoke_key_cli(&id)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn ledger_show(
@@ -477,6 +576,15 @@ fn serve(
         tracing::warn!("[store] enabled = false: no ledger, interval limits see no past spend");
         None
     };
+    let approvals = if config.store.enabled {
+        Some(Arc::new(
+            cardgate::approvals::Approvals::open(&config.store.data_dir, config.approvals.clone())
+                .context("refusing to start: the approvals tables are unusable")?,
+        ))
+    } else {
+        tracing::warn!("[store] enabled = false: no admin API (it keeps its state in the store)");
+        None
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -489,6 +597,11 @@ fn serve(
         let mut state = AppState::new(config, rules).with_payment_rules(payment_rules);
         if let Some((ledger, store)) = ledger {
             state = state.with_ledger(ledger, Some(store));
+        }
+        if let Some(a) = approvals {
+            tokio::spawn(cardgate::approvals::events::run(a.clone()));
+            tokio::spawn(a.clone().run_reviews());
+            state = state.with_approvals(a);
         }
         let state = Arc::new(state);
         tokio::spawn(cardgate::rules::reload::watch(

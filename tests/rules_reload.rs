@@ -1,6 +1,6 @@
 //! Reload under load (issue 5 acceptance): the real binary serves signed
 //! authorization requests from several tasks at a steady rate while 1000 rule
-//! set reloads go through `POST /v1/rulesets`, alternating two valid sets with
+//! set reloads go through `POST /v1/rulesets` (with an admin key, no approval rule), alternating two valid sets with
 //! some invalid ones. No request may fail or fall back, and every decision must
 //! name one of the two valid versions.
 
@@ -51,6 +51,8 @@ const INVALID: [&str; 3] = [
 struct Server {
     child: Child,
     base: String,
+    /// An admin API key, bootstrapped with `cardgate keys create`.
+    key: String,
 }
 
 impl Drop for Server {
@@ -65,6 +67,18 @@ fn start(dir: &std::path::Path) -> Server {
     std::fs::write(&config, "[webhook]\nsecrets = [\"whsec_unused\"]\n").unwrap();
     let rules = dir.join("rules.toml");
     std::fs::write(&rules, SET_A).unwrap();
+    let data = dir.join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_cardgate"))
+        .args(["keys", "create", "--role", "admin", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_cardgate"))
         .arg("serve")
         .arg("--config")
@@ -73,6 +87,7 @@ fn start(dir: &std::path::Path) -> Server {
         .arg(&rules)
         .args(["--listen", "127.0.0.1:0"])
         .env("CARDGATE_WEBHOOK_SECRET", SECRET)
+        .env("CARDGATE_DATA_DIR", &data)
         .env("CARDGATE_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -82,6 +97,7 @@ fn start(dir: &std::path::Path) -> Server {
     let mut server = Server {
         child,
         base: String::new(),
+        key,
     };
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
@@ -209,7 +225,8 @@ async fn thousand_reloads_under_load_drop_no_request() {
         } else {
             (SET_A, true)
         };
-        let (status, body) = send(&client, "POST", &uri, &[], src.as_bytes().to_vec()).await;
+        let auth = [("authorization", format!("Bearer {}", server.key))];
+        let (status, body) = send(&client, "POST", &uri, &auth, src.as_bytes().to_vec()).await;
         if expect_ok {
             assert_eq!(status, 200, "reload {i}: {body}");
             assert_eq!(body["previous"].as_str(), Some(live.as_str()), "reload {i}");

@@ -238,6 +238,13 @@ pub struct Context<'a> {
     pub spend: &'a dyn SpendView,
     /// Unix seconds, UTC: injected so decisions are reproducible (backtest, tests).
     pub now: i64,
+    /// The card's control override set through the admin API, if any.
+    pub card_override: Option<&'a Controls>,
+    /// The cardholder's control override, if any.
+    pub cardholder_override: Option<&'a Controls>,
+    /// An approved one-time allowance covers this retry: a matching `review` rule
+    /// lets it through instead of declining.
+    pub review_allowed: bool,
 }
 
 impl<'a> Context<'a> {
@@ -256,6 +263,23 @@ impl<'a> Context<'a> {
             rules,
             spend,
             now,
+            card_override: None,
+            cardholder_override: None,
+            review_allowed: false,
         }
+    }
+
+    /// Adds what approvals decided for this card: control overrides (an extra
+    /// controls layer after the program's) and whether an allowance covers a review.
+    pub fn with_approvals(
+        mut self,
+        card_override: Option<&'a Controls>,
+        cardholder_override: Option<&'a Controls>,
+        review_allowed: bool,
+    ) -> Self {
+        self.card_override = card_override;
+        self.cardholder_override = cardholder_override;
+        self.review_allowed = review_allowed;
+        self
     }
 }

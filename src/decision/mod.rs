@@ -10,7 +10,9 @@
 //! 2. the card's `spending_controls`, then the cardholder's, then cardgate's program
 //!    controls (categories by name and MCC, merchant countries, card presence,
 //!    program MCC blocks, spending limits);
-//! 3. rules, in file order: the first decisive match wins;
+//!    then the card's and cardholder's control overrides set through the admin API;
+//! 3. rules, in file order: the first decisive match wins (a `review` match
+//!    declines unless an approved allowance covers this exact retry);
 //! 4. default approve.
 //!
 //! A limit (or a `cap` rule) below the requested amount declines, unless
@@ -104,6 +106,22 @@ fn decide_inner(ctx: &Context<'_>, verdict: &mut Verdict) -> Decision {
         }
     }
 
+    let overrides = [
+        (Level::CardOverride, ctx.card_override, Scope::Card),
+        (
+            Level::CardholderOverride,
+            ctx.cardholder_override,
+            Scope::Cardholder,
+        ),
+    ];
+    for (level, controls, scope) in overrides {
+        if let Some(controls) = controls
+            && let Err(d) = check_controls(ctx, level, controls, scope, &mut grant)
+        {
+            return d;
+        }
+    }
+
     *verdict = ctx.rules.evaluate(ctx);
     if let Some(m) = verdict.decisive.clone() {
         match m.action {
@@ -115,6 +133,14 @@ fn decide_inner(ctx: &Context<'_>, verdict: &mut Verdict) -> Decision {
                 return d;
             }
             Action::Decline => return Decision::decline(Reason::Rule, Source::Rule(m.name)),
+            // An approved allowance for exactly this retry lets the review rule pass.
+            Action::Review if ctx.review_allowed => {
+                let mut d = grant.finish();
+                if d.source.is_none() {
+                    d.source = Some(Source::Rule(m.name));
+                }
+                return d;
+            }
             Action::Review => return Decision::decline(Reason::Review, Source::Rule(m.name)),
             Action::Cap(cap) => {
                 if let Err(()) = grant.limit_to(cap) {

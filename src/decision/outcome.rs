@@ -103,6 +103,10 @@ pub enum Level {
     Cardholder,
     /// cardgate's `[program]` config.
     Program,
+    /// A card override set through the admin API (after approval).
+    CardOverride,
+    /// A cardholder override set through the admin API.
+    CardholderOverride,
 }
 
 impl Level {
@@ -112,6 +116,8 @@ impl Level {
             Level::Card => "card",
             Level::Cardholder => "cardholder",
             Level::Program => "program",
+            Level::CardOverride => "card_override",
+            Level::CardholderOverride => "cardholder_override",
         }
     }
 }

@@ -7,13 +7,15 @@
 //! slot frees itself when its task ends. Shutdown: stop accepting, then let every
 //! open connection finish its in-flight request (bounded by the grace period).
 
-mod admin;
+mod api;
+mod approvals_hook;
 pub mod emulator;
 mod ledger;
-pub mod payments;
 pub mod legacy;
+pub mod payments;
 mod respond;
 mod state;
+mod ui;
 pub mod webhook;
 
 use std::convert::Infallible;
@@ -104,7 +106,7 @@ pub async fn serve(
 
 async fn route(
     state: Arc<AppState>,
-    peer: SocketAddr,
+    _peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let (route, resp) = match (req.method(), req.uri().path()) {
@@ -115,26 +117,22 @@ async fn route(
         (&Method::GET, "/metrics") => ("metrics", metrics(&state)),
         (&Method::GET, "/healthz") => ("healthz", json_ok(StatusCode::OK, br#"{"status":"ok"}"#)),
         (&Method::GET, "/readyz") => ("readyz", ready(&state)),
-        (&Method::POST, "/v1/rulesets") => ("rulesets", admin::rulesets(&state, peer, req).await),
         (&Method::POST, "/v1/payment_approvals") => {
             ("payment_approvals", payments::handle(&state, req).await)
         }
-        (
-            _,
-            "/webhooks/stripe"
-            | "/metrics"
-            | "/healthz"
-            | "/readyz"
-            | "/v1/rulesets"
-            | "/v1/payment_approvals",
-        ) => (
-            "method_not_allowed",
-            json_error(
-                StatusCode::METHOD_NOT_ALLOWED,
+        (_, "/webhooks/stripe" | "/metrics" | "/healthz" | "/readyz" | "/v1/payment_approvals") => {
+            (
                 "method_not_allowed",
-                &format!("{} is not allowed on {}", req.method(), req.uri().path()),
-            ),
-        ),
+                json_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    &format!("{} is not allowed on {}", req.method(), req.uri().path()),
+                ),
+            )
+        }
+        // Every other /v1/ path is the authenticated admin API.
+        (_, p) if p.starts_with("/v1/") => ("api", api::handle(&state, req).await),
+        (_, p) if p == "/ui" || p.starts_with("/ui/") => ("ui", ui::handle(&req)),
         _ => (
             "not_found",
             json_error(
@@ -158,9 +156,11 @@ fn status_label(s: StatusCode) -> &'static str {
     match s.as_u16() {
         200 => "200",
         400 => "400",
+        401 => "401",
         403 => "403",
         404 => "404",
         405 => "405",
+        409 => "409",
         408 => "408",
         413 => "413",
         422 => "422",

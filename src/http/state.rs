@@ -36,6 +36,8 @@ pub struct AppState {
     pub store: Option<Arc<Store>>,
     /// Sends decisions as approve/decline calls in legacy mode; `None` in realtime.
     pub legacy: Option<Arc<super::legacy::LegacyClient>>,
+    /// Two-party approvals behind the admin API; `None` when the store is off.
+    pub approvals: Option<Arc<crate::approvals::Approvals>>,
     ready: AtomicBool,
 }
 
@@ -56,6 +58,7 @@ impl AppState {
             metrics: crate::metrics::install(),
             ledger: None,
             store: None,
+            approvals: None,
             ready: AtomicBool::new(false),
         }
     }
@@ -72,6 +75,12 @@ impl AppState {
     /// Sets the payment approval rule set (empty until then: approve all).
     pub fn with_payment_rules(self, rules: PaymentRuleSet) -> Self {
         self.payment_rules.store(std::sync::Arc::new(rules));
+        self
+    }
+
+    /// Adds the approvals service (admin API, overrides, allowances).
+    pub fn with_approvals(mut self, approvals: Arc<crate::approvals::Approvals>) -> Self {
+        self.approvals = Some(approvals);
         self
     }
 

@@ -146,6 +146,7 @@ pub async fn process(
     clock.lap(m::Stage::Parse);
 
     let rules = state.rules.load();
+    let approved = super::approvals_hook::lookup(state, &auth);
     let snapshot = super::ledger::snapshot(state, &auth);
     let spend: &(dyn SpendView + Sync) = match &snapshot {
         Some(s) => s,
@@ -156,7 +157,12 @@ pub async fn process(
         if fault.decision_delay_ms > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(fault.decision_delay_ms)).await;
         }
-        let ctx = Context::new(&auth, &state.config.program, &rules, spend, state.now());
+        let ctx = Context::new(&auth, &state.config.program, &rules, spend, state.now())
+            .with_approvals(
+                approved.card_override(),
+                approved.cardholder_override(),
+                approved.allowance.is_some(),
+            );
         // A bug in the decision (or a rule) must cost one fallback answer, not the
         // connection: catch it here, where the answer is still ours to give.
         std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -190,6 +196,7 @@ pub async fn process(
     )
     .await;
     clock.lap(m::Stage::Reserve);
+    super::approvals_hook::after(state, &auth, &decision, approved);
 
     let body = stripe::encode_decision(&decision, rules.version());
     metrics::counter!(

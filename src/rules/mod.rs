@@ -180,6 +180,9 @@ pub struct RuleSet(Compiled<Auth>);
 #[derive(Debug, Clone)]
 pub(crate) struct Compiled<S: Schema> {
     version: Arc<str>,
+    /// The file the set was compiled from: list edits through the admin API
+    /// rebuild the set from it.
+    source: Arc<str>,
     /// Decisive rules, file order.
     decisive: Arc<[Rule<S>]>,
     /// Shadow rules, file order.
@@ -242,6 +245,11 @@ impl RuleSet {
         self.0.version()
     }
 
+    /// The rules file this set was compiled from (empty for [`RuleSet::empty`]).
+    pub fn source(&self) -> &str {
+        &self.0.source
+    }
+
     /// Number of rules, shadow included.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -282,6 +290,7 @@ impl<S: Schema> Compiled<S> {
     pub(crate) fn empty() -> Self {
         Compiled {
             version: Arc::from("empty"),
+            source: Arc::from(""),
             decisive: Arc::from(Vec::new()),
             shadow: Arc::from(Vec::new()),
             decisive_index: Arc::new(index::Index::linear(0)),
@@ -509,6 +518,7 @@ impl<S: Schema> Compiled<S> {
             version: Arc::from(content_version(src.as_bytes())),
             decisive_index: index_of(&decisive),
             shadow_index: index_of(&shadow),
+            source: Arc::from(src),
             decisive: Arc::from(decisive),
             shadow: Arc::from(shadow),
             metered,

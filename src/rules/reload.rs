@@ -106,7 +106,9 @@ pub fn publish<T: Live>(old: &T, set: &T) {
     metrics::gauge!(T::INFO_METRIC, "version" => set.version().to_string()).set(1.0);
 }
 
-fn rejected<T: Live>(origin: &'static str, error: &str) {
+/// Counts and logs a rejected rule set; also used by the admin API, which
+/// validates a set before it opens an approval request for it.
+pub fn rejected<T: Live>(origin: &'static str, error: &str) {
     metrics::counter!(T::RELOADS_METRIC, "result" => "rejected").increment(1);
     tracing::error!(
         origin,

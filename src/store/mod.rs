@@ -77,6 +77,97 @@ pub const MIGRATIONS: &[&str] = &[
      CREATE INDEX decisions_decided_at ON decisions (decided_at);",
     // 2: shadow rules that matched each decision (JSON array of names; NULL: none).
     "ALTER TABLE decisions ADD COLUMN shadow_rules TEXT;",
+    // 3: two-party approvals (see `crate::approvals`): keys, rules, requests,
+    // append-only security history, events and their outbox, overrides, allowances.
+    "CREATE TABLE api_keys (
+         id         TEXT PRIMARY KEY,
+         name       TEXT,
+         role       TEXT NOT NULL,
+         hash       TEXT NOT NULL UNIQUE,
+         created    INTEGER NOT NULL,
+         created_by TEXT NOT NULL,
+         revoked_at INTEGER
+     );
+     CREATE TABLE approval_rules (
+         id      TEXT PRIMARY KEY,
+         action  TEXT NOT NULL,
+         body    TEXT NOT NULL,
+         active  INTEGER NOT NULL,
+         created INTEGER NOT NULL
+     );
+     CREATE UNIQUE INDEX approval_rules_one_active ON approval_rules (action) WHERE active = 1;
+     CREATE TABLE approval_requests (
+         id             TEXT PRIMARY KEY,
+         action         TEXT NOT NULL,
+         params         TEXT NOT NULL,
+         status         TEXT NOT NULL,
+         requested_by   TEXT NOT NULL,
+         requester_role TEXT NOT NULL,
+         requester_name TEXT,
+         rule_id        TEXT,
+         rule_name      TEXT,
+         reviewers      TEXT NOT NULL,
+         reason         TEXT,
+         created        INTEGER NOT NULL,
+         expires_at     INTEGER NOT NULL,
+         submitted_at   INTEGER,
+         review         TEXT,
+         result         TEXT,
+         error          TEXT,
+         transitions    TEXT NOT NULL DEFAULT '{}',
+         dedupe         TEXT
+     );
+     CREATE INDEX approval_requests_status ON approval_requests (status, expires_at);
+     CREATE INDEX approval_requests_dedupe ON approval_requests (dedupe);
+     CREATE TABLE security_history (
+         id        INTEGER PRIMARY KEY AUTOINCREMENT,
+         type      TEXT NOT NULL,
+         actor     TEXT NOT NULL,
+         object_id TEXT NOT NULL,
+         created   INTEGER NOT NULL,
+         details   TEXT NOT NULL
+     );
+     CREATE TRIGGER security_history_no_update BEFORE UPDATE ON security_history
+     BEGIN SELECT RAISE(ABORT, 'security_history is append-only'); END;
+     CREATE TRIGGER security_history_no_delete BEFORE DELETE ON security_history
+     BEGIN SELECT RAISE(ABORT, 'security_history is append-only'); END;
+     CREATE TABLE events (
+         id         TEXT PRIMARY KEY,
+         type       TEXT NOT NULL,
+         created    INTEGER NOT NULL,
+         related_id TEXT NOT NULL,
+         body       TEXT NOT NULL
+     );
+     CREATE TABLE outbox (
+         id              INTEGER PRIMARY KEY AUTOINCREMENT,
+         event_id        TEXT NOT NULL,
+         endpoint        TEXT NOT NULL,
+         attempts        INTEGER NOT NULL DEFAULT 0,
+         next_attempt_ms INTEGER NOT NULL,
+         delivered_ms    INTEGER,
+         failed          INTEGER NOT NULL DEFAULT 0,
+         last_error      TEXT
+     );
+     CREATE INDEX outbox_due ON outbox (next_attempt_ms) WHERE delivered_ms IS NULL AND failed = 0;
+     CREATE TABLE control_overrides (
+         scope   TEXT NOT NULL,
+         id      TEXT NOT NULL,
+         body    TEXT NOT NULL,
+         updated INTEGER NOT NULL,
+         PRIMARY KEY (scope, id)
+     );
+     CREATE TABLE allowances (
+         id         TEXT PRIMARY KEY,
+         card       TEXT NOT NULL,
+         merchant   TEXT NOT NULL,
+         amount     INTEGER NOT NULL,
+         currency   TEXT NOT NULL,
+         body       TEXT NOT NULL,
+         created    INTEGER NOT NULL,
+         expires_at INTEGER NOT NULL,
+         used_at    INTEGER,
+         used_by    TEXT
+     );",
 ];
 
 /// When an approval may be answered relative to its commit.
@@ -313,6 +404,19 @@ fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// Opens `<dir>/cardgate.db` read-write for the approvals service (its own
+/// connection: approvals are low-volume and must not queue behind the ledger's
+/// group-commit writer), checked and migrated like the store's.
+pub fn open_for_approvals(dir: &Path) -> Result<(Connection, PathBuf), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::Dir {
+        path: dir.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let path = dir.join(FILE_NAME);
+    let conn = open_checked(&path, Durability::Sync)?;
+    Ok((conn, path))
 }
 
 impl Store {

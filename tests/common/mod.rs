@@ -30,7 +30,7 @@ pub struct Server {
     pub addr: String,
     /// Everything the server wrote to stderr so far.
     pub stderr: Arc<Mutex<String>>,
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
 }
 
 /// Version of the empty rule set every `Server` starts with.
@@ -45,7 +45,12 @@ pub fn empty_ruleset() -> String {
 impl Server {
     /// Starts the binary with `config` (TOML text) and extra environment variables.
     pub fn start(config: &str, env: &[(&str, &str)]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
+        Server::start_in(tempfile::tempdir().unwrap(), config, env)
+    }
+
+    /// Like [`Server::start`] in a given directory (its `data/` holds
+    /// cardgate.db), so a test can create keys first or restart on the same data.
+    pub fn start_in(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Server {
         let path = dir.path().join("cardgate.toml");
         std::fs::write(&path, config).unwrap();
         // An empty rule set unless the test brings its own (CARDGATE_RULES in `env`):
@@ -103,8 +108,14 @@ impl Server {
             child: Some(child),
             addr,
             stderr,
-            _dir: dir,
+            dir: Some(dir),
         }
+    }
+
+    /// Stops the server (SIGTERM) and hands back its directory for a restart.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        self.terminate();
+        self.dir.take().unwrap()
     }
 
     /// `http://ADDR{path}`
@@ -154,6 +165,43 @@ impl Drop for Server {
             let _ = c.wait();
         }
     }
+}
+
+/// The data directory of a test directory (what `CARDGATE_DATA_DIR` points at).
+pub fn data_dir(dir: &std::path::Path) -> PathBuf {
+    dir.join("data")
+}
+
+/// Creates an API key with `cardgate keys create` in `dir`'s data directory and
+/// returns `(id, secret)`.
+pub fn create_key(dir: &std::path::Path, role: &str) -> (String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cardgate"))
+        .args([
+            "keys",
+            "create",
+            "--role",
+            role,
+            "--name",
+            &format!("test {role}"),
+            "--data-dir",
+        ])
+        .arg(data_dir(dir))
+        .env("CARDGATE_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "keys create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let id = err
+        .split_whitespace()
+        .find(|w| w.starts_with("key_"))
+        .unwrap_or_else(|| panic!("no key id in {err}"))
+        .to_string();
+    (id, secret)
 }
 
 /// An HTTP answer.

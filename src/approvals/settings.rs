@@ -1,0 +1,203 @@
+//! The `[approvals]` config section, validated with the rest of the config.
+//!
+//! ```toml
+//! [approvals]
+//! request_expiry_seconds = 86400     # unsubmitted requests expire (default 24 h)
+//! review_expiry_seconds = 604800     # submitted, unreviewed requests expire (7 days)
+//! allowance_window_seconds = 1800    # an approved authorization retry must come within
+//! event_endpoints = ["http://127.0.0.1:9000/cardgate-events"]
+//! signing_secret = "whsec_…"         # or CARDGATE_EVENTS_SECRET
+//! retry_initial_ms = 1000            # first retry delay, doubled per attempt
+//! retry_max_ms = 3600000             # cap on one delay
+//! max_attempts = 12                  # then the delivery is marked failed
+//! ```
+//!
+//! `CARDGATE_APPROVALS_CLOCK_OFFSET_SECONDS` (tests only) shifts the clock that
+//! expiry and allowances read, so a test can restart the server "25 hours later".
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::Env;
+
+/// `[approvals]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Section {
+    request_expiry_seconds: u64,
+    review_expiry_seconds: u64,
+    allowance_window_seconds: u64,
+    event_endpoints: Vec<String>,
+    signing_secret: Option<String>,
+    retry_initial_ms: u64,
+    retry_max_ms: u64,
+    max_attempts: u32,
+}
+
+impl Default for Section {
+    fn default() -> Self {
+        Section {
+            request_expiry_seconds: 24 * 3600,
+            review_expiry_seconds: 7 * 24 * 3600,
+            allowance_window_seconds: 30 * 60,
+            event_endpoints: Vec::new(),
+            signing_secret: None,
+            retry_initial_ms: 1000,
+            retry_max_ms: 3_600_000,
+            max_attempts: 12,
+        }
+    }
+}
+
+/// Validated approvals settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Lifetime of an unsubmitted request.
+    pub request_expiry: Duration,
+    /// Lifetime of a submitted request awaiting review.
+    pub review_expiry: Duration,
+    /// How long an approved authorization allowance waits for its retry.
+    pub allowance_window: Duration,
+    /// Where outgoing events are POSTed (`http://` only).
+    pub endpoints: Vec<String>,
+    /// Signs outgoing events (`whsec_…`).
+    pub signing_secret: Option<String>,
+    /// First retry delay.
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Attempts per delivery before it is given up.
+    pub max_attempts: u32,
+    /// Test-only clock shift, seconds.
+    pub clock_offset: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let mut problems = Vec::new();
+        let s = Settings::build(
+            Section::default(),
+            &std::collections::HashMap::new(),
+            &mut problems,
+        );
+        debug_assert!(problems.is_empty());
+        s
+    }
+}
+
+impl Settings {
+    /// Validates `s`, pushing one line per problem.
+    pub fn build(s: Section, env: &dyn Env, problems: &mut Vec<String>) -> Settings {
+        if s.request_expiry_seconds == 0 || s.review_expiry_seconds == 0 {
+            problems.push("approvals.*_expiry_seconds must be at least 1".into());
+        }
+        if s.allowance_window_seconds == 0 {
+            problems.push("approvals.allowance_window_seconds must be at least 1".into());
+        }
+        if s.retry_initial_ms == 0 || s.retry_max_ms < s.retry_initial_ms {
+            problems.push(
+                "approvals.retry_initial_ms must be at least 1 and at most retry_max_ms".into(),
+            );
+        }
+        if s.max_attempts == 0 {
+            problems.push("approvals.max_attempts must be at least 1".into());
+        }
+        for (i, url) in s.event_endpoints.iter().enumerate() {
+            match url.parse::<hyper::Uri>() {
+                Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => {}
+                _ => problems.push(format!(
+                    "approvals.event_endpoints[{i}] {url:?} is not an http:// URL"
+                )),
+            }
+        }
+        let secret = env
+            .var("CARDGATE_EVENTS_SECRET")
+            .filter(|v| !v.is_empty())
+            .or(s.signing_secret);
+        match &secret {
+            Some(k) if !k.starts_with("whsec_") => {
+                problems.push("approvals.signing_secret does not start with whsec_".into())
+            }
+            None if !s.event_endpoints.is_empty() => problems.push(
+                "approvals.event_endpoints is set but no signing secret: set approvals.signing_secret or CARDGATE_EVENTS_SECRET (whsec_…)".into(),
+            ),
+            _ => {}
+        }
+        let clock_offset = match env.var("CARDGATE_APPROVALS_CLOCK_OFFSET_SECONDS") {
+            None => 0,
+            Some(v) => v.trim().parse().unwrap_or_else(|_| {
+                problems.push(format!(
+                    "CARDGATE_APPROVALS_CLOCK_OFFSET_SECONDS {v:?} is not an integer"
+                ));
+                0
+            }),
+        };
+        Settings {
+            request_expiry: Duration::from_secs(s.request_expiry_seconds),
+            review_expiry: Duration::from_secs(s.review_expiry_seconds),
+            allowance_window: Duration::from_secs(s.allowance_window_seconds),
+            endpoints: s.event_endpoints,
+            signing_secret: secret,
+            retry_initial: Duration::from_millis(s.retry_initial_ms),
+            retry_max: Duration::from_millis(s.retry_max_ms),
+            max_attempts: s.max_attempts,
+            clock_offset,
+        }
+    }
+
+    /// Delay before attempt `attempts + 1`, after `attempts` failures: doubles from
+    /// `retry_initial`, capped at `retry_max`.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(attempts.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.retry_initial
+            .checked_mul(factor)
+            .unwrap_or(self.retry_max)
+            .min(self.retry_max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Settings::default();
+        assert_eq!(s.request_expiry, Duration::from_secs(86400));
+        assert_eq!(s.allowance_window, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let s = Settings::default();
+        assert_eq!(s.backoff(1), Duration::from_secs(1));
+        assert_eq!(s.backoff(2), Duration::from_secs(2));
+        assert_eq!(s.backoff(4), Duration::from_secs(8));
+        assert_eq!(s.backoff(40), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn endpoints_need_http_and_a_secret() {
+        let mut p = Vec::new();
+        let sec = Section {
+            event_endpoints: vec!["ftp://x".into()],
+            ..Section::default()
+        };
+        Settings::build(sec, &HashMap::new(), &mut p);
+        assert_eq!(p.len(), 2, "{p:?}");
+        let mut p = Vec::new();
+        let env: HashMap<String, String> =
+            [("CARDGATE_EVENTS_SECRET".to_string(), "whsec_x".to_string())].into();
+        let sec = Section {
+            event_endpoints: vec!["http://127.0.0.1:1/e".into()],
+            ..Section::default()
+        };
+        let s = Settings::build(sec, &env, &mut p);
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(s.signing_secret.as_deref(), Some("whsec_x"));
+    }
+}

@@ -1,0 +1,747 @@
+//! The authenticated admin API under `/v1/`: JSON in and out,
+//! `Authorization: Bearer <key>`, a role check on every endpoint, and the
+//! approvals service behind it (`crate::approvals`). This file maps HTTP to that
+//! service and its errors to status codes; it holds no state of its own.
+//!
+//! Errors are `{"error":{"code","type","message"[,"param"]}}`: 400 bad input
+//! (unknown fields are named in `param`), 401 no/unknown/revoked key, 403 wrong
+//! role, `approval_required` or `action_blocked`, 404, 409 forbidden transition,
+//! 413 body too large, 422 rule set that does not compile. Never a 5xx for bad input.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::respond::json_bytes;
+use super::{AppState, Body};
+use crate::approvals::{
+    Action, ActionKind, Actor, AllowanceSpec, Approvals, AuthError, Error, HistoryFilter,
+    OverrideSpec, Page, Role, RuleInput, RuleUpdate,
+};
+
+/// Largest JSON body on the admin API.
+pub const JSON_LIMIT: usize = 64 * 1024;
+
+/// The OpenAPI 3 document describing this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// An error answer.
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    kind: &'static str,
+    message: String,
+    extra: Option<(&'static str, Value)>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        let kind = match status.as_u16() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            500..=599 => "api_error",
+            _ => "invalid_request_error",
+        };
+        ApiError {
+            status,
+            code,
+            kind,
+            message: message.into(),
+            extra: None,
+        }
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let mut err = json!({"code": self.code, "type": self.kind, "message": self.message});
+        if let Some((k, v)) = self.extra {
+            err[k] = v;
+        }
+        json_bytes(self.status, Bytes::from(json!({"error": err}).to_string()))
+    }
+}
+
+fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, code, message)
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::ApprovalRequired { request, extra } => {
+                let mut body = ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "approval_required",
+                    format!(
+                        "this action requires approval; submit it with POST /v1/approval_requests/{}/submit and a reason",
+                        request["id"].as_str().unwrap_or("")
+                    ),
+                );
+                body.kind = "invalid_request_error";
+                let mut request = request;
+                if let Some(Value::Object(x)) = extra {
+                    for (k, v) in x {
+                        request[k] = v;
+                    }
+                }
+                body.extra = Some(("approval_request", request));
+                body
+            }
+            Error::Blocked { action, rule } => {
+                let mut body = ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "action_blocked",
+                    format!("{} is blocked by approval rule {rule}", action.as_str()),
+                );
+                body.kind = "invalid_request_error";
+                body
+            }
+            Error::NotFound { what, id } => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "resource_missing",
+                format!("no {what} with id {id:?}"),
+            ),
+            Error::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            Error::Forbidden { code, message } => {
+                ApiError::new(StatusCode::FORBIDDEN, code, message)
+            }
+            Error::Invalid { message } => bad("parameter_invalid", message),
+            Error::InvalidRules(e) => {
+                let errors: Vec<_> = e
+                    .errors
+                    .iter()
+                    .map(|e| json!({"rule": e.rule, "line": e.line, "col": e.col, "message": e.kind.to_string()}))
+                    .collect();
+                let mut body = ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_rules",
+                    e.to_string(),
+                );
+                body.extra = Some(("errors", Value::Array(errors)));
+                body
+            }
+            Error::Storage(m) => {
+                tracing::error!(error = %m, "approvals storage failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "storage",
+                    "the approvals database failed; nothing was changed",
+                )
+            }
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// Handles every `/v1/` request.
+pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+    match dispatch(state, req).await {
+        Ok((status, body)) => json_bytes(status, Bytes::from(body.to_string())),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn ok(v: Value) -> Result<(StatusCode, Value)> {
+    Ok((StatusCode::OK, v))
+}
+
+fn list(data: Vec<Value>, more: bool, url: &str) -> Value {
+    json!({"object": "list", "url": url, "has_more": more, "data": data})
+}
+
+async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(StatusCode, Value)> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    if path == "/v1/openapi.json" {
+        if method != Method::GET {
+            return Err(not_allowed(&method, &path));
+        }
+        let doc: Value = serde_json::from_str(OPENAPI).unwrap_or(Value::Null);
+        return ok(doc);
+    }
+    let Some(approvals) = state.approvals.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "approvals_unavailable",
+            "the admin API needs the store ([store] enabled = true)",
+        ));
+    };
+    let actor = authenticate(&approvals, &req).await?;
+    let query = Query::parse(req.uri().query().unwrap_or(""))?;
+    let segs: Vec<&str> = path
+        .trim_start_matches("/v1/")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let segs: Vec<String> = segs.into_iter().map(String::from).collect();
+    let seg: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let m = &method;
+    let st = state.clone();
+    let a = approvals.clone();
+
+    match (m, seg.as_slice()) {
+        // --- keys ---
+        (&Method::GET, ["api_keys"]) => {
+            need(&actor, &[Role::Admin])?;
+            query.only(&[])?;
+            let keys = blocking(move || a.list_keys()).await?;
+            ok(list(keys, false, "/v1/api_keys"))
+        }
+        (&Method::POST, ["api_keys"]) => {
+            need(&actor, &[Role::Admin])?;
+            query.only(&[])?;
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct In {
+                role: String,
+                #[serde(default)]
+                name: Option<String>,
+            }
+            let b: In = json_body(req).await?;
+            perform(
+                st,
+                actor,
+                Action::CreateApiKey {
+                    role: b.role,
+                    name: b.name,
+                    pending: None,
+                },
+            )
+            .await
+        }
+        (&Method::POST, ["api_keys", id, "revoke"]) => {
+            need(&actor, &[Role::Admin])?;
+            query.only(&[])?;
+            empty_body(req).await?;
+            perform(st, actor, Action::RevokeApiKey { id: id.to_string() }).await
+        }
+        // --- approval rules ---
+        (&Method::GET, ["approval_rules"]) => {
+            query.only(&["action", "active"])?;
+            let action = query.action()?;
+            let active = query.bool("active")?;
+            let rules = blocking(move || a.list_rules(action, active)).await?;
+            ok(list(rules, false, "/v1/approval_rules"))
+        }
+        (&Method::POST, ["approval_rules"]) => {
+            need(&actor, &[Role::Admin])?;
+            query.only(&[])?;
+            let b: RuleInput = json_body(req).await?;
+            perform(st, actor, Action::CreateApprovalRule(b)).await
+        }
+        (&Method::GET, ["approval_rules", id]) => {
+            query.only(&[])?;
+            let id = id.to_string();
+            ok(blocking(move || a.get_rule(&id)).await?)
+        }
+        (&Method::POST, ["approval_rules", id]) => {
+            need(&actor, &[Role::Admin])?;
+            query.only(&[])?;
+            let changes: RuleUpdate = json_body(req).await?;
+            perform(
+                st,
+                actor,
+                Action::UpdateApprovalRule {
+                    id: id.to_string(),
+                    changes,
+                },
+            )
+            .await
+        }
+        (&Method::DELETE, ["approval_rules", id]) => {
+            need(&actor, &[Role::Admin])?;
+            query.only(&[])?;
+            perform(st, actor, Action::DeleteApprovalRule { id: id.to_string() }).await
+        }
+        (&Method::POST, ["approval_rules", id, verb @ ("activate" | "deactivate")]) => {
+            need(&actor, &[Role::Admin])?;
+            query.only(&[])?;
+            empty_body(req).await?;
+            let id = id.to_string();
+            let action = if *verb == "activate" {
+                Action::ActivateApprovalRule { id }
+            } else {
+                Action::DeactivateApprovalRule { id }
+            };
+            perform(st, actor, action).await
+        }
+        // --- approval requests ---
+        (&Method::GET, ["approval_requests"]) => {
+            query.only(&["status", "action", "limit", "starting_after"])?;
+            let status = query.get("status").map(str::to_string);
+            if let Some(s) = &status
+                && !crate::approvals::status::ALL.contains(&s.as_str())
+            {
+                return Err(bad_param(
+                    "status",
+                    format!(
+                        "status {s:?} is not one of {}",
+                        crate::approvals::status::ALL.join(", ")
+                    ),
+                ));
+            }
+            let action = query.action()?;
+            let page = query.page()?;
+            let (data, more) =
+                blocking(move || a.list_requests(status.as_deref(), action, &page)).await?;
+            ok(list(data, more, "/v1/approval_requests"))
+        }
+        (&Method::GET, ["approval_requests", id]) => {
+            query.only(&[])?;
+            let id = id.to_string();
+            ok(blocking(move || a.get_request(&id)).await?)
+        }
+        (
+            &Method::POST,
+            [
+                "approval_requests",
+                id,
+                verb @ ("submit" | "approve" | "deny" | "cancel"),
+            ],
+        ) => {
+            query.only(&[])?;
+            if matches!(*verb, "approve" | "deny") {
+                need(&actor, &[Role::Admin, Role::Reviewer])?;
+            }
+            #[derive(Deserialize, Default)]
+            #[serde(deny_unknown_fields)]
+            struct In {
+                #[serde(default)]
+                reason: Option<String>,
+            }
+            let b: In = if *verb == "cancel" {
+                empty_body(req).await?;
+                In::default()
+            } else {
+                optional_json_body(req).await?
+            };
+            if let Some(r) = &b.reason
+                && r.len() > crate::approvals::action::MAX_TEXT
+            {
+                return Err(bad_param("reason", "reason is over 1000 bytes"));
+            }
+            let (id, verb) = (id.to_string(), verb.to_string());
+            let out = blocking(move || match verb.as_str() {
+                "submit" => a.submit(&actor, &id, b.reason.as_deref()),
+                "approve" => a.approve(&actor, &id, b.reason.as_deref(), &st.rules),
+                "deny" => a.deny(&actor, &id, b.reason.as_deref()),
+                _ => a.cancel(&actor, &id),
+            })
+            .await?;
+            ok(out)
+        }
+        // --- history and events ---
+        (&Method::GET, ["security_history"]) => {
+            query.only(&[
+                "type",
+                "actor",
+                "object",
+                "since",
+                "until",
+                "limit",
+                "starting_after",
+            ])?;
+            let f = HistoryFilter {
+                kind: query.get("type").map(str::to_string),
+                actor: query.get("actor").map(str::to_string),
+                object: query.get("object").map(str::to_string),
+                since: query.int("since")?,
+                until: query.int("until")?,
+            };
+            let page = query.page()?;
+            let (data, more) = blocking(move || a.history(&f, &page)).await?;
+            ok(list(data, more, "/v1/security_history"))
+        }
+        (&Method::GET, ["events"]) => {
+            query.only(&["type", "limit", "starting_after"])?;
+            let kind = query.get("type").map(str::to_string);
+            let page = query.page()?;
+            let (data, more) = blocking(move || a.events(kind.as_deref(), &page)).await?;
+            ok(list(data, more, "/v1/events"))
+        }
+        // --- sensitive actions on the decision path ---
+        (&Method::POST, ["rulesets"]) => {
+            need(&actor, &[Role::Admin, Role::Agent])?;
+            query.only(&[])?;
+            let source = text_body(req).await?;
+            perform(st, actor, Action::PublishRuleset { source }).await
+        }
+        (&Method::GET, ["rulesets", "current"]) => {
+            query.only(&[])?;
+            let set = state.rules.load();
+            ok(
+                json!({"object": "ruleset", "version": set.version(), "rules": set.len(),
+                "source": set.source()}),
+            )
+        }
+        (&Method::POST, ["lists", name]) => {
+            need(&actor, &[Role::Admin, Role::Agent])?;
+            query.only(&[])?;
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct In {
+                values: Vec<Value>,
+            }
+            let b: In = json_body(req).await?;
+            perform(
+                st,
+                actor,
+                Action::UpdateList {
+                    name: name.to_string(),
+                    values: b.values,
+                },
+            )
+            .await
+        }
+        (&Method::GET, ["control_overrides"]) => {
+            query.only(&[])?;
+            let data = blocking(move || a.list_overrides()).await?;
+            ok(list(data, false, "/v1/control_overrides"))
+        }
+        (&Method::POST, ["control_overrides"]) => {
+            need(&actor, &[Role::Admin, Role::Agent])?;
+            query.only(&[])?;
+            let b: OverrideSpec = json_body(req).await?;
+            perform(st, actor, Action::SetControlOverride(b)).await
+        }
+        (&Method::GET, ["authorization_allowances"]) => {
+            query.only(&[])?;
+            let data = blocking(move || a.list_allowances()).await?;
+            ok(list(data, false, "/v1/authorization_allowances"))
+        }
+        (&Method::POST, ["authorization_allowances"]) => {
+            need(&actor, &[Role::Admin, Role::Agent])?;
+            query.only(&[])?;
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct In {
+                card: String,
+                merchant: String,
+                amount: i64,
+                currency: String,
+            }
+            let b: In = json_body(req).await?;
+            perform(
+                st,
+                actor,
+                Action::AuthorizationAllowance(AllowanceSpec {
+                    card: b.card,
+                    merchant: b.merchant,
+                    amount: b.amount,
+                    currency: b.currency,
+                    authorization: None,
+                    rule: None,
+                    details: None,
+                }),
+            )
+            .await
+        }
+        _ if known_path(&seg) => Err(not_allowed(m, &path)),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for {path}"),
+        )),
+    }
+}
+
+fn known_path(seg: &[&str]) -> bool {
+    matches!(
+        seg,
+        ["api_keys"]
+            | ["api_keys", _, "revoke"]
+            | ["approval_rules"]
+            | ["approval_rules", _]
+            | ["approval_rules", _, "activate" | "deactivate"]
+            | ["approval_requests"]
+            | ["approval_requests", _]
+            | [
+                "approval_requests",
+                _,
+                "submit" | "approve" | "deny" | "cancel"
+            ]
+            | ["security_history"]
+            | ["events"]
+            | ["rulesets"]
+            | ["rulesets", "current"]
+            | ["lists", _]
+            | ["control_overrides"]
+            | ["authorization_allowances"]
+    )
+}
+
+fn not_allowed(m: &Method, path: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{m} is not allowed on {path}"),
+    )
+}
+
+fn bad_param(param: &str, message: impl Into<String>) -> ApiError {
+    let mut e = bad("parameter_invalid", message);
+    e.extra = Some(("param", json!(param)));
+    e
+}
+
+async fn perform(st: Arc<AppState>, actor: Actor, action: Action) -> Result<(StatusCode, Value)> {
+    let Some(a) = st.approvals.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "approvals_unavailable",
+            "no store",
+        ));
+    };
+    let out = blocking(move || a.perform(&actor, action, &st.rules)).await?;
+    ok(out)
+}
+
+/// Runs blocking approvals work (SQLite, rule compilation) off the request threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::result::Result<T, Error> + Send + 'static,
+) -> Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(_) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the operation failed unexpectedly; nothing was committed",
+        )),
+    }
+}
+
+async fn authenticate(a: &Arc<Approvals>, req: &Request<Incoming>) -> Result<Actor> {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let Some(h) = header else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_api_key",
+            "send Authorization: Bearer <API key>",
+        ));
+    };
+    let secret = h
+        .strip_prefix("Bearer ")
+        .or_else(|| h.strip_prefix("bearer "))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let a = a.clone();
+    match tokio::task::spawn_blocking(move || a.authenticate(&secret)).await {
+        Ok(Ok(actor)) => Ok(actor),
+        Ok(Err(AuthError::Revoked)) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "api_key_revoked",
+            "this API key was revoked",
+        )),
+        Ok(Err(AuthError::Unknown)) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            "unknown API key",
+        )),
+        Ok(Err(AuthError::Storage)) | Err(_) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage",
+            "the key store could not be read",
+        )),
+    }
+}
+
+fn need(actor: &Actor, roles: &[Role]) -> Result<()> {
+    if roles.contains(&actor.role) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "permission_denied",
+        format!(
+            "role {} may not do this (needs {})",
+            actor.role.as_str(),
+            roles
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ),
+    ))
+}
+
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body is over the {limit}-byte limit"),
+        )
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(_) => Err(bad("body_unreadable", "request body could not be read")),
+    }
+}
+
+async fn text_body(req: Request<Incoming>) -> Result<String> {
+    let body = read_body(req, crate::rules::MAX_FILE_BYTES).await?;
+    String::from_utf8(body.to_vec()).map_err(|_| bad("invalid_rules", "rules file is not UTF-8"))
+}
+
+async fn json_body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T> {
+    let body = read_body(req, JSON_LIMIT).await?;
+    parse_json(&body)
+}
+
+async fn optional_json_body<T: DeserializeOwned + Default>(req: Request<Incoming>) -> Result<T> {
+    let body = read_body(req, JSON_LIMIT).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    parse_json(&body)
+}
+
+async fn empty_body(req: Request<Incoming>) -> Result<()> {
+    let body = read_body(req, JSON_LIMIT).await?;
+    let trimmed: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    if trimmed.is_empty() || trimmed == b"{}" {
+        Ok(())
+    } else {
+        Err(bad(
+            "parameter_unknown",
+            "this endpoint takes no parameters",
+        ))
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    serde_json::from_slice(body).map_err(|e| {
+        let msg = e.to_string();
+        if let Some(field) = msg
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next())
+        {
+            let mut err = bad("parameter_unknown", format!("unknown field {field:?}"));
+            err.extra = Some(("param", json!(field)));
+            return err;
+        }
+        match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                bad("invalid_json", format!("body is not valid JSON: {msg}"))
+            }
+            _ => bad("parameter_invalid", msg),
+        }
+    })
+}
+
+/// Decoded query parameters.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(q: &str) -> Result<Query> {
+        let mut out = Vec::new();
+        for pair in q.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            out.push((decode(k)?, decode(v)?));
+        }
+        Ok(Query(out))
+    }
+
+    fn only(&self, allowed: &[&str]) -> Result<()> {
+        for (k, _) in &self.0 {
+            if !allowed.contains(&k.as_str()) {
+                return Err(bad_param(k, format!("unknown query parameter {k:?}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn int(&self, key: &str) -> Result<Option<i64>> {
+        self.get(key)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| bad_param(key, format!("{key} must be an integer")))
+            })
+            .transpose()
+    }
+
+    fn bool(&self, key: &str) -> Result<Option<bool>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(_) => Err(bad_param(key, format!("{key} must be true or false"))),
+        }
+    }
+
+    fn action(&self) -> Result<Option<ActionKind>> {
+        self.get("action")
+            .map(|a| {
+                ActionKind::parse(a)
+                    .ok_or_else(|| bad_param("action", format!("unknown action {a:?}")))
+            })
+            .transpose()
+    }
+
+    fn page(&self) -> Result<Page> {
+        let limit = match self.int("limit")? {
+            None => None,
+            Some(n) if (1..=100).contains(&n) => Some(n as u32),
+            Some(_) => return Err(bad_param("limit", "limit must be between 1 and 100")),
+        };
+        Ok(Page {
+            limit,
+            starting_after: self.get("starting_after").map(str::to_string),
+        })
+    }
+}
+
+fn decode(s: &str) -> Result<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| bad("invalid_query", "malformed %-escape in the query"))?;
+                out.push(hex);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| bad("invalid_query", "query is not UTF-8"))
+}
