@@ -221,6 +221,7 @@ struct File {
     store: StoreSection,
     #[serde(default)]
     legacy: LegacySection,
+    #[serde(default)]
     approvals: crate::approvals::settings::Section,
 }
 
