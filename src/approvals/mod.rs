@@ -291,7 +291,14 @@ impl Approvals {
     /// needed), recovers interrupted executions and loads overrides and allowances.
     pub fn open(dir: &Path, settings: Settings) -> Result<Approvals, crate::store::StoreError> {
         let clock = Clock::with_offset(settings.clock_offset);
-        Self::open_with_clock(dir, settings, clock)
+        Self::open_inner(dir, settings, clock, true)
+    }
+
+    /// Opens the tables for a command-line tool beside a possibly running server:
+    /// no start-up recovery (a request the server is executing right now must not
+    /// be marked interrupted).
+    pub fn open_tool(dir: &Path) -> Result<Approvals, crate::store::StoreError> {
+        Self::open_inner(dir, Settings::default(), Clock::default(), false)
     }
 
     /// [`Approvals::open`] with a given clock (tests).
@@ -299,6 +306,15 @@ impl Approvals {
         dir: &Path,
         settings: Settings,
         clock: Clock,
+    ) -> Result<Approvals, crate::store::StoreError> {
+        Self::open_inner(dir, settings, clock, true)
+    }
+
+    fn open_inner(
+        dir: &Path,
+        settings: Settings,
+        clock: Clock,
+        recover: bool,
     ) -> Result<Approvals, crate::store::StoreError> {
         let (conn, path) = crate::store::open_for_approvals(dir)?;
         let (reviews_tx, reviews_rx) = tokio::sync::mpsc::channel(REVIEW_QUEUE);
@@ -317,7 +333,9 @@ impl Approvals {
             path: path.clone(),
             message: format!("{e:?}"),
         };
-        a.recover().map_err(err)?;
+        if recover {
+            a.recover().map_err(err)?;
+        }
         a.reload_overrides().map_err(err)?;
         a.reload_allowances().map_err(err)?;
         Ok(a)
