@@ -1762,6 +1762,15 @@ fn emit(
         "approval_request" => format!("/v1/approval_requests/{related}"),
         _ => format!("/v1/approval_rules/{related}"),
     };
+    // Events stay small (a request can carry a multi-megabyte rule set): past
+    // this size the receiver gets the short form and reads the rest by URL.
+    const MAX_OBJECT: usize = 64 * 1024;
+    let object = if object.to_string().len() > MAX_OBJECT {
+        json!({"id": object["id"], "object": object["object"], "status": object["status"],
+               "action": object["action"], "truncated": true})
+    } else {
+        object
+    };
     let body = json!({
         "id": id,
         "object": "v2.core.event",
