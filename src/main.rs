@@ -429,7 +429,7 @@ fn open_ledger(config: &Config) -> anyhow::Result<(Arc<Ledger>, Arc<Store>)> {
 }
 
 fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
-    use cardgate::approvals::{Actor, Approvals, Role, Settings};
+    use cardgate::approvals::{Actor, Approvals, Role};
     let dir_of = |d: DataDirArgs| match d.data_dir {
         Some(d) => d,
         None => match load_config(&d.config, None, None) {
@@ -439,9 +439,7 @@ fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| PathBuf::from("./data")),
         },
     };
-    let open = |dir: &std::path::Path| {
-        Approvals::open(dir, Settings::default()).context("opening the key store")
-    };
+    let open = |dir: &std::path::Path| Approvals::open_tool(dir).context("opening the key store");
     match command {
         KeysCommand::Create { role, name, dir } => {
             let Some(role) = Role::parse(&role) else {

@@ -1103,3 +1103,65 @@ async fn openapi_document_is_served_and_names_every_route() {
         405
     );
 }
+
+#[tokio::test]
+async fn an_action_that_fails_when_approved_ends_failed_with_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = keys(dir.path());
+    let (victim, _) = create_key(dir.path(), "analyst");
+    let path = dir.path().to_path_buf();
+    let server = Server::start_in(dir, &base_config(), &[]);
+    server.ready().await;
+    let api = Api { server: &server };
+    gate(&api, &k, "revoke_api_key", "require_approval").await;
+    let id = apreq(
+        &api.post(
+            &k.admin,
+            &format!("/v1/api_keys/{victim}/revoke"),
+            json!({}),
+        )
+        .await,
+    );
+    api.post(
+        &k.admin,
+        &format!("/v1/approval_requests/{id}/submit"),
+        json!({"reason": "left"}),
+    )
+    .await;
+    // Meanwhile the operator revokes it at the command line (not gated).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cardgate"))
+        .args(["keys", "revoke", &victim, "--data-dir"])
+        .arg(common::data_dir(&path))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = api
+        .post(
+            &k.reviewer,
+            &format!("/v1/approval_requests/{id}/approve"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let req = r.json();
+    assert_eq!(req["status"], "failed", "{req}");
+    assert_eq!(
+        req["status_details"]["failed"]["error_code"],
+        "already_revoked"
+    );
+    let h = api
+        .get(&k.analyst, &format!("/v1/security_history?object={victim}"))
+        .await;
+    assert_eq!(h["data"][0]["actor"], "cli");
+    let ev = api
+        .get(
+            &k.analyst,
+            "/v1/events?type=v2.core.approval_request.failed",
+        )
+        .await;
+    assert_eq!(ev["data"][0]["related_object"]["id"], id.as_str());
+}

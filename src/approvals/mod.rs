@@ -291,7 +291,14 @@ impl Approvals {
     /// needed), recovers interrupted executions and loads overrides and allowances.
     pub fn open(dir: &Path, settings: Settings) -> Result<Approvals, crate::store::StoreError> {
         let clock = Clock::with_offset(settings.clock_offset);
-        Self::open_with_clock(dir, settings, clock)
+        Self::open_inner(dir, settings, clock, true)
+    }
+
+    /// Opens the tables for a command-line tool beside a possibly running server:
+    /// no start-up recovery (a request the server is executing right now must not
+    /// be marked interrupted).
+    pub fn open_tool(dir: &Path) -> Result<Approvals, crate::store::StoreError> {
+        Self::open_inner(dir, Settings::default(), Clock::default(), false)
     }
 
     /// [`Approvals::open`] with a given clock (tests).
@@ -299,6 +306,15 @@ impl Approvals {
         dir: &Path,
         settings: Settings,
         clock: Clock,
+    ) -> Result<Approvals, crate::store::StoreError> {
+        Self::open_inner(dir, settings, clock, true)
+    }
+
+    fn open_inner(
+        dir: &Path,
+        settings: Settings,
+        clock: Clock,
+        recover: bool,
     ) -> Result<Approvals, crate::store::StoreError> {
         let (conn, path) = crate::store::open_for_approvals(dir)?;
         let (reviews_tx, reviews_rx) = tokio::sync::mpsc::channel(REVIEW_QUEUE);
@@ -317,7 +333,9 @@ impl Approvals {
             path: path.clone(),
             message: format!("{e:?}"),
         };
-        a.recover().map_err(err)?;
+        if recover {
+            a.recover().map_err(err)?;
+        }
         a.reload_overrides().map_err(err)?;
         a.reload_allowances().map_err(err)?;
         Ok(a)
@@ -1270,6 +1288,17 @@ impl Approvals {
     /// Expires every open request past its `expires_at`; returns how many.
     pub fn expire_due(&self) -> Result<usize, Error> {
         let now = self.now();
+        // A plain read first: taking SQLite's write lock every second for nothing
+        // would make the ledger's writer wait behind it.
+        let due: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM approval_requests
+             WHERE status IN ('pending', 'requires_review') AND expires_at <= ?1",
+            params![now],
+            |r| r.get(0),
+        )?;
+        if due == 0 {
+            return Ok(0);
+        }
         self.tx(|tx| {
             let ids: Vec<String> = {
                 let mut st = tx.prepare(
@@ -1743,6 +1772,15 @@ fn emit(
     let url = match related_type {
         "approval_request" => format!("/v1/approval_requests/{related}"),
         _ => format!("/v1/approval_rules/{related}"),
+    };
+    // Events stay small (a request can carry a multi-megabyte rule set): past
+    // this size the receiver gets the short form and reads the rest by URL.
+    const MAX_OBJECT: usize = 64 * 1024;
+    let object = if object.to_string().len() > MAX_OBJECT {
+        json!({"id": object["id"], "object": object["object"], "status": object["status"],
+               "action": object["action"], "truncated": true})
+    } else {
+        object
     };
     let body = json!({
         "id": id,

@@ -230,3 +230,26 @@ fn allowance_is_one_time() {
     assert!(f.a.take_allowance(&key).is_none());
     f.a.consume_allowance(&id, "iauth_1").unwrap();
 }
+
+#[test]
+fn interrupted_executions_fail_at_start_but_not_when_a_tool_opens_the_file() {
+    let f = fixture();
+    gate_publish(&f);
+    let id = gated(&f);
+    f.a.conn()
+        .execute(
+            "UPDATE approval_requests SET status = 'requires_execution' WHERE id = ?1",
+            params![id],
+        )
+        .unwrap();
+    let dir = f.a.path().parent().unwrap().to_path_buf();
+    let tool = Approvals::open_tool(&dir).unwrap();
+    assert_eq!(
+        tool.get_request(&id).unwrap()["status"],
+        "requires_execution"
+    );
+    let server = Approvals::open(&dir, Settings::default()).unwrap();
+    let req = server.get_request(&id).unwrap();
+    assert_eq!(req["status"], "failed");
+    assert_eq!(req["status_details"]["failed"]["error_code"], "interrupted");
+}

@@ -436,3 +436,60 @@ fn card_controls_come_before_cardholder_and_program() {
         ),
     );
 }
+
+#[test]
+fn approval_overrides_are_one_more_controls_layer() {
+    let a = auth();
+    let program = ProgramControls::default();
+    let rules = RuleSet::empty();
+    let card = Controls {
+        spending_limits: vec![limit(4000, Interval::PerAuthorization)],
+        ..Controls::default()
+    };
+    let holder = Controls {
+        blocked_merchant_countries: countries(&["US"]),
+        ..Controls::default()
+    };
+    let d = decide(
+        &Context::new(&a, &program, &rules, &NoSpend, 0).with_approvals(Some(&card), None, false),
+    );
+    assert_eq!((d.approved, d.reason), (false, Reason::SpendingLimit));
+    assert_eq!(
+        d.source,
+        Some(Source::Control(Level::CardOverride, "per_authorization"))
+    );
+    let d = decide(
+        &Context::new(&a, &program, &rules, &NoSpend, 0).with_approvals(None, Some(&holder), false),
+    );
+    assert_eq!(
+        d.source,
+        Some(Source::Control(
+            Level::CardholderOverride,
+            "blocked_merchant_countries"
+        ))
+    );
+    // No override: approved as before.
+    assert!(decide(&Context::new(&a, &program, &rules, &NoSpend, 0)).approved);
+}
+
+#[test]
+fn an_allowance_lets_a_review_rule_pass_and_nothing_else() {
+    let a = auth();
+    let program = ProgramControls::default();
+    let rules = RuleSet::from_toml_unmetered(
+        "[[rule]]\nname = \"big\"\nwhen = 'amount > 1000'\naction = \"review\"\n",
+    )
+    .unwrap();
+    let plain = decide(&Context::new(&a, &program, &rules, &NoSpend, 0));
+    assert_eq!((plain.approved, plain.reason), (false, Reason::Review));
+    let allowed =
+        decide(&Context::new(&a, &program, &rules, &NoSpend, 0).with_approvals(None, None, true));
+    assert!(allowed.approved);
+    let decline = RuleSet::from_toml_unmetered(
+        "[[rule]]\nname = \"big\"\nwhen = 'amount > 1000'\naction = \"decline\"\n",
+    )
+    .unwrap();
+    let d =
+        decide(&Context::new(&a, &program, &decline, &NoSpend, 0).with_approvals(None, None, true));
+    assert!(!d.approved, "an allowance only passes review rules");
+}
