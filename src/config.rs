@@ -439,15 +439,13 @@ fn legacy_config(l: &LegacySection, env: &dyn Env, problems: &mut Vec<String>) -
         );
     }
     let base = l.api_base.trim_end_matches('/');
-    match base.strip_prefix("http://") {
-        Some(host) if !host.is_empty() && !host.contains('/') => {}
-        _ if base.starts_with("https://") => problems.push(format!(
-            "legacy.api_base {base:?}: this build speaks plain HTTP only; reach Stripe through a \
-             local TLS-originating proxy (e.g. http://127.0.0.1:PORT)"
-        )),
-        _ => problems.push(format!(
-            "legacy.api_base {base:?} must be http://HOST[:PORT] without a path"
-        )),
+    let host = base
+        .strip_prefix("https://")
+        .or_else(|| base.strip_prefix("http://"));
+    if !host.is_some_and(|h| !h.is_empty() && !h.contains('/')) {
+        problems.push(format!(
+            "legacy.api_base {base:?} must be https://HOST[:PORT] or http://HOST[:PORT], without a path"
+        ));
     }
     if l.timeout_ms == 0 || l.timeout_ms > 1900 {
         problems.push(format!(
@@ -722,7 +720,7 @@ spending_limits = [{ amount = 5, interval = "hourly" }]
     }
 
     #[test]
-    fn legacy_mode_needs_a_key_and_an_http_base() {
+    fn legacy_mode_needs_a_key_and_a_valid_base() {
         let c = load("[webhook]\nsecrets = [\"whsec_a\"]\n", &[]).unwrap();
         assert_eq!((c.mode, c.legacy), (WebhookMode::Realtime, None));
         let text = "[webhook]\nsecrets = [\"whsec_a\"]\nmode = \"legacy\"\n[legacy]\napi_base = \"http://127.0.0.1:9/\"\n";
@@ -734,10 +732,14 @@ spending_limits = [{ amount = 5, interval = "hourly" }]
             (l.api_base.as_str(), l.api_key.as_str()),
             ("http://127.0.0.1:9", "sk_test_x")
         );
-        let text = "[webhook]\nsecrets = [\"whsec_a\"]\nmode = \"legacy\"\n[legacy]\napi_key = \"k\"\ntimeout_ms = 5000\n";
+        let text =
+            "[webhook]\nsecrets = [\"whsec_a\"]\nmode = \"legacy\"\n[legacy]\napi_key = \"k\"\n";
+        let l = load(text, &[]).unwrap().legacy.unwrap();
+        assert_eq!(l.api_base, "https://api.stripe.com");
+        let text = "[webhook]\nsecrets = [\"whsec_a\"]\nmode = \"legacy\"\n[legacy]\napi_key = \"k\"\ntimeout_ms = 5000\napi_base = \"ftp://x/y\"\n";
         let err = load(text, &[]).unwrap_err().to_string();
         assert!(
-            err.contains("plain HTTP") && err.contains("timeout_ms"),
+            err.contains("api_base") && err.contains("timeout_ms"),
             "{err}"
         );
     }

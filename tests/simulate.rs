@@ -215,7 +215,8 @@ async fn every_lifecycle_path_through_cardgate() {
     let (_t, dir) = data_dir();
     let server = cardgate(&dir, "");
     server.ready().await;
-    let sim = Sim::start(&server.url("/webhooks/stripe"), &[]);
+    // A window no loaded machine can miss: this test is about outcomes, not time.
+    let sim = Sim::start(&server.url("/webhooks/stripe"), &["--window-ms", "30000"]);
     let card = sim
         .card(&[
             ("spending_controls[spending_limits][0][amount]", "20000"),
@@ -629,6 +630,8 @@ fn run_scenario(seed: &str, rules: Option<&str>) -> (i32, String) {
         .arg(&scenario)
         .args(["--webhook-url", &server.url("/webhooks/stripe")])
         .args(["--secret", SECRET, "--seed", seed])
+        // No request may time out however loaded the machine: same seed, same summary.
+        .args(["--window-ms", "60000"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -693,7 +696,7 @@ action = "decline"
 async fn legacy_mode_decides_through_approve_and_decline_calls() {
     // The emulator starts first (cardgate needs its address as the API base), and
     // learns cardgate's webhook URL through POST /v1/webhook_endpoints.
-    let sim = Sim::start_with(&[]);
+    let sim = Sim::start_with(&["--window-ms", "30000"]);
     let card_before = sim.post("/v1/issuing/cardholders", &[]).await;
     assert_eq!(card_before.0, 200);
     let (_t, dir) = data_dir();

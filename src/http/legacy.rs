@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -38,7 +39,7 @@ pub async fn handle_detached(
 
 /// The client that sends approve/decline calls.
 pub struct LegacyClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     base: String,
     auth: HeaderValue,
     version: Option<HeaderValue>,
@@ -49,8 +50,28 @@ pub struct LegacyClient {
 impl LegacyClient {
     /// Builds the client from validated config.
     pub fn new(config: &LegacyConfig, stripe_version: Option<HeaderValue>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        // https:// for api.stripe.com (Mozilla's roots, bundled: no dependence on
+        // the host's CA store), plain http:// for the emulator. The ring provider
+        // is named explicitly so no process-wide default has to be installed.
+        http.enforce_http(false);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let connector = match builder
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+        {
+            Ok(b) => b.https_or_http().enable_http1().wrap_connector(http),
+            Err(e) => {
+                // Only fails if ring offers no safe protocol version: never with
+                // the versions compiled in. Fall back to the default builder.
+                tracing::error!("TLS setup failed ({e}); using the default provider");
+                hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_webpki_roots()
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(http)
+            }
+        };
         let auth = HeaderValue::from_str(&format!("Bearer {}", config.api_key))
             .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid-key"));
         LegacyClient {
@@ -133,5 +154,73 @@ impl LegacyClient {
             attempt += 1;
             tokio::time::sleep(Duration::from_millis(25 << attempt.min(4))).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(base: String) -> LegacyClient {
+        LegacyClient::new(
+            &LegacyConfig {
+                api_base: base,
+                api_key: "sk_test_x".into(),
+                timeout: Duration::from_millis(1500),
+                retries: 1,
+            },
+            None,
+        )
+    }
+
+    fn call() -> LegacyCall {
+        LegacyCall {
+            path: "/v1/issuing/authorizations/iauth_1/approve".into(),
+            body: "metadata%5Breason%5D=approved".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn https_is_spoken_and_plain_text_answers_fail_cleanly() {
+        // A plain-TCP peer that answers a TLS ClientHello with HTTP text: the
+        // handshake fails, is retried once, and ends as an error, never a panic.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Ok((mut s, _)) = listener.accept().await {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+            }
+        });
+        let err = client(format!("https://{addr}"))
+            .send(&call(), "evt_1")
+            .await
+            .unwrap_err();
+        assert!(err.starts_with("after 2 attempts"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn client_errors_are_not_retried() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let seen = hits.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut s, _)) = listener.accept().await {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+                    .await;
+            }
+        });
+        let err = client(format!("http://{addr}"))
+            .send(&call(), "evt_1")
+            .await
+            .unwrap_err();
+        assert!(err.starts_with("rejected: HTTP 400"), "{err}");
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }
