@@ -480,7 +480,7 @@ impl crate::rules::reload::Live for PaymentRuleSet {
     fn version(&self) -> &str {
         PaymentRuleSet::version(self)
     }
-    fn len(&self) -> usize {
+    fn rule_count(&self) -> usize {
         PaymentRuleSet::len(self)
     }
 }

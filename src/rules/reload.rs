@@ -34,7 +34,7 @@ pub trait Live: Send + Sync + Sized + 'static {
     /// Content-hash version.
     fn version(&self) -> &str;
     /// Rules in the set.
-    fn len(&self) -> usize;
+    fn rule_count(&self) -> usize;
 }
 
 impl Live for RuleSet {
@@ -47,7 +47,7 @@ impl Live for RuleSet {
     fn version(&self) -> &str {
         RuleSet::version(self)
     }
-    fn len(&self) -> usize {
+    fn rule_count(&self) -> usize {
         RuleSet::len(self)
     }
 }
@@ -72,7 +72,7 @@ pub fn install<T: Live>(
                 kind = T::KIND,
                 version = set.version(),
                 previous = old.version(),
-                rules = set.len(),
+                rules = set.rule_count(),
                 "rule set installed"
             );
             Ok(set)
