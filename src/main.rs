@@ -576,8 +576,14 @@ fn serve(
     };
     let approvals = if config.store.enabled {
         Some(Arc::new(
-            cardgate::approvals::Approvals::open(&config.store.data_dir, config.approvals.clone())
-                .context("refusing to start: the approvals tables are unusable")?,
+            cardgate::approvals::Approvals::open(
+                &config.store.data_dir,
+                cardgate::approvals::Settings {
+                    rules_file: Some(rules_path.clone()),
+                    ..config.approvals.clone()
+                },
+            )
+            .context("refusing to start: the approvals tables are unusable")?,
         ))
     } else {
         tracing::warn!("[store] enabled = false: no admin API (it keeps its state in the store)");

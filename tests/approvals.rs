@@ -1165,3 +1165,34 @@ async fn an_action_that_fails_when_approved_ends_failed_with_its_error() {
         .await;
     assert_eq!(ev["data"][0]["related_object"]["id"], id.as_str());
 }
+
+#[tokio::test]
+async fn a_published_rule_set_is_written_to_the_rules_file_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = keys(dir.path());
+    // A rules file of the test's own: `Server::start_in` rewrites its default one
+    // at every start, which would hide what a restart reads.
+    let rules_dir = tempfile::tempdir().unwrap();
+    let rules = rules_dir.path().join("live.toml");
+    std::fs::write(&rules, "").unwrap();
+    let env = [("CARDGATE_RULES", rules.to_str().unwrap())];
+    let server = Server::start_in(dir, &base_config(), &env);
+    server.ready().await;
+    let api = Api { server: &server };
+    let r = api.publish(&k.admin, SET).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let published = api.version(&k.analyst).await;
+    assert_ne!(published, common::empty_ruleset());
+    assert_eq!(std::fs::read_to_string(&rules).unwrap(), SET);
+    // A set that does not compile changes neither the file nor the live set.
+    let r = api.publish(&k.admin, "[[rule]]\nname = 1\n").await;
+    assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(std::fs::read_to_string(&rules).unwrap(), SET);
+    let dir = server.stop();
+
+    let server = Server::start_in(dir, &base_config(), &env);
+    server.ready().await;
+    let api = Api { server: &server };
+    assert_eq!(api.version(&k.analyst).await, published);
+    server.stop();
+}

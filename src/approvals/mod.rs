@@ -821,7 +821,16 @@ impl Approvals {
         rules: &ArcSwap<RuleSet>,
     ) -> Result<Value, Error> {
         let previous = rules.load().version().to_string();
-        let set = crate::rules::reload::install(rules, src, "api").map_err(Error::InvalidRules)?;
+        use crate::rules::reload::{self, PersistError};
+        let set = match &self.settings.rules_file {
+            Some(path) => {
+                reload::persist_and_install(rules, src, "api", path).map_err(|e| match e {
+                    PersistError::Invalid(e) => Error::InvalidRules(e),
+                    PersistError::Io(message) => Error::Storage(message),
+                })?
+            }
+            None => reload::install(rules, src, "api").map_err(Error::InvalidRules)?,
+        };
         let now = self.now();
         self.tx(|tx| {
             history(

@@ -71,6 +71,10 @@ pub struct Settings {
     pub max_attempts: u32,
     /// Test-only clock shift, seconds.
     pub clock_offset: i64,
+    /// The authorization rules file `serve` loaded (`--rules`), which an approved
+    /// publish or list change rewrites so it survives a restart; `None` keeps such
+    /// changes in memory only. Set by `serve`, not by the config file.
+    pub rules_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Settings {
@@ -143,6 +147,7 @@ impl Settings {
             retry_max: Duration::from_millis(s.retry_max_ms),
             max_attempts: s.max_attempts,
             clock_offset,
+            rules_file: None,
         }
     }
 

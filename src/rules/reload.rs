@@ -59,29 +59,100 @@ pub fn install<T: Live>(
     src: &str,
     origin: &'static str,
 ) -> Result<Arc<T>, RuleSetError> {
-    // A poisoned lock only means another reload panicked; the guard protects no data.
-    let _guard = RELOAD.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = lock();
+    install_locked(live, src, origin)
+}
+
+/// A poisoned lock only means another reload panicked; the guard protects no data.
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    RELOAD.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn install_locked<T: Live>(
+    live: &ArcSwap<T>,
+    src: &str,
+    origin: &'static str,
+) -> Result<Arc<T>, RuleSetError> {
     match T::compile(src) {
-        Ok(set) => {
-            let set = Arc::new(set);
-            let old = live.swap(set.clone());
-            publish(&*old, &*set);
-            metrics::counter!(T::RELOADS_METRIC, "result" => "ok").increment(1);
-            tracing::info!(
-                origin,
-                kind = T::KIND,
-                version = set.version(),
-                previous = old.version(),
-                rules = set.rule_count(),
-                "rule set installed"
-            );
-            Ok(set)
-        }
+        Ok(set) => Ok(swap_in(live, set, origin)),
         Err(e) => {
             rejected::<T>(origin, &e.to_string());
             Err(e)
         }
     }
+}
+
+fn swap_in<T: Live>(live: &ArcSwap<T>, set: T, origin: &'static str) -> Arc<T> {
+    let set = Arc::new(set);
+    let old = live.swap(set.clone());
+    publish(&*old, &*set);
+    metrics::counter!(T::RELOADS_METRIC, "result" => "ok").increment(1);
+    tracing::info!(
+        origin,
+        kind = T::KIND,
+        version = set.version(),
+        previous = old.version(),
+        rules = set.rule_count(),
+        "rule set installed"
+    );
+    set
+}
+
+/// Why [`persist_and_install`] refused a set.
+#[derive(Debug)]
+pub enum PersistError {
+    /// The set does not compile; nothing was written or swapped.
+    Invalid(RuleSetError),
+    /// The file could not be replaced; nothing was swapped.
+    Io(String),
+}
+
+/// Compiles `src`, writes it over the rules file at `path` (a temporary file
+/// renamed over it, fsynced, so a crash leaves the old or the new file, never half
+/// of one), then makes it live. Under the reload lock, so the file on disk and the
+/// live set agree after every reload: what the admin API published survives a
+/// restart, a SIGHUP and the file watcher (which re-reads the same content).
+pub fn persist_and_install<T: Live>(
+    live: &ArcSwap<T>,
+    src: &str,
+    origin: &'static str,
+    path: &Path,
+) -> Result<Arc<T>, PersistError> {
+    let _guard = lock();
+    let set = T::compile(src).map_err(|e| {
+        rejected::<T>(origin, &e.to_string());
+        PersistError::Invalid(e)
+    })?;
+    write_atomically(path, src.as_bytes()).map_err(|e| {
+        let message = format!("cannot write the rules file {}: {e}", path.display());
+        metrics::counter!(T::RELOADS_METRIC, "result" => "rejected").increment(1);
+        tracing::error!(
+            origin,
+            kind = T::KIND,
+            "{message}; the previous set stays live"
+        );
+        PersistError::Io(message)
+    })?;
+    Ok(swap_in(live, set, origin))
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "rules.toml".into());
+    let tmp = path.with_file_name(format!(".{name}.cardgate-tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // The rename is durable only once the directory entry is.
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Reads `path` and [`install`]s it.
@@ -90,8 +161,11 @@ pub fn install_file<T: Live>(
     path: &Path,
     origin: &'static str,
 ) -> Result<Arc<T>, LoadError> {
+    // Read under the lock too: a publish through the API writes the file and swaps
+    // in one critical section, and a read outside it could install stale content.
+    let _guard = lock();
     let src = read_rules_file(path).inspect_err(|e| rejected::<T>(origin, &e.to_string()))?;
-    install(live, &src, origin).map_err(|errors| LoadError::Invalid {
+    install_locked(live, &src, origin).map_err(|errors| LoadError::Invalid {
         path: path.display().to_string(),
         errors,
     })
