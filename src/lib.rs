@@ -26,3 +26,5 @@ pub mod rules;
 
 pub mod store;
 pub mod stripe;
+#[doc(hidden)]
+pub mod testing;
