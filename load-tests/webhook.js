@@ -225,7 +225,11 @@ export function makeCase() {
             spending_controls: spendingControls({
               allowed_categories: [], allowed_merchant_countries: [], blocked_categories: [],
               blocked_merchant_countries: [],
-              spending_limits: [{ amount: 5000000, categories: null, interval: 'monthly' }],
+              // Present so every request computes an interval total from the ledger,
+              // but far above what a benchmark can spend on one cardholder: with the
+              // ledger on, a limit that binds would make the expected outcome depend
+              // on earlier requests (a 50,000.00 limit did, in 0.4 % of requests).
+              spending_limits: [{ amount: 10000000000, categories: null, interval: 'monthly' }],
               spending_limits_currency: 'usd',
             }),
             status: 'active',
