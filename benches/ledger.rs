@@ -5,65 +5,25 @@
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cardgate::decision::{
-    AuthRequest, Card, CardStatus, Cardholder, CardholderStatus, Controls, Currency, Decision,
-    Interval, Merchant, ProgramControls, SpendingLimit, Verification,
-};
+use cardgate::decision::{AuthRequest, Decision, Interval, ProgramControls};
 use cardgate::ledger::Ledger;
+use cardgate::testing::{auth_with_card_limits, limit};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const T: i64 = 1_795_003_020;
 
+/// The shared fixture for 1 cent, with daily and monthly card limits that never
+/// bind, so every reserve walks the limit re-check and succeeds.
 fn auth(id: &str) -> AuthRequest<'_> {
-    let usd = Currency::parse("usd").unwrap_or_default();
-    AuthRequest {
+    let never = i64::MAX / 4;
+    auth_with_card_limits(
         id,
-        created: T,
-        amount: 1,
-        currency: usd,
-        merchant_amount: 1,
-        merchant_currency: usd,
-        is_amount_controllable: false,
-        network_risk_score: None,
-        cashback_amount: 0,
-        authorization_method: "online",
-        card_presence: None,
-        wallet: "",
-        merchant: Merchant {
-            category: "computer_software_stores",
-            category_code: "5734",
-            ..Merchant::default()
-        },
-        card: Card {
-            id: "ic_1",
-            card_type: "virtual",
-            status: CardStatus::Active,
-            currency: Some(usd),
-            metadata: vec![],
-            controls: Controls {
-                spending_limits: vec![
-                    SpendingLimit {
-                        amount: i64::MAX / 4,
-                        interval: Interval::Daily,
-                        categories: None,
-                    },
-                    SpendingLimit {
-                        amount: i64::MAX / 4,
-                        interval: Interval::Monthly,
-                        categories: None,
-                    },
-                ],
-                ..Controls::default()
-            },
-        },
-        cardholder: Cardholder {
-            id: "ich_1",
-            kind: "individual",
-            status: CardholderStatus::Active,
-            controls: Controls::default(),
-        },
-        verification: Verification::default(),
-    }
+        1,
+        vec![
+            limit(never, Interval::Daily),
+            limit(never, Interval::Monthly),
+        ],
+    )
 }
 
 fn bench(c: &mut Criterion) {

@@ -1,8 +1,10 @@
 //! Criterion benches of the webhook decision path, stage by stage and whole:
-//! signature verification, parsing (simd-json, our path, against serde_json into an
-//! equivalent typed struct), `decide()` with controls only, and the full
-//! `process()` (verify → parse → decide → encode, metrics included) without the
-//! network. Payload: the realistic `issuing_authorization.request` fixture.
+//! signature verification, parsing (simd-json tape + typed view, our path, against
+//! serde_json into an equivalent typed struct, and the tape alone), `decide()` with
+//! controls only and with the bundled rule file compiled (`config/rules.toml`),
+//! and the full `process()` (verify → parse → decide → encode, metrics included)
+//! without the network. Payload: the realistic `issuing_authorization.request`
+//! fixture.
 //!
 //! Measurement times are short on purpose: the benchmark box has 2 shared cores.
 //! Run: `cargo bench --bench pipeline`.
@@ -25,6 +27,7 @@ const EVENT: &str = include_str!("../tests/fixtures/events/issuing_authorization
 const EVENT_CONTROLS: &str =
     include_str!("../tests/fixtures/events/issuing_authorization.request.spending_controls.json");
 const CONFIG: &str = include_str!("../config/cardgate.toml");
+const RULES: &str = include_str!("../config/rules.toml");
 const SECRET: &str = "whsec_cardgate_bench_secret";
 
 fn now() -> i64 {
@@ -62,6 +65,14 @@ fn bench_parse(c: &mut Criterion) {
                 black_box(auth.amount)
             })
         });
+        g.bench_function(format!("simd_json_tape_only/{name}"), |b| {
+            b.iter(|| {
+                // The floor under our typed read: stage 1 + 2, no field visited.
+                let mut buf = event.as_bytes().to_vec();
+                let doc = stripe::parse_document(&mut buf).expect("fixture parses");
+                black_box(&doc);
+            })
+        });
         g.bench_function(format!("serde_json_typed/{name}"), |b| {
             b.iter(|| {
                 let ev: serde_twin::Event<'_> =
@@ -75,7 +86,8 @@ fn bench_parse(c: &mut Criterion) {
 
 fn bench_decide(c: &mut Criterion) {
     let config = config();
-    let rules = RuleSet::empty();
+    let empty = RuleSet::empty();
+    let bundled = RuleSet::from_toml(RULES).expect("bundled rules compile");
     let mut g = c.benchmark_group("decide");
     for (name, event) in [("plain", EVENT), ("spending_controls", EVENT_CONTROLS)] {
         let mut buf = event.as_bytes().to_vec();
@@ -83,12 +95,14 @@ fn bench_decide(c: &mut Criterion) {
         let ev = Event::read(&doc).expect("fixture is an event");
         let auth = ev.authorization_request().expect("fixture is a request");
         let t = now();
-        g.bench_function(format!("controls_only/{name}"), |b| {
-            b.iter(|| {
-                let ctx = Context::new(&auth, &config.program, &rules, &NoSpend, t);
-                black_box(decision::decide(black_box(&ctx)))
-            })
-        });
+        for (label, rules) in [("controls_only", &empty), ("bundled_rules", &bundled)] {
+            g.bench_function(format!("{label}/{name}"), |b| {
+                b.iter(|| {
+                    let ctx = Context::new(&auth, &config.program, rules, &NoSpend, t);
+                    black_box(decision::decide(black_box(&ctx)))
+                })
+            });
+        }
     }
     g.finish();
 }

@@ -21,6 +21,13 @@ import sys
 
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 
+# scripts/bench's cardgate targets and the `[store]` settings each runs with.
+VARIANTS = {
+    "cardgate": 'durability = "sync"',
+    "cardgate-async": 'durability = "async"',
+    "cardgate-nostore": "enabled = false",
+}
+
 
 def buckets(path, metric):
     """Cumulative bucket counts {le: count} summed over label sets."""
@@ -137,6 +144,33 @@ def table(results_path, machine_path, command):
         "- Errors and fallbacks: "
         + ("none in any scenario." if not bad else f"present in {len(bad)} scenario(s), see table.")
     )
+    variants = [(t, VARIANTS[t]) for t in VARIANTS if any(r["target"] == t for r in rows)]
+    if len(variants) > 1 and bl_max:
+        out.append("")
+        out.append(
+            "Durability (issue 4): the same binary and config file with only `[store]` "
+            "changed, in this run. Ratio = max throughput ÷ the baseline's max."
+        )
+        out.append("")
+        out.append(
+            "| cardgate | `[store]` | max req/s | ratio | server p99 at max "
+            "| server p99 at 50 % | errors | fallbacks |"
+        )
+        out.append("|---|---|---|---|---|---|---|---|")
+        for t, store in variants:
+            mx = next((r for r in rows if r["target"] == t and r["scenario"] == "max"), None)
+            h = next((r for r in rows if r["target"] == t and r["scenario"] == "rate 50%"), None)
+            if not mx:
+                continue
+            mine = [r for r in rows if r["target"] == t]
+            out.append(
+                f"| {t} | {store} | {mx['client']['rps']:.0f} "
+                f"| {mx['client']['rps'] / bl_max['client']['rps']:.2f} "
+                f"| {fmt_s((mx.get('server') or {}).get('p99'))} "
+                f"| {fmt_s(((h or {}).get('server') or {}).get('p99'))} "
+                f"| {max(r['client']['failed'] for r in mine) * 100:.2f} % "
+                f"| {sum(r['client']['fallbacks'] for r in mine):.0f} |"
+            )
     return "\n".join(out) + "\n"
 
 

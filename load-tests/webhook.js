@@ -147,12 +147,20 @@ function spendingControls(over) {
   );
 }
 
+// config/rules.toml's `lists.fuel_mccs`.
+const FUEL_MCCS = ['5542', '5541'];
+const NON_FUEL = CATEGORIES.filter(([, mcc]) => !FUEL_MCCS.includes(mcc));
+
 // One case: `approve`, `partial` (controllable amount above a per_authorization limit)
 // or `decline` (a blocked category or an inactive card).
 export function makeCase() {
   const r = Math.random();
   const kind = r < PARTIAL_SHARE ? 'partial' : r < PARTIAL_SHARE + DECLINE_SHARE ? 'decline' : 'approve';
-  const [category, mcc] = pick(CATEGORIES);
+  const controllable = kind === 'partial' || Math.random() < 0.2;
+  // The bundled config/rules.toml caps controllable fuel authorizations (rule
+  // `cap-fuel`); controllable cases keep away from fuel MCCs so their expected
+  // outcome is the controls' alone, and fuel cases are never controllable.
+  const [category, mcc] = pick(controllable ? NON_FUEL : CATEGORIES);
   const [mname, city, country, postal, state] = pick(MERCHANTS);
   const method = pick(METHODS);
   const cardN = intBetween(1, CARDS);
@@ -225,7 +233,11 @@ export function makeCase() {
             spending_controls: spendingControls({
               allowed_categories: [], allowed_merchant_countries: [], blocked_categories: [],
               blocked_merchant_countries: [],
-              spending_limits: [{ amount: 5000000, categories: null, interval: 'monthly' }],
+              // Present so every request computes an interval total from the ledger,
+              // but far above what any benchmark or soak spends on one cardholder:
+              // a limit that binds would make the expected outcome depend on
+              // earlier requests.
+              spending_limits: [{ amount: 10000000000, categories: null, interval: 'monthly' }],
               spending_limits_currency: 'usd',
             }),
             status: 'active',
@@ -275,7 +287,7 @@ export function makeCase() {
           amount: amt,
           amount_details: { atm_fee: null, cashback_amount: null },
           currency: 'usd',
-          is_amount_controllable: kind === 'partial' || Math.random() < 0.2,
+          is_amount_controllable: controllable,
           merchant_amount: amt,
           merchant_currency: 'usd',
           network_risk_score: intBetween(1, 60),

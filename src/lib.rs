@@ -35,3 +35,5 @@ pub mod simulate;
 
 pub mod store;
 pub mod stripe;
+#[doc(hidden)]
+pub mod testing;

@@ -1,51 +1,10 @@
 use super::*;
 use crate::rules::RuleSet;
-
-fn usd() -> Currency {
-    Currency::parse("usd").unwrap()
-}
+use crate::testing::limit;
 
 /// An active card and cardholder, no controls, 42.50 USD online at a software store.
 fn auth() -> AuthRequest<'static> {
-    AuthRequest {
-        id: "iauth_1",
-        created: 1_795_003_020,
-        amount: 4250,
-        currency: usd(),
-        merchant_amount: 4250,
-        merchant_currency: usd(),
-        is_amount_controllable: false,
-        network_risk_score: Some(12),
-        cashback_amount: 0,
-        authorization_method: "online",
-        card_presence: Some(Presence::NotPresent),
-        wallet: "",
-        merchant: Merchant {
-            category: "computer_software_stores",
-            category_code: "5734",
-            country: "US",
-            city: "San Francisco",
-            name: "PIXELFORGE SOFTWARE",
-            network_id: "1000384276",
-            postal_code: "94107",
-            state: "CA",
-        },
-        card: Card {
-            id: "ic_1",
-            card_type: "virtual",
-            status: CardStatus::Active,
-            currency: Some(usd()),
-            metadata: vec![],
-            controls: Controls::default(),
-        },
-        cardholder: Cardholder {
-            id: "ich_1",
-            kind: "individual",
-            status: CardholderStatus::Active,
-            controls: Controls::default(),
-        },
-        verification: Verification::default(),
-    }
+    crate::testing::auth("iauth_1", 4250)
 }
 
 fn cats(names: &[&str]) -> Option<CategorySet> {
@@ -62,14 +21,6 @@ fn countries(codes: &[&str]) -> Option<CountrySet> {
         s.insert(c);
     }
     Some(s)
-}
-
-fn limit(amount: i64, interval: Interval) -> SpendingLimit {
-    SpendingLimit {
-        amount,
-        interval,
-        categories: None,
-    }
 }
 
 /// A spend view with the same past spend for every window.

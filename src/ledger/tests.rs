@@ -3,64 +3,19 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use super::*;
-use crate::decision::{
-    Card, CardStatus, Cardholder, CardholderStatus, Controls, Merchant, Presence, SpendingLimit,
-    Verification, decide,
-};
+use crate::decision::{SpendingLimit, decide};
 use crate::rules::RuleSet;
+use crate::testing::usd;
 
 const T: i64 = 1_795_003_020;
 
-fn usd() -> Currency {
-    Currency::parse("usd").unwrap()
-}
-
-fn auth<'a>(id: &'a str, amount: i64, card_limits: Vec<SpendingLimit>) -> AuthRequest<'a> {
-    AuthRequest {
-        id,
-        created: T,
-        amount,
-        currency: usd(),
-        merchant_amount: amount,
-        merchant_currency: usd(),
-        is_amount_controllable: false,
-        network_risk_score: None,
-        cashback_amount: 0,
-        authorization_method: "online",
-        card_presence: Some(Presence::NotPresent),
-        wallet: "",
-        merchant: Merchant {
-            category: "computer_software_stores",
-            category_code: "5734",
-            ..Merchant::default()
-        },
-        card: Card {
-            id: "ic_1",
-            card_type: "virtual",
-            status: CardStatus::Active,
-            currency: Some(usd()),
-            metadata: vec![],
-            controls: Controls {
-                spending_limits: card_limits,
-                ..Controls::default()
-            },
-        },
-        cardholder: Cardholder {
-            id: "ich_1",
-            kind: "individual",
-            status: CardholderStatus::Active,
-            controls: Controls::default(),
-        },
-        verification: Verification::default(),
-    }
+/// The shared software-store authorization, `id` for `amount`, with `card_limits`.
+fn auth(id: &str, amount: i64, card_limits: Vec<SpendingLimit>) -> AuthRequest<'_> {
+    crate::testing::auth_with_card_limits(id, amount, card_limits)
 }
 
 fn daily(amount: i64) -> Vec<SpendingLimit> {
-    vec![SpendingLimit {
-        amount,
-        interval: Interval::Daily,
-        categories: None,
-    }]
+    vec![crate::testing::limit(amount, Interval::Daily)]
 }
 
 fn meta(id: &str) -> AuthMeta {

@@ -3,11 +3,11 @@
 //! refunds). Only the fields the ledger needs are read; the Stripe field names
 //! stay here, the ledger sees [`Fact`]s.
 
-use simd_json::BorrowedValue;
 use simd_json::prelude::*;
 
 use super::parse::{
-    Event, ParseError, Problem, field, opt_array, opt_obj, opt_str, req_currency, req_i64, req_str,
+    Event, Obj, ParseError, Problem, Val, field, opt_array, opt_bool, opt_obj, opt_str,
+    req_currency, req_i64, req_str,
 };
 use crate::ledger::{AuthMeta, AuthStatus, Fact};
 
@@ -17,8 +17,6 @@ pub const AUTHORIZATION_CREATED: &str = "issuing_authorization.created";
 pub const AUTHORIZATION_UPDATED: &str = "issuing_authorization.updated";
 /// Event type: a capture or refund.
 pub const TRANSACTION_CREATED: &str = "issuing_transaction.created";
-
-type Obj<'v> = simd_json::borrowed::Object<'v>;
 
 const OBJ: &str = "data.object";
 
@@ -39,49 +37,72 @@ pub fn lifecycle_fact(event: &Event<'_>) -> Result<Option<Fact>, ParseError> {
     }
 }
 
+/// What authorizations and transactions share: the object's own `id`, `created`
+/// and `currency`, its card and cardholder, and the merchant category. For a
+/// transaction `id` is the transaction's (`ipi_…`).
+fn common(o: &Obj<'_>) -> Result<AuthMeta, ParseError> {
+    let (card, cardholder) = card_and_holder(o)?;
+    let (category, mcc) = merchant(o)?;
+    Ok(AuthMeta {
+        id: req_str(o, OBJ, "id")?.to_string(),
+        card,
+        cardholder,
+        created: req_i64(o, OBJ, "created")?,
+        currency: req_currency(o, OBJ, "currency")?.as_str().to_string(),
+        category,
+        mcc,
+    })
+}
+
+/// An id that Stripe sends either bare (`"ic_…"`) or expanded (`{"id": "ic_…", …}`);
+/// `None` for any other shape.
+fn id_or_object<'v>(v: Val<'v>, path: &str) -> Option<Result<&'v str, ParseError>> {
+    match v.into_string() {
+        Some(s) => Some(Ok(s)),
+        None => v.as_object().map(|o| req_str(&o, path, "id")),
+    }
+}
+
 /// `card` is embedded in authorizations and an id in transactions; accept both.
 fn card_and_holder(o: &Obj<'_>) -> Result<(String, String), ParseError> {
-    let (card, embedded_holder) = match field(o, "card") {
-        None => return Err(invalid("card", "missing card")),
-        Some(BorrowedValue::String(s)) => (s.to_string(), String::new()),
-        Some(v) => {
-            let c = v.as_object().ok_or_else(|| invalid("card", "not a card"))?;
-            let path = format!("{OBJ}.card");
-            let holder = match field(c, "cardholder") {
-                Some(BorrowedValue::String(s)) => s.to_string(),
-                Some(h) => match h.as_object() {
-                    Some(h) => req_str(h, &format!("{path}.cardholder"), "id")?.to_string(),
-                    None => String::new(),
-                },
-                None => String::new(),
+    let path = format!("{OBJ}.card");
+    let card = field(o, "card").ok_or_else(|| invalid("card", "missing card"))?;
+    let (card, embedded_holder) = match card.as_object() {
+        None => match card.into_string() {
+            Some(s) => (s, ""),
+            None => return Err(invalid("card", "not a card")),
+        },
+        Some(c) => {
+            let holder = match field(&c, "cardholder") {
+                Some(h) => id_or_object(h, &format!("{path}.cardholder")).unwrap_or(Ok(""))?,
+                None => "",
             };
-            (req_str(c, &path, "id")?.to_string(), holder)
+            (req_str(&c, &path, "id")?, holder)
         }
     };
     let holder = match opt_str(o, OBJ, "cardholder")? {
         "" => embedded_holder,
-        s => s.to_string(),
+        s => s,
     };
     if holder.is_empty() {
         return Err(invalid("cardholder", "missing cardholder"));
     }
-    Ok((card, holder))
+    Ok((card.to_string(), holder.to_string()))
 }
 
 fn merchant(o: &Obj<'_>) -> Result<(String, String), ParseError> {
     let path = format!("{OBJ}.merchant_data");
     Ok(match opt_obj(o, OBJ, "merchant_data")? {
         Some(md) => (
-            opt_str(md, &path, "category")?.to_string(),
-            opt_str(md, &path, "category_code")?.to_string(),
+            opt_str(&md, &path, "category")?.to_string(),
+            opt_str(&md, &path, "category_code")?.to_string(),
         ),
         None => (String::new(), String::new()),
     })
 }
 
 fn authorization(event: &Event<'_>, o: &Obj<'_>) -> Result<Fact, ParseError> {
-    let (card, cardholder) = card_and_holder(o)?;
-    let (category, mcc) = merchant(o)?;
+    let auth = common(o)?;
     let status = match req_str(o, OBJ, "status")? {
         "pending" => AuthStatus::Pending,
         "closed" => AuthStatus::Closed,
@@ -104,16 +125,8 @@ fn authorization(event: &Event<'_>, o: &Obj<'_>) -> Result<Fact, ParseError> {
     Ok(Fact::Authorization {
         event_id: event.id.to_string(),
         event_created: event.created,
-        auth: AuthMeta {
-            id: req_str(o, OBJ, "id")?.to_string(),
-            card,
-            cardholder,
-            created: req_i64(o, OBJ, "created")?,
-            currency: req_currency(o, OBJ, "currency")?.as_str().to_string(),
-            category,
-            mcc,
-        },
-        approved: super::parse::opt_bool(o, OBJ, "approved")?,
+        auth,
+        approved: opt_bool(o, OBJ, "approved")?,
         status,
         amount: req_i64(o, OBJ, "amount")?,
         approved_requests,
@@ -121,14 +134,19 @@ fn authorization(event: &Event<'_>, o: &Obj<'_>) -> Result<Fact, ParseError> {
 }
 
 fn transaction(event: &Event<'_>, o: &Obj<'_>) -> Result<Fact, ParseError> {
-    let (card, cardholder) = card_and_holder(o)?;
-    let (category, mcc) = merchant(o)?;
+    let AuthMeta {
+        id,
+        card,
+        cardholder,
+        created,
+        currency,
+        category,
+        mcc,
+    } = common(o)?;
     let authorization = match field(o, "authorization") {
         None => None,
-        Some(BorrowedValue::String(s)) => Some(s.to_string()),
         Some(v) => Some(
-            v.as_object()
-                .map(|a| req_str(a, &format!("{OBJ}.authorization"), "id"))
+            id_or_object(v, &format!("{OBJ}.authorization"))
                 .ok_or_else(|| invalid("authorization", "not an authorization"))??
                 .to_string(),
         ),
@@ -137,12 +155,12 @@ fn transaction(event: &Event<'_>, o: &Obj<'_>) -> Result<Fact, ParseError> {
     // debits the balance), which also covers refund reversals.
     Ok(Fact::Transaction {
         event_id: event.id.to_string(),
-        txn_id: req_str(o, OBJ, "id")?.to_string(),
+        txn_id: id,
         authorization,
         card,
         cardholder,
-        created: req_i64(o, OBJ, "created")?,
-        currency: req_currency(o, OBJ, "currency")?.as_str().to_string(),
+        created,
+        currency,
         category,
         mcc,
         amount: req_i64(o, OBJ, "amount")?,

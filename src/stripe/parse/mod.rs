@@ -2,16 +2,27 @@
 //! event envelope and, for `issuing_authorization.request`, the decision core's
 //! [`AuthRequest`]. Only fields decisions use are read; unknown fields are ignored.
 //! A missing required field or a wrong type is an error naming the JSON path.
+//!
+//! The body is parsed to simd-json's *tape* (a flat array of nodes, strings borrowed
+//! from the buffer), not to a DOM: the DOM allocates a hash map per object and a
+//! vector per array for the whole ~5 KiB event, most of which no decision reads,
+//! and cost more than the rest of the handler together (see BENCHMARKS.md). The
+//! parser's scratch buffers and the tape's allocation are reused per thread.
 
-use simd_json::BorrowedValue;
+use std::cell::RefCell;
+
 use simd_json::prelude::*;
+use simd_json::{Buffers, Tape};
 
 use crate::decision::{
     AuthRequest, Card, CardStatus, Cardholder, CardholderStatus, CategorySet, Controls, CountrySet,
     Currency, Interval, Merchant, Presence, PresenceSet, SpendingLimit, Verification,
 };
 
-type Obj<'v> = simd_json::borrowed::Object<'v>;
+/// A JSON object on the tape.
+pub(crate) type Obj<'v> = simd_json::tape::Object<'v, 'v>;
+/// A JSON value on the tape.
+pub(crate) type Val<'v> = simd_json::tape::Value<'v, 'v>;
 
 /// Why a body could not be read as a Stripe event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,22 +63,76 @@ fn err(path: &str, key: &str, problem: Problem) -> ParseError {
     ParseError { path, problem }
 }
 
+/// Tapes longer than this many nodes are not kept for reuse, so one unusually large
+/// body does not pin its memory in every worker thread (a Stripe event is a few
+/// hundred nodes).
+const KEEP_TAPE_NODES: usize = 16 * 1024;
+/// Likewise for the parser's buffers, by the body length they were last used for.
+const KEEP_BUFFERS_FOR: usize = 64 * 1024;
+
+/// Per-thread parser state reused across requests: simd-json's scratch buffers
+/// (padded input copy, structural indexes, string buffer, stack) and the allocation
+/// of the last dropped tape. Without it each request allocates and frees all of them.
+#[derive(Default)]
+struct Scratch {
+    buffers: Option<Buffers>,
+    tape: Option<Tape<'static>>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
 /// A parsed JSON document borrowing from the request buffer.
-pub struct Document<'a>(BorrowedValue<'a>);
+pub struct Document<'a>(Tape<'a>);
+
+impl Drop for Document<'_> {
+    fn drop(&mut self) {
+        if self.0.0.capacity() > KEEP_TAPE_NODES {
+            return;
+        }
+        // `reset` empties the tape, so it no longer borrows the request buffer.
+        let tape = std::mem::replace(&mut self.0, Tape(Vec::new())).reset();
+        // `try_with`: during thread teardown the slot may be gone; then just free.
+        let _ = SCRATCH.try_with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                s.tape = Some(tape);
+            }
+        });
+    }
+}
 
 /// Parses `buf` in place (simd-json unescapes strings inside the buffer, so strings
 /// are borrowed, not copied).
 pub fn parse_document(buf: &mut [u8]) -> Result<Document<'_>, ParseError> {
-    simd_json::to_borrowed_value(buf)
-        .map(Document)
-        .map_err(|e| ParseError {
+    let (buffers, tape) = SCRATCH
+        .try_with(|s| {
+            s.try_borrow_mut()
+                .map(|mut s| (s.buffers.take(), s.tape.take()))
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    let mut buffers = buffers.unwrap_or_else(|| Buffers::new(buf.len()));
+    let mut tape = tape.map_or_else(|| Tape(Vec::new()), Tape::reset);
+    let len = buf.len();
+    let parsed = simd_json::fill_tape(buf, &mut buffers, &mut tape);
+    if len <= KEEP_BUFFERS_FOR {
+        let _ = SCRATCH.try_with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                s.buffers = Some(buffers);
+            }
+        });
+    }
+    match parsed {
+        Ok(()) => Ok(Document(tape)),
+        Err(e) => Err(ParseError {
             path: "$".into(),
             problem: Problem::InvalidJson(e.to_string()),
-        })
+        }),
+    }
 }
 
 /// The event envelope.
-#[derive(Debug)]
 pub struct Event<'v> {
     /// `evt_…`
     pub id: &'v str,
@@ -76,33 +141,43 @@ pub struct Event<'v> {
     /// Unix seconds.
     pub created: i64,
     /// `data.object`.
-    object: &'v Obj<'v>,
+    object: Obj<'v>,
+}
+
+impl std::fmt::Debug for Event<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Event")
+            .field("id", &self.id)
+            .field("event_type", &self.event_type)
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'v> Event<'v> {
     /// Reads the envelope: `id`, `type`, `created` and `data.object` must be present.
     pub fn read(doc: &'v Document<'_>) -> Result<Self, ParseError> {
-        let root = doc.0.as_object().ok_or_else(|| ParseError {
+        let root = doc.0.as_value().as_object().ok_or_else(|| ParseError {
             path: "$".into(),
             problem: Problem::WrongType("object"),
         })?;
-        let data = req_obj(root, "", "data")?;
+        let data = req_obj(&root, "", "data")?;
         Ok(Event {
-            id: req_str(root, "", "id")?,
-            event_type: req_str(root, "", "type")?,
-            created: opt_i64(root, "", "created")?.unwrap_or(0),
-            object: req_obj(data, "data", "object")?,
+            id: req_str(&root, "", "id")?,
+            event_type: req_str(&root, "", "type")?,
+            created: opt_i64(&root, "", "created")?.unwrap_or(0),
+            object: req_obj(&data, "data", "object")?,
         })
     }
 
     /// `data.object`, for lifecycle readers.
-    pub fn object(&self) -> &'v Obj<'v> {
-        self.object
+    pub(crate) fn object(&self) -> &Obj<'v> {
+        &self.object
     }
 
     /// Reads `data.object` as a pending authorization request.
     pub fn authorization_request(&self) -> Result<AuthRequest<'v>, ParseError> {
-        read_request(self.object)
+        read_request(&self.object)
     }
 }
 
@@ -111,9 +186,11 @@ const PR: &str = "data.object.pending_request";
 const MD: &str = "data.object.merchant_data";
 const CARD: &str = "data.object.card";
 const CH: &str = "data.object.card.cardholder";
+const CARD_SC: &str = "data.object.card.spending_controls";
+const CH_SC: &str = "data.object.card.cardholder.spending_controls";
 
-fn read_request<'v>(o: &'v Obj<'v>) -> Result<AuthRequest<'v>, ParseError> {
-    let pr = req_obj(o, OBJ, "pending_request")?;
+fn read_request<'v>(o: &Obj<'v>) -> Result<AuthRequest<'v>, ParseError> {
+    let pr = &req_obj(o, OBJ, "pending_request")?;
     let currency = req_currency(pr, PR, "currency")?;
     let amount = req_i64(pr, PR, "amount")?;
     if amount < 0 {
@@ -121,18 +198,18 @@ fn read_request<'v>(o: &'v Obj<'v>) -> Result<AuthRequest<'v>, ParseError> {
     }
     let cashback_amount = match opt_obj(pr, PR, "amount_details")? {
         Some(d) => opt_i64(
-            d,
+            &d,
             "data.object.pending_request.amount_details",
             "cashback_amount",
         )?
         .unwrap_or(0),
         None => 0,
     };
-    let md = req_obj(o, OBJ, "merchant_data")?;
-    let card = req_obj(o, OBJ, "card")?;
-    let ch = req_obj(card, CARD, "cardholder")?;
+    let md = &req_obj(o, OBJ, "merchant_data")?;
+    let card = &req_obj(o, OBJ, "card")?;
+    let ch = &req_obj(card, CARD, "cardholder")?;
     let verification = match opt_obj(o, OBJ, "verification_data")? {
-        Some(v) => read_verification(v)?,
+        Some(v) => read_verification(&v)?,
         None => Verification::default(),
     };
     Ok(AuthRequest {
@@ -177,50 +254,52 @@ fn read_request<'v>(o: &'v Obj<'v>) -> Result<AuthRequest<'v>, ParseError> {
                 _ => Some(req_currency(card, CARD, "currency")?),
             },
             metadata: read_metadata(card, CARD)?,
-            controls: read_controls(card, CARD)?,
+            controls: read_controls(card, CARD_SC)?,
         },
         cardholder: Cardholder {
             id: req_str(ch, CH, "id")?,
             kind: opt_str(ch, CH, "type")?,
             status: CardholderStatus::parse(req_str(ch, CH, "status")?),
-            controls: read_controls(ch, CH)?,
+            controls: read_controls(ch, CH_SC)?,
         },
         verification,
     })
 }
 
-fn read_verification<'v>(v: &'v Obj<'v>) -> Result<Verification<'v>, ParseError> {
+fn read_verification<'v>(v: &Obj<'v>) -> Result<Verification<'v>, ParseError> {
     const P: &str = "data.object.verification_data";
     Ok(Verification {
         cvc_check: opt_str(v, P, "cvc_check")?,
         expiry_check: opt_str(v, P, "expiry_check")?,
         address_postal_code_check: opt_str(v, P, "address_postal_code_check")?,
         three_d_secure: match opt_obj(v, P, "three_d_secure")? {
-            Some(t) => opt_str(t, "data.object.verification_data.three_d_secure", "result")?,
+            Some(t) => opt_str(&t, "data.object.verification_data.three_d_secure", "result")?,
             None => "",
         },
     })
 }
 
-fn read_metadata<'v>(o: &'v Obj<'v>, path: &str) -> Result<Vec<(&'v str, &'v str)>, ParseError> {
+fn read_metadata<'v>(o: &Obj<'v>, path: &str) -> Result<Vec<(&'v str, &'v str)>, ParseError> {
     let Some(m) = opt_obj(o, path, "metadata")? else {
         return Ok(Vec::new());
     };
     m.iter()
         .map(|(k, v)| {
-            v.as_str()
-                .map(|s| (k.as_ref(), s))
+            v.into_string()
+                .map(|s| (k, s))
                 .ok_or_else(|| err(&format!("{path}.metadata"), k, Problem::WrongType("string")))
         })
         .collect()
 }
 
-fn read_controls(o: &Obj<'_>, path: &str) -> Result<Controls, ParseError> {
-    let Some(sc) = opt_obj(o, path, "spending_controls")? else {
+/// Reads `spending_controls` of the card or cardholder `o`; `p` is its JSON path
+/// (a constant, so the happy path formats no path strings).
+fn read_controls(o: &Obj<'_>, p: &str) -> Result<Controls, ParseError> {
+    let (path, key) = p.rsplit_once('.').unwrap_or(("", p));
+    let Some(sc) = opt_obj(o, path, key)? else {
         return Ok(Controls::default());
     };
-    let p = format!("{path}.spending_controls");
-    let p = p.as_str();
+    let sc = &sc;
     let categories = |key| -> Result<Option<CategorySet>, ParseError> {
         opt_strings(sc, p, key, |s, set: &mut CategorySet| {
             set.insert_name(s);
@@ -245,19 +324,29 @@ fn read_controls(o: &Obj<'_>, path: &str) -> Result<Controls, ParseError> {
     let mut spending_limits = Vec::new();
     if let Some(limits) = opt_array(sc, p, "spending_limits")? {
         for (i, l) in limits.iter().enumerate() {
-            let lp = format!("{p}.spending_limits[{i}]");
+            // Fields are read with an empty path and the limit's path is prefixed
+            // only to an error, so a valid limit costs no formatting.
+            let at = |e: ParseError| ParseError {
+                path: format!(
+                    "{p}.spending_limits[{i}]{}{}",
+                    if e.path.is_empty() { "" } else { "." },
+                    e.path
+                ),
+                problem: e.problem,
+            };
             let l = l
                 .as_object()
-                .ok_or_else(|| err(&lp, "", Problem::WrongType("object")))?;
-            let interval = req_str(l, &lp, "interval")?;
+                .ok_or_else(|| at(err("", "", Problem::WrongType("object"))))?;
+            let interval = req_str(&l, "", "interval").map_err(at)?;
             spending_limits.push(SpendingLimit {
-                amount: req_i64(l, &lp, "amount")?,
+                amount: req_i64(&l, "", "amount").map_err(at)?,
                 interval: Interval::parse(interval)
-                    .ok_or_else(|| err(&lp, "interval", Problem::Invalid("unknown interval")))?,
-                categories: opt_strings(l, &lp, "categories", |s, set: &mut CategorySet| {
+                    .ok_or_else(|| at(err("", "interval", Problem::Invalid("unknown interval"))))?,
+                categories: opt_strings(&l, "", "categories", |s, set: &mut CategorySet| {
                     set.insert_name(s);
                     Ok(())
-                })?
+                })
+                .map_err(at)?
                 .filter(|s| !s.is_empty()),
             });
         }
@@ -279,27 +368,28 @@ fn read_controls(o: &Obj<'_>, path: &str) -> Result<Controls, ParseError> {
 
 // === field helpers: absent and null are the same to Stripe ===
 
-/// A present, non-null field.
-pub(crate) fn field<'v>(o: &'v Obj<'v>, key: &str) -> Option<&'v BorrowedValue<'v>> {
+/// A present, non-null field. (A linear scan of the object's keys: cheaper than
+/// hashing for objects of a few dozen keys, and nothing was built to look it up.)
+pub(crate) fn field<'v>(o: &Obj<'v>, key: &str) -> Option<Val<'v>> {
     o.get(key).filter(|v| !v.is_null())
 }
 
 /// A required string field.
-pub(crate) fn req_str<'v>(o: &'v Obj<'v>, path: &str, key: &str) -> Result<&'v str, ParseError> {
+pub(crate) fn req_str<'v>(o: &Obj<'v>, path: &str, key: &str) -> Result<&'v str, ParseError> {
     match field(o, key) {
         None => Err(err(path, key, Problem::Missing)),
         Some(v) => v
-            .as_str()
+            .into_string()
             .ok_or_else(|| err(path, key, Problem::WrongType("string"))),
     }
 }
 
 /// An optional string field; absent or null is `""`.
-pub(crate) fn opt_str<'v>(o: &'v Obj<'v>, path: &str, key: &str) -> Result<&'v str, ParseError> {
+pub(crate) fn opt_str<'v>(o: &Obj<'v>, path: &str, key: &str) -> Result<&'v str, ParseError> {
     match field(o, key) {
         None => Ok(""),
         Some(v) => v
-            .as_str()
+            .into_string()
             .ok_or_else(|| err(path, key, Problem::WrongType("string"))),
     }
 }
@@ -311,7 +401,7 @@ pub(crate) fn req_i64(o: &Obj<'_>, path: &str, key: &str) -> Result<i64, ParseEr
 
 /// An optional integer field.
 pub(crate) fn opt_i64(o: &Obj<'_>, path: &str, key: &str) -> Result<Option<i64>, ParseError> {
-    match o.get(key).filter(|v| !v.is_null()) {
+    match field(o, key) {
         None => Ok(None),
         Some(v) => v
             .as_i64()
@@ -322,7 +412,7 @@ pub(crate) fn opt_i64(o: &Obj<'_>, path: &str, key: &str) -> Result<Option<i64>,
 
 /// An optional boolean field; absent or null is `false`.
 pub(crate) fn opt_bool(o: &Obj<'_>, path: &str, key: &str) -> Result<bool, ParseError> {
-    match o.get(key).filter(|v| !v.is_null()) {
+    match field(o, key) {
         None => Ok(false),
         Some(v) => v
             .as_bool()
@@ -331,20 +421,16 @@ pub(crate) fn opt_bool(o: &Obj<'_>, path: &str, key: &str) -> Result<bool, Parse
 }
 
 /// A required object field.
-pub(crate) fn req_obj<'v>(
-    o: &'v Obj<'v>,
-    path: &str,
-    key: &str,
-) -> Result<&'v Obj<'v>, ParseError> {
+pub(crate) fn req_obj<'v>(o: &Obj<'v>, path: &str, key: &str) -> Result<Obj<'v>, ParseError> {
     opt_obj(o, path, key)?.ok_or_else(|| err(path, key, Problem::Missing))
 }
 
 /// An optional object field.
 pub(crate) fn opt_obj<'v>(
-    o: &'v Obj<'v>,
+    o: &Obj<'v>,
     path: &str,
     key: &str,
-) -> Result<Option<&'v Obj<'v>>, ParseError> {
+) -> Result<Option<Obj<'v>>, ParseError> {
     match field(o, key) {
         None => Ok(None),
         Some(v) => v
@@ -354,11 +440,12 @@ pub(crate) fn opt_obj<'v>(
     }
 }
 
+/// An optional array field.
 pub(crate) fn opt_array<'v>(
-    o: &'v Obj<'v>,
+    o: &Obj<'v>,
     path: &str,
     key: &str,
-) -> Result<Option<&'v Vec<BorrowedValue<'v>>>, ParseError> {
+) -> Result<Option<simd_json::tape::Array<'v, 'v>>, ParseError> {
     match field(o, key) {
         None => Ok(None),
         Some(v) => v
@@ -388,13 +475,9 @@ fn opt_strings<T: Default>(
     Ok(Some(set))
 }
 
+/// A required three-letter currency code.
 pub(crate) fn req_currency(o: &Obj<'_>, path: &str, key: &str) -> Result<Currency, ParseError> {
-    let s = match o.get(key).filter(|v| !v.is_null()) {
-        None => return Err(err(path, key, Problem::Missing)),
-        Some(v) => v
-            .as_str()
-            .ok_or_else(|| err(path, key, Problem::WrongType("string")))?,
-    };
+    let s = req_str(o, path, key)?;
     Currency::parse(s)
         .ok_or_else(|| err(path, key, Problem::Invalid("not a 3-letter currency code")))
 }

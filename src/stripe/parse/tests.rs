@@ -191,3 +191,42 @@ fn errors_name_the_field_path() {
         assert!(got.starts_with(want), "got {got:?}, want {want:?}");
     }
 }
+
+#[test]
+fn documents_overlap_and_reuse_the_thread_scratch() {
+    // The per-thread scratch is taken while parsing and given back by the dropped
+    // tape: two live documents on one thread must not share it, and a document
+    // parsed after others were dropped must read as freshly as the first.
+    {
+        let mut a = fixture("issuing_authorization.request.json");
+        let mut b = fixture("issuing_authorization.request.partial.json");
+        let doc_a = parse_document(&mut a).unwrap();
+        let doc_b = parse_document(&mut b).unwrap();
+        let ev_a = Event::read(&doc_a).unwrap();
+        let ev_b = Event::read(&doc_b).unwrap();
+        assert_eq!(ev_a.authorization_request().unwrap().amount, 4250);
+        assert_eq!(ev_b.authorization_request().unwrap().amount, 15000);
+    }
+    for _ in 0..3 {
+        assert!(
+            read(b"{\"id\": 1".to_vec())
+                .unwrap_err()
+                .starts_with("$: invalid JSON")
+        );
+        assert_eq!(
+            read(fixture("issuing_authorization.request.json")).unwrap(),
+            "issuing_authorization.request iauth_1SfbND25Lk8vT3cGdL09jQ7n 4250 usd 5734 \
+             ic_1SbsKNr3Lk8vT3cGAOiDXANR ich_1S5p1NVELk8vT3cGCwBOYUft"
+        );
+    }
+    // A body far larger than any event is parsed, and its buffers are not kept.
+    let mut big = fixture("issuing_authorization.request.json");
+    let pad = format!(",\"padding\":\"{}\"}}", "x".repeat(100 * 1024));
+    while big.pop().is_some_and(|c| c != b'}') {}
+    big.extend_from_slice(pad.as_bytes());
+    assert!(
+        read(big)
+            .unwrap()
+            .starts_with("issuing_authorization.request ")
+    );
+}
