@@ -24,12 +24,10 @@
 //! - 413 `{"error":{"code":"body_too_large",…}}` over 256 KiB.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::CONTENT_LENGTH;
 use hyper::{Request, Response, StatusCode};
 
-use super::respond::{json_bytes, json_error};
+use super::respond::{json_bytes, read_body};
 use super::{AppState, Body};
 use crate::metrics as m;
 use crate::payments::{self, PaymentRequest};
@@ -39,37 +37,11 @@ pub const BODY_LIMIT: usize = 256 * 1024;
 
 /// Handles one payment approval request.
 pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> {
-    let declared_too_big = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > BODY_LIMIT as u64);
-    if declared_too_big {
-        return too_large();
-    }
-    let body = match tokio::time::timeout(
-        state.config.deadline,
-        Limited::new(req.into_body(), BODY_LIMIT).collect(),
-    )
-    .await
-    {
-        Err(_) => {
-            return json_error(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                "request body did not arrive within the deadline",
-            );
-        }
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
-        Ok(Err(_)) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "body_unreadable",
-                "request body could not be read",
-            );
-        }
-        Ok(Ok(b)) => b.to_bytes(),
+    let deadline = tokio::time::Instant::now() + state.config.deadline;
+    let (parts, body) = req.into_parts();
+    let body = match read_body(&parts.headers, body, BODY_LIMIT, deadline).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
     };
     let (status, body) = answer(state, &body);
     json_bytes(status, body)
@@ -112,13 +84,5 @@ pub fn answer(state: &AppState, body: &[u8]) -> (StatusCode, Bytes) {
     (
         StatusCode::OK,
         Bytes::from(serde_json::to_vec(&decision).unwrap_or_default()),
-    )
-}
-
-fn too_large() -> Response<Body> {
-    json_error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        "request body is over the 256 KiB limit",
     )
 }

@@ -10,12 +10,10 @@ use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::CONTENT_LENGTH;
 use hyper::{Request, Response, StatusCode};
 
-use super::respond::{json_bytes, json_error};
+use super::respond::{json_bytes, read_body};
 use super::{AppState, Body};
 use crate::config::Fallback;
 use crate::decision::{self, Context, Decision, FallbackCause, NoSpend, SpendView};
@@ -30,37 +28,11 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> 
     let start = Instant::now();
     let deadline = start + state.config.deadline;
     tracing::debug!("webhook request received");
-    let declared_too_big = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > BODY_LIMIT as u64);
-    if declared_too_big {
-        return too_large();
-    }
     let (parts, body) = req.into_parts();
-    let body =
-        match tokio::time::timeout_at(deadline.into(), Limited::new(body, BODY_LIMIT).collect())
-            .await
-        {
-            Err(_) => {
-                return json_error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
-                    "request body did not arrive within the deadline",
-                );
-            }
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
-            Ok(Err(_)) => {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    "body_unreadable",
-                    "request body could not be read",
-                );
-            }
-            Ok(Ok(collected)) => collected.to_bytes(),
-        };
+    let body = match read_body(&parts.headers, body, BODY_LIMIT, deadline.into()).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
 
     let header = parts.headers.get("stripe-signature").map(|v| v.as_bytes());
     let answer = process(state, header, body, start, deadline).await;
@@ -262,14 +234,6 @@ fn parse_failed(e: &stripe::ParseError) -> Answer {
         body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
         decision: false,
     }
-}
-
-fn too_large() -> Response<Body> {
-    json_error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        "request body is over the 256 KiB limit",
-    )
 }
 
 /// Bounded label values for event types.
