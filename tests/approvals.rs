@@ -1196,3 +1196,38 @@ async fn a_published_rule_set_is_written_to_the_rules_file_and_survives_a_restar
     assert_eq!(api.version(&k.analyst).await, published);
     server.stop();
 }
+
+#[tokio::test]
+async fn an_admin_body_that_never_arrives_is_answered_408_not_held_open() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (_, admin) = create_key(dir.path(), "admin");
+    let server = Server::start_in(dir, &base_config(), &[]);
+    server.ready().await;
+    let host = server.url("").trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&host).await.unwrap();
+    // Headers promise a body that is never sent.
+    let head = format!(
+        "POST /v1/approval_rules HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {admin}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    // The server's own body timeout (10 s) ends this; the outer bound only keeps a
+    // broken server from hanging the suite.
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        let mut buf = [0u8; 4096];
+        while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the server answered");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    server.stop();
+}

@@ -28,6 +28,10 @@ use crate::approvals::{
 
 /// Largest JSON body on the admin API.
 pub const JSON_LIMIT: usize = 64 * 1024;
+/// How long an admin request body may take to arrive: without a bound, a client
+/// that sends headers and then trickles (or never sends) its body would hold one of
+/// the server's connection slots, which the webhook shares.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The OpenAPI 3 document describing this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -591,10 +595,18 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes> {
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(_) => Err(bad("body_unreadable", "request body could not be read")),
+    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), limit).collect()).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(_)) => Err(bad("body_unreadable", "request body could not be read")),
     }
 }
 
