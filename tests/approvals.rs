@@ -1012,12 +1012,21 @@ async fn review_rule_opens_a_request_and_the_approved_retry_passes_once() {
     )
     .await;
     assert_eq!(r.json()["approved"], false, "the allowance is one-time");
-    let l = api
-        .get(
-            &k.analyst,
-            "/v1/approval_requests?action=authorization_allowance",
-        )
-        .await;
+    // That decline opens its review request in the background, after the answer:
+    // wait for it to appear before counting.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let l = loop {
+        let l = api
+            .get(
+                &k.analyst,
+                "/v1/approval_requests?action=authorization_allowance",
+            )
+            .await;
+        if l["data"].as_array().unwrap().len() >= 2 || Instant::now() >= deadline {
+            break l;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(
         l["data"].as_array().unwrap().len(),
         2,
