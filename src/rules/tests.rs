@@ -3,55 +3,15 @@
 
 use super::*;
 use crate::decision::{
-    AuthRequest, Card, CardStatus, Cardholder, CardholderStatus, CategorySet, Controls, Currency,
-    Interval, Merchant, Presence, ProgramControls, Scope, SpendView, Verification,
+    AuthRequest, CategorySet, Currency, Interval, ProgramControls, Scope, SpendView,
 };
 
-fn usd() -> Currency {
-    Currency::parse("usd").unwrap()
-}
-
 /// 42.50 USD online at a software store, active card and cardholder.
+/// The shared fixture with card metadata, which several rules read.
 fn auth() -> AuthRequest<'static> {
-    AuthRequest {
-        id: "iauth_1",
-        created: 1_795_003_020,
-        amount: 4250,
-        currency: usd(),
-        merchant_amount: 4250,
-        merchant_currency: usd(),
-        is_amount_controllable: false,
-        network_risk_score: Some(12),
-        cashback_amount: 0,
-        authorization_method: "online",
-        card_presence: Some(Presence::NotPresent),
-        wallet: "",
-        merchant: Merchant {
-            category: "computer_software_stores",
-            category_code: "5734",
-            country: "US",
-            city: "San Francisco",
-            name: "PIXELFORGE SOFTWARE",
-            network_id: "1000384276",
-            postal_code: "94107",
-            state: "CA",
-        },
-        card: Card {
-            id: "ic_1",
-            card_type: "virtual",
-            status: CardStatus::Active,
-            currency: Some(usd()),
-            metadata: vec![("tier", "gold")],
-            controls: Controls::default(),
-        },
-        cardholder: Cardholder {
-            id: "ich_1",
-            kind: "individual",
-            status: CardholderStatus::Active,
-            controls: Controls::default(),
-        },
-        verification: Verification::default(),
-    }
+    let mut a = crate::testing::auth("iauth_1", 4250);
+    a.card.metadata = vec![("tier", "gold")];
+    a
 }
 
 /// Past spend: `base * (interval index)` for the card, twice that for the
