@@ -234,8 +234,37 @@ struct AllowanceEntry {
     expires_at: i64,
 }
 
-/// Overrides by (scope, id), read by the decision path.
-pub type OverrideTable = HashMap<(Scope, String), Arc<Controls>>;
+/// Control overrides by card and by cardholder, read by the decision path.
+#[derive(Debug, Default)]
+pub struct OverrideTable {
+    card: HashMap<String, Arc<Controls>>,
+    cardholder: HashMap<String, Arc<Controls>>,
+}
+
+impl OverrideTable {
+    /// The override of card or cardholder `id`; looked up by `&str`, so the
+    /// decision path reads it without building an owned key.
+    pub fn get(&self, scope: Scope, id: &str) -> Option<&Controls> {
+        let map = match scope {
+            Scope::Card => &self.card,
+            Scope::Cardholder => &self.cardholder,
+        };
+        map.get(id).map(|c| &**c)
+    }
+
+    /// True when no card or cardholder has an override.
+    pub fn is_empty(&self) -> bool {
+        self.card.is_empty() && self.cardholder.is_empty()
+    }
+
+    fn insert(&mut self, scope: Scope, id: String, controls: Controls) {
+        let map = match scope {
+            Scope::Card => &mut self.card,
+            Scope::Cardholder => &mut self.cardholder,
+        };
+        map.insert(id, Arc::new(controls));
+    }
+}
 
 /// List filters shared by the list endpoints.
 #[derive(Debug, Clone, Default)]
@@ -325,7 +354,7 @@ impl Approvals {
             path: path.clone(),
             settings,
             clock,
-            overrides: ArcSwap::from_pointee(HashMap::new()),
+            overrides: ArcSwap::from_pointee(OverrideTable::default()),
             allowances: DashMap::new(),
             wake: tokio::sync::Notify::new(),
         };
@@ -870,19 +899,7 @@ impl Approvals {
     }
 
     fn rule(&self, id: &str) -> Result<ApprovalRule, Error> {
-        let conn = self.conn();
-        let body: Option<String> = conn
-            .query_row(
-                "SELECT body FROM approval_rules WHERE id = ?1",
-                params![id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let body = body.ok_or_else(|| Error::NotFound {
-            what: "approval_rule",
-            id: id.into(),
-        })?;
-        serde_json::from_str(&body).map_err(|e| Error::Storage(e.to_string()))
+        load_rule(&self.conn(), id)
     }
 
     /// One approval rule as an API object.
@@ -1441,12 +1458,12 @@ impl Approvals {
     fn reload_overrides(&self) -> Result<(), Error> {
         let conn = self.conn();
         let mut st = conn.prepare("SELECT body FROM control_overrides")?;
-        let mut table = HashMap::new();
+        let mut table = OverrideTable::default();
         for body in st.query_map([], |r| r.get::<_, String>(0))? {
             let spec: OverrideSpec =
                 serde_json::from_str(&body?).map_err(|e| Error::Storage(e.to_string()))?;
             let controls = spec.controls().map_err(Error::Storage)?;
-            table.insert((spec.scope, spec.id.clone()), Arc::new(controls));
+            table.insert(spec.scope, spec.id, controls);
         }
         self.overrides.store(Arc::new(table));
         Ok(())
@@ -1711,8 +1728,10 @@ fn save_rule(tx: &Transaction<'_>, rule: &ApprovalRule, new: bool) -> Result<(),
     Ok(())
 }
 
-fn load_rule(tx: &Transaction<'_>, id: &str) -> Result<ApprovalRule, Error> {
-    let body: Option<String> = tx
+/// One approval rule, read on a plain connection or inside a transaction (a
+/// `Transaction` derefs to its `Connection`).
+fn load_rule(conn: &Connection, id: &str) -> Result<ApprovalRule, Error> {
+    let body: Option<String> = conn
         .query_row(
             "SELECT body FROM approval_rules WHERE id = ?1",
             params![id],

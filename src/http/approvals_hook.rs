@@ -10,26 +10,24 @@ use crate::approvals::{AllowanceKey, AllowanceSpec, OverrideTable, Scope};
 use crate::decision::{AuthRequest, Controls, Decision, Reason, Source};
 
 /// Overrides and the allowance that apply to one authorization.
-pub struct Approved {
+pub struct Approved<'a> {
+    /// `None` when no override exists at all (the common case).
     table: Option<Arc<OverrideTable>>,
-    card: String,
-    cardholder: String,
+    card: &'a str,
+    cardholder: &'a str,
     /// The allowance key, when an unexpired allowance covers this retry.
     pub allowance: Option<AllowanceKey>,
 }
 
-impl Approved {
+impl Approved<'_> {
     /// The card's override.
     pub fn card_override(&self) -> Option<&Controls> {
-        let t = self.table.as_ref()?;
-        t.get(&(Scope::Card, self.card.clone())).map(|c| &**c)
+        self.table.as_ref()?.get(Scope::Card, self.card)
     }
 
     /// The cardholder's override.
     pub fn cardholder_override(&self) -> Option<&Controls> {
-        let t = self.table.as_ref()?;
-        t.get(&(Scope::Cardholder, self.cardholder.clone()))
-            .map(|c| &**c)
+        self.table.as_ref()?.get(Scope::Cardholder, self.cardholder)
     }
 }
 
@@ -52,40 +50,33 @@ fn key(auth: &AuthRequest<'_>) -> AllowanceKey {
 }
 
 /// Reads overrides and allowances for `auth`.
-pub fn lookup(state: &AppState, auth: &AuthRequest<'_>) -> Approved {
+pub fn lookup<'a>(state: &AppState, auth: &AuthRequest<'a>) -> Approved<'a> {
+    let mut approved = Approved {
+        table: None,
+        card: auth.card.id,
+        cardholder: auth.cardholder.id,
+        allowance: None,
+    };
     let Some(a) = &state.approvals else {
-        return Approved {
-            table: None,
-            card: String::new(),
-            cardholder: String::new(),
-            allowance: None,
-        };
+        return approved;
     };
     let table = a.overrides();
-    let table = (!table.is_empty()).then(|| Arc::clone(&table));
-    let allowance = a
+    approved.table = (!table.is_empty()).then(|| Arc::clone(&table));
+    approved.allowance = a
         .has_allowances()
         .then(|| key(auth))
         .filter(|k| a.allowance(k).is_some());
-    Approved {
-        card: if table.is_some() {
-            auth.card.id.to_string()
-        } else {
-            String::new()
-        },
-        cardholder: if table.is_some() {
-            auth.cardholder.id.to_string()
-        } else {
-            String::new()
-        },
-        table,
-        allowance,
-    }
+    approved
 }
 
 /// After the decision: spend the allowance if it let the retry through, and open
 /// a review request if a `review` rule declined.
-pub fn after(state: &AppState, auth: &AuthRequest<'_>, decision: &Decision, approved: Approved) {
+pub fn after(
+    state: &AppState,
+    auth: &AuthRequest<'_>,
+    decision: &Decision,
+    approved: Approved<'_>,
+) {
     let Some(a) = &state.approvals else { return };
     if decision.approved
         && let Some(k) = approved.allowance
