@@ -38,45 +38,13 @@ impl Sim {
     }
 
     fn start_with(extra: &[&str]) -> Sim {
-        let mut child = Command::new(BIN)
-            .args(["simulate", "serve", "--listen", "127.0.0.1:0"])
+        let mut cmd = Command::new(BIN);
+        cmd.args(["simulate", "serve", "--listen", "127.0.0.1:0"])
             .args(["--secret", SECRET, "--api-key", KEY, "--namespace", "it"])
             .args(extra)
-            .env("CARDGATE_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("cardgate simulator listening on http://")
-            .unwrap_or_else(|| {
-                let _ = child.kill();
-                panic!(
-                    "simulator did not start: {line:?} {}",
-                    stderr.lock().unwrap()
-                )
-            })
-            .to_string();
+            .env("CARDGATE_LOG", "info");
+        let (child, addr, stderr) =
+            common::spawn_listening(&mut cmd, "cardgate simulator listening on http://");
         Sim {
             child,
             addr,

@@ -42,6 +42,47 @@ pub fn empty_ruleset() -> String {
         .to_string()
 }
 
+/// Spawns `cmd` (stdout and stderr piped), collects its stderr in the background,
+/// and reads its first stdout line, which must be `banner` followed by the address
+/// it bound. Returns the child, that address and the stderr collected so far.
+pub fn spawn_listening(
+    cmd: &mut Command,
+    banner: &str,
+) -> (std::process::Child, String, Arc<Mutex<String>>) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let mut err = child.stderr.take().unwrap();
+    let sink = stderr.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = err.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let Some(addr) = line.trim().strip_prefix(banner).map(str::to_string) else {
+        let _ = child.kill();
+        panic!(
+            "did not start: stdout {line:?}, stderr {}",
+            stderr.lock().unwrap()
+        )
+    };
+    (child, addr, stderr)
+}
+
 impl Server {
     /// Starts the binary with `config` (TOML text) and extra environment variables.
     pub fn start(config: &str, env: &[(&str, &str)]) -> Server {
@@ -67,43 +108,11 @@ impl Server {
             .env("CARDGATE_DATA_DIR", dir.path().join("data"))
             .env("CARDGATE_LOG", "debug")
             .env("CARDGATE_RULES", &rules)
-            .env("CARDGATE_PAYMENT_RULES", &payment_rules)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(Stdio::null());
+            .env("CARDGATE_PAYMENT_RULES", &payment_rules);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("cardgate listening on http://")
-            .unwrap_or_else(|| {
-                let _ = child.kill();
-                panic!(
-                    "server did not start: stdout {line:?}, stderr {}",
-                    stderr.lock().unwrap()
-                )
-            })
-            .to_string();
+        let (child, addr, stderr) = spawn_listening(&mut cmd, "cardgate listening on http://");
         Server {
             child: Some(child),
             addr,
