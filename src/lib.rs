@@ -2,6 +2,7 @@
 //!
 //! Map of the crate, in the order a request flows through it:
 //!
+//! - [`clock`]: the one clock every module reads time through (tests move it).
 //! - [`config`]: typed TOML config + environment overrides, validated before anything binds.
 //! - [`http`]: the hyper server: routing, body cap, deadline budget, fallback answer,
 //!   `/metrics`, health, graceful shutdown. The only module that knows HTTP.
@@ -24,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod approvals;
+pub mod clock;
 pub mod config;
 pub mod decision;
 pub mod http;

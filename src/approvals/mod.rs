@@ -29,7 +29,6 @@ pub mod settings;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
@@ -44,33 +43,7 @@ pub use keys::Role;
 pub use policy::{ApprovalRule, Control, Reviewers};
 pub use settings::Settings;
 
-/// The clock approvals read: wall time plus a test-only offset.
-#[derive(Debug, Clone, Default)]
-pub struct Clock(Arc<AtomicI64>);
-
-impl Clock {
-    /// Wall time shifted by `offset` seconds.
-    pub fn with_offset(offset: i64) -> Self {
-        Clock(Arc::new(AtomicI64::new(offset)))
-    }
-
-    /// Unix seconds.
-    pub fn now(&self) -> i64 {
-        unix_now() + self.0.load(Ordering::Relaxed)
-    }
-
-    /// Moves the clock forward (tests).
-    pub fn advance(&self, seconds: i64) {
-        self.0.fetch_add(seconds, Ordering::Relaxed);
-    }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use crate::clock::Clock;
 
 /// Who is calling: an authenticated key, or cardgate itself (`system`) or the
 /// operator's CLI (`cli`).
