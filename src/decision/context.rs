@@ -4,7 +4,7 @@
 //! `decide()` needs nothing else and does no I/O.
 
 use super::controls::{Controls, Currency, Interval, MerchantCategory, Presence, ProgramControls};
-use crate::rules::RuleSet;
+use super::verdict::Rules;
 
 /// Card status (`issuing.card.status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,7 +233,7 @@ pub struct Context<'a> {
     /// cardgate's program controls.
     pub program: &'a ProgramControls,
     /// The live rule set.
-    pub rules: &'a RuleSet,
+    pub rules: &'a dyn Rules,
     /// Past spend.
     pub spend: &'a dyn SpendView,
     /// Unix seconds, UTC: injected so decisions are reproducible (backtest, tests).
@@ -252,7 +252,7 @@ impl<'a> Context<'a> {
     pub fn new(
         auth: &'a AuthRequest<'a>,
         program: &'a ProgramControls,
-        rules: &'a RuleSet,
+        rules: &'a dyn Rules,
         spend: &'a dyn SpendView,
         now: i64,
     ) -> Self {

@@ -23,6 +23,7 @@ pub mod categories;
 mod context;
 mod controls;
 mod outcome;
+mod verdict;
 
 pub use context::{
     AuthRequest, Card, CardStatus, Cardholder, CardholderStatus, Context, Merchant, NoSpend, Scope,
@@ -34,8 +35,7 @@ pub use controls::{
     category_by_name,
 };
 pub use outcome::{Decision, FallbackCause, Level, Reason, Source};
-
-use crate::rules::{Action, Verdict};
+pub use verdict::{Action, Matched, NoRules, Rules, Verdict};
 
 /// Judges one authorization request. Pure: the same context gives the same decision.
 pub fn decide(ctx: &Context<'_>) -> Decision {

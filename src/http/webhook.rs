@@ -129,7 +129,7 @@ pub async fn process(
         if fault.decision_delay_ms > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(fault.decision_delay_ms)).await;
         }
-        let ctx = Context::new(&auth, &state.config.program, &rules, spend, state.now())
+        let ctx = Context::new(&auth, &state.config.program, &**rules, spend, state.now())
             .with_approvals(
                 approved.card_override(),
                 approved.cardholder_override(),

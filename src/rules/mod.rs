@@ -57,6 +57,7 @@ use sha2::{Digest, Sha256};
 use schema::{Auth, Schema};
 
 use crate::decision::Context;
+pub use crate::decision::{Action, Matched, Verdict};
 pub use error::{CompileError, CompileErrorKind, RuleSetError};
 pub use eval::RuntimeError;
 
@@ -69,50 +70,6 @@ pub const MAX_RULES: usize = 10_000;
 pub const MAX_EXPR_BYTES: usize = 8 * 1024;
 /// Most entries over all `[lists]`.
 pub const MAX_LIST_ENTRIES: usize = 1_000_000;
-
-/// What a matching rule does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Approve (with whatever amount controls left); stops rule evaluation.
-    Approve,
-    /// Decline with reason `rule:<name>`.
-    Decline,
-    /// Approve at most this amount: partial when controllable, else decline.
-    Cap(i64),
-    /// Decline now and open a human review.
-    Review,
-}
-
-impl Action {
-    /// The action as written in the rules file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Approve => "approve",
-            Action::Decline => "decline",
-            Action::Cap(_) => "cap",
-            Action::Review => "review",
-        }
-    }
-}
-
-/// A rule that matched.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Matched {
-    /// The rule's name.
-    pub name: Arc<str>,
-    /// Its action.
-    pub action: Action,
-}
-
-/// The result of evaluating a rule set against one context.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Verdict {
-    /// The first matching decisive (non-shadow) rule.
-    pub decisive: Option<Matched>,
-    /// Every matching shadow rule, in file order. Empty (and unallocated) unless
-    /// a shadow rule matched; the decision log records them.
-    pub shadow: Vec<Matched>,
-}
 
 /// One compiled rule.
 #[derive(Clone)]
@@ -213,6 +170,12 @@ pub enum LoadError {
         /// What is wrong.
         errors: RuleSetError,
     },
+}
+
+impl crate::decision::Rules for RuleSet {
+    fn evaluate(&self, ctx: &Context<'_>) -> Verdict {
+        RuleSet::evaluate(self, ctx)
+    }
 }
 
 impl RuleSet {

@@ -1,0 +1,70 @@
+//! What the rules said about one authorization, and the seam through which
+//! `decide()` asks them.
+//!
+//! The types live here, not in `rules/`, so the decision core is a leaf: `rules`
+//! compiles CEL into something that implements [`Rules`], and `decide()` calls it
+//! without knowing how rules are written, compiled or reloaded.
+
+use std::sync::Arc;
+
+use super::Context;
+
+/// Evaluates a rule set against one context; `rules::RuleSet` is the implementation.
+pub trait Rules {
+    /// The first decisive match and every shadow match, in rule order.
+    fn evaluate(&self, ctx: &Context<'_>) -> Verdict;
+}
+
+/// No rules: every authorization that passes the controls is approved.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoRules;
+
+impl Rules for NoRules {
+    fn evaluate(&self, _: &Context<'_>) -> Verdict {
+        Verdict::default()
+    }
+}
+
+/// What a matching rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Approve (with whatever amount controls left); stops rule evaluation.
+    Approve,
+    /// Decline with reason `rule:<name>`.
+    Decline,
+    /// Approve at most this amount: partial when controllable, else decline.
+    Cap(i64),
+    /// Decline now and open a human review.
+    Review,
+}
+
+impl Action {
+    /// The action as written in the rules file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Approve => "approve",
+            Action::Decline => "decline",
+            Action::Cap(_) => "cap",
+            Action::Review => "review",
+        }
+    }
+}
+
+/// A rule that matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matched {
+    /// The rule's name.
+    pub name: Arc<str>,
+    /// Its action.
+    pub action: Action,
+}
+
+/// The result of evaluating a rule set against one context.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// The first matching decisive (non-shadow) rule.
+    pub decisive: Option<Matched>,
+    /// Every matching shadow rule, in file order. Empty (and unallocated) unless
+    /// a shadow rule matched; the decision log records them.
+    pub shadow: Vec<Matched>,
+}
