@@ -15,9 +15,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cardgate::authorize::{Answer, Authorizer};
+use cardgate::clock::Clock;
 use cardgate::config::{Config, Overrides};
 use cardgate::decision::{self, Context, NoSpend};
-use cardgate::http::{AppState, webhook};
 use cardgate::rules::RuleSet;
 use cardgate::stripe::{self, Event, Secrets};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -108,7 +109,8 @@ fn bench_decide(c: &mut Criterion) {
 }
 
 fn bench_process(c: &mut Criterion) {
-    let state = AppState::new(config(), RuleSet::empty());
+    // The pipeline without HTTP or a store: what one webhook costs on the CPU.
+    let authorizer = Authorizer::new(&config(), RuleSet::empty(), Clock::system());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -120,15 +122,14 @@ fn bench_process(c: &mut Criterion) {
     g.bench_function("full_handler_no_network", |b| {
         b.iter(|| {
             let start = Instant::now();
-            let answer = rt.block_on(webhook::process(
-                &state,
+            let answer = rt.block_on(authorizer.process(
                 Some(header.as_bytes()),
                 body.clone(),
                 start,
                 start + Duration::from_millis(1500),
             ));
-            assert_eq!(answer.status, 200);
-            black_box(answer.body)
+            assert!(matches!(answer, Answer::Decision(_)), "{answer:?}");
+            black_box(answer)
         })
     });
     g.finish();

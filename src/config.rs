@@ -174,6 +174,16 @@ pub struct Config {
     pub approvals: crate::approvals::Settings,
 }
 
+/// When an approval may be answered relative to its commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// After the batch holding its reserve committed.
+    #[default]
+    Sync,
+    /// At once; the writer commits within milliseconds.
+    Async,
+}
+
 /// `[store]`: where the ledger and decision log live and how durable approvals are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
@@ -183,7 +193,7 @@ pub struct StoreConfig {
     /// Directory of `cardgate.db`.
     pub data_dir: PathBuf,
     /// When an approval may be answered relative to its commit.
-    pub durability: crate::store::Durability,
+    pub durability: Durability,
 }
 
 #[derive(Debug, Deserialize)]
@@ -375,13 +385,13 @@ impl Config {
         }
 
         let durability = match file.store.durability.as_str() {
-            "sync" => crate::store::Durability::Sync,
-            "async" => crate::store::Durability::Async,
+            "sync" => Durability::Sync,
+            "async" => Durability::Async,
             other => {
                 problems.push(format!(
                     "store.durability {other:?} must be \"sync\" or \"async\""
                 ));
-                crate::store::Durability::Sync
+                Durability::Sync
             }
         };
         let data_dir = overrides
@@ -695,7 +705,7 @@ spending_limits = [{ amount = 5, interval = "hourly" }]
         let text = "[webhook]\nsecrets = [\"whsec_a\"]\n[store]\ndata_dir = \"/file\"\ndurability = \"async\"\n";
         let c = load(text, &[]).unwrap();
         assert_eq!(c.store.data_dir, PathBuf::from("/file"));
-        assert_eq!(c.store.durability, crate::store::Durability::Async);
+        assert_eq!(c.store.durability, Durability::Async);
         assert!(c.store.enabled);
         let c = load(text, &[("CARDGATE_DATA_DIR", "/env")]).unwrap();
         assert_eq!(c.store.data_dir, PathBuf::from("/env"));
@@ -709,7 +719,7 @@ spending_limits = [{ amount = 5, interval = "hourly" }]
         assert_eq!(c.store.data_dir, PathBuf::from("/flag"));
         let c = load("[webhook]\nsecrets = [\"whsec_a\"]\n", &[]).unwrap();
         assert_eq!(c.store.data_dir, PathBuf::from("./data"));
-        assert_eq!(c.store.durability, crate::store::Durability::Sync);
+        assert_eq!(c.store.durability, Durability::Sync);
         let err = load(
             "[webhook]\nsecrets = [\"whsec_a\"]\n[store]\ndurability = \"maybe\"\n",
             &[],

@@ -3,6 +3,8 @@
 //! Map of the crate, in the order a request flows through it:
 //!
 //! - [`clock`]: the one clock every module reads time through (tests move it).
+//! - [`authorize`]: the authorization pipeline as named steps (verify, parse,
+//!   snapshot, decide, settle, record, respond), callable without HTTP.
 //! - [`config`]: typed TOML config + environment overrides, validated before anything binds.
 //! - [`http`]: the hyper server: routing, body cap, deadline budget, fallback answer,
 //!   `/metrics`, health, graceful shutdown. The only module that knows HTTP.
@@ -11,6 +13,8 @@
 //! - [`rules`]: the rule set evaluated after spending controls.
 //! - [`payments`]: payment approvals (`POST /v1/payment_approvals`), decided by CEL
 //!   rules over the payment context.
+//! - [`journal`]: the decision-log row and ledger facts the pipeline records, and
+//!   the `Journal` trait `store` implements.
 //! - [`ledger`]: in-memory spend per card and cardholder; atomic check-and-reserve.
 //! - [`store`]: SQLite: ledger facts and the decision log, one writer; schema migrations.
 //! - [`approvals`]: two-party approvals for admin actions: keys, approval rules and
@@ -19,16 +23,20 @@
 //! - [`simulate`]: the local Issuing emulator and the seeded scenario runner
 //!   (`cardgate simulate`); its network side is `http::emulator`.
 //!
-//! `main.rs` is the CLI; this crate root only wires the parts together.
+//! [`app`] wires the parts into a running service; `main.rs` is the CLI and only
+//! parses arguments and calls it.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod approvals;
+pub mod authorize;
 pub mod clock;
 pub mod config;
 pub mod decision;
 pub mod http;
+pub mod journal;
 pub mod ledger;
 pub mod metrics;
 pub mod payments;

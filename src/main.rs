@@ -9,12 +9,13 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use cardgate::app::{self, shutdown_signal};
 use cardgate::config::{self, Config, Overrides, ProcessEnv};
-use cardgate::http::{self, AppState};
+use cardgate::http;
 use cardgate::ledger::Ledger;
 use cardgate::payments::PaymentRuleSet;
 use cardgate::rules::RuleSet;
-use cardgate::store::{self, Store};
+use cardgate::store;
 
 /// Real-time card authorization decisions for Stripe Issuing.
 #[derive(Parser)]
@@ -393,39 +394,19 @@ fn load_config(
     )?)
 }
 
+/// The one tokio runtime a command runs on.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
+
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-/// Opens the store and rebuilds the ledger from it, before anything binds: a
-/// database that cannot be read stops the start (its error names the file), so the
-/// service never decides against an empty ledger while a full one sits on disk.
-fn open_ledger(config: &Config) -> anyhow::Result<(Arc<Ledger>, Arc<Store>)> {
-    let started = std::time::Instant::now();
-    let store = Store::open(&config.store.data_dir, config.store.durability)
-        .context("refusing to start: the ledger store is unusable")?;
-    let facts = store
-        .facts()
-        .context("refusing to start: the ledger store is unreadable")?;
-    let ledger = Ledger::new();
-    for fact in &facts {
-        // Facts were validated before they were stored; one failing now means the
-        // row was edited by hand. Say so and go on: the others are still right.
-        if let Err(e) = ledger.apply(fact) {
-            tracing::error!(path = %store.path().display(), "stored fact skipped: {e}");
-        }
-    }
-    tracing::info!(
-        path = %store.path().display(),
-        facts = facts.len(),
-        holds = ledger.holds(),
-        millis = started.elapsed().as_millis() as u64,
-        "ledger rebuilt from the store"
-    );
-    Ok((Arc::new(ledger), Arc::new(store)))
 }
 
 fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
@@ -549,98 +530,21 @@ fn serve(
             return Ok(ExitCode::from(78));
         }
     };
-    // The recorder must exist before the rule set: its per-rule counters are bound
-    // when the set is built.
-    cardgate::metrics::install();
-    let rules = match RuleSet::load(&rules_path) {
-        Ok(r) => r,
-        Err(e) => {
+    let paths = app::RulePaths {
+        rules: rules_path,
+        payment_rules: payment_rules_path,
+    };
+    let clock = cardgate::clock::Clock::system();
+    let built = match app::build(config, paths, clock) {
+        Ok(b) => b,
+        Err(e) if e.is_config() => {
             eprintln!("error: {e}");
             return Ok(ExitCode::from(78));
         }
+        Err(e) => return Err(e.into()),
     };
-    cardgate::rules::reload::publish(&RuleSet::empty(), &rules);
-    let payment_rules = match PaymentRuleSet::load(&payment_rules_path) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(78));
-        }
-    };
-    cardgate::rules::reload::publish(&PaymentRuleSet::empty(), &payment_rules);
-    let ledger = if config.store.enabled {
-        Some(open_ledger(&config)?)
-    } else {
-        tracing::warn!("[store] enabled = false: no ledger, interval limits see no past spend");
-        None
-    };
-    let approvals = if config.store.enabled {
-        Some(Arc::new(
-            cardgate::approvals::Approvals::open(
-                &config.store.data_dir,
-                cardgate::approvals::Settings {
-                    rules_file: Some(rules_path.clone()),
-                    ..config.approvals.clone()
-                },
-            )
-            .context("refusing to start: the approvals tables are unusable")?,
-        ))
-    } else {
-        tracing::warn!("[store] enabled = false: no admin API (it keeps its state in the store)");
-        None
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
-        let addr = listener.local_addr()?;
-        let mut state = AppState::new(config, rules).with_payment_rules(payment_rules);
-        if let Some((ledger, store)) = ledger {
-            state = state.with_ledger(ledger, Some(store));
-        }
-        if let Some(a) = approvals {
-            tokio::spawn(cardgate::approvals::events::run(a.clone()));
-            tokio::spawn(a.clone().run_reviews());
-            state = state.with_approvals(a);
-        }
-        let state = Arc::new(state);
-        tokio::spawn(cardgate::rules::reload::watch(
-            rules_path,
-            state.clone(),
-            |s: &AppState| &s.rules,
-        ));
-        tokio::spawn(cardgate::rules::reload::watch(
-            payment_rules_path,
-            state.clone(),
-            |s: &AppState| &s.payment_rules,
-        ));
-        tracing::info!(%addr, secrets = state.secrets.len(), ruleset = state.rules.load().version(), "serving");
-        println!("cardgate listening on http://{addr}");
-        std::io::stdout().flush()?;
-        http::serve(listener, state, shutdown_signal()).await?;
-        tracing::info!("stopped");
-        Ok(ExitCode::SUCCESS)
-    })
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
+    runtime()?.block_on(app::serve(built, app::shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn rules_check(file: PathBuf, payments: bool) -> anyhow::Result<ExitCode> {

@@ -334,7 +334,7 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
             let (id, verb) = (id.to_string(), verb.to_string());
             let out = blocking(move || match verb.as_str() {
                 "submit" => a.submit(&actor, &id, b.reason.as_deref()),
-                "approve" => a.approve(&actor, &id, b.reason.as_deref(), &st.rules),
+                "approve" => a.approve(&actor, &id, b.reason.as_deref(), st.rules()),
                 "deny" => a.deny(&actor, &id, b.reason.as_deref()),
                 _ => a.cancel(&actor, &id),
             })
@@ -379,7 +379,7 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
         }
         (&Method::GET, ["rulesets", "current"]) => {
             query.only(&[])?;
-            let set = state.rules.load();
+            let set = state.rules().load();
             ok(
                 json!({"object": "ruleset", "version": set.version(), "rules": set.len(),
                 "source": set.source()}),
@@ -503,7 +503,7 @@ async fn perform(st: Arc<AppState>, actor: Actor, action: Action) -> Result<(Sta
             "no store",
         ));
     };
-    let out = blocking(move || a.perform(&actor, action, &st.rules)).await?;
+    let out = blocking(move || a.perform(&actor, action, st.rules())).await?;
     ok(out)
 }
 

@@ -22,6 +22,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::{AppState, Body};
+use crate::authorize::Finished;
 use crate::config::LegacyConfig;
 use crate::metrics as m;
 use crate::stripe::LegacyCall;
@@ -82,6 +83,18 @@ impl LegacyClient {
             timeout: config.timeout,
             retries: config.retries,
         }
+    }
+
+    /// The pipeline's legacy last step: sends `f`'s decision as an approve/decline
+    /// call in the background; `started` is when the webhook arrived.
+    pub fn send_decision(self: &std::sync::Arc<Self>, f: &Finished<'_>, started: Instant) {
+        let call = crate::stripe::legacy_call(
+            f.auth.id,
+            f.decision,
+            f.ruleset,
+            f.auth.is_amount_controllable,
+        );
+        self.spawn(call, f.event_id.to_string(), started);
     }
 
     /// Sends `call` in the background; `started` is when the webhook arrived and

@@ -8,9 +8,7 @@
 //! open connection finish its in-flight request (bounded by the grace period).
 
 mod api;
-mod approvals_hook;
 pub mod emulator;
-mod ledger;
 pub mod legacy;
 pub mod payments;
 mod respond;

@@ -131,7 +131,7 @@ impl RecordedDecision {
     /// A row of the store's decision log as a record to replay. A fallback answer
     /// (deadline, panic, ledger failure) was no decision of the rules and is
     /// refused with the reason, as is a row without its event body.
-    pub fn from_logged(row: &crate::store::LoggedDecision) -> Result<Self, String> {
+    pub fn from_logged(row: &crate::journal::LoggedDecision) -> Result<Self, String> {
         if row.reason.starts_with("fallback") {
             return Err(format!("fallback answer ({}), not a decision", row.reason));
         }

@@ -27,6 +27,9 @@ use std::time::Instant;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
+pub use crate::config::Durability;
+use crate::journal::{Committed, Journal, JournalError};
+pub use crate::journal::{LoggedDecision, Write};
 use crate::ledger::Fact;
 use crate::metrics as m;
 
@@ -170,16 +173,6 @@ pub const MIGRATIONS: &[&str] = &[
      );",
 ];
 
-/// When an approval may be answered relative to its commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// After the batch holding its reserve committed.
-    #[default]
-    Sync,
-    /// At once; the writer commits within milliseconds.
-    Async,
-}
-
 /// Why the store failed. Open errors name the database file.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -233,64 +226,6 @@ pub enum StoreError {
     /// The writer thread is gone (shutting down or crashed).
     #[error("the store writer has stopped")]
     WriterGone,
-}
-
-/// One row of the decision log: what was asked, what was answered, and what the
-/// decision saw, so the backtest can replay it against another rule set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoggedDecision {
-    /// Row id (ignored when writing).
-    pub id: i64,
-    /// The request event's id.
-    pub event_id: String,
-    /// `iauth_…`
-    pub authorization_id: String,
-    /// `ic_…`
-    pub card: String,
-    /// `ich_…`
-    pub cardholder: String,
-    /// Requested amount.
-    pub amount: i64,
-    /// Its currency.
-    pub currency: String,
-    /// Merchant category name.
-    pub merchant_category: String,
-    /// MCC.
-    pub merchant_mcc: String,
-    /// Merchant country.
-    pub merchant_country: String,
-    /// Merchant name.
-    pub merchant_name: String,
-    /// Approved?
-    pub approved: bool,
-    /// Amount approved (0 when declined).
-    pub approved_amount: i64,
-    /// Machine reason.
-    pub reason: String,
-    /// Control or rule behind the reason.
-    pub rule: Option<String>,
-    /// Rule set version.
-    pub ruleset: String,
-    /// Decision latency in microseconds.
-    pub latency_us: i64,
-    /// Unix seconds.
-    pub decided_at: i64,
-    /// The verified event body, byte for byte.
-    pub event_json: Vec<u8>,
-    /// Spend the decision saw (card and cardholder totals per interval).
-    pub spend_json: String,
-    /// Shadow rules that matched, as a JSON array of names; `None` when none did
-    /// (or the rules were not reached).
-    pub shadow_rules: Option<String>,
-}
-
-/// One queued write.
-#[derive(Debug, Clone)]
-pub enum Write {
-    /// A ledger fact; a fact whose event id is stored already is skipped.
-    Fact(Fact),
-    /// A decision log row.
-    Decision(Box<LoggedDecision>),
 }
 
 struct Job {
@@ -518,6 +453,27 @@ impl Store {
         {
             tracing::error!(path = %self.path.display(), "store writer thread panicked");
         }
+    }
+}
+
+impl Journal for Store {
+    fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    fn enqueue(&self, writes: Vec<Write>) -> Result<(), JournalError> {
+        Store::enqueue(self, writes).map_err(journal_error)
+    }
+
+    fn commit(&self, writes: Vec<Write>) -> Committed<'_> {
+        Box::pin(async move { Store::commit(self, writes).await.map_err(journal_error) })
+    }
+}
+
+fn journal_error(e: StoreError) -> JournalError {
+    match e {
+        StoreError::WriterGone => JournalError::WriterGone,
+        other => JournalError::Commit(other.to_string()),
     }
 }
 

@@ -1,12 +1,12 @@
-//! What the decision path takes from approvals, without blocking I/O: control
-//! overrides (one atomic load of an immutable table) and one-time allowances (an
-//! in-memory map), and what it hands back: allowance use and new review requests,
-//! both queued to background work so the answer never waits on SQLite.
+//! The look-up and hand-back steps: what the decision path takes from approvals,
+//! without blocking I/O — control overrides (one atomic load of an immutable table)
+//! and one-time allowances (an in-memory map) — and what it hands back: allowance
+//! use and new review requests, both queued to background work so the answer never
+//! waits on the approvals store.
 
 use std::sync::Arc;
 
-use super::AppState;
-use crate::approvals::{AllowanceKey, AllowanceSpec, OverrideTable, Scope};
+use crate::approvals::{AllowanceKey, AllowanceSpec, Approvals, OverrideTable, Scope};
 use crate::decision::{AuthRequest, Controls, Decision, Reason, Source};
 
 /// Overrides and the allowance that apply to one authorization.
@@ -50,14 +50,17 @@ fn key(auth: &AuthRequest<'_>) -> AllowanceKey {
 }
 
 /// Reads overrides and allowances for `auth`.
-pub fn lookup<'a>(state: &AppState, auth: &AuthRequest<'a>) -> Approved<'a> {
+pub(super) fn lookup<'a>(
+    approvals: Option<&Arc<Approvals>>,
+    auth: &AuthRequest<'a>,
+) -> Approved<'a> {
     let mut approved = Approved {
         table: None,
         card: auth.card.id,
         cardholder: auth.cardholder.id,
         allowance: None,
     };
-    let Some(a) = &state.approvals else {
+    let Some(a) = approvals else {
         return approved;
     };
     let table = a.overrides();
@@ -71,13 +74,13 @@ pub fn lookup<'a>(state: &AppState, auth: &AuthRequest<'a>) -> Approved<'a> {
 
 /// After the decision: spend the allowance if it let the retry through, and open
 /// a review request if a `review` rule declined.
-pub fn after(
-    state: &AppState,
+pub(super) fn after(
+    approvals: Option<&Arc<Approvals>>,
     auth: &AuthRequest<'_>,
     decision: &Decision,
     approved: Approved<'_>,
 ) {
-    let Some(a) = &state.approvals else { return };
+    let Some(a) = approvals else { return };
     if decision.approved
         && let Some(k) = approved.allowance
         && let Some(id) = a.take_allowance(&k)

@@ -1,0 +1,312 @@
+//! The authorization pipeline: one `issuing_authorization.request` from signed
+//! bytes to the answer, as a sequence of small named steps, without HTTP.
+//!
+//! ```text
+//! verify    stripe::verify → Verified            (Rejected: bad signature)
+//! parse     simd-json tape → Event → AuthRequest (Rejected: path of the bad field)
+//! snapshot  the card's and cardholder's spend    (spend::snapshot)
+//! look up   overrides and allowances             (approvals::lookup)
+//! decide    decision::decide_traced, bounded by the deadline, panics caught
+//!           (faults wraps it when fault injection is configured)
+//! settle    atomic re-check + reserve, durable as configured (spend::settle)
+//! record    the decision-log row                 (record::row, inside settle)
+//! hand back allowance use, review requests       (approvals::after)
+//! respond   stripe::encode_decision              (or the caller's `finish`)
+//! ```
+//!
+//! Lifecycle events (`issuing_authorization.created`/`.updated`,
+//! `issuing_transaction.created`) branch after parse into [`lifecycle`].
+//!
+//! Owns the order of the steps and what each step may cost: once a request event is
+//! verified and parsed it always ends in a decision (the configured fallback on a
+//! deadline, a caught panic or a ledger failure), never an error. `http/webhook.rs`
+//! only reads the body and maps an [`Answer`] to a status; benches and tests call
+//! [`Authorizer::process`] directly.
+
+mod approvals;
+mod faults;
+mod lifecycle;
+mod record;
+mod spend;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+
+pub use approvals::merchant_id;
+pub use record::shadow_names;
+
+use crate::approvals::Approvals;
+use crate::clock::Clock;
+use crate::config::{Config, Fallback, FaultInjection};
+use crate::decision::{AuthRequest, Decision, FallbackCause, ProgramControls};
+use crate::journal::Journal;
+use crate::ledger::Ledger;
+use crate::metrics as m;
+use crate::rules::RuleSet;
+use crate::stripe::{self, Event, Secrets};
+
+/// What the pipeline answers. `http/` turns it into a status and a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A decision body for Stripe (`{"approved", "amount"?, "metadata"}`).
+    Decision(Bytes),
+    /// A non-request event was taken (`{"received":true}`), or a decision went out
+    /// another way (legacy mode).
+    Received,
+    /// Refused before anything was parsed or recorded.
+    Rejected {
+        /// Machine code (`missing_signature`, `invalid_event`, …).
+        code: &'static str,
+        /// Human message.
+        message: String,
+        /// The JSON path of the field at fault, for parse errors.
+        path: Option<String>,
+    },
+}
+
+/// What the `finish` step of [`Authorizer::process_with`] sees: the decided request.
+pub struct Finished<'a> {
+    /// The request event's id.
+    pub event_id: &'a str,
+    /// The request.
+    pub auth: &'a AuthRequest<'a>,
+    /// The answer after settling (reserve and durability may have changed it).
+    pub decision: &'a Decision,
+    /// The rule-set version that decided.
+    pub ruleset: &'a str,
+}
+
+/// The pipeline's inputs that do not change per request: secrets, policy, the live
+/// rule set, and the services the steps call.
+pub struct Authorizer {
+    secrets: Secrets,
+    tolerance_seconds: u64,
+    deadline: std::time::Duration,
+    fallback: Fallback,
+    program: ProgramControls,
+    faults: FaultInjection,
+    /// The live rule set; swapped whole on reload, read with one atomic load.
+    pub rules: ArcSwap<RuleSet>,
+    /// Spend per card and cardholder; `None` runs without past spend.
+    pub ledger: Option<Arc<Ledger>>,
+    /// Durable facts and decision log; `None` keeps the ledger in memory only.
+    pub journal: Option<Arc<dyn Journal>>,
+    /// Overrides, allowances and review requests; `None` when the store is off.
+    pub approvals: Option<Arc<Approvals>>,
+    clock: Clock,
+}
+
+impl Authorizer {
+    /// A pipeline with no ledger, journal or approvals.
+    pub fn new(config: &Config, rules: RuleSet, clock: Clock) -> Self {
+        Authorizer {
+            secrets: Secrets::new(&config.webhook_secrets),
+            tolerance_seconds: config.tolerance_seconds,
+            deadline: config.deadline,
+            fallback: config.fallback,
+            program: config.program.clone(),
+            faults: config.fault_injection.clone(),
+            rules: ArcSwap::from_pointee(rules),
+            ledger: None,
+            journal: None,
+            approvals: None,
+            clock,
+        }
+    }
+
+    /// Adds the ledger (already rebuilt from the journal's store) and the journal.
+    #[must_use]
+    pub fn with_ledger(mut self, ledger: Arc<Ledger>, journal: Option<Arc<dyn Journal>>) -> Self {
+        self.ledger = Some(ledger);
+        self.journal = journal;
+        self
+    }
+
+    /// Adds the approvals service (overrides, allowances, reviews).
+    #[must_use]
+    pub fn with_approvals(mut self, approvals: Arc<Approvals>) -> Self {
+        self.approvals = Some(approvals);
+        self
+    }
+
+    /// How many webhook secrets are configured (for the start-up log line).
+    pub fn secret_count(&self) -> usize {
+        self.secrets.len()
+    }
+
+    /// The configured per-request deadline.
+    pub fn deadline(&self) -> std::time::Duration {
+        self.deadline
+    }
+
+    /// Unix seconds by the pipeline's clock.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Runs the pipeline and answers with the encoded decision. `start` is when the
+    /// request arrived; `deadline` bounds the decision.
+    pub async fn process(
+        &self,
+        signature: Option<&[u8]>,
+        body: Bytes,
+        start: Instant,
+        deadline: Instant,
+    ) -> Answer {
+        self.process_with(signature, body, start, deadline, respond)
+            .await
+    }
+
+    /// [`process`](Self::process) with another last step: legacy mode hands the
+    /// decision to an API call instead of the body.
+    pub async fn process_with<F>(
+        &self,
+        signature: Option<&[u8]>,
+        body: Bytes,
+        start: Instant,
+        deadline: Instant,
+        finish: F,
+    ) -> Answer
+    where
+        F: FnOnce(Finished<'_>) -> Answer + Send,
+    {
+        let mut clock = m::StageClock::start();
+        // simd-json parses in place; the decision log keeps the bytes as received.
+        let raw = self.journal.as_ref().map(|_| body.clone());
+
+        // verify
+        let verified = match stripe::verify(
+            signature,
+            Vec::from(body),
+            &self.secrets,
+            self.now(),
+            self.tolerance_seconds,
+        ) {
+            Ok(v) => v,
+            Err(e) => {
+                metrics::counter!(m::SIGNATURE_FAILURES, "code" => e.code()).increment(1);
+                tracing::warn!(code = e.code(), "webhook signature rejected: {e}");
+                return Answer::Rejected {
+                    code: e.code(),
+                    message: e.to_string(),
+                    path: None,
+                };
+            }
+        };
+        clock.lap(m::Stage::Verify);
+
+        // parse
+        let mut buf = verified.into_body();
+        let doc = match stripe::parse_document(&mut buf) {
+            Ok(d) => d,
+            Err(e) => return parse_failed(&e),
+        };
+        let event = match Event::read(&doc) {
+            Ok(e) => e,
+            Err(e) => return parse_failed(&e),
+        };
+        if event.event_type != stripe::AUTHORIZATION_REQUEST {
+            metrics::counter!(m::EVENTS, "type" => event_label(event.event_type)).increment(1);
+            lifecycle::apply(self, &event).await;
+            return Answer::Received;
+        }
+        let auth = match event.authorization_request() {
+            Ok(a) => a,
+            Err(e) => return parse_failed(&e),
+        };
+        clock.lap(m::Stage::Parse);
+
+        // snapshot, look up, decide
+        let rules = self.rules.load();
+        let approved = approvals::lookup(self.approvals.as_ref(), &auth);
+        let snapshot = spend::snapshot(self, &auth);
+        let (decision, shadow) =
+            faults::decide(self, &auth, &rules, snapshot.as_ref(), &approved, deadline).await;
+        clock.lap(m::Stage::Decide);
+
+        // settle (reserve, durability, decision log)
+        let decision = spend::settle(
+            self,
+            spend::Decided {
+                event_id: event.id,
+                auth: &auth,
+                decision,
+                raw,
+                snapshot: snapshot.as_ref(),
+                ruleset: rules.version(),
+                shadow: &shadow,
+                start,
+                deadline,
+            },
+        )
+        .await;
+        clock.lap(m::Stage::Reserve);
+        approvals::after(self.approvals.as_ref(), &auth, &decision, approved);
+
+        // respond
+        metrics::counter!(
+            m::AUTHORIZATIONS,
+            "outcome" => decision.outcome(),
+            "reason" => decision.reason.as_str(),
+        )
+        .increment(1);
+        let answer = finish(Finished {
+            event_id: event.id,
+            auth: &auth,
+            decision: &decision,
+            ruleset: rules.version(),
+        });
+        clock.lap(m::Stage::Respond);
+        let elapsed = start.elapsed();
+        metrics::histogram!(m::WEBHOOK_DURATION).record(elapsed.as_secs_f64());
+        tracing::debug!(
+            authorization = auth.id,
+            card = auth.card.id,
+            amount = auth.amount,
+            outcome = decision.outcome(),
+            approved_amount = decision.amount,
+            reason = decision.reason.as_str(),
+            ruleset = rules.version(),
+            shadow = shadow_names(&shadow).as_deref(),
+            micros = elapsed.as_micros() as u64,
+            "decision"
+        );
+        answer
+    }
+
+    /// The configured fallback decision, counted and logged with its cause.
+    pub(crate) fn fallback(&self, cause: FallbackCause) -> Decision {
+        metrics::counter!(m::FALLBACKS, "cause" => cause.as_str()).increment(1);
+        tracing::warn!(cause = cause.as_str(), "answering the fallback decision");
+        Decision::fallback(self.fallback == Fallback::Approve, cause)
+    }
+}
+
+/// The realtime last step: the decision as Stripe's response body.
+fn respond(f: Finished<'_>) -> Answer {
+    Answer::Decision(Bytes::from(stripe::encode_decision(f.decision, f.ruleset)))
+}
+
+fn parse_failed(e: &stripe::ParseError) -> Answer {
+    metrics::counter!(m::PARSE_FAILURES).increment(1);
+    tracing::warn!(path = %e.path, "webhook body rejected: {e}");
+    Answer::Rejected {
+        code: "invalid_event",
+        message: e.to_string(),
+        path: Some(e.path.clone()),
+    }
+}
+
+/// Bounded label values for event types.
+fn event_label(t: &str) -> &'static str {
+    match t {
+        "issuing_authorization.created" => "issuing_authorization.created",
+        "issuing_authorization.updated" => "issuing_authorization.updated",
+        "issuing_transaction.created" => "issuing_transaction.created",
+        "issuing_transaction.updated" => "issuing_transaction.updated",
+        _ => "other",
+    }
+}

@@ -1,0 +1,114 @@
+//! The ledger's steps around `decide()`:
+//!
+//! - [`snapshot`] before it: a lock-free copy of the card's and cardholder's
+//!   window totals;
+//! - [`settle`] after it: atomic re-check and reserve, the commit (awaited in `sync`
+//!   durability), and the decision-log row (built by `record`).
+//!
+//! A ledger or journal failure answers the configured fallback with cause `ledger`
+//! (never an error).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::Authorizer;
+use crate::decision::{AuthRequest, Decision, FallbackCause, Matched, Reason};
+use crate::journal::{Durability, Write};
+use crate::ledger::SpendSnapshot;
+
+/// Window time of an authorization: its `created`, or now when Stripe sent none.
+fn at(a: &Authorizer, auth: &AuthRequest<'_>) -> i64 {
+    if auth.created > 0 {
+        auth.created
+    } else {
+        a.now()
+    }
+}
+
+/// The spend `decide()` sees; `None` without a ledger.
+pub(super) fn snapshot(a: &Authorizer, auth: &AuthRequest<'_>) -> Option<SpendSnapshot> {
+    let ledger = a.ledger.as_ref()?;
+    Some(ledger.snapshot(auth, at(a, auth)))
+}
+
+/// Everything [`settle`] needs about one decided request.
+pub(super) struct Decided<'a> {
+    pub event_id: &'a str,
+    pub auth: &'a AuthRequest<'a>,
+    pub decision: Decision,
+    pub raw: Option<Bytes>,
+    pub snapshot: Option<&'a SpendSnapshot>,
+    pub ruleset: &'a str,
+    /// Shadow rules that matched (never applied).
+    pub shadow: &'a [Matched],
+    pub start: Instant,
+    pub deadline: Instant,
+}
+
+/// Reserves an approval, makes it durable as configured, logs the decision, and
+/// returns what to answer.
+pub(super) async fn settle(a: &Authorizer, d: Decided<'_>) -> Decision {
+    let Some(ledger) = &a.ledger else {
+        return d.decision;
+    };
+    // A fallback is not a decision of ours: Stripe's `created` event will tell the
+    // ledger what was held.
+    let reservation = if matches!(d.decision.reason, Reason::Fallback(_)) {
+        crate::ledger::Reservation {
+            decision: d.decision.clone(),
+            fact: None,
+        }
+    } else {
+        ledger.reserve(
+            d.event_id,
+            d.auth,
+            &a.program,
+            at(a, d.auth),
+            d.decision.clone(),
+        )
+    };
+    let Some(store) = &a.journal else {
+        return reservation.decision;
+    };
+    let decision = reservation.decision;
+    let row = super::record::row(&d, &decision, a.now());
+    let mut writes = Vec::with_capacity(2);
+    if let Some(f) = &reservation.fact {
+        writes.push(Write::Fact(f.clone()));
+    }
+    writes.push(Write::Decision(Box::new(row)));
+
+    match (&reservation.fact, store.durability()) {
+        (Some(fact), Durability::Sync) => {
+            match tokio::time::timeout_at(d.deadline.into(), store.commit(writes)).await {
+                Ok(Ok(())) => decision,
+                outcome => {
+                    let why = match outcome {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "deadline passed before the commit".to_string(),
+                    };
+                    // The answer will not be this approval, so it must hold nothing.
+                    // (A commit that lands after the deadline leaves a stored hold the
+                    // in-memory ledger lacks until restart: the conservative side.)
+                    ledger.cancel(fact);
+                    tracing::error!(
+                        authorization = d.auth.id,
+                        "hold not committed, answering the fallback: {why}"
+                    );
+                    a.fallback(FallbackCause::Ledger)
+                }
+            }
+        }
+        _ => {
+            if let Err(e) = store.enqueue(writes) {
+                tracing::error!(authorization = d.auth.id, "decision not stored: {e}");
+                if let Some(fact) = &reservation.fact {
+                    ledger.cancel(fact);
+                    return a.fallback(FallbackCause::Ledger);
+                }
+            }
+            decision
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The decision journal: what one authorization asked, what cardgate answered and
+//! what the decision saw, plus the ledger facts that go with it — the records the
+//! authorization pipeline hands to durable storage, and the seam it hands them
+//! through.
+//!
+//! Owns the record types ([`LoggedDecision`], [`Write`]) and the [`Journal`] trait.
+//! `authorize/` writes through the trait; `store/` implements it (SQLite today,
+//! one writer with group commit); the backtest reads the rows back. Nothing here
+//! knows SQL. *Why a trait:* a second backend (PostgreSQL for replicas) is an added
+//! module, and the pipeline can be driven in tests and benches without a database.
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use crate::config::Durability;
+use crate::ledger::Fact;
+
+/// One row of the decision log: what was asked, what was answered, and what the
+/// decision saw, so the backtest can replay it against another rule set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedDecision {
+    /// Row id (ignored when writing).
+    pub id: i64,
+    /// The request event's id.
+    pub event_id: String,
+    /// `iauth_…`
+    pub authorization_id: String,
+    /// `ic_…`
+    pub card: String,
+    /// `ich_…`
+    pub cardholder: String,
+    /// Requested amount.
+    pub amount: i64,
+    /// Its currency.
+    pub currency: String,
+    /// Merchant category name.
+    pub merchant_category: String,
+    /// MCC.
+    pub merchant_mcc: String,
+    /// Merchant country.
+    pub merchant_country: String,
+    /// Merchant name.
+    pub merchant_name: String,
+    /// Approved?
+    pub approved: bool,
+    /// Amount approved (0 when declined).
+    pub approved_amount: i64,
+    /// Machine reason.
+    pub reason: String,
+    /// Control or rule behind the reason.
+    pub rule: Option<String>,
+    /// Rule set version.
+    pub ruleset: String,
+    /// Decision latency in microseconds.
+    pub latency_us: i64,
+    /// Unix seconds.
+    pub decided_at: i64,
+    /// The verified event body, byte for byte.
+    pub event_json: Vec<u8>,
+    /// Spend the decision saw (card and cardholder totals per interval).
+    pub spend_json: String,
+    /// Shadow rules that matched, as a JSON array of names; `None` when none did
+    /// (or the rules were not reached).
+    pub shadow_rules: Option<String>,
+}
+
+/// One queued write.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// A ledger fact; a fact whose event id is stored already is skipped.
+    Fact(Fact),
+    /// A decision log row.
+    Decision(Box<LoggedDecision>),
+}
+
+/// Why a journal write failed; the caller answers the fallback for an approval
+/// whose hold could not be made durable.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JournalError {
+    /// The batch could not be committed; nothing of it was written.
+    #[error("commit failed: {0}")]
+    Commit(String),
+    /// The writer is gone (shutting down or crashed).
+    #[error("the store writer has stopped")]
+    WriterGone,
+}
+
+/// A future the journal resolves once a batch committed.
+pub type Committed<'a> = Pin<Box<dyn Future<Output = Result<(), JournalError>> + Send + 'a>>;
+
+/// Where the pipeline sends facts and decision-log rows.
+pub trait Journal: Send + Sync {
+    /// When an approval may be answered relative to the commit of its hold.
+    fn durability(&self) -> Durability;
+
+    /// Queues writes without waiting (async durability, decision-log rows).
+    ///
+    /// # Errors
+    /// [`JournalError::WriterGone`] when nothing can be written any more.
+    fn enqueue(&self, writes: Vec<Write>) -> Result<(), JournalError>;
+
+    /// Queues writes; the future resolves once the batch holding them committed.
+    fn commit(&self, writes: Vec<Write>) -> Committed<'_>;
+}
