@@ -284,7 +284,8 @@ fn open_checked(path: &Path, durability: Durability) -> Result<Connection, Store
     // into a start-up error instead of a failure on the first approval.
     conn.execute(
         "INSERT OR REPLACE INTO meta (key, value) VALUES ('opened_at', ?1)",
-        params![now().to_string()],
+        // Diagnostic only: when this file was last opened for writing.
+        params![crate::clock::Clock::system().now().to_string()],
     )
     .map_err(&err)?;
     Ok(conn)
@@ -334,12 +335,6 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 /// Opens `<dir>/cardgate.db` read-write for the approvals service (its own
 /// connection: approvals are low-volume and must not queue behind the ledger's
