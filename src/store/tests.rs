@@ -1,6 +1,8 @@
 use super::*;
+use rusqlite::Connection;
+
 use crate::decision::{Currency, Interval};
-use crate::ledger::{AuthMeta, AuthStatus, Ledger};
+use crate::ledger::{AuthMeta, AuthStatus, Fact, Ledger};
 
 const T: i64 = 1_795_003_020;
 

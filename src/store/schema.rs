@@ -1,0 +1,232 @@
+//! The schema: numbered migrations, and opening a file read-write only after it
+//! passed the integrity check, was migrated and proved writable.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, params};
+
+use super::{Durability, FILE_NAME, StoreError, sqlite};
+
+/// Schema migrations; entry `i` moves the schema from version `i` to `i + 1`.
+/// Append only: a released migration never changes.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: ledger facts (dedupe by event id) and the decision log.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     CREATE TABLE ledger_facts (
+         seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+         event_id   TEXT NOT NULL UNIQUE,
+         kind       TEXT NOT NULL,
+         card       TEXT NOT NULL,
+         cardholder TEXT NOT NULL,
+         record_id  TEXT NOT NULL,
+         body       BLOB NOT NULL
+     );
+     CREATE INDEX ledger_facts_card ON ledger_facts (card);
+     CREATE TABLE decisions (
+         id                INTEGER PRIMARY KEY AUTOINCREMENT,
+         event_id          TEXT NOT NULL,
+         authorization_id  TEXT NOT NULL,
+         card              TEXT NOT NULL,
+         cardholder        TEXT NOT NULL,
+         amount            INTEGER NOT NULL,
+         currency          TEXT NOT NULL,
+         merchant_category TEXT NOT NULL,
+         merchant_mcc      TEXT NOT NULL,
+         merchant_country  TEXT NOT NULL,
+         merchant_name     TEXT NOT NULL,
+         approved          INTEGER NOT NULL,
+         approved_amount   INTEGER NOT NULL,
+         reason            TEXT NOT NULL,
+         rule              TEXT,
+         ruleset           TEXT NOT NULL,
+         latency_us        INTEGER NOT NULL,
+         decided_at        INTEGER NOT NULL,
+         event_json        BLOB NOT NULL,
+         spend_json        TEXT NOT NULL
+     );
+     CREATE INDEX decisions_decided_at ON decisions (decided_at);",
+    // 2: shadow rules that matched each decision (JSON array of names; NULL: none).
+    "ALTER TABLE decisions ADD COLUMN shadow_rules TEXT;",
+    // 3: two-party approvals (see `crate::approvals`): keys, rules, requests,
+    // append-only security history, events and their outbox, overrides, allowances.
+    "CREATE TABLE api_keys (
+         id         TEXT PRIMARY KEY,
+         name       TEXT,
+         role       TEXT NOT NULL,
+         hash       TEXT NOT NULL UNIQUE,
+         created    INTEGER NOT NULL,
+         created_by TEXT NOT NULL,
+         revoked_at INTEGER
+     );
+     CREATE TABLE approval_rules (
+         id      TEXT PRIMARY KEY,
+         action  TEXT NOT NULL,
+         body    TEXT NOT NULL,
+         active  INTEGER NOT NULL,
+         created INTEGER NOT NULL
+     );
+     CREATE UNIQUE INDEX approval_rules_one_active ON approval_rules (action) WHERE active = 1;
+     CREATE TABLE approval_requests (
+         id             TEXT PRIMARY KEY,
+         action         TEXT NOT NULL,
+         params         TEXT NOT NULL,
+         status         TEXT NOT NULL,
+         requested_by   TEXT NOT NULL,
+         requester_role TEXT NOT NULL,
+         requester_name TEXT,
+         rule_id        TEXT,
+         rule_name      TEXT,
+         reviewers      TEXT NOT NULL,
+         reason         TEXT,
+         created        INTEGER NOT NULL,
+         expires_at     INTEGER NOT NULL,
+         submitted_at   INTEGER,
+         review         TEXT,
+         result         TEXT,
+         error          TEXT,
+         transitions    TEXT NOT NULL DEFAULT '{}',
+         dedupe         TEXT
+     );
+     CREATE INDEX approval_requests_status ON approval_requests (status, expires_at);
+     CREATE INDEX approval_requests_dedupe ON approval_requests (dedupe);
+     CREATE TABLE security_history (
+         id        INTEGER PRIMARY KEY AUTOINCREMENT,
+         type      TEXT NOT NULL,
+         actor     TEXT NOT NULL,
+         object_id TEXT NOT NULL,
+         created   INTEGER NOT NULL,
+         details   TEXT NOT NULL
+     );
+     CREATE TRIGGER security_history_no_update BEFORE UPDATE ON security_history
+     BEGIN SELECT RAISE(ABORT, 'security_history is append-only'); END;
+     CREATE TRIGGER security_history_no_delete BEFORE DELETE ON security_history
+     BEGIN SELECT RAISE(ABORT, 'security_history is append-only'); END;
+     CREATE TABLE events (
+         id         TEXT PRIMARY KEY,
+         type       TEXT NOT NULL,
+         created    INTEGER NOT NULL,
+         related_id TEXT NOT NULL,
+         body       TEXT NOT NULL
+     );
+     CREATE TABLE outbox (
+         id              INTEGER PRIMARY KEY AUTOINCREMENT,
+         event_id        TEXT NOT NULL,
+         endpoint        TEXT NOT NULL,
+         attempts        INTEGER NOT NULL DEFAULT 0,
+         next_attempt_ms INTEGER NOT NULL,
+         delivered_ms    INTEGER,
+         failed          INTEGER NOT NULL DEFAULT 0,
+         last_error      TEXT
+     );
+     CREATE INDEX outbox_due ON outbox (next_attempt_ms) WHERE delivered_ms IS NULL AND failed = 0;
+     CREATE TABLE control_overrides (
+         scope   TEXT NOT NULL,
+         id      TEXT NOT NULL,
+         body    TEXT NOT NULL,
+         updated INTEGER NOT NULL,
+         PRIMARY KEY (scope, id)
+     );
+     CREATE TABLE allowances (
+         id         TEXT PRIMARY KEY,
+         card       TEXT NOT NULL,
+         merchant   TEXT NOT NULL,
+         amount     INTEGER NOT NULL,
+         currency   TEXT NOT NULL,
+         body       TEXT NOT NULL,
+         created    INTEGER NOT NULL,
+         expires_at INTEGER NOT NULL,
+         used_at    INTEGER,
+         used_by    TEXT
+     );",
+];
+
+/// Opens the file read-write, checks it, migrates it and proves it writable.
+pub(super) fn open_checked(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+    let err = sqlite(path);
+    let conn = Connection::open(path).map_err(&err)?;
+    integrity(&conn, path)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(&err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Sqlite {
+            path: path.to_path_buf(),
+            message: format!("cannot switch to WAL mode (journal_mode is {mode})"),
+        });
+    }
+    let sync = match durability {
+        Durability::Sync => "FULL",
+        Durability::Async => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;"
+    ))
+    .map_err(&err)?;
+    migrate(&conn, path)?;
+    // SQLite silently opens a read-only file read-only; a write now turns that
+    // into a start-up error instead of a failure on the first approval.
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('opened_at', ?1)",
+        // Diagnostic only: when this file was last opened for writing.
+        params![crate::clock::Clock::system().now().to_string()],
+    )
+    .map_err(&err)?;
+    Ok(conn)
+}
+
+pub(super) fn integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let first: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| corrupt(e.to_string()))?;
+    if first != "ok" {
+        return Err(corrupt(first));
+    }
+    Ok(())
+}
+
+fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let err = sqlite(path);
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(&err)?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let to = i + 1;
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {to}; COMMIT;"
+        ))
+        .map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            StoreError::Sqlite {
+                path: path.to_path_buf(),
+                message: format!("migration to schema version {to} failed: {e}"),
+            }
+        })?;
+        tracing::info!(path = %path.display(), version = to, "store schema migrated");
+    }
+    Ok(())
+}
+
+/// Opens `<dir>/cardgate.db` read-write for the approvals service (its own
+/// connection: approvals are low-volume and must not queue behind the ledger's
+/// group-commit writer), checked and migrated like the store's.
+pub fn open_for_approvals(dir: &Path) -> Result<(Connection, PathBuf), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::Dir {
+        path: dir.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let path = dir.join(FILE_NAME);
+    let conn = open_checked(&path, Durability::Sync)?;
+    Ok((conn, path))
+}

@@ -1,0 +1,267 @@
+//! The one writer: a background thread owns the write connection, takes whatever
+//! is queued (up to `MAX_BATCH`), commits it in one transaction and answers every
+//! waiter of the batch (group commit). Implements the pipeline's [`Journal`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use rusqlite::{Connection, params};
+use tokio::sync::oneshot;
+
+use super::read::{read_decisions, read_facts};
+use super::schema::open_checked;
+use super::{Durability, FILE_NAME, LoggedDecision, MAX_BATCH, StoreError, Write};
+use crate::journal::{Committed, Journal, JournalError};
+use crate::ledger::Fact;
+use crate::metrics as m;
+
+struct Job {
+    writes: Vec<Write>,
+    done: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// The open store: a queue to the writer thread plus the file's path for readers.
+pub struct Store {
+    path: PathBuf,
+    durability: Durability,
+    tx: Option<mpsc::Sender<Job>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("durability", &self.durability)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) `<dir>/cardgate.db` and starts the writer thread.
+    pub fn open(dir: &Path, durability: Durability) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Dir {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let path = dir.join(FILE_NAME);
+        let conn = open_checked(&path, durability)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let writer_path = path.clone();
+        let writer = std::thread::Builder::new()
+            .name("cardgate-store".into())
+            .spawn(move || writer_loop(conn, rx, &writer_path))
+            .map_err(|e| StoreError::Sqlite {
+                path: path.clone(),
+                message: format!("cannot start the writer thread: {e}"),
+            })?;
+        Ok(Store {
+            path,
+            durability,
+            tx: Some(tx),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The configured durability.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    fn send(
+        &self,
+        writes: Vec<Write>,
+        done: Option<oneshot::Sender<Result<(), String>>>,
+    ) -> Result<(), StoreError> {
+        let sent = self
+            .tx
+            .as_ref()
+            .map(|tx| tx.send(Job { writes, done }).is_ok());
+        if sent == Some(true) {
+            Ok(())
+        } else {
+            metrics::counter!(m::STORE_ERRORS, "op" => "enqueue").increment(1);
+            Err(StoreError::WriterGone)
+        }
+    }
+
+    /// Queues writes without waiting (async durability, decision log rows).
+    pub fn enqueue(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.send(writes, None)
+    }
+
+    /// Queues writes and resolves once the batch holding them committed.
+    pub async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.send(writes, Some(done))?;
+        match wait.await {
+            Ok(r) => r.map_err(StoreError::Commit),
+            Err(_) => Err(StoreError::WriterGone),
+        }
+    }
+
+    /// [`Store::commit`] for threads outside the async runtime (CLI, tests). Must
+    /// not be called from inside a runtime.
+    pub fn commit_blocking(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.send(writes, Some(done))?;
+        match wait.blocking_recv() {
+            Ok(r) => r.map_err(StoreError::Commit),
+            Err(_) => Err(StoreError::WriterGone),
+        }
+    }
+
+    /// Every stored ledger fact, in commit order (to rebuild the ledger).
+    pub fn facts(&self) -> Result<Vec<Fact>, StoreError> {
+        read_facts(&self.path, None)
+    }
+
+    /// Decision log rows decided at or after `since` (Unix seconds; all when
+    /// `None`), oldest first. For the backtest.
+    pub fn decision_log(&self, since: Option<i64>) -> Result<Vec<LoggedDecision>, StoreError> {
+        read_decisions(&self.path, since)
+    }
+
+    /// Stops the writer after it committed everything queued.
+    pub fn close(&mut self) {
+        self.tx = None;
+        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(h) = handle
+            && h.join().is_err()
+        {
+            tracing::error!(path = %self.path.display(), "store writer thread panicked");
+        }
+    }
+}
+
+impl Journal for Store {
+    fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    fn enqueue(&self, writes: Vec<Write>) -> Result<(), JournalError> {
+        Store::enqueue(self, writes).map_err(journal_error)
+    }
+
+    fn commit(&self, writes: Vec<Write>) -> Committed<'_> {
+        Box::pin(async move { Store::commit(self, writes).await.map_err(journal_error) })
+    }
+}
+
+fn journal_error(e: StoreError) -> JournalError {
+    match e {
+        StoreError::WriterGone => JournalError::WriterGone,
+        other => JournalError::Commit(other.to_string()),
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+// === the writer thread ===
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, path: &Path) {
+    // Ends when every sender is gone (Store dropped) and the queue is drained.
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        let mut writes = batch[0].writes.len();
+        while writes < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => {
+                    writes += job.writes.len();
+                    batch.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let start = Instant::now();
+        let result = commit_batch(&mut conn, &batch).map_err(|e| e.to_string());
+        metrics::histogram!(m::STORE_COMMIT_DURATION).record(start.elapsed().as_secs_f64());
+        metrics::histogram!(m::STORE_COMMIT_BATCH).record(writes as f64);
+        if let Err(e) = &result {
+            metrics::counter!(m::STORE_ERRORS, "op" => "commit").increment(1);
+            tracing::error!(path = %path.display(), writes, "store commit failed: {e}");
+        }
+        for job in batch {
+            if let Some(done) = job.done {
+                // The waiter may have given up (deadline): nothing to tell then.
+                let _ = done.send(result.clone());
+            }
+        }
+    }
+}
+
+fn commit_batch(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut fact_stmt = tx.prepare_cached(
+            "INSERT OR IGNORE INTO ledger_facts (event_id, kind, card, cardholder, record_id, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut decision_stmt = tx.prepare_cached(
+            "INSERT INTO decisions (event_id, authorization_id, card, cardholder, amount, currency,
+                 merchant_category, merchant_mcc, merchant_country, merchant_name, approved,
+                 approved_amount, reason, rule, ruleset, latency_us, decided_at, event_json,
+                 spend_json, shadow_rules)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18, ?19, ?20)",
+        )?;
+        for write in batch.iter().flat_map(|j| &j.writes) {
+            match write {
+                Write::Fact(f) => {
+                    let body = serde_json::to_vec(f)
+                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                    let kind = match f {
+                        Fact::Reserve { .. } => "reserve",
+                        Fact::Authorization { .. } => "authorization",
+                        Fact::Transaction { .. } => "transaction",
+                    };
+                    fact_stmt.execute(params![
+                        f.event_id(),
+                        kind,
+                        f.card(),
+                        f.cardholder(),
+                        f.record_id(),
+                        body
+                    ])?;
+                }
+                Write::Decision(d) => {
+                    decision_stmt.execute(params![
+                        d.event_id,
+                        d.authorization_id,
+                        d.card,
+                        d.cardholder,
+                        d.amount,
+                        d.currency,
+                        d.merchant_category,
+                        d.merchant_mcc,
+                        d.merchant_country,
+                        d.merchant_name,
+                        d.approved,
+                        d.approved_amount,
+                        d.reason,
+                        d.rule,
+                        d.ruleset,
+                        d.latency_us,
+                        d.decided_at,
+                        d.event_json,
+                        d.spend_json,
+                        d.shadow_rules,
+                    ])?;
+                }
+            }
+        }
+    }
+    tx.commit()
+}
