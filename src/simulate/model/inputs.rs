@@ -286,7 +286,8 @@ pub enum Begun {
         /// Events to deliver.
         events: Vec<Value>,
     },
-    /// A real-time request must be delivered, then [`Emulator::finish_request`] called.
+    /// A real-time request must be delivered, then
+    /// [`Emulator::finish_request`](super::Emulator::finish_request) called.
     Request {
         /// `iauth_…`
         id: String,
