@@ -275,7 +275,7 @@ pub async fn run_scenario(
 
 /// What the API's routes share: the emulator and the key callers must present.
 struct EmulatorApi {
-    sim: Arc<Sim>,
+    sim: Sim,
     api_key: String,
     /// `Authorization: Basic` for `api_key:` (curl's `-u KEY:`), encoded once.
     basic_auth: String,
@@ -286,7 +286,7 @@ impl EmulatorApi {
         let basic =
             base64::engine::general_purpose::STANDARD.encode(format!("{api_key}:").as_bytes());
         EmulatorApi {
-            sim: Arc::new(sim),
+            sim,
             api_key: api_key.to_string(),
             basic_auth: format!("Basic {basic}"),
         }
@@ -319,7 +319,7 @@ fn error(e: &SimError) -> Response<Body> {
 }
 
 async fn route(api: &EmulatorApi, req: Request<Incoming>) -> Response<Body> {
-    let sim = &*api.sim;
+    let sim = &api.sim;
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
