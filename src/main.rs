@@ -755,41 +755,16 @@ fn sign(
 }
 
 fn emulator_config(
-    args: &EmulatorArgs,
-    api_key: &str,
-) -> anyhow::Result<http::emulator::EmulatorConfig> {
-    let from_env = std::env::var("CARDGATE_WEBHOOK_SECRET").ok().and_then(|v| {
-        v.split(',')
-            .map(str::trim)
-            .find(|s| !s.is_empty())
-            .map(str::to_string)
-    });
-    let secret = match args.secret.clone().or(from_env) {
-        Some(s) => s,
-        None => load_config(&args.config, None, None)
-            .context("no --secret given and the config could not supply one")?
-            .webhook_secrets
-            .into_iter()
-            .next()
-            .context("no webhook secret configured")?,
-    };
-    anyhow::ensure!(
-        (1..=60_000).contains(&args.window_ms),
-        "--window-ms must be between 1 and 60000"
-    );
-    Ok(http::emulator::EmulatorConfig::new(
-        args.webhook_url.as_deref(),
-        &secret,
-        std::time::Duration::from_millis(args.window_ms),
-        api_key,
-    )?)
-}
-
-fn timeout_fallback(text: &str) -> anyhow::Result<cardgate::simulate::TimeoutFallback> {
-    match text {
-        "approve" => Ok(cardgate::simulate::TimeoutFallback::Approve),
-        "decline" => Ok(cardgate::simulate::TimeoutFallback::Decline),
-        other => anyhow::bail!("--timeout-fallback {other:?} must be approve or decline"),
+    args: EmulatorArgs,
+    namespace: Option<String>,
+) -> cardgate::simulate::EmulatorOptions {
+    cardgate::simulate::EmulatorOptions {
+        webhook_url: args.webhook_url,
+        secret: args.secret,
+        config: args.config,
+        window_ms: args.window_ms,
+        timeout_fallback: args.timeout_fallback,
+        namespace,
     }
 }
 
@@ -799,36 +774,19 @@ fn simulate_serve(
     api_key: String,
     namespace: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let config = emulator_config(&args, &api_key)?;
-    let fallback = timeout_fallback(&args.timeout_fallback)?;
-    let listen: std::net::SocketAddr = listen
-        .parse()
-        .with_context(|| format!("--listen {listen:?} is not IP:PORT"))?;
-    let namespace = namespace.unwrap_or_else(clock_namespace);
-    anyhow::ensure!(
-        !namespace.is_empty() && namespace.chars().all(|c| c.is_ascii_alphanumeric()),
-        "--namespace must be letters and digits"
-    );
-    let model = cardgate::simulate::Emulator::new(&namespace, fallback, "2026-10-28.endive");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
+    let options = emulator_config(args, namespace);
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("binding {listen}"))?;
-        let addr = listener.local_addr()?;
-        let webhook = config
-            .webhook_url
-            .as_ref()
-            .map(|u| u.to_string())
-            .unwrap_or_else(|| "none yet".into());
-        let sim = Arc::new(http::emulator::Simulator::new(model, config));
-        tracing::info!(%addr, %webhook, "simulator serving");
-        println!("cardgate simulator listening on http://{addr}");
+        let clock = cardgate::clock::Clock::system();
+        let server =
+            http::emulator::EmulatorServer::bind(&options, &listen, &api_key, &ProcessEnv, clock)
+                .await?;
+        println!(
+            "cardgate simulator listening on http://{}",
+            server.local_addr()
+        );
         std::io::stdout().flush()?;
-        http::emulator::serve(listener, sim, shutdown_signal()).await?;
+        server.serve(shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -840,94 +798,21 @@ fn simulate_run(
     namespace: Option<String>,
     quiet: bool,
 ) -> anyhow::Result<ExitCode> {
-    use cardgate::simulate::scenario::{self, Scenario};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    anyhow::ensure!(args.webhook_url.is_some(), "--webhook-url is required");
-    let scenario = Arc::new(Scenario::load(&path)?);
-    let seed = seed.unwrap_or(scenario.seed);
-    // The runner calls the emulator in-process: no API key is ever presented.
-    let config = emulator_config(&args, "sk_test_unused")?;
-    let fallback = timeout_fallback(&args.timeout_fallback)?;
-    let namespace = namespace.unwrap_or_else(clock_namespace);
-    anyhow::ensure!(
-        !namespace.is_empty() && namespace.chars().all(|c| c.is_ascii_alphanumeric()),
-        "--namespace must be letters and digits"
-    );
-    let total = scenario.purchases(seed);
-    let model = cardgate::simulate::Emulator::new(&namespace, fallback, "2026-10-28.endive");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    let started = std::time::Instant::now();
-    let summary = runtime.block_on(async move {
-        let sim = Arc::new(http::emulator::Simulator::new(model, config));
-        let progress = Arc::new(AtomicU64::new(0));
-        let ticker = (!quiet).then(|| {
-            let progress = progress.clone();
-            tokio::spawn(async move {
-                use std::io::IsTerminal;
-                // A redrawn bar on a terminal; one line per tenth in a log file.
-                let tty = std::io::stderr().is_terminal();
-                let mut last = u64::MAX;
-                loop {
-                    let done = progress.load(Ordering::Relaxed);
-                    let tenth = (done * 10).checked_div(total).unwrap_or(10);
-                    if !tty && tenth != last {
-                        last = tenth;
-                        eprintln!("{done}/{total} purchases");
-                    } else if tty && done != last {
-                        last = done;
-                        let width = 30u64;
-                        let filled = (done * width).checked_div(total).unwrap_or(width);
-                        eprint!(
-                            "\r[{}{}] {done}/{total} purchases",
-                            "#".repeat(filled as usize),
-                            " ".repeat((width - filled.min(width)) as usize)
-                        );
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                }
-            })
-        });
-        let summary = scenario::run(scenario, seed, sim, progress.clone()).await;
-        if let Some(t) = ticker {
-            t.abort();
-            let done = progress.load(Ordering::Relaxed);
-            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-                eprintln!("\r[{}] {done}/{total} purchases", "#".repeat(30));
-            } else {
-                eprintln!("{done}/{total} purchases: done");
-            }
-        }
-        summary
-    });
-    let elapsed = started.elapsed();
-    print!("{}", summary.render());
-    let requests = summary.approved + summary.partial + summary.declined;
-    println!(
-        "throughput: {requests} requests in {:.1}s ({:.0}/s)",
-        elapsed.as_secs_f64(),
-        requests as f64 / elapsed.as_secs_f64().max(1e-9)
-    );
-    let ok = summary.disagreements == 0 && summary.undelivered == 0 && summary.errors.is_empty();
-    Ok(if ok {
+    let options = emulator_config(args, namespace);
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    let clock = cardgate::clock::Clock::system();
+    let report = runtime.block_on(http::emulator::run_scenario(
+        &path,
+        &options,
+        seed,
+        quiet,
+        &ProcessEnv,
+        clock,
+    ))?;
+    print!("{}", report.render());
+    Ok(if report.passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
-}
-
-/// Base-36 milliseconds: short ids, distinct between runs.
-fn clock_namespace() -> String {
-    let mut n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let mut s = String::new();
-    while n > 0 {
-        s.insert(0, char::from_digit((n % 36) as u32, 36).unwrap_or('0'));
-        n /= 36;
-    }
-    s
 }

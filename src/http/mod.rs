@@ -2,10 +2,12 @@
 //! `(method, path)`, JSON error mapping, and graceful shutdown. The only module that
 //! names hyper types.
 //!
-//! Backpressure: a connection slot (semaphore permit) is taken *before* accepting and
-//! moves into the connection task, so at most `max_connections` are served and a
-//! slot frees itself when its task ends. Shutdown: stop accepting, then let every
-//! open connection finish its in-flight request (bounded by the grace period).
+//! One accept loop (`serve_with`) serves both cardgate ([`serve`]) and the Stripe
+//! emulator (`emulator`). Backpressure: a connection slot (semaphore permit) is
+//! taken *before* accepting and moves into the connection task, so at most
+//! `max_connections` are served and a slot frees itself when its task ends.
+//! Shutdown: stop accepting, then let every open connection finish its in-flight
+//! request (bounded by the grace period).
 
 mod api;
 pub mod emulator;
@@ -46,14 +48,57 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(state.config.max_connections));
+    let limits = ServeLimits {
+        max_connections: state.config.max_connections,
+        shutdown_grace: state.config.shutdown_grace,
+        max_buf_size: Some(webhook::BODY_LIMIT + 64 * 1024),
+    };
+    let ready = state.clone();
+    serve_with(
+        listener,
+        limits,
+        move |r| ready.set_ready(r),
+        shutdown,
+        move |peer, req| route(state.clone(), peer, req),
+    )
+    .await
+}
+
+/// The bounds of one listener served by [`serve_with`].
+pub(crate) struct ServeLimits {
+    /// Connection slots: at most this many connections are served at once.
+    pub max_connections: usize,
+    /// How long open connections may finish their in-flight request after
+    /// shutdown is asked, before they are closed.
+    pub shutdown_grace: Duration,
+    /// hyper's read buffer cap (`None`: hyper's default).
+    pub max_buf_size: Option<usize>,
+}
+
+/// The one accept loop, shared by cardgate and the emulator: a connection slot
+/// is taken before accepting, failed accepts back off, `ready(true)` once
+/// accepting and `ready(false)` when draining, and every connection gets
+/// `handler` for each of its requests (HTTP/1.1, keep-alive, no Nagle).
+pub(crate) async fn serve_with<H, F>(
+    listener: TcpListener,
+    limits: ServeLimits,
+    ready: impl Fn(bool),
+    shutdown: impl Future<Output = ()>,
+    handler: H,
+) -> std::io::Result<()>
+where
+    H: Fn(SocketAddr, Request<Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = http1::Builder::new();
-    builder
-        .keep_alive(true)
-        .max_buf_size(webhook::BODY_LIMIT + 64 * 1024);
+    builder.keep_alive(true);
+    if let Some(max) = limits.max_buf_size {
+        builder.max_buf_size(max);
+    }
     tokio::pin!(shutdown);
-    state.set_ready(true);
+    ready(true);
     loop {
         let permit = tokio::select! {
             _ = &mut shutdown => break,
@@ -77,10 +122,10 @@ pub async fn serve(
         // Decisions are tiny responses on kept-alive connections: Nagle would add
         // delay for nothing.
         let _ = stream.set_nodelay(true);
-        let st = state.clone();
+        let handler = handler.clone();
         let conn = builder.serve_connection(
             TokioIo::new(stream),
-            service_fn(move |req| route(st.clone(), peer, req)),
+            service_fn(move |req| handler(peer, req)),
         );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -90,10 +135,10 @@ pub async fn serve(
             drop(permit);
         });
     }
-    state.set_ready(false);
+    ready(false);
     drop(listener);
     tracing::info!("shutting down: waiting for in-flight requests");
-    if tokio::time::timeout(state.config.shutdown_grace, graceful.shutdown())
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
         .await
         .is_err()
     {

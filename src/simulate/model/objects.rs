@@ -1,0 +1,146 @@
+//! The account's records as Stripe shows them: `issuing.authorization` (with its
+//! card, request history and balance transactions) and `issuing.transaction`.
+
+use serde_json::{Value, json};
+
+use super::{Emulator, SimError, events};
+
+impl Emulator {
+    /// The `issuing.authorization` object as Stripe would show it now.
+    pub fn authorization(&self, id: &str) -> Result<Value, SimError> {
+        let a = self
+            .authorizations
+            .get(id)
+            .ok_or_else(|| SimError::missing("authorization", id))?;
+        let card = self.card(&a.card)?;
+        let cardholder = card["cardholder"]["id"].clone();
+        let transactions: Vec<Value> = a
+            .transactions
+            .iter()
+            .filter_map(|t| self.transaction(t).ok())
+            .collect();
+        let history: Vec<Value> = a
+            .history
+            .iter()
+            .map(|h| {
+                json!({
+                    "amount": h.amount,
+                    "amount_details": {"atm_fee": null, "cashback_amount": null},
+                    "approved": h.approved,
+                    "authorization_code": h.authorization_code,
+                    "created": h.created,
+                    "currency": a.currency,
+                    "merchant_amount": h.merchant_amount,
+                    "merchant_currency": a.merchant_currency,
+                    "network_risk_score": h.network_risk_score,
+                    "reason": h.reason,
+                    "reason_message": h.reason_message,
+                    "requested_at": h.requested_at,
+                })
+            })
+            .collect();
+        let balance: Vec<Value> = a
+            .balance
+            .iter()
+            .map(|b| {
+                events::balance_transaction(&b.id, b.amount, b.created, &a.currency, b.kind, &a.id)
+            })
+            .collect();
+        let pending = a.pending.as_ref().map(|p| {
+            json!({
+                "amount": p.amount,
+                "amount_details": {"atm_fee": null, "cashback_amount": null},
+                "currency": a.currency,
+                "is_amount_controllable": p.is_amount_controllable,
+                "merchant_amount": p.merchant_amount,
+                "merchant_currency": a.merchant_currency,
+                "network_risk_score": p.network_risk_score,
+            })
+        });
+        Ok(json!({
+            "id": a.id,
+            "object": "issuing.authorization",
+            "amount": a.amount,
+            "amount_details": {"atm_fee": null, "cashback_amount": null},
+            "approved": a.approved,
+            "authorization_method": a.method,
+            "balance_transactions": balance,
+            "card": card,
+            "card_presence": if a.method == "online" || a.method == "keyed_in" { "not_present" } else { "present" },
+            "cardholder": cardholder,
+            "created": a.created,
+            "currency": a.currency,
+            "fleet": null,
+            "fuel": null,
+            "livemode": false,
+            "merchant_amount": a.merchant_amount,
+            "merchant_currency": a.merchant_currency,
+            "merchant_data": events::merchant(&a.merchant),
+            "metadata": a.metadata,
+            "network_data": {
+                "acquiring_institution_id": "445566",
+                "system_trace_audit_number": a.stan,
+                "transaction_id": a.network_transaction_id,
+            },
+            "pending_request": pending,
+            "request_history": history,
+            "status": a.status,
+            "token": null,
+            "transactions": transactions,
+            "verification_data": {
+                "address_line1_check": "not_provided",
+                "address_postal_code_check": "match",
+                "authentication_exemption": null,
+                "cvc_check": "match",
+                "expiry_check": "match",
+                "postal_code": null,
+                "three_d_secure": null,
+            },
+            "verified_by_fraud_challenge": null,
+            "wallet": a.wallet,
+        }))
+    }
+
+    /// Authorizations, newest id last, optionally only those of one card.
+    pub fn authorization_ids(&self, card: Option<&str>) -> Vec<String> {
+        self.authorizations
+            .values()
+            .filter(|a| card.is_none_or(|c| a.card == c))
+            .map(|a| a.id.clone())
+            .collect()
+    }
+
+    /// The `issuing.transaction` object.
+    pub fn transaction(&self, id: &str) -> Result<Value, SimError> {
+        let t = self
+            .transactions
+            .get(id)
+            .ok_or_else(|| SimError::missing("transaction", id))?;
+        Ok(json!({
+            "id": t.id,
+            "object": "issuing.transaction",
+            "amount": t.amount,
+            "amount_details": {"atm_fee": null, "cashback_amount": null},
+            "authorization": t.authorization,
+            "balance_transaction": t.balance_transaction,
+            "card": t.card,
+            "cardholder": t.cardholder,
+            "created": t.created,
+            "currency": t.currency,
+            "dispute": null,
+            "livemode": false,
+            "merchant_amount": t.merchant_amount,
+            "merchant_currency": t.merchant_currency,
+            "merchant_data": events::merchant(&t.merchant),
+            "metadata": {},
+            "network_data": {
+                "authorization_code": t.authorization_code,
+                "processing_date": events::date(t.created),
+                "transaction_id": t.network_transaction_id,
+            },
+            "token": null,
+            "type": "capture",
+            "wallet": null,
+        }))
+    }
+}
