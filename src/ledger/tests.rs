@@ -3,7 +3,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use super::*;
-use crate::decision::{SpendingLimit, decide};
+use crate::decision::{CategorySet, SpendView, SpendingLimit, decide};
 use crate::rules::RuleSet;
 use crate::testing::usd;
 

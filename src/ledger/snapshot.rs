@@ -1,0 +1,78 @@
+//! The copy of a card's and cardholder's window totals that `decide()` reads
+//! without any lock.
+
+use super::WINDOWS;
+use super::entry::CatKey;
+use crate::decision::{CategorySet, Currency, Interval, Scope, SpendView};
+
+#[derive(Debug, Clone)]
+pub(super) struct Row {
+    pub(super) interval: Interval,
+    pub(super) own_card: bool,
+    pub(super) currency: Currency,
+    pub(super) cat: CatKey,
+    pub(super) amount: i64,
+}
+
+/// A copy of a card's and cardholder's current window totals, taken before
+/// `decide()` so the decision runs without any lock.
+///
+/// Velocity counts the card's authorizations the ledger knows of (approved here,
+/// or reported by an authorization event, declines included) whose `created` lies
+/// in the last hour / day before the request's time. Requests this instance
+/// declined are not counted until Stripe's `created` event reports them.
+#[derive(Debug, Clone, Default)]
+pub struct SpendSnapshot {
+    pub(super) rows: Vec<Row>,
+    pub(super) velocity: (i64, i64),
+}
+
+impl SpendSnapshot {
+    /// Unfiltered totals per interval in `currency`, for the decision log:
+    /// `{"card":{"daily":…},"cardholder":{…},"velocity":{"1h":…,"24h":…}}`.
+    pub fn to_json(&self, currency: Currency) -> serde_json::Value {
+        let mut card = serde_json::Map::new();
+        let mut holder = serde_json::Map::new();
+        for interval in WINDOWS {
+            card.insert(
+                interval.as_str().into(),
+                self.spent(Scope::Card, interval, None, currency).into(),
+            );
+            holder.insert(
+                interval.as_str().into(),
+                self.spent(Scope::Cardholder, interval, None, currency)
+                    .into(),
+            );
+        }
+        serde_json::json!({
+            "currency": currency.as_str(),
+            "card": card,
+            "cardholder": holder,
+            "velocity": {"1h": self.velocity.0, "24h": self.velocity.1},
+        })
+    }
+}
+
+impl SpendView for SpendSnapshot {
+    fn spent(
+        &self,
+        scope: Scope,
+        interval: Interval,
+        categories: Option<&CategorySet>,
+        currency: Currency,
+    ) -> i64 {
+        self.rows
+            .iter()
+            .filter(|r| {
+                r.interval == interval
+                    && r.currency == currency
+                    && (scope == Scope::Cardholder || r.own_card)
+                    && r.cat.matches(categories)
+            })
+            .fold(0i64, |s, r| s.saturating_add(r.amount))
+    }
+
+    fn card_velocity(&self) -> (i64, i64) {
+        self.velocity
+    }
+}
