@@ -23,8 +23,8 @@
 //! - [`simulate`]: the local Issuing emulator and the seeded scenario runner
 //!   (`cardgate simulate`); its network side is `http::emulator`.
 //!
-//! [`app`] wires the parts into a running service; `main.rs` is the CLI and only
-//! parses arguments and calls it.
+//! [`app`] wires the parts into a running service; [`cli`] is the command line
+//! (`main.rs` only calls [`cli::main`]).
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -32,6 +32,7 @@
 pub mod app;
 pub mod approvals;
 pub mod authorize;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod decision;

@@ -1,0 +1,441 @@
+//! The `cardgate` command line: argument definitions (clap), logging set-up, one
+//! function per subcommand, exit codes. `main.rs` calls [`main`].
+//!
+//! Owns how a person talks to cardgate from a shell: `--help` texts, what goes to
+//! stdout (results) and stderr (progress, errors), exit codes (0 ok, 1 failure or a
+//! finding such as invalid rules, 78 `EX_CONFIG` for a configuration that cannot
+//! start). The CLI is an edge like `http/`: it is the one place besides `main.rs`
+//! that uses `anyhow`, because its errors end as a message to a person.
+
+mod rules;
+mod sign;
+mod simulate;
+mod state;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::app;
+use crate::config::{self, Config, Overrides, ProcessEnv};
+
+/// Real-time card authorization decisions for Stripe Issuing.
+#[derive(Parser)]
+#[command(name = "cardgate", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Serve the webhook endpoint (POST /webhooks/stripe), /metrics, /healthz and /readyz.
+    ///
+    /// Prints "cardgate listening on http://ADDR" once bound. Stops on SIGTERM or
+    /// SIGINT after in-flight requests finish.
+    Serve {
+        /// Config file (TOML).
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Address to listen on, IP:PORT; port 0 picks a free port. Overrides
+        /// CARDGATE_LISTEN and the config file.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Directory of the ledger database (cardgate.db). Overrides
+        /// CARDGATE_DATA_DIR and [store] data_dir (default ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Rules file (TOML + CEL). Reloaded when it changes and on SIGHUP; the
+        /// admin API's POST /v1/rulesets replaces it in memory until then.
+        #[arg(long, env = "CARDGATE_RULES", default_value = "config/rules.toml")]
+        rules: PathBuf,
+        /// Payment approval rules (POST /v1/payment_approvals), same format with
+        /// actions approve/decline. Reloaded like --rules.
+        #[arg(
+            long,
+            env = "CARDGATE_PAYMENT_RULES",
+            default_value = "config/payment_rules.toml"
+        )]
+        payment_rules: PathBuf,
+    },
+    /// Inspect the spend ledger stored in the data directory.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+    /// Check or try a rules file.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// Replay recorded decisions through a candidate rule set and print what changes.
+    ///
+    /// Reads the decision log of the store (read-only, so it can run beside a live
+    /// server), or a JSONL file with --log. Prints how many decisions change
+    /// (approve→decline, decline→approve, amount), by rule, with examples; the same
+    /// log and rules always print the same report. Progress goes to stderr.
+    Backtest {
+        /// The candidate rules file.
+        #[arg(long)]
+        rules: PathBuf,
+        /// Only decisions made at or after this time: RFC 3339 in UTC
+        /// (2026-11-24T09:00:00Z) or Unix seconds.
+        #[arg(long, value_parser = rules::parse_since)]
+        since: Option<i64>,
+        /// Directory of cardgate.db. Default: CARDGATE_DATA_DIR, else [store]
+        /// data_dir from --config, else ./data.
+        #[arg(long, conflicts_with = "log")]
+        data_dir: Option<PathBuf>,
+        /// Read recorded decisions from this file instead of the store, one JSON
+        /// RecordedDecision per line.
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// Config file whose [program] controls the replay applies.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Create, list or revoke admin API keys (the first admin key comes from here).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Print a Stripe-Signature header for a payload, signed the way Stripe signs.
+    ///
+    /// Reads the payload from FILE (or standard input when FILE is "-") and uses the
+    /// secrets from --secret, else CARDGATE_WEBHOOK_SECRET, else the config file.
+    /// Example: curl -H "Stripe-Signature: $(cardgate sign event.json)" --data-binary @event.json …
+    Sign {
+        /// The exact bytes that will be sent as the request body.
+        file: PathBuf,
+        /// Secret to sign with (repeat for several v1 signatures, as during a roll).
+        #[arg(long)]
+        secret: Vec<String>,
+        /// Unix timestamp to sign at (default: now).
+        #[arg(long)]
+        timestamp: Option<i64>,
+        /// Config file to take the secret from when none is given.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// A local stand-in for Stripe Issuing in test mode, and a seeded scenario
+    /// runner that drives cardgate with realistic card traffic.
+    Simulate {
+        #[command(subcommand)]
+        command: SimulateCommand,
+    },
+}
+
+/// What the emulator needs to reach cardgate, shared by `simulate serve` and `run`.
+#[derive(clap::Args)]
+pub(crate) struct EmulatorArgs {
+    /// cardgate's webhook URL; request and lifecycle events are POSTed here.
+    /// Optional for `serve` (set it later with POST /v1/webhook_endpoints url=…).
+    #[arg(long)]
+    pub(crate) webhook_url: Option<String>,
+    /// Secret the events are signed with (whsec_…). Default: the first of
+    /// CARDGATE_WEBHOOK_SECRET, else of webhook.secrets in --config.
+    #[arg(long)]
+    pub(crate) secret: Option<String>,
+    /// Config file to take the secret from when none is given.
+    #[arg(long, default_value = config::DEFAULT_PATH)]
+    pub(crate) config: PathBuf,
+    /// The real-time window in milliseconds: a request not answered within it
+    /// gets the timeout fallback (reason webhook_timeout). Stripe waits 2 s.
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) window_ms: u64,
+    /// The account's timeout setting: "approve" or "decline".
+    #[arg(long, default_value = "decline")]
+    pub(crate) timeout_fallback: String,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SimulateCommand {
+    /// Run the emulator's API (Stripe test helpers, cards, cardholders, the
+    /// deprecated approve/decline calls) and send signed events to cardgate.
+    ///
+    /// Prints "cardgate simulator listening on http://ADDR" once bound. Every /v1
+    /// call needs the API key (Authorization: Bearer KEY, or curl -u KEY:). Example:
+    /// curl -u sk_test_cardgate_simulator: http://ADDR/v1/test_helpers/issuing/authorizations -d card=ic_… -d amount=4250
+    Serve {
+        #[command(flatten)]
+        emulator: EmulatorArgs,
+        /// Address to listen on (IP:PORT; port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:12111")]
+        listen: String,
+        /// Secret API key callers must present (the legacy approve/decline mode
+        /// of cardgate uses it as its Stripe key).
+        #[arg(
+            long,
+            env = "CARDGATE_SIM_API_KEY",
+            default_value = "sk_test_cardgate_simulator"
+        )]
+        api_key: String,
+        /// Namespace in every id the emulator makes (default: from the clock, so
+        /// two runs against one cardgate never share ids).
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+    /// Run a scenario: cardholders spending over virtual days through the
+    /// emulator into cardgate, checked by an oracle that knows the limits.
+    ///
+    /// Progress goes to stderr, the summary to stdout (approved/declined by
+    /// reason, lifecycle counts, latency percentiles, oracle disagreements).
+    /// Exits 1 when the oracle disagrees with any answer or an event was not
+    /// accepted. The same seed gives the same summary (latencies aside); each run
+    /// makes new cards, so runs against one cardgate do not share limits.
+    Run {
+        /// The scenario file (TOML; see config/scenario.toml).
+        scenario: PathBuf,
+        #[command(flatten)]
+        emulator: EmulatorArgs,
+        /// Seed (default: the scenario's).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Namespace in every id (default: from the clock). Give one to get the
+        /// same ids every run (then use a fresh cardgate data dir each time).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// No progress display.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum LedgerCommand {
+    /// Print a card's authorizations (held and spent amounts) and its current
+    /// daily/weekly/monthly/yearly/all-time totals beside its cardholder's.
+    ///
+    /// Reads the database read-only, so it can run beside a live server. Example:
+    /// cardgate ledger show --card ic_1SbsKNr3Lk8vT3cGAOiDXANR --data-dir ./data
+    Show {
+        /// The card, ic_…
+        #[arg(long)]
+        card: String,
+        /// Directory of cardgate.db. Default: CARDGATE_DATA_DIR, else [store]
+        /// data_dir from --config, else ./data.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Config file to take [store] data_dir from.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Unix time whose windows to total (default: now).
+        #[arg(long)]
+        at: Option<i64>,
+    },
+}
+
+/// Where `keys` finds cardgate.db.
+#[derive(clap::Args)]
+pub(crate) struct DataDirArgs {
+    /// Directory of cardgate.db. Default: CARDGATE_DATA_DIR, else [store]
+    /// data_dir from --config, else ./data.
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Config file to take [store] data_dir from.
+    #[arg(long, default_value = config::DEFAULT_PATH)]
+    pub(crate) config: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Create a key and print it once (it is stored hashed and cannot be shown
+    /// again). Not gated by approval rules: the command line is the operator's
+    /// local escape hatch; the creation is recorded in the security history.
+    Create {
+        /// admin, reviewer, analyst or agent.
+        #[arg(long)]
+        role: String,
+        /// A label for the key.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        dir: DataDirArgs,
+    },
+    /// List keys (ids, roles, names; never secrets).
+    List {
+        #[command(flatten)]
+        dir: DataDirArgs,
+    },
+    /// Revoke a key (not gated, recorded; see `create`).
+    Revoke {
+        /// key_…
+        id: String,
+        #[command(flatten)]
+        dir: DataDirArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RulesCommand {
+    /// Compile a rules file; exit 1 listing every error with rule, line and column.
+    Check {
+        /// The rules file.
+        file: PathBuf,
+        /// Check it as payment approval rules (the payment context and actions).
+        #[arg(long)]
+        payments: bool,
+    },
+    /// Decide one event with a rules file: prints the decision and every matching
+    /// rule, shadow rules included. Spend is taken as zero.
+    Test {
+        /// The rules file.
+        file: PathBuf,
+        /// An issuing_authorization.request event (JSON).
+        #[arg(long)]
+        event: PathBuf,
+        /// Config file whose [program] controls apply.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Clock for `now.*`, Unix seconds (default: the event's `created`).
+        #[arg(long)]
+        now: Option<i64>,
+    },
+}
+
+/// Runs the command line: parses arguments, sets up logging, runs one subcommand and
+/// maps its failure to an exit code (1; 78 for configuration errors).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+            rules,
+            payment_rules,
+        } => serve(config, listen, data_dir, rules, payment_rules),
+        Command::Ledger {
+            command:
+                LedgerCommand::Show {
+                    card,
+                    data_dir,
+                    config,
+                    at,
+                },
+        } => state::ledger_show(card, data_dir, config, at),
+        Command::Rules {
+            command: RulesCommand::Check { file, payments },
+        } => rules::check(file, payments),
+        Command::Rules {
+            command:
+                RulesCommand::Test {
+                    file,
+                    event,
+                    config,
+                    now,
+                },
+        } => rules::test(file, event, config, now),
+        Command::Backtest {
+            rules,
+            since,
+            data_dir,
+            log,
+            config,
+        } => rules::backtest(rules, since, data_dir, log, config),
+        Command::Sign {
+            file,
+            secret,
+            timestamp,
+            config,
+        } => sign::sign(file, secret, timestamp, config),
+        Command::Simulate {
+            command:
+                SimulateCommand::Serve {
+                    emulator,
+                    listen,
+                    api_key,
+                    namespace,
+                },
+        } => simulate::serve(emulator, listen, api_key, namespace),
+        Command::Simulate {
+            command:
+                SimulateCommand::Run {
+                    scenario,
+                    emulator,
+                    seed,
+                    namespace,
+                    quiet,
+                },
+        } => simulate::run(scenario, emulator, seed, namespace, quiet),
+        Command::Keys { command } => state::keys(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CARDGATE_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("CARDGATE_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub(crate) fn load_config(
+    path: &std::path::Path,
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<Config> {
+    Ok(Config::load(
+        path,
+        &ProcessEnv,
+        &Overrides { listen, data_dir },
+    )?)
+}
+
+/// The one tokio runtime a command runs on.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
+
+fn serve(
+    config_path: PathBuf,
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    rules_path: PathBuf,
+    payment_rules_path: PathBuf,
+) -> anyhow::Result<ExitCode> {
+    let config = match load_config(&config_path, listen, data_dir) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            // 78 = EX_CONFIG: tells supervisors not to restart in a loop.
+            return Ok(ExitCode::from(78));
+        }
+    };
+    let paths = app::RulePaths {
+        rules: rules_path,
+        payment_rules: payment_rules_path,
+    };
+    let clock = crate::clock::Clock::system();
+    let built = match app::build(config, paths, clock) {
+        Ok(b) => b,
+        Err(e) if e.is_config() => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(78));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    runtime()?.block_on(app::serve(built, app::shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
