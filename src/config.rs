@@ -15,6 +15,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod approvals_config;
+
+pub use approvals_config::ApprovalsConfig;
+use approvals_config::ApprovalsSection;
+
 use crate::decision::{
     CategorySet, Controls, CountrySet, Currency, CurrencyMismatch, Interval, MccRange, Presence,
     PresenceSet, ProgramControls, SpendingLimit,
@@ -171,7 +176,7 @@ pub struct Config {
     /// The API for [`WebhookMode::Legacy`]; `None` in realtime mode.
     pub legacy: Option<LegacyConfig>,
     /// `[approvals]`: two-party approvals and outgoing events.
-    pub approvals: crate::approvals::Settings,
+    pub approvals: ApprovalsConfig,
 }
 
 /// `[store]`: where the ledger and decision log live and how durable approvals are.
@@ -222,7 +227,7 @@ struct File {
     #[serde(default)]
     legacy: LegacySection,
     #[serde(default)]
-    approvals: crate::approvals::settings::Section,
+    approvals: ApprovalsSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -403,7 +408,7 @@ impl Config {
             WebhookMode::Legacy => Some(legacy_config(&file.legacy, env, &mut problems)),
         };
         let program = program_controls(&file.program, &mut problems);
-        let approvals = crate::approvals::Settings::build(file.approvals, env, &mut problems);
+        let approvals = ApprovalsConfig::build(file.approvals, env, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),

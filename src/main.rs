@@ -429,7 +429,8 @@ fn open_ledger(config: &Config) -> anyhow::Result<(Arc<Ledger>, Arc<Store>)> {
 }
 
 fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
-    use cardgate::approvals::{Actor, Approvals, Role};
+    use cardgate::approvals::{Actor, Role};
+    use cardgate::store::approvals::open_tool;
     let dir_of = |d: DataDirArgs| match d.data_dir {
         Some(d) => d,
         None => match load_config(&d.config, None, None) {
@@ -439,43 +440,58 @@ fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| PathBuf::from("./data")),
         },
     };
-    let open = |dir: &std::path::Path| Approvals::open_tool(dir).context("opening the key store");
-    match command {
-        KeysCommand::Create { role, name, dir } => {
-            let Some(role) = Role::parse(&role) else {
-                anyhow::bail!("role {role:?} is not one of admin, reviewer, analyst, agent");
-            };
-            let a = open(&dir_of(dir))?;
-            let (id, secret) = a
-                .create_key(&Actor::cli(), role, name.as_deref())
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            eprintln!("created {id} ({}); the key is shown once:", role.as_str());
-            println!("{secret}");
-        }
-        KeysCommand::List { dir } => {
-            let a = open(&dir_of(dir))?;
-            for k in a.list_keys().map_err(|e| anyhow::anyhow!("{e:?}"))? {
-                println!(
-                    "{}  {:<8}  {}  {}",
-                    k["id"].as_str().unwrap_or(""),
-                    k["role"].as_str().unwrap_or(""),
-                    if k["revoked_at"].is_null() {
-                        "active "
-                    } else {
-                        "revoked"
-                    },
-                    k["name"].as_str().unwrap_or("")
-                );
+    // The key store's interface is async (a backend may be a network database):
+    // one small runtime carries this command.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        match command {
+            KeysCommand::Create { role, name, dir } => {
+                let Some(role) = Role::parse(&role) else {
+                    anyhow::bail!("role {role:?} is not one of admin, reviewer, analyst, agent");
+                };
+                let a = open_tool(&dir_of(dir))
+                    .await
+                    .context("opening the key store")?;
+                let (id, secret) = a
+                    .create_key(&Actor::cli(), role, name.as_deref())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                eprintln!("created {id} ({}); the key is shown once:", role.as_str());
+                println!("{secret}");
+            }
+            KeysCommand::List { dir } => {
+                let a = open_tool(&dir_of(dir))
+                    .await
+                    .context("opening the key store")?;
+                for k in a.list_keys().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+                    println!(
+                        "{}  {:<8}  {}  {}",
+                        k.id,
+                        k.role.as_str(),
+                        if k.revoked_at.is_none() {
+                            "active "
+                        } else {
+                            "revoked"
+                        },
+                        k.name.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            KeysCommand::Revoke { id, dir } => {
+                let a = open_tool(&dir_of(dir))
+                    .await
+                    .context("opening the key store")?;
+                a.revoke_key_cli(&id)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                println!("revoked {id}");
             }
         }
-        KeysCommand::Revoke { id, dir } => {
-            let a = open(&dir_of(dir))?;
-            a.revoke_key_cli(&id)
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            println!("revoked {id}");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn ledger_show(
@@ -574,25 +590,26 @@ fn serve(
         tracing::warn!("[store] enabled = false: no ledger, interval limits see no past spend");
         None
     };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
     let approvals = if config.store.enabled {
         Some(Arc::new(
-            cardgate::approvals::Approvals::open(
-                &config.store.data_dir,
-                cardgate::approvals::Settings {
-                    rules_file: Some(rules_path.clone()),
-                    ..config.approvals.clone()
-                },
-            )
-            .context("refusing to start: the approvals tables are unusable")?,
+            runtime
+                .block_on(cardgate::store::approvals::open(
+                    &config.store.data_dir,
+                    cardgate::config::ApprovalsConfig {
+                        rules_file: Some(rules_path.clone()),
+                        ..config.approvals.clone()
+                    },
+                ))
+                .context("refusing to start: the approvals tables are unusable")?,
         ))
     } else {
         tracing::warn!("[store] enabled = false: no admin API (it keeps its state in the store)");
         None
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -603,7 +620,10 @@ fn serve(
             state = state.with_ledger(ledger, Some(store));
         }
         if let Some(a) = approvals {
-            tokio::spawn(cardgate::approvals::events::run(a.clone()));
+            tokio::spawn(cardgate::approvals::events::run(
+                a.clone(),
+                http::outbox::HttpDeliver::new(),
+            ));
             tokio::spawn(a.clone().run_reviews());
             state = state.with_approvals(a);
         }

@@ -12,6 +12,7 @@ mod approvals_hook;
 pub mod emulator;
 mod ledger;
 pub mod legacy;
+pub mod outbox;
 pub mod payments;
 mod respond;
 mod state;

@@ -18,6 +18,8 @@
 //! cannot be written, is refused with an error naming it: the service must never
 //! start with an empty ledger in front of a full database it could not read.
 
+pub mod approvals;
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc;
