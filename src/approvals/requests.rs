@@ -1,11 +1,10 @@
 //! The approval-request lifecycle: opening a request (for a gated call, or for a
-//! declined authorization's review), and one [`transition`](Approvals::transition)
-//! that every later step goes through — submit, cancel, deny, approve, the
-//! execution's result, expiry and start-up recovery. A transition checks who may
-//! take it and the status it leaves, then commits the new state, its
-//! security-history row and its event in one store transaction, guarded on that
-//! status: of two concurrent steps the second re-reads and is refused as if it had
-//! come after.
+//! declined authorization's review), and the one `transition` every later step
+//! goes through: submit, cancel, deny, approve, the execution's result, expiry and
+//! start-up recovery. A transition checks who may take the step and the status it
+//! leaves, then commits the new state, its security-history row and its event in
+//! one store transaction guarded on that status: of two concurrent steps the
+//! second re-reads and is refused as if it had come after.
 
 use std::sync::Arc;
 
@@ -13,8 +12,8 @@ use serde_json::{Value, json};
 
 use super::events::Subject;
 use super::model::{
-    ApprovalRequest, Executed, Failure, Outcome, Page, RequestFilter, Review, Reviewer, Status,
-    Transitions, Verdict,
+    ApprovalRequest, Executed, Failure, Outcome, Page, RequestFilter, Review, Reviewer, RuleRef,
+    Status, Transitions, Verdict,
 };
 use super::{
     Action, ActionKind, Actor, AllowanceSpec, ApprovalRule, Approvals, Change, Error, LiveRules,
@@ -71,7 +70,7 @@ impl Step<'_> {
     fn from(&self) -> &'static [Status] {
         match self {
             Step::Submit(_) => &[Status::Pending],
-            Step::Cancel => &Status::EXPIRING,
+            Step::Cancel => &[Status::Pending, Status::RequiresReview],
             Step::Deny(_) | Step::Approve(_) => &[Status::RequiresReview],
             Step::Executed(_) | Step::Interrupted => &[Status::RequiresExecution],
             Step::Expire => &Status::EXPIRING,
@@ -202,7 +201,7 @@ impl Approvals {
                 action: action.clone(),
                 status,
                 requested_by: actor.clone(),
-                rule: rule.map(|r| super::model::RuleRef {
+                rule: rule.map(|r| RuleRef {
                     id: r.id.clone(),
                     name: r.name.clone(),
                 }),
@@ -316,13 +315,13 @@ impl Approvals {
         reason: Option<&str>,
     ) -> Result<ApprovalRequest, Error> {
         self.expire_due().await?;
-        self.transition(id, actor, &Step::Submit(reason)).await
+        self.take(id, actor, &Step::Submit(reason)).await
     }
 
     /// Cancels a pending or submitted request (requester only).
     pub async fn cancel(&self, actor: &Actor, id: &str) -> Result<ApprovalRequest, Error> {
         self.expire_due().await?;
-        self.transition(id, actor, &Step::Cancel).await
+        self.take(id, actor, &Step::Cancel).await
     }
 
     /// Denies a submitted request.
@@ -333,7 +332,7 @@ impl Approvals {
         reason: Option<&str>,
     ) -> Result<ApprovalRequest, Error> {
         self.expire_due().await?;
-        self.transition(id, actor, &Step::Deny(reason)).await
+        self.take(id, actor, &Step::Deny(reason)).await
     }
 
     /// Approves a submitted request and runs its action; the request ends
@@ -347,11 +346,11 @@ impl Approvals {
         rules: &Arc<dyn LiveRules>,
     ) -> Result<ApprovalRequest, Error> {
         self.expire_due().await?;
-        let approved = self.transition(id, actor, &Step::Approve(reason)).await?;
+        let approved = self.take(id, actor, &Step::Approve(reason)).await?;
         let result = self
             .execute_approved(&approved.requested_by, &approved.action, rules)
             .await;
-        self.transition(id, actor, &Step::Executed(&result)).await
+        self.take(id, actor, &Step::Executed(&result)).await
     }
 
     async fn execute_approved(
@@ -377,7 +376,7 @@ impl Approvals {
 
     /// Takes `step` on request `id` for `actor`, re-reading and re-deciding when
     /// another change got there first.
-    async fn transition(
+    async fn take(
         &self,
         id: &str,
         actor: &Actor,
@@ -385,7 +384,7 @@ impl Approvals {
     ) -> Result<ApprovalRequest, Error> {
         for _ in 0..ROUNDS {
             let req = self.load(id).await?;
-            let (next, changes) = self.step(&req, actor, step, self.now())?;
+            let (next, changes) = self.transition(&req, actor, step, self.now())?;
             if self.commit(changes).await? {
                 return Ok(next);
             }
@@ -393,9 +392,12 @@ impl Approvals {
         Err(contended())
     }
 
-    /// Decides `step` on `req`: who may take it, from which status, the request it
-    /// leaves behind, and the changes that store it with its history row and event.
-    fn step(
+    /// The one transition every step goes through. Checks who may take `step` on
+    /// `req` (the requester; a reviewer who is not the requester; or cardgate
+    /// itself) and the status it leaves, and decides the request it leaves behind
+    /// with the changes that store it (guarded on the status it was read in), its
+    /// security-history row and its event — one transaction when committed.
+    fn transition(
         &self,
         req: &ApprovalRequest,
         actor: &Actor,
@@ -480,7 +482,7 @@ impl Approvals {
             }
             let mut changes = Vec::new();
             for req in &reqs {
-                changes.extend(self.step(req, &Actor::system(), step, now)?.1);
+                changes.extend(self.transition(req, &Actor::system(), step, now)?.1);
             }
             if self.commit(changes).await? {
                 return Ok(reqs.len());
