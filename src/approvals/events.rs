@@ -35,6 +35,63 @@ pub enum Subject<'a> {
     Rule(&'a ApprovalRule),
 }
 
+impl Subject<'_> {
+    fn id(&self) -> &str {
+        match self {
+            Subject::Request(r) => &r.id,
+            Subject::Rule(r) => &r.id,
+        }
+    }
+
+    fn object(&self) -> &'static str {
+        match self {
+            Subject::Request(_) => ApprovalRequest::OBJECT,
+            Subject::Rule(_) => ApprovalRule::OBJECT,
+        }
+    }
+
+    /// Where the API serves it.
+    fn url(&self) -> String {
+        match self {
+            Subject::Request(r) => format!("/v1/approval_requests/{}", r.id),
+            Subject::Rule(r) => format!("/v1/approval_rules/{}", r.id),
+        }
+    }
+
+    /// Its API form.
+    fn shown(&self) -> Value {
+        match self {
+            Subject::Request(r) => serde_json::to_value(tagged(*r)),
+            Subject::Rule(r) => serde_json::to_value(tagged(*r)),
+        }
+        .unwrap_or_default()
+    }
+
+    /// The form sent when the whole is too large: enough to route and dedupe.
+    fn short(&self) -> Value {
+        #[derive(Serialize)]
+        struct Short<'a> {
+            id: &'a str,
+            object: &'static str,
+            status: Option<Status>,
+            action: ActionKind,
+            truncated: bool,
+        }
+        let (status, action) = match self {
+            Subject::Request(r) => (Some(r.status), r.action.kind()),
+            Subject::Rule(r) => (None, r.action),
+        };
+        serde_json::to_value(Short {
+            id: self.id(),
+            object: self.object(),
+            status,
+            action,
+            truncated: true,
+        })
+        .unwrap_or_default()
+    }
+}
+
 /// Renders event `id` of type `kind` about `subject`.
 pub(super) fn render(id: String, kind: &str, subject: Subject<'_>, now: i64) -> Event {
     #[derive(Serialize)]
@@ -59,58 +116,21 @@ pub(super) fn render(id: String, kind: &str, subject: Subject<'_>, now: i64) -> 
         related_object: Related<'a>,
         data: Data,
     }
-    #[derive(Serialize)]
-    struct Truncated<'a> {
-        id: &'a str,
-        object: &'static str,
-        status: Option<Status>,
-        action: ActionKind,
-        truncated: bool,
-    }
-    let (related, object, short) = match subject {
-        Subject::Request(r) => (
-            Related {
-                id: &r.id,
-                kind: ApprovalRequest::OBJECT,
-                url: format!("/v1/approval_requests/{}", r.id),
-            },
-            serde_json::to_value(tagged(r)),
-            Truncated {
-                id: &r.id,
-                object: ApprovalRequest::OBJECT,
-                status: Some(r.status),
-                action: r.action.kind(),
-                truncated: true,
-            },
-        ),
-        Subject::Rule(r) => (
-            Related {
-                id: &r.id,
-                kind: ApprovalRule::OBJECT,
-                url: format!("/v1/approval_rules/{}", r.id),
-            },
-            serde_json::to_value(tagged(r)),
-            Truncated {
-                id: &r.id,
-                object: ApprovalRule::OBJECT,
-                status: None,
-                action: r.action,
-                truncated: true,
-            },
-        ),
-    };
-    let mut object = object.unwrap_or_default();
+    let mut object = subject.shown();
     if object.to_string().len() > MAX_OBJECT {
-        object = serde_json::to_value(short).unwrap_or_default();
+        object = subject.short();
     }
-    let related_id = related.id.to_string();
     let body = Body {
         id: &id,
         object: "v2.core.event",
         kind,
         created: now,
         livemode: false,
-        related_object: related,
+        related_object: Related {
+            id: subject.id(),
+            kind: subject.object(),
+            url: subject.url(),
+        },
         data: Data { object },
     };
     // Through a `Value`, so keys come out in the same (sorted) order as ever.
@@ -121,7 +141,7 @@ pub(super) fn render(id: String, kind: &str, subject: Subject<'_>, now: i64) -> 
         id,
         kind: kind.to_string(),
         created: now,
-        related_id,
+        related_id: subject.id().to_string(),
         body,
     }
 }
