@@ -11,6 +11,12 @@
 //! service reads again and decides again. Concurrent changes therefore behave as
 //! if run one after the other: of two reviewers approving at once, the second
 //! finds the request no longer awaiting review, so the action runs once.
+//!
+//! A backend must make each guard and its write atomic against concurrent
+//! transactions: SQLite takes the write lock first (`BEGIN IMMEDIATE`); a
+//! PostgreSQL backend would lock the rows it checks (`SELECT … FOR UPDATE`) and
+//! back "at most one open request per dedupe key" and "one active rule per
+//! action" with partial unique indexes, as migration 3 does for the latter.
 
 use async_trait::async_trait;
 
