@@ -8,6 +8,8 @@
 //! Environment overrides: `CARDGATE_WEBHOOK_SECRET`, `CARDGATE_LISTEN`,
 //! `CARDGATE_DATA_DIR` (command-line flags beat them, they beat the file).
 
+mod approvals_config;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,15 +17,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-mod approvals_config;
-
-pub use approvals_config::ApprovalsConfig;
-use approvals_config::ApprovalsSection;
-
 use crate::decision::{
     CategorySet, Controls, CountrySet, Currency, CurrencyMismatch, Interval, MccRange, Presence,
     PresenceSet, ProgramControls, SpendingLimit,
 };
+
+pub use approvals_config::ApprovalsConfig;
+use approvals_config::ApprovalsSection;
 
 /// Default config path, relative to the working directory.
 pub const DEFAULT_PATH: &str = "config/cardgate.toml";

@@ -109,20 +109,14 @@ impl Approvals {
                 pending_key,
             });
         }
-        if let Action::CreateApiKey { role, name, .. } = action {
+        if let Action::CreateApiKey { role, name, .. } = &action {
+            let role = Role::parse(role).ok_or_else(|| invalid("role"))?;
             let (id, secret, hash) = super::keys::fresh()?;
-            let action = Action::CreateApiKey {
-                role,
-                name,
-                pending: Some((id, hash)),
-            };
-            return match self.execute(actor, &action, rules).await? {
-                Executed::KeyCreated { key, .. } => Ok(Executed::KeyCreated {
-                    key,
-                    secret: Some(secret),
-                }),
-                other => Ok(other),
-            };
+            let key = self.insert_key(actor, id, role, name.clone(), hash).await?;
+            return Ok(Executed::KeyCreated {
+                key,
+                secret: Some(secret),
+            });
         }
         self.execute(actor, &action, rules).await
     }

@@ -572,9 +572,8 @@ async fn authenticate(a: &Arc<Approvals>, req: &Request<Incoming>) -> Result<Act
         .strip_prefix("Bearer ")
         .or_else(|| h.strip_prefix("bearer "))
         .unwrap_or("")
-        .trim()
-        .to_string();
-    match a.authenticate(&secret).await {
+        .trim();
+    match a.authenticate(secret).await {
         Ok(actor) => Ok(actor),
         Err(AuthError::Revoked) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
