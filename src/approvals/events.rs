@@ -3,7 +3,7 @@
 //! Every state change stores its event and one outbox entry per configured
 //! endpoint in the same transaction as the change (see [`super::store::Change`]),
 //! so a crash can lose neither; [`run`] POSTs due entries through a [`Deliver`]
-//! (the HTTP client lives in `crate::http`), signed with cardgate's own secret in
+//! (the HTTP client lives in `src/http/outbox.rs`), signed with cardgate's own secret in
 //! Stripe's `t=…,v1=…` scheme (header `Cardgate-Signature`), and reschedules
 //! failures with exponential backoff until `max_attempts`. Delivery is at least
 //! once: a receiver dedupes on the event `id` (also sent as `Cardgate-Event-Id`).
@@ -159,7 +159,7 @@ pub struct Outgoing<'a> {
     pub signature: &'a str,
 }
 
-/// Sends events; implemented by the HTTP client in `crate::http` (this module
+/// Sends events; implemented by the HTTP client in `src/http/outbox.rs` (this module
 /// knows no HTTP), and by tests.
 #[async_trait]
 pub trait Deliver: Send + Sync + 'static {

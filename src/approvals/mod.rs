@@ -5,8 +5,8 @@
 //! overrides and one-time authorization allowances.
 //!
 //! Knows neither SQL nor HTTP: it declares the storage it needs
-//! ([`store::ApprovalStore`], implemented by `crate::store::approvals`) and the
-//! delivery it needs ([`events::Deliver`], implemented by `crate::http`). Every
+//! ([`store::ApprovalStore`], implemented on SQLite in `src/store/approvals/`) and the
+//! delivery it needs ([`events::Deliver`], implemented in `src/http/outbox.rs`). Every
 //! state change is one store transaction whose guards re-check what the change was
 //! computed from, together with its security-history row and its event.
 //!

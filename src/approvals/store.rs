@@ -1,5 +1,5 @@
 //! The storage port: what approvals needs from a database, named for its uses.
-//! `crate::store::approvals` implements it on SQLite; another backend
+//! `src/store/approvals/` implements it on SQLite; another backend
 //! (PostgreSQL) is another implementation of this trait, nothing else.
 //!
 //! Reads are plain methods. Every state change is one [`ApprovalStore::apply`]
