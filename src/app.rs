@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use crate::approvals::Approvals;
 use crate::authorize::Authorizer;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -110,7 +109,7 @@ pub struct Built {
 ///
 /// # Errors
 /// A rules file, the store or the approvals tables cannot be used.
-pub fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Built, StartError> {
+pub async fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Built, StartError> {
     crate::metrics::install();
     let rules = RuleSet::load(&paths.rules)?;
     crate::rules::reload::publish(&RuleSet::empty(), &rules);
@@ -122,13 +121,14 @@ pub fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Built, St
         let (ledger, store) = open_ledger(&config)?;
         let journal: Arc<dyn Journal> = store;
         authorizer = authorizer.with_ledger(ledger, Some(journal));
-        let approvals = Approvals::open(
+        let approvals = crate::store::approvals::open(
             &config.store.data_dir,
-            crate::approvals::Settings {
+            crate::config::ApprovalsConfig {
                 rules_file: Some(paths.rules.clone()),
                 ..config.approvals.clone()
             },
         )
+        .await
         .map_err(|e| StartError::Approvals(e.to_string()))?;
         authorizer = authorizer.with_approvals(Arc::new(approvals));
     } else {
@@ -178,7 +178,10 @@ pub async fn serve(built: Built, shutdown: impl Future<Output = ()>) -> Result<(
 fn background(state: &Arc<AppState>, paths: &RulePaths) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     if let Some(a) = &state.approvals {
-        tasks.spawn(crate::approvals::events::run(a.clone()));
+        tasks.spawn(crate::approvals::events::run(
+            a.clone(),
+            http::outbox::HttpDeliver::new(),
+        ));
         tasks.spawn(a.clone().run_reviews());
     }
     tasks.spawn(crate::rules::reload::watch(

@@ -52,17 +52,31 @@ impl Clock {
         base + self.0.offset.load(Ordering::Relaxed)
     }
 
+    /// Unix milliseconds now, on the same base and offset as [`now`](Self::now):
+    /// the outbox schedules retries finer than whole seconds.
+    pub fn now_millis(&self) -> i64 {
+        let base = self
+            .0
+            .fixed
+            .map_or_else(wall_millis, |s| s.saturating_mul(1000));
+        base.saturating_add(self.0.offset.load(Ordering::Relaxed).saturating_mul(1000))
+    }
+
     /// Moves the clock (and every clone of it) forward by `seconds`.
     pub fn advance(&self, seconds: i64) {
         self.0.offset.fetch_add(seconds, Ordering::Relaxed);
     }
 }
 
-/// The only read of the system clock in the crate.
 fn wall_seconds() -> i64 {
+    wall_millis().div_euclid(1000)
+}
+
+/// The only read of the system clock in the crate.
+fn wall_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
@@ -76,6 +90,7 @@ mod tests {
         assert_eq!(c.now(), 1_000);
         d.advance(30);
         assert_eq!(c.now(), 1_030);
+        assert_eq!(c.now_millis(), 1_030_000);
     }
 
     #[test]

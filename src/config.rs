@@ -8,6 +8,8 @@
 //! Environment overrides: `CARDGATE_WEBHOOK_SECRET`, `CARDGATE_LISTEN`,
 //! `CARDGATE_DATA_DIR` (command-line flags beat them, they beat the file).
 
+mod approvals_config;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,6 +21,9 @@ use crate::decision::{
     CategorySet, Controls, CountrySet, Currency, CurrencyMismatch, Interval, MccRange, Presence,
     PresenceSet, ProgramControls, SpendingLimit,
 };
+
+pub use approvals_config::ApprovalsConfig;
+use approvals_config::ApprovalsSection;
 
 /// Default config path, relative to the working directory.
 pub const DEFAULT_PATH: &str = "config/cardgate.toml";
@@ -171,7 +176,7 @@ pub struct Config {
     /// The API for [`WebhookMode::Legacy`]; `None` in realtime mode.
     pub legacy: Option<LegacyConfig>,
     /// `[approvals]`: two-party approvals and outgoing events.
-    pub approvals: crate::approvals::Settings,
+    pub approvals: ApprovalsConfig,
 }
 
 /// When an approval may be answered relative to its commit.
@@ -232,7 +237,7 @@ struct File {
     #[serde(default)]
     legacy: LegacySection,
     #[serde(default)]
-    approvals: crate::approvals::settings::Section,
+    approvals: ApprovalsSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -413,7 +418,7 @@ impl Config {
             WebhookMode::Legacy => Some(legacy_config(&file.legacy, env, &mut problems)),
         };
         let program = program_controls(&file.program, &mut problems);
-        let approvals = crate::approvals::Settings::build(file.approvals, env, &mut problems);
+        let approvals = ApprovalsConfig::build(file.approvals, env, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),

@@ -1,4 +1,5 @@
-//! API keys: generation, hashing, roles.
+//! API keys: generation, hashing, roles, and the service's key operations
+//! (create, authenticate, list, revoke).
 //!
 //! A key is `cgk_` + 64 hex digits (256 random bits from the OS). Only its SHA-256
 //! is stored: a fast hash is enough because the input is high-entropy (there is
@@ -8,11 +9,15 @@
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::model::{ApiKey, Executed};
+use super::{Actor, Approvals, AuthError, Change, Error, ROUNDS, conflict, contended, history};
+
 /// Prefix of every secret key, so a leaked one is recognisable in logs and scanners.
 pub const KEY_PREFIX: &str = "cgk_";
 
 /// What a key may do. See `ARCHITECTURE.md` for the full matrix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Everything, including keys and approval rules.
     Admin,
@@ -71,6 +76,147 @@ pub fn well_formed(s: &str) -> bool {
     s.len() == KEY_PREFIX.len() + 64
         && s.starts_with(KEY_PREFIX)
         && s[KEY_PREFIX.len()..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn no_randomness(e: getrandom::Error) -> Error {
+    Error::Storage(format!("no randomness: {e}"))
+}
+
+/// A fresh key id and secret, and the hash that is all the store keeps.
+pub(super) fn fresh() -> Result<(String, String, String), Error> {
+    let secret = generate().map_err(no_randomness)?;
+    let id = super::rand_id("key_")?;
+    let hash = hash(&secret);
+    Ok((id, secret, hash))
+}
+
+impl Approvals {
+    /// Creates a key from the command line; returns `(id, secret)`. The secret is
+    /// shown once.
+    pub async fn create_key(
+        &self,
+        actor: &Actor,
+        role: Role,
+        name: Option<&str>,
+    ) -> Result<(String, String), Error> {
+        let (id, secret, hash) = fresh()?;
+        self.insert_key(actor, id.clone(), role, name.map(str::to_string), hash)
+            .await?;
+        Ok((id, secret))
+    }
+
+    /// Stores key `id` with `hash` and records who created it.
+    pub(super) async fn insert_key(
+        &self,
+        actor: &Actor,
+        id: String,
+        role: Role,
+        name: Option<String>,
+        hash: String,
+    ) -> Result<ApiKey, Error> {
+        let now = self.now();
+        let key = ApiKey {
+            id,
+            name,
+            role,
+            created: now,
+            created_by: actor.key_id.clone(),
+            revoked_at: None,
+        };
+        let details = serde_json::json!({"role": role.as_str(), "name": key.name});
+        self.commit_unguarded(vec![
+            Change::InsertKey {
+                key: key.clone(),
+                hash,
+            },
+            history("api_key.created", &actor.key_id, &key.id, now, details),
+        ])
+        .await?;
+        Ok(key)
+    }
+
+    /// Authenticates a bearer secret.
+    pub async fn authenticate(&self, secret: &str) -> Result<Actor, AuthError> {
+        if !well_formed(secret) {
+            return Err(AuthError::Unknown);
+        }
+        let hash = hash(secret);
+        let found = self
+            .store
+            .key_by_hash(&hash)
+            .await
+            .map_err(|_| AuthError::Storage)?;
+        let Some((key, stored)) = found else {
+            return Err(AuthError::Unknown);
+        };
+        if !hashes_equal(&stored, &hash) {
+            return Err(AuthError::Unknown);
+        }
+        if key.revoked_at.is_some() {
+            return Err(AuthError::Revoked);
+        }
+        Ok(Actor {
+            key_id: key.id,
+            role: key.role,
+            name: key.name,
+        })
+    }
+
+    /// Every key (never a secret or hash), newest first.
+    pub async fn list_keys(&self) -> Result<Vec<ApiKey>, Error> {
+        Ok(self.store.keys().await?)
+    }
+
+    /// Revokes `id` from the command line (see README: the CLI is the operator's
+    /// local escape hatch and is not gated, but it is recorded).
+    pub async fn revoke_key_cli(&self, id: &str) -> Result<(), Error> {
+        self.revoke_key(&Actor::cli(), id).await.map(|_| ())
+    }
+
+    /// Revokes key `id` for `actor`.
+    pub(super) async fn revoke_key(&self, actor: &Actor, id: &str) -> Result<Executed, Error> {
+        for _ in 0..ROUNDS {
+            match self.store.key(id).await? {
+                None => return Err(super::not_found("api_key", id)),
+                Some(k) if k.revoked_at.is_some() => {
+                    return Err(conflict(
+                        "already_revoked",
+                        format!("API key {id} is already revoked"),
+                    ));
+                }
+                Some(_) => {}
+            }
+            let now = self.now();
+            let changes = vec![
+                Change::RevokeKey {
+                    id: id.into(),
+                    at: now,
+                },
+                history(
+                    "api_key.revoked",
+                    &actor.key_id,
+                    id,
+                    now,
+                    serde_json::json!({}),
+                ),
+            ];
+            if self.commit(changes).await? {
+                return Ok(Executed::KeyRevoked {
+                    id: id.into(),
+                    revoked_at: now,
+                });
+            }
+        }
+        Err(contended())
+    }
+
+    /// Whether key `id` exists (revoked or not).
+    pub(super) async fn key_exists(&self, id: &str) -> Result<(), Error> {
+        match self.store.key(id).await? {
+            Some(_) => Ok(()),
+            None => Err(super::not_found("api_key", id)),
+        }
+    }
 }
 
 #[cfg(test)]

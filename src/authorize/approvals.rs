@@ -86,8 +86,8 @@ pub(super) fn after(
         && let Some(id) = a.take_allowance(&k)
     {
         let (a, auth_id) = (a.clone(), auth.id.to_string());
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = a.consume_allowance(&id, &auth_id) {
+        tokio::spawn(async move {
+            if let Err(e) = a.consume_allowance(&id, &auth_id).await {
                 tracing::error!(error = ?e, allowance = id, "recording allowance use failed");
             }
         });

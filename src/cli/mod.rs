@@ -428,14 +428,16 @@ fn serve(
         payment_rules: payment_rules_path,
     };
     let clock = crate::clock::Clock::system();
-    let built = match app::build(config, paths, clock) {
-        Ok(b) => b,
-        Err(e) if e.is_config() => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(78));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    runtime()?.block_on(app::serve(built, app::shutdown_signal()))?;
-    Ok(ExitCode::SUCCESS)
+    runtime()?.block_on(async move {
+        let built = match app::build(config, paths, clock).await {
+            Ok(b) => b,
+            Err(e) if e.is_config() => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(78));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        app::serve(built, app::shutdown_signal()).await?;
+        Ok(ExitCode::SUCCESS)
+    })
 }

@@ -6,59 +6,64 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use super::{DataDirArgs, KeysCommand, load_config};
+use super::{DataDirArgs, KeysCommand};
+use crate::app;
 use crate::clock::Clock;
 use crate::ledger::Ledger;
 use crate::store;
 
 pub(super) fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
-    use crate::approvals::{Actor, Approvals, Role};
-    let dir_of = |d: DataDirArgs| match d.data_dir {
-        Some(d) => d,
-        None => match load_config(&d.config, None, None) {
-            Ok(c) => c.store.data_dir,
-            Err(_) => std::env::var_os("CARDGATE_DATA_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("./data")),
-        },
-    };
-    let open = |dir: &std::path::Path| Approvals::open_tool(dir).context("opening the key store");
-    match command {
-        KeysCommand::Create { role, name, dir } => {
-            let Some(role) = Role::parse(&role) else {
-                anyhow::bail!("role {role:?} is not one of admin, reviewer, analyst, agent");
-            };
-            let a = open(&dir_of(dir))?;
-            let (id, secret) = a
-                .create_key(&Actor::cli(), role, name.as_deref())
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            eprintln!("created {id} ({}); the key is shown once:", role.as_str());
-            println!("{secret}");
-        }
-        KeysCommand::List { dir } => {
-            let a = open(&dir_of(dir))?;
-            for k in a.list_keys().map_err(|e| anyhow::anyhow!("{e:?}"))? {
-                println!(
-                    "{}  {:<8}  {}  {}",
-                    k["id"].as_str().unwrap_or(""),
-                    k["role"].as_str().unwrap_or(""),
-                    if k["revoked_at"].is_null() {
-                        "active "
-                    } else {
-                        "revoked"
-                    },
-                    k["name"].as_str().unwrap_or("")
-                );
+    use crate::approvals::{Actor, Role};
+    use crate::store::approvals::open_tool;
+    let dir_of = |d: DataDirArgs| app::data_dir(d.data_dir, &d.config);
+    // The key store's interface is async (a backend may be a network database).
+    let runtime = super::runtime()?;
+    runtime.block_on(async move {
+        match command {
+            KeysCommand::Create { role, name, dir } => {
+                let Some(role) = Role::parse(&role) else {
+                    anyhow::bail!("role {role:?} is not one of admin, reviewer, analyst, agent");
+                };
+                let a = open_tool(&dir_of(dir))
+                    .await
+                    .context("opening the key store")?;
+                let (id, secret) = a
+                    .create_key(&Actor::cli(), role, name.as_deref())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                eprintln!("created {id} ({}); the key is shown once:", role.as_str());
+                println!("{secret}");
+            }
+            KeysCommand::List { dir } => {
+                let a = open_tool(&dir_of(dir))
+                    .await
+                    .context("opening the key store")?;
+                for k in a.list_keys().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+                    println!(
+                        "{}  {:<8}  {}  {}",
+                        k.id,
+                        k.role.as_str(),
+                        if k.revoked_at.is_none() {
+                            "active "
+                        } else {
+                            "revoked"
+                        },
+                        k.name.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            KeysCommand::Revoke { id, dir } => {
+                let a = open_tool(&dir_of(dir))
+                    .await
+                    .context("opening the key store")?;
+                a.revoke_key_cli(&id)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                println!("revoked {id}");
             }
         }
-        KeysCommand::Revoke { id, dir } => {
-            let a = open(&dir_of(dir))?;
-            a.revoke_key_cli(&id)
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            println!("revoked {id}");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 pub(super) fn ledger_show(
@@ -67,15 +72,7 @@ pub(super) fn ledger_show(
     config_path: PathBuf,
     at: Option<i64>,
 ) -> anyhow::Result<ExitCode> {
-    let dir = match data_dir {
-        Some(d) => d,
-        None => match load_config(&config_path, None, None) {
-            Ok(c) => c.store.data_dir,
-            Err(_) => std::env::var_os("CARDGATE_DATA_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("./data")),
-        },
-    };
+    let dir = app::data_dir(data_dir, &config_path);
     let path = dir.join(store::FILE_NAME);
     let Some(cardholder) = store::cardholder_of(&path, &card)? else {
         println!("card {card}: no ledger entries in {}", path.display());

@@ -1,7 +1,8 @@
 //! The authenticated admin API under `/v1/`: JSON in and out,
 //! `Authorization: Bearer <key>`, a role check on every endpoint, and the
 //! approvals service behind it (`crate::approvals`). This file maps HTTP to that
-//! service and its errors to status codes; it holds no state of its own.
+//! service, its typed answers to JSON (each object's API form, `approvals::tagged`)
+//! and its errors to status codes; it holds no state of its own.
 //!
 //! Errors are `{"error":{"code","type","message"[,"param"]}}`: 400 bad input
 //! (unknown fields are named in `param`), 401 no/unknown/revoked key, 403 wrong
@@ -22,9 +23,11 @@ use serde_json::{Value, json};
 use super::respond::json_bytes;
 use super::{AppState, Body};
 use crate::approvals::{
-    Action, ActionKind, Actor, AllowanceSpec, Approvals, AuthError, Error, HistoryFilter,
-    OverrideSpec, Page, Role, RuleInput, RuleUpdate,
+    Action, ActionKind, Actor, AllowanceSpec, ApiObject, Approvals, AuthError, Error, EventRecord,
+    HistoryFilter, LiveRules, OverrideSpec, Page, RequestFilter, Role, RuleInput, RuleUpdate,
+    Status, tagged,
 };
+use crate::rules::RuleSet;
 
 /// Largest JSON body on the admin API.
 pub const JSON_LIMIT: usize = 64 * 1024;
@@ -78,23 +81,32 @@ fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match e {
-            Error::ApprovalRequired { request, extra } => {
+            Error::ApprovalRequired {
+                request,
+                pending_key,
+            } => {
                 let mut body = ApiError::new(
                     StatusCode::FORBIDDEN,
                     "approval_required",
                     format!(
                         "this action requires approval; submit it with POST /v1/approval_requests/{}/submit and a reason",
-                        request["id"].as_str().unwrap_or("")
+                        request.id
                     ),
                 );
                 body.kind = "invalid_request_error";
-                let mut request = request;
-                if let Some(Value::Object(x)) = extra {
-                    for (k, v) in x {
-                        request[k] = v;
-                    }
+                // The short form; the requester reads the rest by id.
+                let mut short = json!({
+                    "id": request.id,
+                    "object": "approval_request",
+                    "action": request.action.kind().as_str(),
+                    "status": request.status.as_str(),
+                    "expires_at": request.expires_at,
+                });
+                if let Some(k) = pending_key {
+                    short["pending_api_key"] = json!({"id": k.id, "secret": k.secret,
+                        "note": "usable only once the approval request succeeds"});
                 }
-                body.extra = Some(("approval_request", request));
+                body.extra = Some(("approval_request", short));
                 body
             }
             Error::Blocked { action, rule } => {
@@ -143,6 +155,33 @@ impl From<Error> for ApiError {
 }
 
 type Result<T> = std::result::Result<T, ApiError>;
+
+/// The live rule set an approved publish installs into is the server's.
+impl LiveRules for AppState {
+    fn live(&self) -> &arc_swap::ArcSwap<RuleSet> {
+        self.rules()
+    }
+}
+
+/// An object's API form.
+fn shown<T: ApiObject>(value: &T) -> Value {
+    serde_json::to_value(tagged(value)).unwrap_or_default()
+}
+
+fn all_shown<T: ApiObject>(values: &[T]) -> Vec<Value> {
+    values.iter().map(shown).collect()
+}
+
+/// A stored event as delivered, with the state of its deliveries.
+fn event_shown(e: &EventRecord) -> Value {
+    let mut v: Value = serde_json::from_str(&e.body).unwrap_or(Value::Null);
+    v["delivery"] = json!({
+        "delivered": e.delivered,
+        "pending": e.pending,
+        "failed": e.failed,
+    });
+    v
+}
 
 /// Handles every `/v1/` request.
 pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
@@ -195,8 +234,8 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
         (&Method::GET, ["api_keys"]) => {
             need(&actor, &[Role::Admin])?;
             query.only(&[])?;
-            let keys = blocking(move || a.list_keys()).await?;
-            ok(list(keys, false, "/v1/api_keys"))
+            let keys = a.list_keys().await?;
+            ok(list(all_shown(&keys), false, "/v1/api_keys"))
         }
         (&Method::POST, ["api_keys"]) => {
             need(&actor, &[Role::Admin])?;
@@ -231,8 +270,8 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
             query.only(&["action", "active"])?;
             let action = query.action()?;
             let active = query.bool("active")?;
-            let rules = blocking(move || a.list_rules(action, active)).await?;
-            ok(list(rules, false, "/v1/approval_rules"))
+            let rules = a.list_rules(action, active).await?;
+            ok(list(all_shown(&rules), false, "/v1/approval_rules"))
         }
         (&Method::POST, ["approval_rules"]) => {
             need(&actor, &[Role::Admin])?;
@@ -242,8 +281,7 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
         }
         (&Method::GET, ["approval_rules", id]) => {
             query.only(&[])?;
-            let id = id.to_string();
-            ok(blocking(move || a.get_rule(&id)).await?)
+            ok(shown(&a.get_rule(id).await?))
         }
         (&Method::POST, ["approval_rules", id]) => {
             need(&actor, &[Role::Admin])?;
@@ -279,28 +317,29 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
         // --- approval requests ---
         (&Method::GET, ["approval_requests"]) => {
             query.only(&["status", "action", "limit", "starting_after"])?;
-            let status = query.get("status").map(str::to_string);
-            if let Some(s) = &status
-                && !crate::approvals::status::ALL.contains(&s.as_str())
-            {
-                return Err(bad_param(
-                    "status",
-                    format!(
-                        "status {s:?} is not one of {}",
-                        crate::approvals::status::ALL.join(", ")
-                    ),
-                ));
-            }
-            let action = query.action()?;
+            let status = match query.get("status") {
+                None => None,
+                Some(s) => Some(Status::parse(s).ok_or_else(|| {
+                    bad_param(
+                        "status",
+                        format!(
+                            "status {s:?} is not one of {}",
+                            Status::ALL.map(Status::as_str).join(", ")
+                        ),
+                    )
+                })?),
+            };
+            let filter = RequestFilter {
+                status,
+                action: query.action()?,
+            };
             let page = query.page()?;
-            let (data, more) =
-                blocking(move || a.list_requests(status.as_deref(), action, &page)).await?;
-            ok(list(data, more, "/v1/approval_requests"))
+            let (data, more) = a.list_requests(filter, &page).await?;
+            ok(list(all_shown(&data), more, "/v1/approval_requests"))
         }
         (&Method::GET, ["approval_requests", id]) => {
             query.only(&[])?;
-            let id = id.to_string();
-            ok(blocking(move || a.get_request(&id)).await?)
+            ok(shown(&a.get_request(id).await?))
         }
         (
             &Method::POST,
@@ -331,15 +370,17 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
             {
                 return Err(bad_param("reason", "reason is over 1000 bytes"));
             }
-            let (id, verb) = (id.to_string(), verb.to_string());
-            let out = blocking(move || match verb.as_str() {
-                "submit" => a.submit(&actor, &id, b.reason.as_deref()),
-                "approve" => a.approve(&actor, &id, b.reason.as_deref(), st.rules()),
-                "deny" => a.deny(&actor, &id, b.reason.as_deref()),
-                _ => a.cancel(&actor, &id),
-            })
-            .await?;
-            ok(out)
+            let reason = b.reason.as_deref();
+            let out = match *verb {
+                "submit" => a.submit(&actor, id, reason).await?,
+                "approve" => {
+                    let rules: Arc<dyn LiveRules> = st;
+                    a.approve(&actor, id, reason, &rules).await?
+                }
+                "deny" => a.deny(&actor, id, reason).await?,
+                _ => a.cancel(&actor, id).await?,
+            };
+            ok(shown(&out))
         }
         // --- history and events ---
         (&Method::GET, ["security_history"]) => {
@@ -360,15 +401,18 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
                 until: query.int("until")?,
             };
             let page = query.page()?;
-            let (data, more) = blocking(move || a.history(&f, &page)).await?;
-            ok(list(data, more, "/v1/security_history"))
+            let (data, more) = a.history(&f, &page).await?;
+            ok(list(all_shown(&data), more, "/v1/security_history"))
         }
         (&Method::GET, ["events"]) => {
             query.only(&["type", "limit", "starting_after"])?;
-            let kind = query.get("type").map(str::to_string);
             let page = query.page()?;
-            let (data, more) = blocking(move || a.events(kind.as_deref(), &page)).await?;
-            ok(list(data, more, "/v1/events"))
+            let (data, more) = a.events(query.get("type"), &page).await?;
+            ok(list(
+                data.iter().map(event_shown).collect(),
+                more,
+                "/v1/events",
+            ))
         }
         // --- sensitive actions on the decision path ---
         (&Method::POST, ["rulesets"]) => {
@@ -406,8 +450,8 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
         }
         (&Method::GET, ["control_overrides"]) => {
             query.only(&[])?;
-            let data = blocking(move || a.list_overrides()).await?;
-            ok(list(data, false, "/v1/control_overrides"))
+            let data = a.list_overrides().await?;
+            ok(list(all_shown(&data), false, "/v1/control_overrides"))
         }
         (&Method::POST, ["control_overrides"]) => {
             need(&actor, &[Role::Admin, Role::Agent])?;
@@ -417,8 +461,12 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
         }
         (&Method::GET, ["authorization_allowances"]) => {
             query.only(&[])?;
-            let data = blocking(move || a.list_allowances()).await?;
-            ok(list(data, false, "/v1/authorization_allowances"))
+            let data = a.list_allowances().await?;
+            ok(list(
+                all_shown(&data),
+                false,
+                "/v1/authorization_allowances",
+            ))
         }
         (&Method::POST, ["authorization_allowances"]) => {
             need(&actor, &[Role::Admin, Role::Agent])?;
@@ -503,22 +551,9 @@ async fn perform(st: Arc<AppState>, actor: Actor, action: Action) -> Result<(Sta
             "no store",
         ));
     };
-    let out = blocking(move || a.perform(&actor, action, st.rules())).await?;
-    ok(out)
-}
-
-/// Runs blocking approvals work (SQLite, rule compilation) off the request threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> std::result::Result<T, Error> + Send + 'static,
-) -> Result<T> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r.map_err(ApiError::from),
-        Err(_) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the operation failed unexpectedly; nothing was committed",
-        )),
-    }
+    let rules: Arc<dyn LiveRules> = st;
+    let out = a.perform(&actor, action, &rules).await?;
+    ok(serde_json::to_value(&out).unwrap_or_default())
 }
 
 async fn authenticate(a: &Arc<Approvals>, req: &Request<Incoming>) -> Result<Actor> {
@@ -537,22 +572,20 @@ async fn authenticate(a: &Arc<Approvals>, req: &Request<Incoming>) -> Result<Act
         .strip_prefix("Bearer ")
         .or_else(|| h.strip_prefix("bearer "))
         .unwrap_or("")
-        .trim()
-        .to_string();
-    let a = a.clone();
-    match tokio::task::spawn_blocking(move || a.authenticate(&secret)).await {
-        Ok(Ok(actor)) => Ok(actor),
-        Ok(Err(AuthError::Revoked)) => Err(ApiError::new(
+        .trim();
+    match a.authenticate(secret).await {
+        Ok(actor) => Ok(actor),
+        Err(AuthError::Revoked) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "api_key_revoked",
             "this API key was revoked",
         )),
-        Ok(Err(AuthError::Unknown)) => Err(ApiError::new(
+        Err(AuthError::Unknown) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_api_key",
             "unknown API key",
         )),
-        Ok(Err(AuthError::Storage)) | Err(_) => Err(ApiError::new(
+        Err(AuthError::Storage) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "storage",
             "the key store could not be read",

@@ -12,6 +12,7 @@
 mod api;
 pub mod emulator;
 pub mod legacy;
+pub mod outbox;
 pub mod payments;
 mod respond;
 mod state;

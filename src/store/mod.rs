@@ -18,6 +18,7 @@
 //! cannot be written, is refused with an error naming it: the service must never
 //! start with an empty ledger in front of a full database it could not read.
 
+pub mod approvals;
 mod read;
 mod schema;
 mod writer;

@@ -1,4 +1,6 @@
-//! The `[approvals]` config section, validated with the rest of the config.
+//! The `[approvals]` config section, validated with the rest of the config. Owned
+//! by `config` (not `approvals`) so that reading the file needs nothing of the
+//! service, and the service reads its settings from here.
 //!
 //! ```toml
 //! [approvals]
@@ -19,12 +21,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::Env;
+use super::Env;
 
 /// `[approvals]` as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Section {
+pub(super) struct ApprovalsSection {
     request_expiry_seconds: u64,
     review_expiry_seconds: u64,
     allowance_window_seconds: u64,
@@ -35,9 +37,9 @@ pub struct Section {
     max_attempts: u32,
 }
 
-impl Default for Section {
+impl Default for ApprovalsSection {
     fn default() -> Self {
-        Section {
+        ApprovalsSection {
             request_expiry_seconds: 24 * 3600,
             review_expiry_seconds: 7 * 24 * 3600,
             allowance_window_seconds: 30 * 60,
@@ -52,7 +54,7 @@ impl Default for Section {
 
 /// Validated approvals settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
+pub struct ApprovalsConfig {
     /// Lifetime of an unsubmitted request.
     pub request_expiry: Duration,
     /// Lifetime of a submitted request awaiting review.
@@ -77,11 +79,11 @@ pub struct Settings {
     pub rules_file: Option<std::path::PathBuf>,
 }
 
-impl Default for Settings {
+impl Default for ApprovalsConfig {
     fn default() -> Self {
         let mut problems = Vec::new();
-        let s = Settings::build(
-            Section::default(),
+        let s = ApprovalsConfig::build(
+            ApprovalsSection::default(),
             &std::collections::HashMap::new(),
             &mut problems,
         );
@@ -90,9 +92,13 @@ impl Default for Settings {
     }
 }
 
-impl Settings {
+impl ApprovalsConfig {
     /// Validates `s`, pushing one line per problem.
-    pub fn build(s: Section, env: &dyn Env, problems: &mut Vec<String>) -> Settings {
+    pub(super) fn build(
+        s: ApprovalsSection,
+        env: &dyn Env,
+        problems: &mut Vec<String>,
+    ) -> ApprovalsConfig {
         if s.request_expiry_seconds == 0 || s.review_expiry_seconds == 0 {
             problems.push("approvals.*_expiry_seconds must be at least 1".into());
         }
@@ -108,11 +114,10 @@ impl Settings {
             problems.push("approvals.max_attempts must be at least 1".into());
         }
         for (i, url) in s.event_endpoints.iter().enumerate() {
-            match url.parse::<hyper::Uri>() {
-                Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => {}
-                _ => problems.push(format!(
+            if !is_http_url(url) {
+                problems.push(format!(
                     "approvals.event_endpoints[{i}] {url:?} is not an http:// URL"
-                )),
+                ));
             }
         }
         let secret = env
@@ -121,7 +126,7 @@ impl Settings {
             .or(s.signing_secret);
         match &secret {
             Some(k) if !k.starts_with("whsec_") => {
-                problems.push("approvals.signing_secret does not start with whsec_".into())
+                problems.push("approvals.signing_secret does not start with whsec_".into());
             }
             None if !s.event_endpoints.is_empty() => problems.push(
                 "approvals.event_endpoints is set but no signing secret: set approvals.signing_secret or CARDGATE_EVENTS_SECRET (whsec_…)".into(),
@@ -137,7 +142,7 @@ impl Settings {
                 0
             }),
         };
-        Settings {
+        ApprovalsConfig {
             request_expiry: Duration::from_secs(s.request_expiry_seconds),
             review_expiry: Duration::from_secs(s.review_expiry_seconds),
             allowance_window: Duration::from_secs(s.allowance_window_seconds),
@@ -164,6 +169,50 @@ impl Settings {
     }
 }
 
+/// Whether `url` is an absolute `http://` URL with a host, which is what the
+/// outbox's HTTP client can POST to. Checked by hand because config knows no HTTP
+/// crate: the scheme (case-insensitive, as HTTP clients read it), a non-empty host
+/// after any `user@`, an optional numeric port, and only characters a URI may
+/// carry unescaped.
+fn is_http_url(url: &str) -> bool {
+    const SCHEME: &str = "http://";
+    let Some(rest) = url
+        .get(..SCHEME.len())
+        .filter(|s| s.eq_ignore_ascii_case(SCHEME))
+        .map(|_| &url[SCHEME.len()..])
+    else {
+        return false;
+    };
+    let uri_char = |b: u8| b.is_ascii_graphic() && !b"\"<>\\^`{|}".contains(&b);
+    if !rest.bytes().all(uri_char) {
+        return false;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        // An IPv6 literal: `[::1]` or `[::1]:8080`.
+        let Some((addr, after)) = v6.split_once(']') else {
+            return false;
+        };
+        match after {
+            "" => (addr, None),
+            _ => match after.strip_prefix(':') {
+                Some(p) => (addr, Some(p)),
+                None => return false,
+            },
+        }
+    } else {
+        match host_port.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        }
+    };
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
+    });
+    !host.is_empty() && port_ok
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,14 +220,14 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        let s = Settings::default();
+        let s = ApprovalsConfig::default();
         assert_eq!(s.request_expiry, Duration::from_secs(86400));
         assert_eq!(s.allowance_window, Duration::from_secs(1800));
     }
 
     #[test]
     fn backoff_doubles_and_caps() {
-        let s = Settings::default();
+        let s = ApprovalsConfig::default();
         assert_eq!(s.backoff(1), Duration::from_secs(1));
         assert_eq!(s.backoff(2), Duration::from_secs(2));
         assert_eq!(s.backoff(4), Duration::from_secs(8));
@@ -188,21 +237,49 @@ mod tests {
     #[test]
     fn endpoints_need_http_and_a_secret() {
         let mut p = Vec::new();
-        let sec = Section {
+        let sec = ApprovalsSection {
             event_endpoints: vec!["ftp://x".into()],
-            ..Section::default()
+            ..ApprovalsSection::default()
         };
-        Settings::build(sec, &HashMap::new(), &mut p);
+        ApprovalsConfig::build(sec, &HashMap::new(), &mut p);
         assert_eq!(p.len(), 2, "{p:?}");
         let mut p = Vec::new();
         let env: HashMap<String, String> =
             [("CARDGATE_EVENTS_SECRET".to_string(), "whsec_x".to_string())].into();
-        let sec = Section {
+        let sec = ApprovalsSection {
             event_endpoints: vec!["http://127.0.0.1:1/e".into()],
-            ..Section::default()
+            ..ApprovalsSection::default()
         };
-        let s = Settings::build(sec, &env, &mut p);
+        let s = ApprovalsConfig::build(sec, &env, &mut p);
         assert!(p.is_empty(), "{p:?}");
         assert_eq!(s.signing_secret.as_deref(), Some("whsec_x"));
+    }
+
+    #[test]
+    fn endpoint_urls_are_checked_without_an_http_crate() {
+        for ok in [
+            "http://127.0.0.1:9000/cardgate-events",
+            "http://localhost/e?x=1",
+            "HTTP://example.com",
+            "http://user@example.com:80/",
+            "http://[::1]:8080/events",
+            "http://[::1]",
+        ] {
+            assert!(is_http_url(ok), "{ok}");
+        }
+        for bad in [
+            "https://example.com/",
+            "ftp://x",
+            "http://",
+            "http:///path",
+            "http://:80/",
+            "http://host:port/",
+            "http://host:99999/",
+            "http://exa mple.com/",
+            "http://[::1/",
+            "127.0.0.1:9000",
+        ] {
+            assert!(!is_http_url(bad), "{bad}");
+        }
     }
 }
