@@ -44,7 +44,11 @@ mod error;
 mod eval;
 mod file;
 mod index;
-pub mod reference;
+// Test-only: the differential tests' oracle. The bench against the same
+// interpreter has its own copy in benches/peers/, so no build but `cargo test`
+// links the interpreter.
+#[cfg(test)]
+pub(crate) mod reference;
 pub mod reload;
 pub(crate) mod schema;
 

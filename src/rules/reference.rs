@@ -1,10 +1,14 @@
 //! The reference: the same rules run by the `cel` crate's own interpreter.
 //!
-//! Not used to decide anything. The differential tests check that cardgate's
-//! compiled evaluator agrees with it, and the `rules` bench measures both on the
-//! same rules. Set up as fairly as the crate allows: one shared function
-//! environment, each program compiled once; only the per-authorization variables
-//! are built per call (the interpreter reads them by name).
+//! Not used to decide anything, and compiled only into cardgate's unit tests: the
+//! differential tests (`rules::tests`, `payments::tests`) check that cardgate's
+//! compiled evaluator agrees with it on generated rules and contexts. The peer
+//! bench against the same interpreter lives outside this crate, in
+//! `benches/peers/` (its own copy of the authorization binding below), so that
+//! neither a release build nor a bench build of cardgate links the interpreter.
+//! Set up as fairly as the crate allows: one shared function environment, each
+//! program compiled once; only the per-authorization variables are built per call
+//! (the interpreter reads them by name).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,7 +37,7 @@ impl std::fmt::Debug for Interpreter {
 
 impl Interpreter {
     /// Compiles a rules file that [`super::RuleSet::from_toml`] accepts. The error
-    /// is a plain message: this is a test and bench tool.
+    /// is a plain message: this is a test tool.
     pub fn from_toml(src: &str) -> Result<Self, String> {
         let lines = LineIndex::new(src);
         let raw = parse(src, &lines).map_err(|e| e.to_string())?;
