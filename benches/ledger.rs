@@ -50,7 +50,7 @@ fn bench(c: &mut Criterion) {
             let snap = ledger.snapshot(&a, T);
             black_box(&snap);
             black_box(ledger.reserve(&evt, &a, &program, T, Decision::approve()))
-        })
+        });
     });
     c.bench_function(
         "ledger/reserve contended (4 threads, one cardholder)",
@@ -77,7 +77,7 @@ fn bench(c: &mut Criterion) {
                     }
                 });
                 start.elapsed()
-            })
+            });
         },
     );
 }

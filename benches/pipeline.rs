@@ -1,6 +1,6 @@
 //! Criterion benches of the webhook decision path, stage by stage and whole:
 //! signature verification, parsing (simd-json tape + typed view, our path, against
-//! serde_json into an equivalent typed struct, and the tape alone), `decide()` with
+//! `serde_json` into an equivalent typed struct, and the tape alone), `decide()` with
 //! controls only and with the bundled rule file compiled (`config/rules.toml`),
 //! and the full `process()` (verify → parse → decide → encode, metrics included)
 //! without the network. Payload: the realistic `issuing_authorization.request`
@@ -8,6 +8,11 @@
 //!
 //! Measurement times are short on purpose: the benchmark box has 2 shared cores.
 //! Run: `cargo bench --bench pipeline`.
+
+#![allow(
+    clippy::expect_used,
+    reason = "bench setup on bundled fixtures: a panic, with its message and line, is the right failure"
+)]
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -32,10 +37,7 @@ const RULES: &str = include_str!("../config/rules.toml");
 const SECRET: &str = "whsec_cardgate_bench_secret";
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    cardgate::clock::Clock::system().now()
 }
 
 fn bench_verify(c: &mut Criterion) {
@@ -48,7 +50,7 @@ fn bench_verify(c: &mut Criterion) {
             let body = EVENT.as_bytes().to_vec();
             let v = stripe::verify(Some(header.as_bytes()), body, &secrets, t, 300);
             black_box(v.is_ok())
-        })
+        });
     });
     g.finish();
 }
@@ -64,7 +66,7 @@ fn bench_parse(c: &mut Criterion) {
                 let ev = Event::read(&doc).expect("fixture is an event");
                 let auth = ev.authorization_request().expect("fixture is a request");
                 black_box(auth.amount)
-            })
+            });
         });
         g.bench_function(format!("simd_json_tape_only/{name}"), |b| {
             b.iter(|| {
@@ -72,14 +74,14 @@ fn bench_parse(c: &mut Criterion) {
                 let mut buf = event.as_bytes().to_vec();
                 let doc = stripe::parse_document(&mut buf).expect("fixture parses");
                 black_box(&doc);
-            })
+            });
         });
         g.bench_function(format!("serde_json_typed/{name}"), |b| {
             b.iter(|| {
                 let ev: serde_twin::Event<'_> =
                     serde_json::from_slice(event.as_bytes()).expect("fixture parses");
                 black_box(ev.data.object.pending_request.amount)
-            })
+            });
         });
     }
     g.finish();
@@ -101,7 +103,7 @@ fn bench_decide(c: &mut Criterion) {
                 b.iter(|| {
                     let ctx = Context::new(&auth, &config.program, rules, &NoSpend, t);
                     black_box(decision::decide(black_box(&ctx)))
-                })
+                });
             });
         }
     }
@@ -130,7 +132,7 @@ fn bench_process(c: &mut Criterion) {
             ));
             assert!(matches!(answer, Answer::Decision(_)), "{answer:?}");
             black_box(answer)
-        })
+        });
     });
     g.finish();
 }
@@ -147,14 +149,15 @@ fn config() -> Config {
     .expect("bundled config is valid")
 }
 
-/// serde_json's best case for the same job: a derived, borrowing struct holding the
+/// `serde_json`'s best case for the same job: a derived, borrowing struct holding the
 /// fields cardgate's typed view reads (unknown fields skipped, as in ours).
 #[allow(
     dead_code,
-    reason = "fields mirror what cardgate reads; only parsing is measured"
+    clippy::struct_field_names,
+    reason = "fields mirror what cardgate reads, named as Stripe's keys (`type` renamed); only parsing is measured"
 )]
 mod serde_twin {
-    use super::*;
+    use super::{Deserialize, HashMap};
 
     #[derive(Deserialize)]
     pub struct Event<'a> {

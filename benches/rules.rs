@@ -8,6 +8,12 @@
 //! The comparison with other engines (the `cel` interpreter, zen-engine) lives in
 //! the separate crate `benches/peers/`, so that testing this crate never builds them.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "bench setup on generated rules and a bundled fixture: a panic, with its line, is the right failure"
+)]
+
+use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -42,19 +48,19 @@ fn rule(i: usize, late: bool, n: usize) -> String {
 }
 
 fn rules_toml(n: usize, late: bool) -> String {
-    let mut s = String::from("[lists]\n");
-    for i in 0..n {
-        if i % 4 >= 2 {
-            s.push_str(&format!("l{i} = [\"X{i}\", \"KP\", \"IR\"]\n"));
-        }
-    }
-    for i in 0..n {
-        s.push_str(&format!(
+    let lists = (0..n)
+        .filter(|i| i % 4 >= 2)
+        .map(|i| format!("l{i} = [\"X{i}\", \"KP\", \"IR\"]\n"));
+    let rules = (0..n).map(|i| {
+        format!(
             "[[rule]]\nname = \"r{i}\"\nwhen = '{}'\naction = \"decline\"\n",
             rule(i, late, n)
-        ));
-    }
-    s
+        )
+    });
+    std::iter::once("[lists]\n".to_string())
+        .chain(lists)
+        .chain(rules)
+        .collect()
 }
 
 fn benches(c: &mut Criterion) {
@@ -95,20 +101,20 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 let ctx = Context::new(black_box(&auth), &program, &set, &NoSpend, NOW);
                 black_box(decide(&ctx))
-            })
+            });
         });
         // The rules alone, with and without the index (same verdicts, tested).
         g.bench_function(format!("rules_indexed/{tag}"), |b| {
             b.iter(|| {
                 let ctx = Context::new(black_box(&auth), &program, &set, &NoSpend, NOW);
                 black_box(set.evaluate(&ctx))
-            })
+            });
         });
         g.bench_function(format!("rules_linear/{tag}"), |b| {
             b.iter(|| {
                 let ctx = Context::new(black_box(&auth), &program, &set, &NoSpend, NOW);
                 black_box(set.evaluate_linear(&ctx))
-            })
+            });
         });
     }
     g.finish();
@@ -121,9 +127,11 @@ fn benches(c: &mut Criterion) {
         .sample_size(30);
     let mut src = String::new();
     for i in 0..100 {
-        src.push_str(&format!(
-            "[[rule]]\nname = \"m{i}\"\nwhen = 'amount > {i}'\naction = \"decline\"\nmode = \"shadow\"\n"
-        ));
+        writeln!(
+            src,
+            "[[rule]]\nname = \"m{i}\"\nwhen = 'amount > {i}'\naction = \"decline\"\nmode = \"shadow\""
+        )
+        .unwrap();
     }
     for (label, set) in [
         ("on", RuleSet::from_toml(&src).unwrap()),
@@ -133,7 +141,7 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 let ctx = Context::new(black_box(&auth), &program, &set, &NoSpend, NOW);
                 black_box(set.evaluate(&ctx))
-            })
+            });
         });
     }
     g.finish();

@@ -84,7 +84,7 @@ fn parse_listen() -> anyhow::Result<SocketAddr> {
             "--listen" => {
                 listen = args
                     .next()
-                    .ok_or_else(|| anyhow::anyhow!("--listen needs IP:PORT"))?
+                    .ok_or_else(|| anyhow::anyhow!("--listen needs IP:PORT"))?;
             }
             other => {
                 anyhow::bail!("unknown argument {other:?}; usage: baseline [--listen IP:PORT]")

@@ -43,7 +43,7 @@ impl Env for ProcessEnv {
     }
 }
 
-impl Env for HashMap<String, String> {
+impl<H: std::hash::BuildHasher> Env for HashMap<String, String, H> {
     fn var(&self, key: &str) -> Option<String> {
         self.get(key).cloned()
     }
@@ -328,6 +328,10 @@ impl Config {
     }
 
     /// Like [`Config::load`] with the file's text already read.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one pass over every section, so that every bad field lands in the same report"
+    )]
     pub fn from_toml(
         text: &str,
         path: &Path,
@@ -481,10 +485,10 @@ fn legacy_config(l: &LegacySection, env: &dyn Env, problems: &mut Vec<String>) -
 
 fn categories(
     key: &str,
-    names: &Option<Vec<String>>,
+    names: Option<&[String]>,
     problems: &mut Vec<String>,
 ) -> Option<CategorySet> {
-    let names = names.as_ref()?;
+    let names = names?;
     let mut set = CategorySet::default();
     for n in names {
         // Config is typed by people: an unknown name is a typo, not a new Stripe value.
@@ -497,10 +501,10 @@ fn categories(
 
 fn countries(
     key: &str,
-    codes: &Option<Vec<String>>,
+    codes: Option<&[String]>,
     problems: &mut Vec<String>,
 ) -> Option<CountrySet> {
-    let codes = codes.as_ref()?;
+    let codes = codes?;
     let mut set = CountrySet::default();
     for c in codes {
         if !set.insert(c) {
@@ -514,10 +518,10 @@ fn countries(
 
 fn presences(
     key: &str,
-    values: &Option<Vec<String>>,
+    values: Option<&[String]>,
     problems: &mut Vec<String>,
 ) -> Option<PresenceSet> {
-    let values = values.as_ref()?;
+    let values = values?;
     let mut set = PresenceSet::default();
     for v in values {
         match Presence::parse(v) {
@@ -530,6 +534,10 @@ fn presences(
     Some(set)
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one pass over [program], so that every bad field lands in the same report"
+)]
 fn program_controls(p: &ProgramSection, problems: &mut Vec<String>) -> ProgramControls {
     for (a, b) in [
         (
@@ -566,7 +574,7 @@ fn program_controls(p: &ProgramSection, problems: &mut Vec<String>) -> ProgramCo
             ));
         }
         let key = format!("spending_limits[{i}].categories");
-        let cats = categories(&key, &l.categories, problems).filter(|s| !s.is_empty());
+        let cats = categories(&key, l.categories.as_deref(), problems).filter(|s| !s.is_empty());
         if let Some(interval) = interval {
             spending_limits.push(SpendingLimit {
                 amount: l.amount,
@@ -605,26 +613,34 @@ fn program_controls(p: &ProgramSection, problems: &mut Vec<String>) -> ProgramCo
     };
     ProgramControls {
         controls: Controls {
-            allowed_categories: categories("allowed_categories", &p.allowed_categories, problems),
-            blocked_categories: categories("blocked_categories", &p.blocked_categories, problems),
+            allowed_categories: categories(
+                "allowed_categories",
+                p.allowed_categories.as_deref(),
+                problems,
+            ),
+            blocked_categories: categories(
+                "blocked_categories",
+                p.blocked_categories.as_deref(),
+                problems,
+            ),
             allowed_merchant_countries: countries(
                 "allowed_merchant_countries",
-                &p.allowed_merchant_countries,
+                p.allowed_merchant_countries.as_deref(),
                 problems,
             ),
             blocked_merchant_countries: countries(
                 "blocked_merchant_countries",
-                &p.blocked_merchant_countries,
+                p.blocked_merchant_countries.as_deref(),
                 problems,
             ),
             allowed_card_presences: presences(
                 "allowed_card_presences",
-                &p.allowed_card_presences,
+                p.allowed_card_presences.as_deref(),
                 problems,
             ),
             blocked_card_presences: presences(
                 "blocked_card_presences",
-                &p.blocked_card_presences,
+                p.blocked_card_presences.as_deref(),
                 problems,
             ),
             spending_limits,

@@ -6,7 +6,7 @@
 //! Owns the record types ([`LoggedDecision`], [`Write`]) and the [`Journal`] trait.
 //! `authorize/` writes through the trait; `store/` implements it (SQLite today,
 //! one writer with group commit); the backtest reads the rows back. Nothing here
-//! knows SQL. *Why a trait:* a second backend (PostgreSQL for replicas) is an added
+//! knows SQL. *Why a trait:* a second backend (`PostgreSQL` for replicas) is an added
 //! module, and the pipeline can be driven in tests and benches without a database.
 
 use std::future::Future;

@@ -31,7 +31,7 @@ pub const LEDGER_HOLDS: &str = "cardgate_ledger_holds";
 /// (the approval shrank or became a decline).
 pub const LEDGER_RESERVE_REFUSED: &str = "cardgate_ledger_reserve_rechecks_total";
 /// Counter `{type, result}`: lifecycle events by type and what the ledger did
-/// (applied, duplicate, unknown_authorization, invalid, ignored, store_error).
+/// (applied, duplicate, `unknown_authorization`, invalid, ignored, `store_error`).
 pub const LIFECYCLE_EVENTS: &str = "cardgate_lifecycle_events_total";
 /// Histogram: time of one store transaction (a group-commit batch).
 pub const STORE_COMMIT_DURATION: &str = "cardgate_store_commit_duration_seconds";

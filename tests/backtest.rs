@@ -2,6 +2,11 @@
 //! tests/fixtures/backtest/decisions.jsonl were decided by config/rules.toml; the
 //! candidate drops the gambling rule, halves the fuel cap and declines large
 //! software purchases.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a panic is the test failure, with its line (clippy.toml covers #[test] fns, not helpers)"
+)]
 
 use std::process::Command;
 

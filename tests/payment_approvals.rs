@@ -1,6 +1,15 @@
 //! `POST /v1/payment_approvals` against the real binary: approve, decline by a
 //! rule with its reason, bad bodies answered 400 naming the field, oversized 413,
 //! and a payment rules file reloaded on change.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a panic is the test failure, with its line (clippy.toml covers #[test] fns, not helpers)"
+)]
+#![allow(
+    clippy::float_cmp,
+    reason = "metric samples compared here are whole counts, exact in f64"
+)]
 
 mod common;
 

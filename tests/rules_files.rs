@@ -2,6 +2,15 @@
 //! picked up by the watcher, SIGHUP reloads, an invalid file keeps the old set and
 //! counts a rejection, and a rule failing at run time counts an error and does not
 //! match. Every wait polls `/metrics` with a deadline; nothing sleeps to decide.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a panic is the test failure, with its line (clippy.toml covers #[test] fns, not helpers)"
+)]
+#![allow(
+    clippy::float_cmp,
+    reason = "metric samples compared here are whole counts, exact in f64"
+)]
 
 mod common;
 

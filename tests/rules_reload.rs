@@ -3,6 +3,15 @@
 //! set reloads go through `POST /v1/rulesets` (with an admin key, no approval rule), alternating two valid sets with
 //! some invalid ones. No request may fail or fall back, and every decision must
 //! name one of the two valid versions.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a panic is the test failure, with its line (clippy.toml covers #[test] fns, not helpers)"
+)]
+#![allow(
+    clippy::too_many_lines,
+    reason = "a scenario test is one story against one running server; split, its steps lose their order"
+)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -187,10 +196,7 @@ async fn thousand_reloads_under_load_drop_no_request() {
             let mut problems = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 tick.tick().await;
-                let t = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_secs() as i64;
+                let t = cardgate::clock::Clock::system().now();
                 let sig = cardgate::stripe::sign_header(&[SECRET], t, &event);
                 let (status, body) = send(
                     &client,

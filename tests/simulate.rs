@@ -1,7 +1,20 @@
 //! Issue 8, `cardgate simulate`: the emulator binary drives the real cardgate
 //! binary (both on 127.0.0.1:0) through every authorization lifecycle path, and
-//! the results are read back from the emulator (request_history reasons) and from
+//! the results are read back from the emulator (`request_history` reasons) and from
 //! cardgate's ledger (`cardgate ledger show`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a panic is the test failure, with its line (clippy.toml covers #[test] fns, not helpers)"
+)]
+#![allow(
+    clippy::too_many_lines,
+    reason = "a scenario test is one story against one running server; split, its steps lose their order"
+)]
+#![allow(
+    clippy::float_cmp,
+    reason = "metric samples compared here are whole counts, exact in f64"
+)]
 
 mod common;
 
@@ -90,7 +103,7 @@ impl Sim {
     }
 
     /// A cardholder and card; the card has `limits` (form pairs under
-    /// spending_controls) and returns its id.
+    /// `spending_controls`) and returns its id.
     async fn card(&self, controls: &[(&str, &str)]) -> String {
         let (s, holder) = self
             .post("/v1/issuing/cardholders", &[("name", "Dana Reyes")])
@@ -370,7 +383,7 @@ fn garbage_server(response: &'static str) -> String {
             let Ok(mut s) = stream else { break };
             std::thread::spawn(move || {
                 use std::io::Write;
-                let mut buf = [0u8; 65536];
+                let mut buf = vec![0u8; 65536];
                 let mut seen = Vec::new();
                 // Read the head and the declared body, then answer.
                 loop {
@@ -459,6 +472,7 @@ async fn garbage_answers_and_bad_signatures_are_webhook_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_emulator_api_refuses_bad_calls_stripe_style() {
+    use base64::Engine as _;
     let url = garbage_server("HTTP/1.1 500 Oops\r\ncontent-length: 0\r\n\r\n");
     let sim = Sim::start(&url, &[]);
     // No key.
@@ -473,7 +487,6 @@ async fn the_emulator_api_refuses_bad_calls_stripe_style() {
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"]["code"], "api_key_invalid");
     // Basic auth like `curl -u KEY:` works.
-    use base64::Engine as _;
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{KEY}:"));
     let r = common::send(
         "POST",

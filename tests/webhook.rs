@@ -1,4 +1,17 @@
 //! Issue 3: the webhook decision path, end to end against the real binary.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a panic is the test failure, with its line (clippy.toml covers #[test] fns, not helpers)"
+)]
+#![allow(
+    clippy::too_many_lines,
+    reason = "a scenario test is one story against one running server; split, its steps lose their order"
+)]
+#![allow(
+    clippy::float_cmp,
+    reason = "metric samples compared here are whole counts, exact in f64"
+)]
 
 mod common;
 
@@ -32,6 +45,7 @@ async fn approves_the_reference_request_with_stripe_headers() {
 
 #[tokio::test]
 async fn every_decline_reason() {
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
     let config = format!(
         "{}\n[program]\nblocked_mccs = [\"5999\"]\nblocked_categories = [\"dating_escort_services\"]\n",
         base_config()
@@ -39,7 +53,6 @@ async fn every_decline_reason() {
     let server = Server::start(&config, &[]);
     server.ready().await;
 
-    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
     let cases: Vec<(&str, Edit, &str, &str)> = vec![
         (
             "card inactive",
@@ -72,7 +85,7 @@ async fn every_decline_reason() {
                     e,
                     &format!("{SC}/blocked_categories"),
                     json!(["computer_software_stores"]),
-                )
+                );
             }),
             "category_blocked",
             "card.blocked_categories",
@@ -84,7 +97,7 @@ async fn every_decline_reason() {
                     e,
                     &format!("{CHSC}/allowed_categories"),
                     json!(["bakeries"]),
-                )
+                );
             }),
             "category_not_allowed",
             "cardholder.allowed_categories",
@@ -96,7 +109,7 @@ async fn every_decline_reason() {
                     e,
                     &format!("{SC}/blocked_merchant_countries"),
                     json!(["US"]),
-                )
+                );
             }),
             "country_blocked",
             "card.blocked_merchant_countries",
@@ -108,7 +121,7 @@ async fn every_decline_reason() {
                     e,
                     &format!("{SC}/allowed_merchant_countries"),
                     json!(["GB"]),
-                )
+                );
             }),
             "country_not_allowed",
             "card.allowed_merchant_countries",
@@ -120,7 +133,7 @@ async fn every_decline_reason() {
                     e,
                     &format!("{SC}/blocked_card_presences"),
                     json!(["not_present"]),
-                )
+                );
             }),
             "card_presence_blocked",
             "card.blocked_card_presences",
@@ -132,7 +145,7 @@ async fn every_decline_reason() {
                     e,
                     &format!("{SC}/allowed_card_presences"),
                     json!(["present"]),
-                )
+                );
             }),
             "card_presence_not_allowed",
             "card.allowed_card_presences",

@@ -406,7 +406,7 @@ impl Action {
                     return Err(format!(
                         "action {:?} is not one of {}",
                         r.action,
-                        ActionKind::ALL.map(|k| k.as_str()).join(", ")
+                        ActionKind::ALL.map(ActionKind::as_str).join(", ")
                     ));
                 }
                 rule_parts(r.name.as_deref(), Some(&r.conditions), r.reviewers.as_ref())

@@ -216,8 +216,8 @@ pub async fn run(approvals: Arc<Approvals>, deliver: impl Deliver) {
             .unwrap_or(IDLE)
             .min(IDLE);
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = a.wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+            () = a.wake.notified() => {}
         }
     }
 }

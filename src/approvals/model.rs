@@ -380,6 +380,10 @@ pub struct HistoryEntry {
     pub details: Value,
 }
 
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's `serialize_with` hands the field over by reference"
+)]
 fn history_id<S: Serializer>(id: &i64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("sh_{id}"))
 }
@@ -571,6 +575,10 @@ pub enum Executed {
 }
 
 impl Serialize for Executed {
+    #[expect(
+        clippy::struct_field_names,
+        reason = "the local structs spell the API objects' wire fields (`created`, `revoked_at`, `deleted`)"
+    )]
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         #[derive(Serialize)]
         struct Granted<'a> {

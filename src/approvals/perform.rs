@@ -58,6 +58,10 @@ impl Approvals {
     /// Performs `action` for `actor`: validates it, then either runs it, or (when
     /// an active approval rule matches) opens an approval request and answers
     /// [`Error::ApprovalRequired`], or refuses it with [`Error::Blocked`].
+    #[expect(
+        clippy::similar_names,
+        reason = "`role` and `rule` are both the domain's words; renaming either would blur it"
+    )]
     pub async fn perform(
         &self,
         actor: &Actor,

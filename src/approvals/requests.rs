@@ -418,7 +418,7 @@ impl Approvals {
         let mut next = req.clone();
         next.status = step.to();
         next.transitions.record(next.status, now);
-        let review = |result, reason: &Option<&str>| Review {
+        let review = |result, reason: Option<&str>| Review {
             result,
             reason: reason.map(str::to_string),
             reviewed_at: now,
@@ -433,8 +433,8 @@ impl Approvals {
                 next.submitted_at = Some(now);
                 next.expires_at = now.saturating_add(seconds(self.settings.review_expiry));
             }
-            Step::Deny(reason) => next.review = Some(review(Verdict::Rejected, reason)),
-            Step::Approve(reason) => next.review = Some(review(Verdict::Approved, reason)),
+            Step::Deny(reason) => next.review = Some(review(Verdict::Rejected, *reason)),
+            Step::Approve(reason) => next.review = Some(review(Verdict::Approved, *reason)),
             Step::Executed(Ok(done)) => {
                 next.outcome = Some(Outcome::Succeeded {
                     result: serde_json::to_value(done).unwrap_or_default(),

@@ -1,6 +1,6 @@
 //! The storage port: what approvals needs from a database, named for its uses.
 //! `src/store/approvals/` implements it on SQLite; another backend
-//! (PostgreSQL) is another implementation of this trait, nothing else.
+//! (`PostgreSQL`) is another implementation of this trait, nothing else.
 //!
 //! Reads are plain methods. Every state change is one [`ApprovalStore::apply`]
 //! of a list of [`Change`]s: one transaction, all or nothing, with each change's
@@ -14,7 +14,7 @@
 //!
 //! A backend must make each guard and its write atomic against concurrent
 //! transactions: SQLite takes the write lock first (`BEGIN IMMEDIATE`); a
-//! PostgreSQL backend would lock the rows it checks (`SELECT … FOR UPDATE`) and
+//! `PostgreSQL` backend would lock the rows it checks (`SELECT … FOR UPDATE`) and
 //! back "at most one open request per dedupe key" and "one active rule per
 //! action" with partial unique indexes, as migration 3 does for the latter.
 

@@ -271,7 +271,7 @@ impl Authorizer {
             reason = decision.reason.as_str(),
             ruleset = rules.version(),
             shadow = shadow_names(&shadow).as_deref(),
-            micros = elapsed.as_micros() as u64,
+            micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             "decision"
         );
         answer
@@ -286,6 +286,10 @@ impl Authorizer {
 }
 
 /// The realtime last step: the decision as Stripe's response body.
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the shape of every `finish` step, `FnOnce(Finished) -> Answer`"
+)]
 fn respond(f: Finished<'_>) -> Answer {
     Answer::Decision(Bytes::from(stripe::encode_decision(f.decision, f.ruleset)))
 }

@@ -33,7 +33,7 @@ pub(super) fn row(d: &Decided<'_>, decision: &Decision, now: i64) -> LoggedDecis
         reason: decision.reason.as_str().to_string(),
         rule,
         ruleset: d.ruleset.to_string(),
-        latency_us: d.start.elapsed().as_micros() as i64,
+        latency_us: i64::try_from(d.start.elapsed().as_micros()).unwrap_or(i64::MAX),
         decided_at: now,
         event_json: d.raw.as_ref().map(|b| b.to_vec()).unwrap_or_default(),
         spend_json: d

@@ -79,36 +79,33 @@ pub(super) async fn settle(a: &Authorizer, d: Decided<'_>) -> Decision {
     }
     writes.push(Write::Decision(Box::new(row)));
 
-    match (&reservation.fact, store.durability()) {
-        (Some(fact), Durability::Sync) => {
-            match tokio::time::timeout_at(d.deadline.into(), store.commit(writes)).await {
-                Ok(Ok(())) => decision,
-                outcome => {
-                    let why = match outcome {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => "deadline passed before the commit".to_string(),
-                    };
-                    // The answer will not be this approval, so it must hold nothing.
-                    // (A commit that lands after the deadline leaves a stored hold the
-                    // in-memory ledger lacks until restart: the conservative side.)
-                    ledger.cancel(fact);
-                    tracing::error!(
-                        authorization = d.auth.id,
-                        "hold not committed, answering the fallback: {why}"
-                    );
-                    a.fallback(FallbackCause::Ledger)
-                }
+    if let (Some(fact), Durability::Sync) = (&reservation.fact, store.durability()) {
+        match tokio::time::timeout_at(d.deadline.into(), store.commit(writes)).await {
+            Ok(Ok(())) => decision,
+            outcome => {
+                let why = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "deadline passed before the commit".to_string(),
+                };
+                // The answer will not be this approval, so it must hold nothing.
+                // (A commit that lands after the deadline leaves a stored hold the
+                // in-memory ledger lacks until restart: the conservative side.)
+                ledger.cancel(fact);
+                tracing::error!(
+                    authorization = d.auth.id,
+                    "hold not committed, answering the fallback: {why}"
+                );
+                a.fallback(FallbackCause::Ledger)
             }
         }
-        _ => {
-            if let Err(e) = store.enqueue(writes) {
-                tracing::error!(authorization = d.auth.id, "decision not stored: {e}");
-                if let Some(fact) = &reservation.fact {
-                    ledger.cancel(fact);
-                    return a.fallback(FallbackCause::Ledger);
-                }
+    } else {
+        if let Err(e) = store.enqueue(writes) {
+            tracing::error!(authorization = d.auth.id, "decision not stored: {e}");
+            if let Some(fact) = &reservation.fact {
+                ledger.cancel(fact);
+                return a.fallback(FallbackCause::Ledger);
             }
-            decision
         }
+        decision
     }
 }

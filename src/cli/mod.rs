@@ -12,7 +12,7 @@ mod sign;
 mod simulate;
 mod state;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -22,6 +22,10 @@ use crate::app;
 use crate::config::{self, Config, Overrides, ProcessEnv};
 
 /// Real-time card authorization decisions for Stripe Issuing.
+#[allow(
+    clippy::doc_markdown,
+    reason = "clap prints these doc comments as --help text, where backticks would show"
+)]
 #[derive(Parser)]
 #[command(name = "cardgate", version, about, long_about = None)]
 pub(crate) struct Cli {
@@ -29,6 +33,10 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
+#[allow(
+    clippy::doc_markdown,
+    reason = "clap prints these doc comments as --help text, where backticks would show"
+)]
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Serve the webhook endpoint (POST /webhooks/stripe), /metrics, /healthz and /readyz.
@@ -128,6 +136,10 @@ pub(crate) enum Command {
 }
 
 /// What the emulator needs to reach cardgate, shared by `simulate serve` and `run`.
+#[allow(
+    clippy::doc_markdown,
+    reason = "clap prints these doc comments as --help text, where backticks would show"
+)]
 #[derive(clap::Args)]
 pub(crate) struct EmulatorArgs {
     /// cardgate's webhook URL; request and lifecycle events are POSTed here.
@@ -150,6 +162,10 @@ pub(crate) struct EmulatorArgs {
     pub(crate) timeout_fallback: String,
 }
 
+#[allow(
+    clippy::doc_markdown,
+    reason = "clap prints these doc comments as --help text, where backticks would show"
+)]
 #[derive(Subcommand)]
 pub(crate) enum SimulateCommand {
     /// Run the emulator's API (Stripe test helpers, cards, cardholders, the
@@ -203,6 +219,10 @@ pub(crate) enum SimulateCommand {
     },
 }
 
+#[allow(
+    clippy::doc_markdown,
+    reason = "clap prints these doc comments as --help text, where backticks would show"
+)]
 #[derive(Subcommand)]
 pub(crate) enum LedgerCommand {
     /// Print a card's authorizations (held and spent amounts) and its current
@@ -228,6 +248,10 @@ pub(crate) enum LedgerCommand {
 }
 
 /// Where `keys` finds cardgate.db.
+#[allow(
+    clippy::doc_markdown,
+    reason = "clap prints these doc comments as --help text, where backticks would show"
+)]
 #[derive(clap::Args)]
 pub(crate) struct DataDirArgs {
     /// Directory of cardgate.db. Default: CARDGATE_DATA_DIR, else [store]
@@ -239,6 +263,10 @@ pub(crate) struct DataDirArgs {
     pub(crate) config: PathBuf,
 }
 
+#[allow(
+    clippy::doc_markdown,
+    reason = "clap prints these doc comments as --help text, where backticks would show"
+)]
 #[derive(Subcommand)]
 pub(crate) enum KeysCommand {
     /// Create a key and print it once (it is stored hashed and cannot be shown
@@ -268,6 +296,10 @@ pub(crate) enum KeysCommand {
     },
 }
 
+#[allow(
+    clippy::doc_markdown,
+    reason = "clap prints these doc comments as --help text, where backticks would show"
+)]
 #[derive(Subcommand)]
 pub(crate) enum RulesCommand {
     /// Compile a rules file; exit 1 listing every error with rule, line and column.
@@ -307,7 +339,7 @@ pub fn main() -> ExitCode {
             data_dir,
             rules,
             payment_rules,
-        } => serve(config, listen, data_dir, rules, payment_rules),
+        } => serve(&config, listen, data_dir, rules, payment_rules),
         Command::Ledger {
             command:
                 LedgerCommand::Show {
@@ -316,10 +348,10 @@ pub fn main() -> ExitCode {
                     config,
                     at,
                 },
-        } => state::ledger_show(card, data_dir, config, at),
+        } => state::ledger_show(&card, data_dir, &config, at),
         Command::Rules {
             command: RulesCommand::Check { file, payments },
-        } => rules::check(file, payments),
+        } => rules::check(&file, payments),
         Command::Rules {
             command:
                 RulesCommand::Test {
@@ -328,20 +360,20 @@ pub fn main() -> ExitCode {
                     config,
                     now,
                 },
-        } => rules::test(file, event, config, now),
+        } => rules::test(&file, &event, &config, now),
         Command::Backtest {
             rules,
             since,
             data_dir,
             log,
             config,
-        } => rules::backtest(rules, since, data_dir, log, config),
+        } => rules::backtest(&rules, since, data_dir, log.as_deref(), &config),
         Command::Sign {
             file,
             secret,
             timestamp,
             config,
-        } => sign::sign(file, secret, timestamp, config),
+        } => sign::sign(&file, secret, timestamp, &config),
         Command::Simulate {
             command:
                 SimulateCommand::Serve {
@@ -360,7 +392,7 @@ pub fn main() -> ExitCode {
                     namespace,
                     quiet,
                 },
-        } => simulate::run(scenario, emulator, seed, namespace, quiet),
+        } => simulate::run(&scenario, emulator, seed, namespace, quiet),
         Command::Keys { command } => state::keys(command),
     };
     match result {
@@ -409,13 +441,13 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn serve(
-    config_path: PathBuf,
+    config_path: &Path,
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     rules_path: PathBuf,
     payment_rules_path: PathBuf,
 ) -> anyhow::Result<ExitCode> {
-    let config = match load_config(&config_path, listen, data_dir) {
+    let config = match load_config(config_path, listen, data_dir) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -1,7 +1,7 @@
 //! `rules check`, `rules test` and `backtest`: a rules file compiled, tried on one
 //! event, or replayed against the recorded decisions.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -11,11 +11,11 @@ use crate::payments::PaymentRuleSet;
 use crate::rules::RuleSet;
 use crate::store;
 
-pub(super) fn check(file: PathBuf, payments: bool) -> anyhow::Result<ExitCode> {
+pub(super) fn check(file: &Path, payments: bool) -> anyhow::Result<ExitCode> {
     let loaded = if payments {
-        PaymentRuleSet::load(&file).map(|s| (s.len(), s.version().to_string()))
+        PaymentRuleSet::load(file).map(|s| (s.len(), s.version().to_string()))
     } else {
-        RuleSet::load(&file).map(|s| (s.len(), s.version().to_string()))
+        RuleSet::load(file).map(|s| (s.len(), s.version().to_string()))
     };
     match loaded {
         Ok((len, version)) => {
@@ -41,13 +41,13 @@ pub(super) fn check(file: PathBuf, payments: bool) -> anyhow::Result<ExitCode> {
 }
 
 pub(super) fn test(
-    file: PathBuf,
-    event: PathBuf,
-    config_path: PathBuf,
+    file: &Path,
+    event: &Path,
+    config_path: &Path,
     now: Option<i64>,
 ) -> anyhow::Result<ExitCode> {
     use crate::decision::{Context, NoSpend, decide_traced};
-    let src = crate::rules::read_rules_file(&file)?;
+    let src = crate::rules::read_rules_file(file)?;
     let set = match RuleSet::from_toml_unmetered(&src) {
         Ok(s) => s,
         Err(e) => {
@@ -55,8 +55,8 @@ pub(super) fn test(
             return Ok(ExitCode::from(1));
         }
     };
-    let config = load_config(&config_path, None, None)?;
-    let mut body = std::fs::read(&event).with_context(|| format!("reading {}", event.display()))?;
+    let config = load_config(config_path, None, None)?;
+    let mut body = std::fs::read(event).with_context(|| format!("reading {}", event.display()))?;
     let doc = crate::stripe::parse_document(&mut body)?;
     let ev = crate::stripe::Event::read(&doc)?;
     anyhow::ensure!(
@@ -106,20 +106,20 @@ pub(super) fn parse_since(s: &str) -> Result<i64, String> {
     let t = humantime::parse_rfc3339_weak(s)
         .map_err(|e| format!("`{s}` is neither Unix seconds nor RFC 3339 in UTC: {e}"))?;
     Ok(t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0))
 }
 
 pub(super) fn backtest(
-    rules: PathBuf,
+    rules: &Path,
     since: Option<i64>,
     data_dir: Option<PathBuf>,
-    log: Option<PathBuf>,
-    config_path: PathBuf,
+    log: Option<&Path>,
+    config_path: &Path,
 ) -> anyhow::Result<ExitCode> {
     use crate::rules::backtest::{RecordedDecision, Replay};
     use std::io::BufRead;
-    let src = crate::rules::read_rules_file(&rules)?;
+    let src = crate::rules::read_rules_file(rules)?;
     let set = match RuleSet::from_toml_unmetered(&src) {
         Ok(s) => s,
         Err(e) => {
@@ -127,7 +127,7 @@ pub(super) fn backtest(
             return Ok(ExitCode::from(1));
         }
     };
-    let config = load_config(&config_path, None, data_dir.clone())?;
+    let config = load_config(config_path, None, data_dir)?;
     let mut replay = Replay::new(&set, &config.program);
     let started = std::time::Instant::now();
     let mut last = started;
@@ -143,41 +143,36 @@ pub(super) fn backtest(
             );
         }
     };
-    let source = match &log {
-        Some(log) => {
-            let f =
-                std::fs::File::open(log).with_context(|| format!("opening {}", log.display()))?;
-            let mut index = 0;
-            for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
-                let line = line?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let rec: RecordedDecision = serde_json::from_str(&line).with_context(|| {
-                    format!("{}:{}: not a recorded decision", log.display(), n + 1)
-                })?;
-                if since.is_none_or(|s| rec.now >= s) {
-                    replay.push(index, &rec);
-                    index += 1;
-                    progress(&replay, None);
-                }
+    let source = if let Some(log) = log {
+        let f = std::fs::File::open(log).with_context(|| format!("opening {}", log.display()))?;
+        let mut index = 0;
+        for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
             }
-            log.display().to_string()
-        }
-        None => {
-            let path = config.store.data_dir.join(store::FILE_NAME);
-            let rows = store::read_decision_log(&path, since)
-                .with_context(|| format!("reading the decision log of {}", path.display()))?;
-            let total = rows.len();
-            for (index, row) in rows.iter().enumerate() {
-                match RecordedDecision::from_logged(row) {
-                    Ok(rec) => replay.push(index, &rec),
-                    Err(why) => replay.skip(index, format!("row {}: {why}", row.id)),
-                }
-                progress(&replay, Some(total));
+            let rec: RecordedDecision = serde_json::from_str(&line)
+                .with_context(|| format!("{}:{}: not a recorded decision", log.display(), n + 1))?;
+            if since.is_none_or(|s| rec.now >= s) {
+                replay.push(index, &rec);
+                index += 1;
+                progress(&replay, None);
             }
-            path.display().to_string()
         }
+        log.display().to_string()
+    } else {
+        let path = config.store.data_dir.join(store::FILE_NAME);
+        let rows = store::read_decision_log(&path, since)
+            .with_context(|| format!("reading the decision log of {}", path.display()))?;
+        let total = rows.len();
+        for (index, row) in rows.iter().enumerate() {
+            match RecordedDecision::from_logged(row) {
+                Ok(rec) => replay.push(index, &rec),
+                Err(why) => replay.skip(index, format!("row {}: {why}", row.id)),
+            }
+            progress(&replay, Some(total));
+        }
+        path.display().to_string()
     };
     println!(
         "candidate {} ({} rules) against {source}{}",

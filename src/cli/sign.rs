@@ -2,7 +2,7 @@
 //! so a person can send cardgate a hand-made event with curl.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -11,19 +11,19 @@ use super::load_config;
 use crate::clock::Clock;
 
 pub(super) fn sign(
-    file: PathBuf,
+    file: &Path,
     secrets: Vec<String>,
     timestamp: Option<i64>,
-    config_path: PathBuf,
+    config_path: &Path,
 ) -> anyhow::Result<ExitCode> {
     let mut body = Vec::new();
     if file.as_os_str() == "-" {
         std::io::stdin().read_to_end(&mut body)?;
     } else {
-        body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+        body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     }
     let secrets = if secrets.is_empty() {
-        load_config(&config_path, None, None)
+        load_config(config_path, None, None)
             .context("no --secret given and the config could not supply one")?
             .webhook_secrets
     } else {

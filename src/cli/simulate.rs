@@ -2,7 +2,7 @@
 //! seeded scenario runner.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 
 use super::EmulatorArgs;
@@ -48,7 +48,7 @@ pub(super) fn serve(
 }
 
 pub(super) fn run(
-    path: PathBuf,
+    path: &Path,
     args: EmulatorArgs,
     seed: Option<u64>,
     namespace: Option<String>,
@@ -58,7 +58,7 @@ pub(super) fn run(
     let runtime = super::runtime()?;
     let clock = crate::clock::Clock::system();
     let report = runtime.block_on(http::emulator::run_scenario(
-        &path,
+        path,
         &options,
         seed,
         quiet,

@@ -1,7 +1,7 @@
 //! The commands that read or write the state in the data directory: `keys`
 //! (admin API keys) and `ledger show`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -67,14 +67,14 @@ pub(super) fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
 }
 
 pub(super) fn ledger_show(
-    card: String,
+    card: &str,
     data_dir: Option<PathBuf>,
-    config_path: PathBuf,
+    config_path: &Path,
     at: Option<i64>,
 ) -> anyhow::Result<ExitCode> {
-    let dir = app::data_dir(data_dir, &config_path);
+    let dir = app::data_dir(data_dir, config_path);
     let path = dir.join(store::FILE_NAME);
-    let Some(cardholder) = store::cardholder_of(&path, &card)? else {
+    let Some(cardholder) = store::cardholder_of(&path, card)? else {
         println!("card {card}: no ledger entries in {}", path.display());
         return Ok(ExitCode::SUCCESS);
     };
@@ -85,7 +85,7 @@ pub(super) fn ledger_show(
         }
     }
     let at = at.unwrap_or_else(|| Clock::system().now());
-    let Some(report) = ledger.card_report(&card, at) else {
+    let Some(report) = ledger.card_report(card, at) else {
         println!("card {card}: no ledger entries in {}", path.display());
         return Ok(ExitCode::SUCCESS);
     };

@@ -61,7 +61,7 @@ pub struct ApprovalsConfig {
     pub review_expiry: Duration,
     /// How long an approved authorization allowance waits for its retry.
     pub allowance_window: Duration,
-    /// Where outgoing events are POSTed (`http://` only).
+    /// Where outgoing events are sent, by POST (`http://` only).
     pub endpoints: Vec<String>,
     /// Signs outgoing events (`whsec_…`).
     pub signing_secret: Option<String>,
@@ -221,8 +221,8 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         let s = ApprovalsConfig::default();
-        assert_eq!(s.request_expiry, Duration::from_secs(86400));
-        assert_eq!(s.allowance_window, Duration::from_secs(1800));
+        assert_eq!(s.request_expiry, Duration::from_hours(24));
+        assert_eq!(s.allowance_window, Duration::from_mins(30));
     }
 
     #[test]
@@ -231,7 +231,7 @@ mod tests {
         assert_eq!(s.backoff(1), Duration::from_secs(1));
         assert_eq!(s.backoff(2), Duration::from_secs(2));
         assert_eq!(s.backoff(4), Duration::from_secs(8));
-        assert_eq!(s.backoff(40), Duration::from_secs(3600));
+        assert_eq!(s.backoff(40), Duration::from_hours(1));
     }
 
     #[test]

@@ -271,6 +271,7 @@ impl<'a> Context<'a> {
 
     /// Adds what approvals decided for this card: control overrides (an extra
     /// controls layer after the program's) and whether an allowance covers a review.
+    #[must_use]
     pub fn with_approvals(
         mut self,
         card_override: Option<&'a Controls>,

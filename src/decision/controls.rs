@@ -12,7 +12,14 @@ use super::categories::{BY_MCC, CATEGORIES, COUNT};
 /// Index of a category in [`CATEGORIES`].
 pub type CategoryId = u16;
 
+// Every row index of the generated table fits a `CategoryId`.
+const _: () = assert!(COUNT <= 1 << 16);
+
 /// Looks a category up by its Stripe API name.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a row index of CATEGORIES, which fits a CategoryId (asserted above)"
+)]
 pub fn category_by_name(name: &str) -> Option<CategoryId> {
     CATEGORIES
         .binary_search_by(|row| row.name.as_bytes().cmp(name.as_bytes()))
@@ -71,17 +78,14 @@ impl CategorySet {
     /// Adds a category by API name; returns false when the name is not in Stripe's table
     /// (it is still kept and matched by name).
     pub fn insert_name(&mut self, name: &str) -> bool {
-        match category_by_name(name) {
-            Some(id) => {
-                self.insert(id);
-                true
+        if let Some(id) = category_by_name(name) {
+            self.insert(id);
+            true
+        } else {
+            if !self.unknown.iter().any(|n| &**n == name) {
+                self.unknown.push(name.into());
             }
-            None => {
-                if !self.unknown.iter().any(|n| &**n == name) {
-                    self.unknown.push(name.into());
-                }
-                false
-            }
+            false
         }
     }
 
@@ -109,6 +113,10 @@ impl CategorySet {
     }
 
     /// Category ids in the set (for display and tests).
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "COUNT fits a CategoryId (asserted beside category_by_name)"
+    )]
     pub fn ids(&self) -> impl Iterator<Item = CategoryId> + '_ {
         (0..COUNT as CategoryId).filter(|id| self.has(*id))
     }

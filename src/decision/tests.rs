@@ -7,6 +7,10 @@ fn auth() -> AuthRequest<'static> {
     crate::testing::auth("iauth_1", 4250)
 }
 
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "fills an `Option` field of `Controls`; `None` is written where meant"
+)]
 fn cats(names: &[&str]) -> Option<CategorySet> {
     let mut s = CategorySet::default();
     for n in names {
@@ -15,6 +19,10 @@ fn cats(names: &[&str]) -> Option<CategorySet> {
     Some(s)
 }
 
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "fills an `Option` field of `Controls`; `None` is written where meant"
+)]
 fn countries(codes: &[&str]) -> Option<CountrySet> {
     let mut s = CountrySet::default();
     for c in codes {

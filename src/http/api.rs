@@ -191,14 +191,22 @@ pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>) -> Response<B
     }
 }
 
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "route arms answer `ok(..)` beside `Err(..)`"
+)]
 fn ok(v: Value) -> Result<(StatusCode, Value)> {
     Ok((StatusCode::OK, v))
 }
 
-fn list(data: Vec<Value>, more: bool, url: &str) -> Value {
+fn list(data: &[Value], more: bool, url: &str) -> Value {
     json!({"object": "list", "url": url, "has_more": more, "data": data})
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the admin route table: one arm per (method, path)"
+)]
 async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(StatusCode, Value)> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
@@ -235,11 +243,9 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
             need(&actor, &[Role::Admin])?;
             query.only(&[])?;
             let keys = a.list_keys().await?;
-            ok(list(all_shown(&keys), false, "/v1/api_keys"))
+            ok(list(&all_shown(&keys), false, "/v1/api_keys"))
         }
         (&Method::POST, ["api_keys"]) => {
-            need(&actor, &[Role::Admin])?;
-            query.only(&[])?;
             #[derive(Deserialize)]
             #[serde(deny_unknown_fields)]
             struct In {
@@ -247,6 +253,8 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
                 #[serde(default)]
                 name: Option<String>,
             }
+            need(&actor, &[Role::Admin])?;
+            query.only(&[])?;
             let b: In = json_body(req).await?;
             perform(
                 st,
@@ -271,7 +279,7 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
             let action = query.action()?;
             let active = query.bool("active")?;
             let rules = a.list_rules(action, active).await?;
-            ok(list(all_shown(&rules), false, "/v1/approval_rules"))
+            ok(list(&all_shown(&rules), false, "/v1/approval_rules"))
         }
         (&Method::POST, ["approval_rules"]) => {
             need(&actor, &[Role::Admin])?;
@@ -335,7 +343,7 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
             };
             let page = query.page()?;
             let (data, more) = a.list_requests(filter, &page).await?;
-            ok(list(all_shown(&data), more, "/v1/approval_requests"))
+            ok(list(&all_shown(&data), more, "/v1/approval_requests"))
         }
         (&Method::GET, ["approval_requests", id]) => {
             query.only(&[])?;
@@ -349,15 +357,15 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
                 verb @ ("submit" | "approve" | "deny" | "cancel"),
             ],
         ) => {
-            query.only(&[])?;
-            if matches!(*verb, "approve" | "deny") {
-                need(&actor, &[Role::Admin, Role::Reviewer])?;
-            }
             #[derive(Deserialize, Default)]
             #[serde(deny_unknown_fields)]
             struct In {
                 #[serde(default)]
                 reason: Option<String>,
+            }
+            query.only(&[])?;
+            if matches!(*verb, "approve" | "deny") {
+                need(&actor, &[Role::Admin, Role::Reviewer])?;
             }
             let b: In = if *verb == "cancel" {
                 empty_body(req).await?;
@@ -402,14 +410,14 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
             };
             let page = query.page()?;
             let (data, more) = a.history(&f, &page).await?;
-            ok(list(all_shown(&data), more, "/v1/security_history"))
+            ok(list(&all_shown(&data), more, "/v1/security_history"))
         }
         (&Method::GET, ["events"]) => {
             query.only(&["type", "limit", "starting_after"])?;
             let page = query.page()?;
             let (data, more) = a.events(query.get("type"), &page).await?;
             ok(list(
-                data.iter().map(event_shown).collect(),
+                &data.iter().map(event_shown).collect::<Vec<_>>(),
                 more,
                 "/v1/events",
             ))
@@ -430,13 +438,13 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
             )
         }
         (&Method::POST, ["lists", name]) => {
-            need(&actor, &[Role::Admin, Role::Agent])?;
-            query.only(&[])?;
             #[derive(Deserialize)]
             #[serde(deny_unknown_fields)]
             struct In {
                 values: Vec<Value>,
             }
+            need(&actor, &[Role::Admin, Role::Agent])?;
+            query.only(&[])?;
             let b: In = json_body(req).await?;
             perform(
                 st,
@@ -451,7 +459,7 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
         (&Method::GET, ["control_overrides"]) => {
             query.only(&[])?;
             let data = a.list_overrides().await?;
-            ok(list(all_shown(&data), false, "/v1/control_overrides"))
+            ok(list(&all_shown(&data), false, "/v1/control_overrides"))
         }
         (&Method::POST, ["control_overrides"]) => {
             need(&actor, &[Role::Admin, Role::Agent])?;
@@ -463,14 +471,12 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
             query.only(&[])?;
             let data = a.list_allowances().await?;
             ok(list(
-                all_shown(&data),
+                &all_shown(&data),
                 false,
                 "/v1/authorization_allowances",
             ))
         }
         (&Method::POST, ["authorization_allowances"]) => {
-            need(&actor, &[Role::Admin, Role::Agent])?;
-            query.only(&[])?;
             #[derive(Deserialize)]
             #[serde(deny_unknown_fields)]
             struct In {
@@ -479,6 +485,8 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
                 amount: i64,
                 currency: String,
             }
+            need(&actor, &[Role::Admin, Role::Agent])?;
+            query.only(&[])?;
             let b: In = json_body(req).await?;
             perform(
                 st,
@@ -507,25 +515,23 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
 fn known_path(seg: &[&str]) -> bool {
     matches!(
         seg,
-        ["api_keys"]
+        ["api_keys"
+            | "approval_rules"
+            | "approval_requests"
+            | "security_history"
+            | "events"
+            | "rulesets"
+            | "control_overrides"
+            | "authorization_allowances"]
             | ["api_keys", _, "revoke"]
-            | ["approval_rules"]
-            | ["approval_rules", _]
+            | ["approval_rules" | "approval_requests" | "lists", _]
             | ["approval_rules", _, "activate" | "deactivate"]
-            | ["approval_requests"]
-            | ["approval_requests", _]
             | [
                 "approval_requests",
                 _,
                 "submit" | "approve" | "deny" | "cancel"
             ]
-            | ["security_history"]
-            | ["events"]
-            | ["rulesets"]
             | ["rulesets", "current"]
-            | ["lists", _]
-            | ["control_overrides"]
-            | ["authorization_allowances"]
     )
 }
 
@@ -758,7 +764,7 @@ impl Query {
     fn page(&self) -> Result<Page> {
         let limit = match self.int("limit")? {
             None => None,
-            Some(n) if (1..=100).contains(&n) => Some(n as u32),
+            Some(n) if (1..=100).contains(&n) => u32::try_from(n).ok(),
             Some(_) => return Err(bad_param("limit", "limit must be between 1 and 100")),
         };
         Ok(Page {

@@ -147,7 +147,11 @@ impl LegacyClient {
             let outcome = match self.client.request(req).await {
                 Ok(resp) => {
                     let status = resp.status();
-                    let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+                    let body = resp
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(http_body_util::Collected::to_bytes);
                     if status.is_success() {
                         return Ok(());
                     }

@@ -102,14 +102,14 @@ where
     ready(true);
     loop {
         let permit = tokio::select! {
-            _ = &mut shutdown => break,
+            () = &mut shutdown => break,
             p = slots.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => break,
             },
         };
         let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
+            () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(s) => s,
                 Err(e) => {

@@ -28,7 +28,10 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> 
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let signature = parts.headers.get("stripe-signature").map(|v| v.as_bytes());
+    let signature = parts
+        .headers
+        .get("stripe-signature")
+        .map(hyper::http::HeaderValue::as_bytes);
     let answer = match &state.legacy {
         // Legacy mode: the decision travels as an API call; the webhook only
         // acknowledges.

@@ -2,8 +2,10 @@
 //! inputs each record has seen and the spend derived from them.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
-use super::*;
+use super::{AuthMeta, AuthStatus, WINDOWS, window_start};
 use crate::decision::{
     CategoryId, CategorySet, Currency, Interval, MerchantCategory, category_by_mcc,
     category_by_name,

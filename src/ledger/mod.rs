@@ -45,7 +45,7 @@ pub use report::{AuthView, CardReport, WindowTotal};
 pub use snapshot::SpendSnapshot;
 pub use window::window_start;
 
-use entry::*;
+use entry::{CatKey, Holder, Latest, Meta, MetaSource};
 use snapshot::Row;
 
 use crate::decision::{
@@ -354,6 +354,10 @@ impl Ledger {
         self.publish();
     }
 
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "a gauge of held minor units; f64 is exact up to 2^53 (90 trillion dollars), and a gauge may round beyond"
+    )]
     fn publish(&self) {
         metrics::gauge!(m::LEDGER_HOLDS).set(self.holds.load(Ordering::Relaxed) as f64);
     }

@@ -61,7 +61,7 @@ fn card_daily(l: &Ledger) -> i64 {
     l.total("ich_1", Some("ic_1"), Interval::Daily, T, usd())
 }
 
-/// decide() over a snapshot, then reserve: the webhook's path without HTTP.
+/// `decide()` over a snapshot, then reserve: the webhook's path without HTTP.
 fn decide_and_reserve(l: &Ledger, evt: &str, a: &AuthRequest<'_>) -> Decision {
     let program = ProgramControls::default();
     let rules = RuleSet::empty();

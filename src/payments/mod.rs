@@ -235,7 +235,7 @@ impl PaymentRequest {
     }
 }
 
-/// `unknown field `x`, expected …` / `missing field `x`` → `x`.
+/// The field name quoted in serde's "unknown field" or "missing field" message.
 fn unknown_field(message: &str) -> Option<&str> {
     let rest = message
         .strip_prefix("unknown field `")

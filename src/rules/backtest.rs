@@ -110,7 +110,7 @@ pub struct RecordedDecision {
 
 /// Keeps `event_json` readable in JSONL: embedded as JSON, not as a byte array.
 mod raw_json {
-    use super::*;
+    use super::{Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
         match serde_json::from_slice::<serde_json::Value>(bytes) {

@@ -249,9 +249,8 @@ impl<S: Schema> Int<S> {
                     Arith::Add => a.checked_add(b).ok_or(RuntimeError::Overflow),
                     Arith::Sub => a.checked_sub(b).ok_or(RuntimeError::Overflow),
                     Arith::Mul => a.checked_mul(b).ok_or(RuntimeError::Overflow),
-                    Arith::Div if b == 0 => Err(RuntimeError::DivisionByZero),
+                    Arith::Div | Arith::Rem if b == 0 => Err(RuntimeError::DivisionByZero),
                     Arith::Div => a.checked_div(b).ok_or(RuntimeError::Overflow),
-                    Arith::Rem if b == 0 => Err(RuntimeError::DivisionByZero),
                     Arith::Rem => a.checked_rem(b).ok_or(RuntimeError::Overflow),
                 }
             }
@@ -262,18 +261,33 @@ impl<S: Schema> Int<S> {
                     b.eval(ctx)
                 }
             }
-            Int::SizeStr(s) => Ok(s.eval(ctx)?.chars().count() as i64),
-            Int::MetaLen => Ok(S::meta(ctx).len() as i64),
-            Int::ItemCount => Ok(S::items(ctx) as i64),
+            Int::SizeStr(s) => Ok(len_i64(s.eval(ctx)?.chars().count())),
+            Int::MetaLen => Ok(len_i64(S::meta(ctx).len())),
+            Int::ItemCount => Ok(len_i64(S::items(ctx))),
             Int::FromUint(u) => i64::try_from(u.eval(ctx)?).map_err(|_| RuntimeError::Conversion),
             Int::FromDouble(d) => double_to_int(d.eval(ctx)?),
         }
     }
 }
 
+/// A length or count as CEL's `int`.
+#[expect(
+    clippy::cast_possible_wrap,
+    reason = "a length or count is at most isize::MAX, which fits i64"
+)]
+#[inline]
+fn len_i64(n: usize) -> i64 {
+    n as i64
+}
+
 /// CEL `int(double)`: truncates toward zero; NaN and values outside the open range
 /// (-2^63, 2^63) are errors. -2^63 itself is refused too, as cel-go and the `cel`
 /// crate do (the bounds are exclusive on both sides).
+#[expect(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    reason = "the bounds round to ±2^63 on purpose (see above); the cast truncates, as CEL defines, a value checked in range"
+)]
 fn double_to_int(d: f64) -> R<i64> {
     if !(d > i64::MIN as f64 && d < i64::MAX as f64) {
         return Err(RuntimeError::Conversion);
@@ -282,6 +296,12 @@ fn double_to_int(d: f64) -> R<i64> {
 }
 
 /// CEL `uint(double)`: truncates; NaN, negative and too-large values are errors.
+#[expect(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "the bound rounds to 2^64 on purpose (see below); the cast truncates, as CEL defines, a value checked in range"
+)]
 fn double_to_uint(d: f64) -> R<u64> {
     // `u64::MAX as f64` rounds up to 2^64, the first value out of range.
     if !(d >= 0.0 && d < u64::MAX as f64) {
@@ -339,6 +359,10 @@ pub(crate) enum Double<S: Schema> {
 }
 
 impl<S: Schema> Double<S> {
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "CEL's double(int) and double(uint) round to the nearest double by definition"
+    )]
     pub fn eval(&self, ctx: &S::Ctx<'_>) -> R<f64> {
         match self {
             Double::Const(d) => Ok(*d),

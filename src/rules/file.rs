@@ -60,6 +60,10 @@ impl<'s> LineIndex<'s> {
     }
 
     /// Position of byte `offset` (clamped to the file).
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "a rules file is at most MAX_FILE_BYTES (4 MiB), so lines and columns fit u32"
+    )]
     pub fn position(&self, offset: usize) -> (u32, u32) {
         let offset = offset.min(self.src.len());
         let line = self.starts.partition_point(|&s| s <= offset).max(1);
@@ -76,6 +80,10 @@ impl<'s> LineIndex<'s> {
     /// (quoted) span starts at byte `value_start`. Exact for literal strings and
     /// basic strings without escapes, which is how `when` is written in practice;
     /// with escapes the column may be off by the escapes' extra characters.
+    #[expect(
+        clippy::bool_to_int_with_if,
+        reason = "byte lengths of the opening delimiter and line break, read as a table"
+    )]
     pub fn in_string(&self, value_start: usize, char_offset: usize) -> (u32, u32) {
         let rest = self.src.get(value_start..).unwrap_or("");
         let mut content = value_start

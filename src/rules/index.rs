@@ -50,6 +50,10 @@ pub(super) struct Index<S: Schema> {
 
 impl<S: Schema> Index<S> {
     /// Every rule, scanned in order: the reference the indexed form must agree with.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "rule positions are below MAX_RULES (10 000), refused before anything is indexed"
+    )]
     pub fn linear(n: usize) -> Self {
         Index {
             keys: Box::new([]),
@@ -58,6 +62,10 @@ impl<S: Schema> Index<S> {
     }
 
     /// Indexes `conds` (the conditions of one group of rules, in file order).
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "rule positions are below MAX_RULES (10 000), refused before anything is indexed"
+    )]
     pub fn build(conds: &[&Bool<S>]) -> Self {
         if conds.len() < MIN_RULES {
             return Index::linear(conds.len());
@@ -140,7 +148,7 @@ impl<S: Schema> Index<S> {
     #[inline]
     pub fn visit(&self, ctx: &S::Ctx<'_>, mut visit: impl FnMut(usize) -> bool) {
         if self.keys.is_empty() {
-            for &i in self.rest.iter() {
+            for &i in &self.rest {
                 if visit(i as usize) {
                     return;
                 }
@@ -149,7 +157,7 @@ impl<S: Schema> Index<S> {
         }
         let mut lists: [&[u32]; MAX_KEYS + 1] = [&[]; MAX_KEYS + 1];
         let mut n = 0;
-        for k in self.keys.iter() {
+        for k in &self.keys {
             if let Some(b) = k.buckets.get(S::str(ctx, k.field)) {
                 lists[n] = b;
                 n += 1;

@@ -355,6 +355,10 @@ impl<S: Schema> Compiled<S> {
         verdict
     }
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "every rule checked in one pass, so that one build reports every error in the file"
+    )]
     pub(crate) fn build(src: &str, metered: bool) -> Result<Self, RuleSetError> {
         if src.len() > MAX_FILE_BYTES {
             return Err(file_error(CompileErrorKind::FileTooLarge {
@@ -517,7 +521,7 @@ pub fn read_rules_file(path: &Path) -> Result<String, LoadError> {
     };
     if buf.len() > MAX_FILE_BYTES {
         let size = std::fs::metadata(path)
-            .map(|m| m.len() as usize)
+            .map(|m| usize::try_from(m.len()).unwrap_or(usize::MAX))
             .unwrap_or(buf.len());
         return Err(invalid(CompileErrorKind::FileTooLarge {
             size,
@@ -712,8 +716,8 @@ fn compile_expr<S: Schema>(
 
 /// Character offset of a 1-based (line, column) inside an expression.
 fn expr_offset(src: &str, line: isize, col: isize) -> usize {
-    let line = line.max(1) as usize;
-    let col = col.max(1) as usize;
+    let line = line.max(1).unsigned_abs();
+    let col = col.max(1).unsigned_abs();
     let before: usize = src
         .split_inclusive('\n')
         .take(line - 1)

@@ -65,7 +65,9 @@ pub fn install<T: Live>(
 
 /// A poisoned lock only means another reload panicked; the guard protects no data.
 fn lock() -> std::sync::MutexGuard<'static, ()> {
-    RELOAD.lock().unwrap_or_else(|p| p.into_inner())
+    RELOAD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn install_locked<T: Live>(
@@ -203,7 +205,7 @@ pub async fn watch<T: Send + Sync + 'static, L: Live>(
     use tokio::signal::unix::{SignalKind, signal};
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(1);
-    let name = path.file_name().map(|n| n.to_os_string());
+    let name = path.file_name().map(std::ffi::OsStr::to_os_string);
     let file_tx = tx.clone();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res

@@ -25,8 +25,9 @@ impl SpendView for Spend {
     fn spent(&self, scope: Scope, interval: Interval, _: Option<&CategorySet>, _: Currency) -> i64 {
         let i = Interval::ALL
             .iter()
-            .position(|x| *x == interval)
-            .unwrap_or(0) as i64;
+            .zip(0_i64..)
+            .find(|(x, _)| **x == interval)
+            .map_or(0, |(_, i)| i);
         let k = if scope == Scope::Card { 1 } else { 2 };
         self.base * i * k
     }
@@ -308,10 +309,14 @@ action = "cap"
 }
 
 #[test]
+#[expect(
+    clippy::format_collect,
+    reason = "builds a fixture once; a `write!` loop would not read better"
+)]
 fn bad_files_are_refused_whole() {
     let huge = format!("# {}\n", "x".repeat(10 * 1024 * 1024));
     assert!(errors(&huge)[0].contains("over the"), "10 MB file");
-    let many: String = (0..MAX_RULES + 1)
+    let many: String = (0..=MAX_RULES)
         .map(|i| format!("[[rule]]\nname=\"r{i}\"\nwhen='true'\naction=\"approve\"\n"))
         .collect();
     assert!(errors(&many)[0].contains("rules, over the limit"));

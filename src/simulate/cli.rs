@@ -156,6 +156,10 @@ pub struct RunReport {
 
 impl RunReport {
     /// The summary and the throughput line, as printed.
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "a request count shown as a rate with no decimals; f64 is exact far past any run"
+    )]
     pub fn render(&self) -> String {
         let requests = self.summary.approved + self.summary.partial + self.summary.declined;
         format!(
@@ -217,11 +221,15 @@ async fn draw_progress(progress: Arc<AtomicU64>, total: u64) {
         } else if tty && done != last {
             last = done;
             let width = 30u64;
-            let filled = (done * width).checked_div(total).unwrap_or(width);
+            let filled = (done * width)
+                .checked_div(total)
+                .unwrap_or(width)
+                .min(width);
+            let cells = |n: u64| usize::try_from(n).unwrap_or(0);
             eprint!(
                 "\r[{}{}] {done}/{total} purchases",
-                "#".repeat(filled as usize),
-                " ".repeat((width - filled.min(width)) as usize)
+                "#".repeat(cells(filled)),
+                " ".repeat(cells(width - filled))
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

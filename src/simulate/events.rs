@@ -19,7 +19,8 @@ pub fn event(
     created: i64,
     api_version: &str,
 ) -> Value {
-    let mut data = json!({ "object": object });
+    let mut data = json!({});
+    data["object"] = object;
     if let Some(p) = previous {
         data["previous_attributes"] = p;
     }
@@ -134,7 +135,7 @@ pub fn cardholder(h: &CardholderView<'_>) -> Value {
 }
 
 /// The `issuing.card` object with `cardholder` embedded, as in authorizations.
-pub fn card(c: &CardView<'_>, cardholder: Value) -> Value {
+pub fn card(c: &CardView<'_>, cardholder: &Value) -> Value {
     json!({
         "id": c.id,
         "object": "issuing.card",

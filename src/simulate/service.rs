@@ -128,7 +128,10 @@ impl<S: WebhookSender> Simulator<S> {
     /// Runs `f` on the model. A poisoned lock (a panic elsewhere) is taken over:
     /// the model's operations leave it consistent between calls.
     pub fn with_model<T>(&self, f: impl FnOnce(&mut Emulator) -> T) -> T {
-        let mut guard = self.model.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self
+            .model
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut guard)
     }
 
@@ -220,7 +223,7 @@ impl<S: WebhookSender> Simulator<S> {
         let waiter = self
             .waiters
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(id)
             .cloned();
         let Some(waiter) = waiter else {
@@ -249,7 +252,7 @@ impl<S: WebhookSender> Simulator<S> {
         let waiter = Arc::new(Notify::new());
         self.waiters
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id.to_string(), waiter.clone());
         let body = serde_json::to_vec(&event).unwrap_or_default();
         let sent = Instant::now();
@@ -273,7 +276,7 @@ impl<S: WebhookSender> Simulator<S> {
         }
         self.waiters
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(id);
         if answer == WebhookAnswer::Timeout && self.with_model(|m| m.has_api_decision(id)) {
             answer = WebhookAnswer::NoDecision;
@@ -529,7 +532,7 @@ mod tests {
             let is_request = event["type"] == crate::stripe::AUTHORIZATION_REQUEST;
             self.sent
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .push((event, signature));
             match (is_request, &self.answer) {
                 (false, _) => Ok(reply(200, true, "{}")),
@@ -643,7 +646,7 @@ mod tests {
         let approve = ApiDecision {
             approved: true,
             amount: None,
-            metadata: Default::default(),
+            metadata: std::collections::BTreeMap::default(),
         };
         // The request is in flight once the model shows its pending request; the
         // call then lands inside the window and wakes the wait.

@@ -105,7 +105,7 @@ fn request(e: &mut Emulator, card: &str, amount: i64, controllable: bool) -> (St
         .unwrap()
     {
         Begun::Request { id, event } => (id, event),
-        other => panic!("{other:?}"),
+        other @ Begun::Declined { .. } => panic!("{other:?}"),
     }
 }
 
@@ -320,7 +320,7 @@ fn stripe_declines_inactive_cards_without_a_request() {
             assert_eq!(o["request_history"][0]["reason"], "card_inactive");
             assert_eq!(o["status"], "closed");
         }
-        other => panic!("{other:?}"),
+        other @ Begun::Request { .. } => panic!("{other:?}"),
     }
     e.set_card_status(&card, "canceled").unwrap();
     assert!(e.set_card_status(&card, "active").is_err());

@@ -193,7 +193,7 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(&err)?;
-    let known = MIGRATIONS.len() as i64;
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
     if version > known {
         return Err(StoreError::TooNew {
             path: path.to_path_buf(),
@@ -201,7 +201,13 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
             known,
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+    // `user_version` is signed; only a hand edit makes it negative, and no
+    // migration starts from there.
+    let applied = usize::try_from(version).map_err(|_| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail: format!("negative schema version {version}"),
+    })?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         let to = i + 1;
         conn.execute_batch(&format!(
             "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {to}; COMMIT;"

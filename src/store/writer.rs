@@ -36,7 +36,7 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("path", &self.path)
             .field("durability", &self.durability)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -53,7 +53,7 @@ impl Store {
         let writer_path = path.clone();
         let writer = std::thread::Builder::new()
             .name("cardgate-store".into())
-            .spawn(move || writer_loop(conn, rx, &writer_path))
+            .spawn(move || writer_loop(conn, &rx, &writer_path))
             .map_err(|e| StoreError::Sqlite {
                 path: path.clone(),
                 message: format!("cannot start the writer thread: {e}"),
@@ -171,7 +171,7 @@ impl Drop for Store {
 
 // === the writer thread ===
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, path: &Path) {
+fn writer_loop(mut conn: Connection, rx: &mpsc::Receiver<Job>, path: &Path) {
     // Ends when every sender is gone (Store dropped) and the queue is drained.
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -188,6 +188,10 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, path: &Path) {
         let start = Instant::now();
         let result = commit_batch(&mut conn, &batch).map_err(|e| e.to_string());
         metrics::histogram!(m::STORE_COMMIT_DURATION).record(start.elapsed().as_secs_f64());
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "a batch's write count, far below 2^52, where f64 is exact"
+        )]
         metrics::histogram!(m::STORE_COMMIT_BATCH).record(writes as f64);
         if let Err(e) = &result {
             metrics::counter!(m::STORE_ERRORS, "op" => "commit").increment(1);

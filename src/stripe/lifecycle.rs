@@ -111,15 +111,17 @@ fn authorization(event: &Event<'_>, o: &Obj<'_>) -> Result<Fact, ParseError> {
         _ => return Err(invalid("status", "unknown authorization status")),
     };
     let approved_requests = match opt_array(o, OBJ, "request_history")? {
-        Some(h) => h
-            .iter()
-            .filter(|r| {
-                r.as_object()
-                    .and_then(|r| r.get("approved"))
-                    .and_then(|a| a.as_bool())
-                    == Some(true)
-            })
-            .count() as u32,
+        Some(h) => u32::try_from(
+            h.iter()
+                .filter(|r| {
+                    r.as_object()
+                        .and_then(|r| r.get("approved"))
+                        .and_then(|a| a.as_bool())
+                        == Some(true)
+                })
+                .count(),
+        )
+        .unwrap_or(u32::MAX),
         None => 0,
     };
     Ok(Fact::Authorization {

@@ -1,13 +1,21 @@
 //! Shared helpers for integration tests: start the real `cardgate` binary on
 //! 127.0.0.1:0 with a temporary config, sign events the way Stripe does, and talk
 //! to it over real HTTP/1.1.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test crate uses its own subset of these helpers"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a panic is the test failure, with its line (clippy.toml covers #[test] fns, not helpers)"
+)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -34,7 +42,6 @@ pub struct Server {
 }
 
 /// Version of the empty rule set every `Server` starts with.
-#[allow(dead_code)]
 pub fn empty_ruleset() -> String {
     cardgate::rules::RuleSet::from_toml("")
         .expect("empty rules file compiles")
@@ -266,12 +273,9 @@ pub async fn get(url: &str) -> Result<Reply, String> {
     send("GET", url, &[], Vec::new()).await
 }
 
-/// Unix seconds now.
+/// Unix seconds now, on the wall clock the server under test also reads.
 pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    cardgate::clock::Clock::system().now()
 }
 
 /// POSTs `body` to the webhook signed with `secrets` at `now()`.

@@ -146,19 +146,6 @@ fn map(entries: Vec<(&str, Value)>) -> Value {
 fn bind(c: &mut cel::Context<'_, 'static>, ctx: &Context<'_>, lists: Value) {
     let a = ctx.auth;
     let s = |x: &str| Value::from(x);
-    let spend = |scope| {
-        map([
-            ("daily", Interval::Daily),
-            ("weekly", Interval::Weekly),
-            ("monthly", Interval::Monthly),
-            ("yearly", Interval::Yearly),
-            ("all_time", Interval::AllTime),
-        ]
-        .into_iter()
-        .map(|(k, i)| (k, Value::Int(ctx.spend.spent(scope, i, None, a.currency))))
-        .collect())
-    };
-    let (v1h, v24h) = ctx.spend.card_velocity();
     let metadata: HashMap<String, Value> = a
         .card
         .metadata
@@ -221,6 +208,34 @@ fn bind(c: &mut cel::Context<'_, 'static>, ctx: &Context<'_>, lists: Value) {
                 ("three_d_secure", s(a.verification.three_d_secure)),
             ]),
         ),
+        ("lists", lists),
+    ];
+    for (name, v) in vars.into_iter().chain(history(ctx)) {
+        c.add_variable_from_value(name, v);
+    }
+}
+
+/// The variables read from past spend and the clock rather than the request.
+fn history(ctx: &Context<'_>) -> [(&'static str, Value); 3] {
+    let spend = |scope| {
+        map([
+            ("daily", Interval::Daily),
+            ("weekly", Interval::Weekly),
+            ("monthly", Interval::Monthly),
+            ("yearly", Interval::Yearly),
+            ("all_time", Interval::AllTime),
+        ]
+        .into_iter()
+        .map(|(k, i)| {
+            (
+                k,
+                Value::Int(ctx.spend.spent(scope, i, None, ctx.auth.currency)),
+            )
+        })
+        .collect())
+    };
+    let (v1h, v24h) = ctx.spend.card_velocity();
+    [
         (
             "spend",
             map(vec![
@@ -248,9 +263,5 @@ fn bind(c: &mut cel::Context<'_, 'static>, ctx: &Context<'_>, lists: Value) {
                 ),
             ]),
         ),
-        ("lists", lists),
-    ];
-    for (name, v) in vars {
-        c.add_variable_from_value(name, v);
-    }
+    ]
 }

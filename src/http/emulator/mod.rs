@@ -87,7 +87,10 @@ impl HttpSender {
     /// Points events at `url`.
     pub fn set_endpoint(&self, url: &str) -> Result<(), WebhookUrlError> {
         let uri = webhook_uri(url)?;
-        *self.endpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some(uri);
+        *self
+            .endpoint
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(uri);
         Ok(())
     }
 
@@ -95,7 +98,7 @@ impl HttpSender {
     pub fn endpoint(&self) -> Option<Uri> {
         self.endpoint
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 }
@@ -318,6 +321,10 @@ fn error(e: &SimError) -> Response<Body> {
     )
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the emulator's route table: one arm per Stripe endpoint it mimics"
+)]
 async fn route(api: &EmulatorApi, req: Request<Incoming>) -> Response<Body> {
     let sim = &api.sim;
     let method = req.method().clone();
@@ -402,7 +409,7 @@ async fn route(api: &EmulatorApi, req: Request<Incoming>) -> Response<Body> {
                     .filter_map(|id| m.card(id).ok())
                     .collect::<Vec<_>>()
             });
-            Ok(list("/v1/issuing/cards", cards))
+            Ok(list("/v1/issuing/cards", &cards))
         }
         (&Method::GET, ["issuing", "authorizations"]) => {
             let card = form_urlencoded::parse(query.as_bytes())
@@ -414,7 +421,7 @@ async fn route(api: &EmulatorApi, req: Request<Incoming>) -> Response<Body> {
                     .filter_map(|id| m.authorization(id).ok())
                     .collect::<Vec<_>>()
             });
-            Ok(list("/v1/issuing/authorizations", auths))
+            Ok(list("/v1/issuing/authorizations", &auths))
         }
         (&Method::GET, ["issuing", "authorizations", id]) => {
             sim.with_model(|m| m.authorization(id))
@@ -485,6 +492,6 @@ async fn helper(sim: &Sim, id: &str, verb: &str, p: &Value, now: i64) -> Result<
     }
 }
 
-fn list(url: &str, data: Vec<Value>) -> Value {
+fn list(url: &str, data: &[Value]) -> Value {
     json!({"object": "list", "data": data, "has_more": false, "url": url})
 }

@@ -19,7 +19,7 @@ pub(super) fn bad(code: &'static str, param: &str, message: impl Into<String>) -
 /// Form (`a[b][0]=v`) or JSON body → one JSON object. Form values stay strings;
 /// the typed readers below accept both.
 pub(super) fn parse_params(body: &[u8], is_json: bool) -> Result<Value, SimError> {
-    if body.iter().all(|b| b.is_ascii_whitespace()) {
+    if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
     if is_json {
@@ -106,7 +106,9 @@ fn param_name(path: &str) -> String {
     let mut parts = path.split('.');
     let mut out = parts.next().unwrap_or_default().to_string();
     for p in parts {
-        out.push_str(&format!("[{p}]"));
+        out.push('[');
+        out.push_str(p);
+        out.push(']');
     }
     out
 }

@@ -1,6 +1,8 @@
 //! The compiled evaluator against the `cel` interpreter, on generated
 //! expressions over every supported construct and generated contexts.
 
+use std::fmt::Write as _;
+
 use proptest::prelude::*;
 
 use super::*;
@@ -375,10 +377,10 @@ proptest! {
     ) {
         let mut src = LISTS.to_string();
         for (i, (when, shadow)) in rules.iter().enumerate() {
-            src.push_str(&format!(
+            write!(src,
                 "[[rule]]\nname = \"r{i}\"\nwhen = '{when}'\naction = \"decline\"\n{}",
                 if *shadow { "mode = \"shadow\"\n" } else { "" }
-            ));
+            ).unwrap();
         }
         let set = RuleSet::from_toml_unmetered(&src).unwrap();
         let interp = Interpreter::from_toml(&src).unwrap();
@@ -398,10 +400,11 @@ proptest! {
 fn guarded_rule_sets_are_indexed() {
     let mut src = LISTS.to_string();
     for i in 0..20 {
-        src.push_str(&format!(
+        write!(src,
             "[[rule]]\nname = \"r{i}\"\nwhen = 'merchant.category_code == \"{}\" && amount > {i}'\naction = \"decline\"\n",
             1000 + i
-        ));
+        )
+        .unwrap();
     }
     src.push_str("[[rule]]\nname = \"last\"\nwhen = 'amount > 0'\naction = \"review\"\n");
     let set = RuleSet::from_toml_unmetered(&src).unwrap();

@@ -25,7 +25,7 @@ impl Emulator {
             created: now,
             id: id.clone(),
         };
-        let out = self.cardholder_json(&ch);
+        let out = cardholder_json(&ch);
         self.cardholders.insert(id, ch);
         Ok(out)
     }
@@ -101,20 +101,8 @@ impl Emulator {
                 metadata: &card.metadata,
                 controls: &card.controls,
             },
-            self.cardholder_json(holder),
+            &cardholder_json(holder),
         ))
-    }
-
-    fn cardholder_json(&self, ch: &Cardholder) -> Value {
-        events::cardholder(&events::CardholderView {
-            id: &ch.id,
-            name: &ch.name,
-            email: ch.email.as_deref(),
-            status: &ch.status,
-            created: ch.created,
-            metadata: &ch.metadata,
-            controls: &ch.controls,
-        })
     }
 
     /// Ids of every card, in creation order of their ids.
@@ -123,4 +111,16 @@ impl Emulator {
     }
 
     // === authorizations ===
+}
+
+fn cardholder_json(ch: &Cardholder) -> Value {
+    events::cardholder(&events::CardholderView {
+        id: &ch.id,
+        name: &ch.name,
+        email: ch.email.as_deref(),
+        status: &ch.status,
+        created: ch.created,
+        metadata: &ch.metadata,
+        controls: &ch.controls,
+    })
 }

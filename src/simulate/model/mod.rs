@@ -52,6 +52,10 @@ struct Cardholder {
 }
 
 #[derive(Debug, Clone)]
+#[expect(
+    clippy::struct_field_names,
+    reason = "fields mirror the Stripe object's (`card_type` is its `type`)"
+)]
 struct Card {
     id: String,
     cardholder: String,
@@ -122,6 +126,10 @@ struct Authorization {
 }
 
 #[derive(Debug, Clone)]
+#[expect(
+    clippy::struct_field_names,
+    reason = "fields mirror the Stripe object's (`network_transaction_id`)"
+)]
 struct Transaction {
     id: String,
     authorization: String,

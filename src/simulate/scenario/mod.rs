@@ -200,6 +200,10 @@ impl Scenario {
     }
 
     /// Parses and validates scenario text; `name` is used in errors.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one check per field, so that every problem lands in the same report"
+    )]
     pub fn parse(text: &str, name: &str) -> Result<Scenario, ScenarioError> {
         let mut s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Syntax {
             path: name.to_string(),
@@ -247,7 +251,7 @@ impl Scenario {
             let by_name = crate::decision::category_by_name(&m.category);
             match (by_name, &m.category_code) {
                 (None, _) => {
-                    problems.push(format!("{at}: unknown Stripe category {:?}", m.category))
+                    problems.push(format!("{at}: unknown Stripe category {:?}", m.category));
                 }
                 (Some(id), None) => {
                     let mcc = crate::decision::categories::CATEGORIES[usize::from(id)].mcc;

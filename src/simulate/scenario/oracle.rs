@@ -60,7 +60,6 @@ impl Oracle {
             .sum()
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn expect(
         &self,
         s: &Scenario,

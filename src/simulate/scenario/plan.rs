@@ -28,6 +28,11 @@ impl Rng {
     }
 
     /// True with probability `p` (decided on integers: 2⁻³² resolution).
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "`p` is clamped to [0, 1], so the product is in [0, 2^32]"
+    )]
     fn chance(&mut self, p: f64) -> bool {
         let threshold = (p.clamp(0.0, 1.0) * 4_294_967_296.0) as u64;
         (self.next() >> 32) < threshold
@@ -35,9 +40,13 @@ impl Rng {
 
     /// In `[lo, hi]`, skewed towards `lo` (square of a uniform): many small
     /// purchases, a few large ones. Integer-only, so the same on every machine.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "(span * u * u) >> 40 is at most span, itself an i64 difference"
+    )]
     fn skewed(&mut self, lo: i64, hi: i64) -> i64 {
-        let u = (self.next() >> 44) as i128; // 20 bits
-        let span = (hi - lo) as i128;
+        let u = i128::from(self.next() >> 44); // 20 bits
+        let span = i128::from(hi - lo);
         lo + ((span * u * u) >> 40) as i64
     }
 }
@@ -69,6 +78,10 @@ pub(super) struct Purchase {
     pub(super) delay: i64,
 }
 
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "53 random bits over 2^53, both exact in f64: a uniform in [0, 1)"
+)]
 fn pick_fate(f: &Fates, rng: &mut Rng) -> Fate {
     let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
     let mut acc = 0.0;
@@ -90,6 +103,10 @@ fn pick_fate(f: &Fates, rng: &mut Rng) -> Fate {
 }
 
 /// Cardholder `index`'s purchases, in time order.
+#[expect(
+    clippy::cast_possible_wrap,
+    reason = "the ranges cast to i64 have small constant bounds (at most 20 hours of seconds)"
+)]
 pub(super) fn plan(s: &Scenario, seed: u64, index: u32) -> Vec<Purchase> {
     let mut rng = Rng::new(seed, u64::from(index) + 1);
     let start = parse_date(&s.start).unwrap_or(0);

@@ -2,6 +2,7 @@
 //! disagreements, and latency percentiles kept apart from what the seed decides.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 /// What a run did, and how it went.
@@ -82,6 +83,12 @@ impl Summary {
     }
 
     /// Latency at quantile `q` (nearest rank), if any request was sent.
+    #[expect(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a nearest rank: `q` times a sample count, rounded up and clamped to the samples"
+    )]
     pub fn latency(&self, q: f64) -> Option<Duration> {
         let mut l = self.latencies.clone();
         if l.is_empty() {
@@ -102,13 +109,17 @@ impl Summary {
             self.latency(0.99),
             self.latency(1.0),
         ) {
-            (Some(p50), Some(p90), Some(p99), Some(max)) => out.push_str(&format!(
-                " p50 {} p90 {} p99 {} max {}\n",
-                ms(p50),
-                ms(p90),
-                ms(p99),
-                ms(max)
-            )),
+            (Some(p50), Some(p90), Some(p99), Some(max)) => {
+                // Writing to a String cannot fail.
+                let _ = writeln!(
+                    out,
+                    " p50 {} p90 {} p99 {} max {}",
+                    ms(p50),
+                    ms(p90),
+                    ms(p99),
+                    ms(max)
+                );
+            }
             _ => out.push_str(" none sent\n"),
         }
         out
@@ -117,52 +128,63 @@ impl Summary {
     /// The part of the report that the seed alone decides.
     pub fn render_outcomes(&self) -> String {
         let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = self.write_outcomes(&mut out);
+        out
+    }
+
+    fn write_outcomes(&self, out: &mut String) -> std::fmt::Result {
         let requests = self.approved + self.partial + self.declined;
-        out.push_str(&format!(
-            "seed {}: {} authorizations, {} increments, {} requests\n",
+        writeln!(
+            out,
+            "seed {}: {} authorizations, {} increments, {} requests",
             self.seed, self.authorizations, self.increments, requests
-        ));
-        out.push_str(&format!(
-            "decisions: approved {}  partial {}  declined {}\n",
+        )?;
+        writeln!(
+            out,
+            "decisions: approved {}  partial {}  declined {}",
             self.approved, self.partial, self.declined
-        ));
-        out.push_str("by request_history.reason:\n");
+        )?;
+        writeln!(out, "by request_history.reason:")?;
         for (k, v) in &self.by_reason {
-            out.push_str(&format!("  {k:<28} {v}\n"));
+            writeln!(out, "  {k:<28} {v}")?;
         }
-        out.push_str("by cardgate metadata.reason:\n");
+        writeln!(out, "by cardgate metadata.reason:")?;
         for (k, v) in &self.by_cardgate_reason {
-            out.push_str(&format!("  {k:<28} {v}\n"));
+            writeln!(out, "  {k:<28} {v}")?;
         }
         let captures: Vec<String> = self
             .captures
             .iter()
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
-        out.push_str(&format!(
-            "lifecycle: captures [{}]  reversals {}  partial reversals {}  expiries {}\n",
+        writeln!(
+            out,
+            "lifecycle: captures [{}]  reversals {}  partial reversals {}  expiries {}",
             captures.join(", "),
             self.reversals,
             self.partial_reversals,
             self.expiries
-        ));
-        out.push_str(&format!(
-            "amounts: approved {}  captured {}\n",
+        )?;
+        writeln!(
+            out,
+            "amounts: approved {}  captured {}",
             self.approved_amount, self.captured_amount
-        ));
-        out.push_str(&format!(
-            "delivery: {} lifecycle events not accepted, {} emulator errors\n",
+        )?;
+        writeln!(
+            out,
+            "delivery: {} lifecycle events not accepted, {} emulator errors",
             self.undelivered,
             self.errors.len()
-        ));
+        )?;
         for e in self.errors.iter().take(SAMPLES) {
-            out.push_str(&format!("  error: {e}\n"));
+            writeln!(out, "  error: {e}")?;
         }
-        out.push_str(&format!("oracle: {} disagreements\n", self.disagreements));
+        writeln!(out, "oracle: {} disagreements", self.disagreements)?;
         for d in &self.disagreement_samples {
-            out.push_str(&format!("  {d}\n"));
+            writeln!(out, "  {d}")?;
         }
-        out
+        Ok(())
     }
 }
 

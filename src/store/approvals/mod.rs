@@ -77,6 +77,10 @@ impl SqliteApprovalStore {
     }
 }
 
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "used as `map_err(backend)`, which hands the error over by value"
+)]
 fn backend(e: rusqlite::Error) -> ApprovalStoreError {
     ApprovalStoreError::Backend(e.to_string())
 }

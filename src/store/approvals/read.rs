@@ -61,6 +61,12 @@ fn cursor(conn: &Connection, table: &str, after: Option<&str>) -> Result<i64, Ap
     .ok_or_else(|| ApprovalStoreError::UnknownCursor(id.to_string()))
 }
 
+/// `limit` as SQLite's LIMIT: saturates rather than wraps, since a negative
+/// LIMIT would mean "no limit".
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
 /// At most `limit` of `rows`, and whether there were more.
 fn page<T>(mut rows: Vec<T>, limit: usize) -> (Vec<T>, bool) {
     let more = rows.len() > limit;
@@ -245,7 +251,7 @@ pub(super) fn requests(
                 filter.status.map(Status::as_str),
                 filter.action.map(ActionKind::as_str),
                 after,
-                limit as i64 + 1
+                sql_limit(limit).saturating_add(1)
             ],
             request_row,
         )?
@@ -305,7 +311,7 @@ pub(super) fn history(
                 f.since,
                 f.until,
                 before.unwrap_or(i64::MAX),
-                limit as i64 + 1
+                sql_limit(limit).saturating_add(1)
             ],
             |r| {
                 Ok(HistoryEntry {
@@ -338,7 +344,7 @@ pub(super) fn events(
              FROM events e WHERE (?1 IS NULL OR e.type = ?1) AND e.rowid < ?2
              ORDER BY e.rowid DESC LIMIT ?3",
         )?;
-        st.query_map(params![kind, after, limit as i64 + 1], |r| {
+        st.query_map(params![kind, after, sql_limit(limit).saturating_add(1)], |r| {
             Ok(EventRecord {
                 body: r.get(0)?,
                 delivered: r.get(1)?,
@@ -360,7 +366,7 @@ pub(super) fn due_deliveries(conn: &Connection, now_ms: i64, limit: usize) -> Sq
          WHERE o.delivered_ms IS NULL AND o.failed = 0 AND o.next_attempt_ms <= ?1
          ORDER BY o.id LIMIT ?2",
     )?;
-    st.query_map(params![now_ms, limit as i64], |r| {
+    st.query_map(params![now_ms, sql_limit(limit)], |r| {
         Ok(Delivery {
             id: r.get(0)?,
             endpoint: r.get(1)?,
@@ -406,7 +412,7 @@ pub(super) fn allowances(
          ORDER BY rowid DESC LIMIT ?2",
     )?;
     // SQLite reads a negative LIMIT as "no limit".
-    let limit = limit.map_or(-1, |n| n as i64);
+    let limit = limit.map_or(-1, sql_limit);
     st.query_map(params![live_at, limit], |r| {
         Ok(Allowance {
             id: r.get(0)?,

@@ -8,6 +8,7 @@ use rusqlite::{Connection, params};
 
 use super::{SqliteApprovalStore, open, open_tool, open_with_clock};
 use crate::approvals::model::{HistoryFilter, Page};
+use crate::approvals::policy::Combinator;
 use crate::approvals::{
     Action, Actor, AllowanceKey, AllowanceSpec, ApprovalStore, Approvals, ApprovalsConfig,
     AuthError, Change, Clock, Control, Error, Executed, LiveRules, Role, RuleInput, Status,
@@ -65,7 +66,7 @@ async fn gate_publish(f: &Fixture) {
         action: "publish_ruleset".into(),
         name: Some("two eyes".into()),
         conditions: vec![],
-        combinator: Default::default(),
+        combinator: Combinator::default(),
         control: Control::RequireApproval,
         reviewers: None,
         active: true,
@@ -199,7 +200,7 @@ async fn one_active_rule_per_action_and_block_refuses() {
         action: "publish_ruleset".into(),
         name: None,
         conditions: vec![],
-        combinator: Default::default(),
+        combinator: Combinator::default(),
         control: Control::Block,
         reviewers: None,
         active: false,
