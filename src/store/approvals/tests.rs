@@ -1,10 +1,11 @@
-//! The approvals service end to end on its SQLite store: lifecycle, guards,
-//! expiry on an injected clock, recovery, and the append-only history.
+//! The approvals service end to end on its store, one test body for each
+//! backend: SQLite (a file in a temporary directory) and PostgreSQL (a fresh
+//! database on the test server of `store::postgres::testing`). Lifecycle,
+//! guards, expiry on an injected clock, recovery, and the append-only history.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use rusqlite::{Connection, params};
 
 use super::{SqliteApprovalStore, open, open_tool, open_with_clock};
 use crate::approvals::model::{HistoryFilter, Page};
@@ -14,6 +15,135 @@ use crate::approvals::{
     AuthError, Change, Clock, Control, Error, Executed, LiveRules, Role, RuleInput, Status,
 };
 use crate::rules::RuleSet;
+use crate::store::postgres::{self as pg, PgApprovalStore, testing::TestServer};
+
+/// Where a test's approvals are stored.
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Postgres {
+        url: String,
+        /// Keeps the shared server up while the test runs.
+        _server: Arc<TestServer>,
+    },
+}
+
+impl Backend {
+    fn sqlite() -> Backend {
+        Backend::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    /// `None` when no PostgreSQL is installed (and none is required): the test
+    /// is skipped with the harness's message.
+    fn postgres() -> Option<Backend> {
+        let server = pg::testing::shared().unwrap()?;
+        let url = server.database().unwrap();
+        Some(Backend::Postgres {
+            url,
+            _server: server,
+        })
+    }
+
+    /// The service as `serve` opens it (recovery included).
+    async fn open(&self, settings: ApprovalsConfig) -> Approvals {
+        match self {
+            Backend::Sqlite(dir) => open(dir.path(), settings).await.unwrap(),
+            Backend::Postgres { url, .. } => pg::open_approvals(url, settings).await.unwrap(),
+        }
+    }
+
+    async fn open_with_clock(&self, settings: ApprovalsConfig, clock: Clock) -> Approvals {
+        match self {
+            Backend::Sqlite(dir) => open_with_clock(dir.path(), settings, clock).await.unwrap(),
+            Backend::Postgres { url, .. } => pg::open_approvals_with_clock(url, settings, clock)
+                .await
+                .unwrap(),
+        }
+    }
+
+    /// The service as a command-line tool opens it (no recovery).
+    async fn open_tool(&self) -> Approvals {
+        match self {
+            Backend::Sqlite(dir) => open_tool(dir.path()).await.unwrap(),
+            Backend::Postgres { url, .. } => pg::open_approvals_tool(url).await.unwrap(),
+        }
+    }
+
+    /// A second store on the same database, for the port's own contract.
+    async fn store(&self) -> Arc<dyn ApprovalStore> {
+        match self {
+            Backend::Sqlite(dir) => Arc::new(SqliteApprovalStore::open(dir.path()).unwrap()),
+            Backend::Postgres { url, .. } => Arc::new(PgApprovalStore::connect(url).await.unwrap()),
+        }
+    }
+
+    /// Runs one statement on a connection of its own, for what only SQL can
+    /// show; `$1`… are bound to `args`.
+    async fn execute(&self, sql: &str, args: &[&str]) -> Result<u64, String> {
+        match self {
+            Backend::Sqlite(dir) => {
+                let conn =
+                    rusqlite::Connection::open(dir.path().join(crate::store::FILE_NAME)).unwrap();
+                conn.execute(sql, rusqlite::params_from_iter(args))
+                    .map(|n| u64::try_from(n).unwrap())
+                    .map_err(|e| e.to_string())
+            }
+            Backend::Postgres { url, .. } => {
+                let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                let args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = args
+                    .iter()
+                    .map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync))
+                    .collect();
+                client
+                    .execute(sql, &args)
+                    .await
+                    .map_err(|e| match e.as_db_error() {
+                        Some(db) => db.message().to_string(),
+                        None => e.to_string(),
+                    })
+            }
+        }
+    }
+}
+
+/// Runs each named `async fn(Backend)` as a test on SQLite (`…::sqlite::name`)
+/// and on PostgreSQL (`…::postgres::name`).
+macro_rules! on_both_backends {
+    ($($test:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::Backend::sqlite()).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    if let Some(backend) = super::Backend::postgres() {
+                        super::$test(backend).await;
+                    }
+                }
+            )+
+        }
+    };
+}
+
+on_both_backends!(
+    gated_publish_runs_only_after_another_key_approves,
+    unsubmitted_requests_expire_on_the_injected_clock,
+    canceled_requests_cannot_be_approved_and_history_is_append_only,
+    one_active_rule_per_action_and_block_refuses,
+    revoked_keys_stop_authenticating_and_requests_survive_reopen,
+    allowance_is_one_time,
+    interrupted_executions_fail_at_start_but_not_when_a_tool_opens_the_file,
+    a_guard_that_no_longer_holds_writes_nothing,
+    concurrent_approvals_run_the_action_once,
+);
 
 struct Fixture {
     a: Approvals,
@@ -22,26 +152,20 @@ struct Fixture {
     admin: Actor,
     agent: Actor,
     reviewer: Actor,
-    dir: tempfile::TempDir,
+    backend: Backend,
 }
 
 impl Fixture {
     fn version(&self) -> String {
         self.rules.live().load().version().to_string()
     }
-
-    /// A second connection on the same file, for what only SQL can show.
-    fn sql(&self) -> Connection {
-        Connection::open(self.dir.path().join(crate::store::FILE_NAME)).unwrap()
-    }
 }
 
-async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
+async fn fixture(backend: Backend) -> Fixture {
     let clock = Clock::with_offset(0);
-    let a = open_with_clock(dir.path(), ApprovalsConfig::default(), clock.clone())
-        .await
-        .unwrap();
+    let a = backend
+        .open_with_clock(ApprovalsConfig::default(), clock.clone())
+        .await;
     let mut made = Vec::new();
     for role in [Role::Admin, Role::Agent, Role::Reviewer] {
         let (id, secret) = a.create_key(&Actor::cli(), role, None).await.unwrap();
@@ -57,7 +181,7 @@ async fn fixture() -> Fixture {
         admin,
         agent,
         reviewer,
-        dir,
+        backend,
     }
 }
 
@@ -96,9 +220,8 @@ async fn gated(f: &Fixture) -> String {
     }
 }
 
-#[tokio::test]
-async fn gated_publish_runs_only_after_another_key_approves() {
-    let f = fixture().await;
+async fn gated_publish_runs_only_after_another_key_approves(b: Backend) {
+    let f = fixture(b).await;
     gate_publish(&f).await;
     let id = gated(&f).await;
     assert_eq!(f.version(), "empty");
@@ -147,9 +270,8 @@ async fn gated_publish_runs_only_after_another_key_approves() {
     }
 }
 
-#[tokio::test]
-async fn unsubmitted_requests_expire_on_the_injected_clock() {
-    let f = fixture().await;
+async fn unsubmitted_requests_expire_on_the_injected_clock(b: Backend) {
+    let f = fixture(b).await;
     gate_publish(&f).await;
     let id = gated(&f).await;
     f.clock.advance(24 * 3600 + 1);
@@ -163,9 +285,8 @@ async fn unsubmitted_requests_expire_on_the_injected_clock() {
     assert_eq!(f.a.get_request(&id).await.unwrap().status, Status::Expired);
 }
 
-#[tokio::test]
-async fn canceled_requests_cannot_be_approved_and_history_is_append_only() {
-    let f = fixture().await;
+async fn canceled_requests_cannot_be_approved_and_history_is_append_only(b: Backend) {
+    let f = fixture(b).await;
     gate_publish(&f).await;
     let id = gated(&f).await;
     f.a.submit(&f.agent, &id, None).await.unwrap();
@@ -184,17 +305,17 @@ async fn canceled_requests_cannot_be_approved_and_history_is_append_only() {
             ..
         })
     ));
-    let conn = f.sql();
-    assert!(conn.execute("DELETE FROM security_history", []).is_err());
-    assert!(
-        conn.execute("UPDATE security_history SET actor = 'x'", [])
-            .is_err()
-    );
+    for sql in [
+        "DELETE FROM security_history",
+        "UPDATE security_history SET actor = 'x'",
+    ] {
+        let refused = f.backend.execute(sql, &[]).await.unwrap_err();
+        assert!(refused.contains("append-only"), "{sql}: {refused}");
+    }
 }
 
-#[tokio::test]
-async fn one_active_rule_per_action_and_block_refuses() {
-    let f = fixture().await;
+async fn one_active_rule_per_action_and_block_refuses(b: Backend) {
+    let f = fixture(b).await;
     gate_publish(&f).await;
     let second = RuleInput {
         action: "publish_ruleset".into(),
@@ -229,10 +350,8 @@ async fn one_active_rule_per_action_and_block_refuses() {
     }
 }
 
-#[tokio::test]
-async fn revoked_keys_stop_authenticating_and_requests_survive_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = open(dir.path(), ApprovalsConfig::default()).await.unwrap();
+async fn revoked_keys_stop_authenticating_and_requests_survive_reopen(b: Backend) {
+    let a = b.open(ApprovalsConfig::default()).await;
     let (id, secret) = a
         .create_key(&Actor::cli(), Role::Agent, Some("bot"))
         .await
@@ -248,13 +367,12 @@ async fn revoked_keys_stop_authenticating_and_requests_survive_reopen() {
     assert_eq!(a.authenticate(&secret).await, Err(AuthError::Revoked));
     assert_eq!(a.authenticate("cgk_nope").await, Err(AuthError::Unknown));
     drop(a);
-    let a = open(dir.path(), ApprovalsConfig::default()).await.unwrap();
+    let a = b.open(ApprovalsConfig::default()).await;
     assert_eq!(a.list_keys().await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn allowance_is_one_time() {
-    let f = fixture().await;
+async fn allowance_is_one_time(b: Backend) {
+    let f = fixture(b).await;
     let spec = AllowanceSpec {
         card: "ic_1".into(),
         merchant: "m".into(),
@@ -279,29 +397,27 @@ async fn allowance_is_one_time() {
     let listed = f.a.list_allowances().await.unwrap();
     assert_eq!(listed[0].used_by.as_deref(), Some("iauth_1"));
     // A restart does not revive a used allowance.
-    let again = open_tool(f.dir.path()).await.unwrap();
+    let again = f.backend.open_tool().await;
     assert!(!again.has_allowances());
 }
 
-#[tokio::test]
-async fn interrupted_executions_fail_at_start_but_not_when_a_tool_opens_the_file() {
-    let f = fixture().await;
+async fn interrupted_executions_fail_at_start_but_not_when_a_tool_opens_the_file(b: Backend) {
+    let f = fixture(b).await;
     gate_publish(&f).await;
     let id = gated(&f).await;
-    f.sql()
+    f.backend
         .execute(
-            "UPDATE approval_requests SET status = 'requires_execution' WHERE id = ?1",
-            params![id],
+            "UPDATE approval_requests SET status = 'requires_execution' WHERE id = $1",
+            &[&id],
         )
+        .await
         .unwrap();
-    let tool = open_tool(f.dir.path()).await.unwrap();
+    let tool = f.backend.open_tool().await;
     assert_eq!(
         tool.get_request(&id).await.unwrap().status,
         Status::RequiresExecution
     );
-    let server = open(f.dir.path(), ApprovalsConfig::default())
-        .await
-        .unwrap();
+    let server = f.backend.open(ApprovalsConfig::default()).await;
     let req = server.get_request(&id).await.unwrap();
     assert_eq!(req.status, Status::Failed);
     let shown = serde_json::to_value(crate::approvals::tagged(&req)).unwrap();
@@ -311,12 +427,11 @@ async fn interrupted_executions_fail_at_start_but_not_when_a_tool_opens_the_file
     );
 }
 
-#[tokio::test]
-async fn a_guard_that_no_longer_holds_writes_nothing() {
-    let f = fixture().await;
+async fn a_guard_that_no_longer_holds_writes_nothing(b: Backend) {
+    let f = fixture(b).await;
     gate_publish(&f).await;
     let id = gated(&f).await;
-    let store = SqliteApprovalStore::open(f.dir.path()).unwrap();
+    let store = f.backend.store().await;
     let req = store.request(&id).await.unwrap().unwrap();
     let mut next = req.clone();
     next.status = Status::Canceled;
@@ -364,9 +479,8 @@ async fn a_guard_that_no_longer_holds_writes_nothing() {
     assert_eq!(store.request(&id).await.unwrap().unwrap(), next);
 }
 
-#[tokio::test]
-async fn concurrent_approvals_run_the_action_once() {
-    let f = Arc::new(fixture().await);
+async fn concurrent_approvals_run_the_action_once(b: Backend) {
+    let f = Arc::new(fixture(b).await);
     gate_publish(&f).await;
     let id = gated(&f).await;
     f.a.submit(&f.agent, &id, None).await.unwrap();

@@ -1,0 +1,215 @@
+//! Durable storage in PostgreSQL, for more than one replica on one truth (issue
+//! 14). A sibling of the SQLite backend: it implements the same ports the domain
+//! modules declare, and is the only other place that knows SQL.
+//!
+//! **Connections.** [`Database`] is a small pool of `tokio-postgres` connections
+//! (plain TCP or a unix socket; no TLS yet) opened from a `postgres://` URL. The
+//! role in the URL needs to own its database and nothing more: no superuser, no
+//! extensions (PL/pgSQL, used by the append-only trigger, is built in).
+//!
+//! **Schema.** [`Database::connect`] applies the migrations in `schema.rs` under a
+//! transaction-scoped advisory lock, so any replica or command-line tool may be
+//! the first to touch an empty database and concurrent starts wait for each other
+//! instead of racing. A database migrated by a newer build is refused.
+//!
+//! **Ports implemented so far:** [`crate::approvals::ApprovalStore`]
+//! ([`PgApprovalStore`], `approvals/`). The ledger's journal, the decision log and
+//! published rule sets still live in SQLite only.
+
+mod approvals;
+mod schema;
+#[doc(hidden)]
+pub mod testing;
+
+#[cfg(test)]
+mod tests;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+use tokio_postgres::config::Host;
+
+pub use approvals::PgApprovalStore;
+pub use schema::MIGRATIONS;
+
+use crate::approvals::{Approvals, ApprovalsConfig, Clock, Mode};
+
+/// Connections the pool keeps at most. Approvals are low-volume; a replica's
+/// share of the server's `max_connections` stays small.
+pub const POOL_SIZE: usize = 8;
+
+/// How long opening one connection may take before the attempt fails, so an
+/// unreachable server is an error rather than a hang.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a caller waits for a free pooled connection.
+pub const POOL_WAIT: Duration = Duration::from_secs(5);
+
+/// Why the PostgreSQL store could not be opened. Messages name the database as
+/// `postgres://user@host:port/name`, never with its password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PostgresError {
+    /// The URL does not parse.
+    #[error("the database URL is not a valid PostgreSQL URL: {0}")]
+    Url(String),
+    /// The server refused, failed or could not be reached.
+    #[error("database {db}: {message}")]
+    Database {
+        /// The database, without password.
+        db: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The schema was migrated by a newer cardgate.
+    #[error("database {db} has schema version {found}; this build knows up to {known}")]
+    TooNew {
+        /// The database, without password.
+        db: String,
+        /// Its version.
+        found: i64,
+        /// [`MIGRATIONS`]`.len()`.
+        known: i64,
+    },
+}
+
+/// A pool of connections to one migrated database.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool,
+    name: Arc<str>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Opens a pool on `url` (`postgres://user:password@host:port/name`, or any
+    /// form `tokio-postgres` accepts), proves the server answers, and migrates
+    /// the schema.
+    pub async fn connect(url: &str) -> Result<Database, PostgresError> {
+        let mut config =
+            tokio_postgres::Config::from_str(url).map_err(|e| PostgresError::Url(e.to_string()))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("cardgate");
+        }
+        let name: Arc<str> = describe(&config).into();
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                // A pooled connection is checked with a round trip before reuse,
+                // so one the server dropped is replaced instead of failing a call.
+                recycling_method: RecyclingMethod::Verified,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(CONNECT_TIMEOUT + Duration::from_secs(1)))
+            .build()
+            .map_err(|e| PostgresError::Database {
+                db: name.to_string(),
+                message: e.to_string(),
+            })?;
+        let db = Database { pool, name };
+        schema::migrate(&db).await?;
+        Ok(db)
+    }
+
+    /// The database as `postgres://user@host:port/name` (no password).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A pooled connection.
+    async fn client(&self) -> Result<Object, String> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => error_text(&e),
+            other => other.to_string(),
+        })
+    }
+
+    fn error(&self, message: String) -> PostgresError {
+        PostgresError::Database {
+            db: self.name.to_string(),
+            message,
+        }
+    }
+}
+
+/// `postgres://user@host:port/name` from a parsed URL: for messages and logs.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or("");
+    let db = config.get_dbname().unwrap_or(user);
+    format!("postgres://{user}@{host}:{port}/{db}")
+}
+
+/// A driver error as a sentence: the server's own message and SQLSTATE when it
+/// sent one (the driver's `Display` alone says only "db error").
+fn error_text(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
+/// Opens the approvals service for `serve` on the database at `url`: migrates,
+/// marks executions a stop interrupted as failed, and loads overrides and
+/// allowances. Its clock carries the settings' test offset. The PostgreSQL twin
+/// of `crate::store::approvals::open`.
+pub async fn open_approvals(
+    url: &str,
+    settings: ApprovalsConfig,
+) -> Result<Approvals, PostgresError> {
+    let clock = Clock::with_offset(settings.clock_offset);
+    open_approvals_with_clock(url, settings, clock).await
+}
+
+/// [`open_approvals`] on a given clock (tests).
+pub async fn open_approvals_with_clock(
+    url: &str,
+    settings: ApprovalsConfig,
+    clock: Clock,
+) -> Result<Approvals, PostgresError> {
+    start(url, settings, clock, Mode::Serve).await
+}
+
+/// Opens the service for a command-line tool beside running servers: no start-up
+/// recovery (see [`Mode::Tool`]).
+pub async fn open_approvals_tool(url: &str) -> Result<Approvals, PostgresError> {
+    start(url, ApprovalsConfig::default(), Clock::system(), Mode::Tool).await
+}
+
+async fn start(
+    url: &str,
+    settings: ApprovalsConfig,
+    clock: Clock,
+    mode: Mode,
+) -> Result<Approvals, PostgresError> {
+    let db = Database::connect(url).await?;
+    let store = PgApprovalStore::new(db.clone());
+    Approvals::open(Arc::new(store), settings, clock, mode)
+        .await
+        .map_err(|e| db.error(e.to_string()))
+}
