@@ -11,6 +11,8 @@
     reason = "a panic is the test failure, with its line (clippy.toml covers #[test] fns, not helpers)"
 )]
 
+pub mod postgres;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

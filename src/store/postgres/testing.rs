@@ -117,7 +117,7 @@ pub fn find_bindir() -> Option<PathBuf> {
             Some((version, e.path().join("bin")))
         })
         .collect();
-    debian.sort_by(|a, b| b.0.cmp(&a.0));
+    debian.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
     from_pg_config
         .into_iter()
         .chain(on_path)
@@ -290,9 +290,10 @@ impl Drop for TestServer {
 
 /// Runs `cmd`, failing with its output when it fails.
 fn checked(cmd: &mut Command, what: &str) -> Result<Output, HarnessError> {
-    let out = cmd
-        .output()
-        .map_err(|e| fail(format!("{what}: cannot run {:?}: {e}", cmd.get_program())))?;
+    let out = cmd.output().map_err(|e| {
+        let program = cmd.get_program().to_string_lossy();
+        fail(format!("{what}: cannot run {program}: {e}"))
+    })?;
     if out.status.success() {
         Ok(out)
     } else {

@@ -14,6 +14,7 @@ use tokio_postgres::{Client, NoTls};
 use super::testing::{self, TestServer};
 use super::{Database, MIGRATIONS, PgApprovalStore, PostgresError, open_approvals};
 use crate::approvals::model::{Attempt, Event, HistoryFilter, Page};
+use crate::approvals::policy::Combinator;
 use crate::approvals::{
     Action, Actor, AllowanceSpec, ApprovalStore, ApprovalStoreError, Approvals, ApprovalsConfig,
     Change, Control, Error, LiveRules, Role, RuleInput, Status,
@@ -153,7 +154,7 @@ async fn replicas(url: &str) -> Replicas {
         action: "publish_ruleset".into(),
         name: Some("two eyes".into()),
         conditions: vec![],
-        combinator: Default::default(),
+        combinator: Combinator::default(),
         control: Control::RequireApproval,
         reviewers: None,
         active: true,

@@ -50,6 +50,10 @@ impl PgApprovalStore {
 }
 
 /// A driver error as the port's backend failure.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "an adapter for `map_err`, which hands the error over by value"
+)]
 fn pg(e: tokio_postgres::Error) -> ApprovalStoreError {
     ApprovalStoreError::Backend(error_text(&e))
 }

@@ -14,7 +14,9 @@ use tokio_postgres::Transaction;
 use tokio_postgres::error::SqlState;
 
 use super::{pg, read};
-use crate::approvals::model::{ApprovalRequest, Attempt, Outcome, Status};
+use crate::approvals::model::{
+    Allowance, ApprovalRequest, Attempt, ControlOverride, Event, Outcome, Status,
+};
 use crate::approvals::{ApprovalRule, ApprovalStoreError, Change};
 
 type Result<T> = std::result::Result<T, ApprovalStoreError>;
@@ -130,41 +132,6 @@ async fn one(tx: &Transaction<'_>, change: &Change) -> Result<()> {
                 .await
                 .map_err(write_error)?;
         }
-        Change::SetOverride(o) => {
-            tx.execute(
-                "INSERT INTO control_overrides (scope, id, body, updated) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (scope, id) DO UPDATE SET body = excluded.body, updated = excluded.updated",
-                &[&o.spec.scope.as_str(), &o.spec.id, &to_json(&o.spec)?, &o.updated],
-            )
-            .await
-            .map_err(write_error)?;
-        }
-        Change::ClearOverride { scope, id } => {
-            tx.execute(
-                "DELETE FROM control_overrides WHERE scope = $1 AND id = $2",
-                &[&scope.as_str(), id],
-            )
-            .await
-            .map_err(write_error)?;
-        }
-        Change::InsertAllowance(a) => {
-            let s = &a.spec;
-            tx.execute(
-                "INSERT INTO allowances (id, card, merchant, amount, currency, body, created, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                &[&a.id, &s.card, &s.merchant, &s.amount, &s.currency, &to_json(s)?, &a.created, &a.expires_at],
-            )
-            .await
-            .map_err(write_error)?;
-        }
-        Change::UseAllowance { id, at, by } => {
-            tx.execute(
-                "UPDATE allowances SET used_at = $2, used_by = $3 WHERE id = $1 AND used_at IS NULL",
-                &[id, at, by],
-            )
-            .await
-            .map_err(write_error)?;
-        }
         Change::InsertRequest(req) => {
             if let Some(d) = &req.dedupe {
                 guard(read::open_request(tx, d).await?.is_none())?;
@@ -182,55 +149,133 @@ async fn one(tx: &Transaction<'_>, change: &Change) -> Result<()> {
             .await
             .map_err(write_error)?;
         }
+        Change::SetOverride(o) => set_override(tx, o).await?,
+        Change::ClearOverride { scope, id } => {
+            tx.execute(
+                "DELETE FROM control_overrides WHERE scope = $1 AND id = $2",
+                &[&scope.as_str(), id],
+            )
+            .await
+            .map_err(write_error)?;
+        }
+        Change::InsertAllowance(a) => insert_allowance(tx, a).await?,
+        Change::UseAllowance { id, at, by } => {
+            tx.execute(
+                "UPDATE allowances SET used_at = $2, used_by = $3 WHERE id = $1 AND used_at IS NULL",
+                &[id, at, by],
+            )
+            .await
+            .map_err(write_error)?;
+        }
         Change::Event {
             event,
             endpoints,
             first_attempt_ms,
-        } => {
-            tx.execute(
-                "INSERT INTO events (id, type, created, related_id, body) VALUES ($1, $2, $3, $4, $5)",
-                &[&event.id, &event.kind, &event.created, &event.related_id, &event.body],
-            )
-            .await
-            .map_err(write_error)?;
-            for endpoint in endpoints {
-                tx.execute(
-                    "INSERT INTO outbox (event_id, endpoint, next_attempt_ms) VALUES ($1, $2, $3)",
-                    &[&event.id, endpoint, first_attempt_ms],
-                )
-                .await
-                .map_err(write_error)?;
-            }
-        }
+        } => insert_event(tx, event, endpoints, *first_attempt_ms).await?,
         Change::Attempted {
             id,
             attempts,
             result,
+        } => record_attempt(tx, *id, *attempts, result).await?,
+    }
+    Ok(())
+}
+
+async fn set_override(tx: &Transaction<'_>, o: &ControlOverride) -> Result<()> {
+    tx.execute(
+        "INSERT INTO control_overrides (scope, id, body, updated) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (scope, id) DO UPDATE SET body = excluded.body, updated = excluded.updated",
+        &[
+            &o.spec.scope.as_str(),
+            &o.spec.id,
+            &to_json(&o.spec)?,
+            &o.updated,
+        ],
+    )
+    .await
+    .map_err(write_error)?;
+    Ok(())
+}
+
+async fn insert_allowance(tx: &Transaction<'_>, a: &Allowance) -> Result<()> {
+    let s = &a.spec;
+    tx.execute(
+        "INSERT INTO allowances (id, card, merchant, amount, currency, body, created, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &a.id,
+            &s.card,
+            &s.merchant,
+            &s.amount,
+            &s.currency,
+            &to_json(s)?,
+            &a.created,
+            &a.expires_at,
+        ],
+    )
+    .await
+    .map_err(write_error)?;
+    Ok(())
+}
+
+/// Stores an event and queues one delivery per endpoint.
+async fn insert_event(
+    tx: &Transaction<'_>,
+    event: &Event,
+    endpoints: &[String],
+    first_attempt_ms: i64,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO events (id, type, created, related_id, body) VALUES ($1, $2, $3, $4, $5)",
+        &[
+            &event.id,
+            &event.kind,
+            &event.created,
+            &event.related_id,
+            &event.body,
+        ],
+    )
+    .await
+    .map_err(write_error)?;
+    for endpoint in endpoints {
+        tx.execute(
+            "INSERT INTO outbox (event_id, endpoint, next_attempt_ms) VALUES ($1, $2, $3)",
+            &[&event.id, endpoint, &first_attempt_ms],
+        )
+        .await
+        .map_err(write_error)?;
+    }
+    Ok(())
+}
+
+async fn record_attempt(
+    tx: &Transaction<'_>,
+    id: i64,
+    attempts: u32,
+    result: &Attempt,
+) -> Result<()> {
+    let attempts = i64::from(attempts);
+    match result {
+        Attempt::Delivered { at_ms } => {
+            tx.execute(
+                "UPDATE outbox SET attempts = $2, delivered_ms = $3, last_error = NULL WHERE id = $1",
+                &[&id, &attempts, at_ms],
+            )
+            .await
+        }
+        Attempt::Failed {
+            error,
+            next_attempt_ms,
+            give_up,
         } => {
-            let attempts = i64::from(*attempts);
-            match result {
-                Attempt::Delivered { at_ms } => {
-                    tx.execute(
-                        "UPDATE outbox SET attempts = $2, delivered_ms = $3, last_error = NULL WHERE id = $1",
-                        &[id, &attempts, at_ms],
-                    )
-                    .await
-                }
-                Attempt::Failed {
-                    error,
-                    next_attempt_ms,
-                    give_up,
-                } => {
-                    tx.execute(
-                        "UPDATE outbox SET attempts = $2, next_attempt_ms = $3, failed = $4, last_error = $5 WHERE id = $1",
-                        &[id, &attempts, next_attempt_ms, give_up, error],
-                    )
-                    .await
-                }
-            }
-            .map_err(write_error)?;
+            tx.execute(
+                "UPDATE outbox SET attempts = $2, next_attempt_ms = $3, failed = $4, last_error = $5 WHERE id = $1",
+                &[&id, &attempts, next_attempt_ms, give_up, error],
+            )
+            .await
         }
     }
+    .map_err(write_error)?;
     Ok(())
 }
 
