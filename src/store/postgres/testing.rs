@@ -172,7 +172,7 @@ impl TestServer {
             let log = server.root.join("server.log");
             let options = format!(
                 "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-                 -c synchronous_commit=off -c full_page_writes=off",
+                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
                 server.root.display()
             );
             let out = server
