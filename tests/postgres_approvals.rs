@@ -3,6 +3,11 @@
 //! wired (issue 14): a tool may be the first to touch an empty database, and
 //! what one process changes the other sees at once. Runs on the harness of
 //! `tests/common/postgres.rs` (skipped without PostgreSQL unless required).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a panic is the test failure, with its line (clippy.toml covers #[test] fns, not helpers)"
+)]
 
 mod common;
 
