@@ -27,11 +27,20 @@ pub enum Role {
     Analyst,
     /// Automation: performs sensitive actions (gated like anyone's) and reads.
     Agent,
+    /// A checkout server: `POST /v1/payment_approvals` and nothing else (no reads:
+    /// it runs where payments are taken, not where cardgate is administered).
+    Payments,
 }
 
 impl Role {
     /// Every role, in a stable order.
-    pub const ALL: [Role; 4] = [Role::Admin, Role::Reviewer, Role::Analyst, Role::Agent];
+    pub const ALL: [Role; 5] = [
+        Role::Admin,
+        Role::Reviewer,
+        Role::Analyst,
+        Role::Agent,
+        Role::Payments,
+    ];
 
     /// The role's name.
     pub fn as_str(self) -> &'static str {
@@ -40,6 +49,7 @@ impl Role {
             Role::Reviewer => "reviewer",
             Role::Analyst => "analyst",
             Role::Agent => "agent",
+            Role::Payments => "payments",
         }
     }
 

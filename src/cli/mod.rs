@@ -273,7 +273,8 @@ pub(crate) enum KeysCommand {
     /// again). Not gated by approval rules: the command line is the operator's
     /// local escape hatch; the creation is recorded in the security history.
     Create {
-        /// admin, reviewer, analyst or agent.
+        /// admin, reviewer, analyst, agent or payments (POST /v1/payment_approvals
+        /// only).
         #[arg(long)]
         role: String,
         /// A label for the key.

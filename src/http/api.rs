@@ -9,12 +9,14 @@
 //! role, `approval_required` or `action_blocked`, 404, 409 forbidden transition,
 //! 413 body too large, 422 rule set that does not compile. Never a 5xx for bad input.
 
+mod routes;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_LENGTH};
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderMap};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -28,6 +30,8 @@ use crate::approvals::{
     Status, tagged,
 };
 use crate::rules::RuleSet;
+use routes::{Lookup, Query};
+pub use routes::{ROUTES, Route};
 
 /// Largest JSON body on the admin API.
 pub const JSON_LIMIT: usize = 64 * 1024;
@@ -218,13 +222,16 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
         return ok(doc);
     }
     let Some(approvals) = state.approvals.clone() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "approvals_unavailable",
-            "the admin API needs the store ([store] enabled = true)",
-        ));
+        return Err(no_store());
     };
-    let actor = authenticate(&approvals, &req).await?;
+    let actor = authenticate(&approvals, req.headers()).await?;
+    if actor.role == Role::Payments {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_denied",
+            "role payments may only call POST /v1/payment_approvals",
+        ));
+    }
     let query = Query::parse(req.uri().query().unwrap_or(""))?;
     let segs: Vec<&str> = path
         .trim_start_matches("/v1/")
@@ -234,6 +241,13 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
     let segs: Vec<String> = segs.into_iter().map(String::from).collect();
     let seg: Vec<&str> = segs.iter().map(String::as_str).collect();
     let m = &method;
+    // The table decides what exists and which query parameters it takes; the
+    // match below only says what each route does.
+    match routes::find(m.as_str(), &seg) {
+        Lookup::Found(route) => query.only(route.query)?,
+        Lookup::OtherMethod => return Err(not_allowed(m, &path)),
+        Lookup::Unknown => return Err(no_route(&path)),
+    }
     let st = state.clone();
     let a = approvals.clone();
 
@@ -241,7 +255,6 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
         // --- keys ---
         (&Method::GET, ["api_keys"]) => {
             need(&actor, &[Role::Admin])?;
-            query.only(&[])?;
             let keys = a.list_keys().await?;
             ok(list(&all_shown(&keys), false, "/v1/api_keys"))
         }
@@ -254,7 +267,6 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
                 name: Option<String>,
             }
             need(&actor, &[Role::Admin])?;
-            query.only(&[])?;
             let b: In = json_body(req).await?;
             perform(
                 st,
@@ -269,13 +281,11 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
         }
         (&Method::POST, ["api_keys", id, "revoke"]) => {
             need(&actor, &[Role::Admin])?;
-            query.only(&[])?;
             empty_body(req).await?;
             perform(st, actor, Action::RevokeApiKey { id: id.to_string() }).await
         }
         // --- approval rules ---
         (&Method::GET, ["approval_rules"]) => {
-            query.only(&["action", "active"])?;
             let action = query.action()?;
             let active = query.bool("active")?;
             let rules = a.list_rules(action, active).await?;
@@ -283,17 +293,14 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
         }
         (&Method::POST, ["approval_rules"]) => {
             need(&actor, &[Role::Admin])?;
-            query.only(&[])?;
             let b: RuleInput = json_body(req).await?;
             perform(st, actor, Action::CreateApprovalRule(b)).await
         }
         (&Method::GET, ["approval_rules", id]) => {
-            query.only(&[])?;
             ok(shown(&a.get_rule(id).await?))
         }
         (&Method::POST, ["approval_rules", id]) => {
             need(&actor, &[Role::Admin])?;
-            query.only(&[])?;
             let changes: RuleUpdate = json_body(req).await?;
             perform(
                 st,
@@ -307,12 +314,10 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
         }
         (&Method::DELETE, ["approval_rules", id]) => {
             need(&actor, &[Role::Admin])?;
-            query.only(&[])?;
             perform(st, actor, Action::DeleteApprovalRule { id: id.to_string() }).await
         }
         (&Method::POST, ["approval_rules", id, verb @ ("activate" | "deactivate")]) => {
             need(&actor, &[Role::Admin])?;
-            query.only(&[])?;
             empty_body(req).await?;
             let id = id.to_string();
             let action = if *verb == "activate" {
@@ -324,7 +329,6 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
         }
         // --- approval requests ---
         (&Method::GET, ["approval_requests"]) => {
-            query.only(&["status", "action", "limit", "starting_after"])?;
             let status = match query.get("status") {
                 None => None,
                 Some(s) => Some(Status::parse(s).ok_or_else(|| {
@@ -346,7 +350,6 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
             ok(list(&all_shown(&data), more, "/v1/approval_requests"))
         }
         (&Method::GET, ["approval_requests", id]) => {
-            query.only(&[])?;
             ok(shown(&a.get_request(id).await?))
         }
         (
@@ -363,7 +366,6 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
                 #[serde(default)]
                 reason: Option<String>,
             }
-            query.only(&[])?;
             if matches!(*verb, "approve" | "deny") {
                 need(&actor, &[Role::Admin, Role::Reviewer])?;
             }
@@ -392,15 +394,6 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
         }
         // --- history and events ---
         (&Method::GET, ["security_history"]) => {
-            query.only(&[
-                "type",
-                "actor",
-                "object",
-                "since",
-                "until",
-                "limit",
-                "starting_after",
-            ])?;
             let f = HistoryFilter {
                 kind: query.get("type").map(str::to_string),
                 actor: query.get("actor").map(str::to_string),
@@ -413,7 +406,6 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
             ok(list(&all_shown(&data), more, "/v1/security_history"))
         }
         (&Method::GET, ["events"]) => {
-            query.only(&["type", "limit", "starting_after"])?;
             let page = query.page()?;
             let (data, more) = a.events(query.get("type"), &page).await?;
             ok(list(
@@ -425,12 +417,10 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
         // --- sensitive actions on the decision path ---
         (&Method::POST, ["rulesets"]) => {
             need(&actor, &[Role::Admin, Role::Agent])?;
-            query.only(&[])?;
             let source = text_body(req).await?;
             perform(st, actor, Action::PublishRuleset { source }).await
         }
         (&Method::GET, ["rulesets", "current"]) => {
-            query.only(&[])?;
             let set = state.rules().load();
             ok(
                 json!({"object": "ruleset", "version": set.version(), "rules": set.len(),
@@ -444,7 +434,6 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
                 values: Vec<Value>,
             }
             need(&actor, &[Role::Admin, Role::Agent])?;
-            query.only(&[])?;
             let b: In = json_body(req).await?;
             perform(
                 st,
@@ -457,18 +446,15 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
             .await
         }
         (&Method::GET, ["control_overrides"]) => {
-            query.only(&[])?;
             let data = a.list_overrides().await?;
             ok(list(&all_shown(&data), false, "/v1/control_overrides"))
         }
         (&Method::POST, ["control_overrides"]) => {
             need(&actor, &[Role::Admin, Role::Agent])?;
-            query.only(&[])?;
             let b: OverrideSpec = json_body(req).await?;
             perform(st, actor, Action::SetControlOverride(b)).await
         }
         (&Method::GET, ["authorization_allowances"]) => {
-            query.only(&[])?;
             let data = a.list_allowances().await?;
             ok(list(
                 &all_shown(&data),
@@ -486,7 +472,6 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
                 currency: String,
             }
             need(&actor, &[Role::Admin, Role::Agent])?;
-            query.only(&[])?;
             let b: In = json_body(req).await?;
             perform(
                 st,
@@ -503,35 +488,15 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
             )
             .await
         }
-        _ if known_path(&seg) => Err(not_allowed(m, &path)),
-        _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no route for {path}"),
-        )),
+        _ => Err(no_route(&path)),
     }
 }
 
-fn known_path(seg: &[&str]) -> bool {
-    matches!(
-        seg,
-        ["api_keys"
-            | "approval_rules"
-            | "approval_requests"
-            | "security_history"
-            | "events"
-            | "rulesets"
-            | "control_overrides"
-            | "authorization_allowances"]
-            | ["api_keys", _, "revoke"]
-            | ["approval_rules" | "approval_requests" | "lists", _]
-            | ["approval_rules", _, "activate" | "deactivate"]
-            | [
-                "approval_requests",
-                _,
-                "submit" | "approve" | "deny" | "cancel"
-            ]
-            | ["rulesets", "current"]
+fn no_route(path: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {path}"),
     )
 }
 
@@ -562,11 +527,34 @@ async fn perform(st: Arc<AppState>, actor: Actor, action: Action) -> Result<(Sta
     ok(serde_json::to_value(&out).unwrap_or_default())
 }
 
-async fn authenticate(a: &Arc<Approvals>, req: &Request<Incoming>) -> Result<Actor> {
-    let header = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+/// Authenticates a call the `/v1/` dispatch does not see (`POST
+/// /v1/payment_approvals`) and checks its role is one of `roles`; the error is the
+/// answer to send, in the admin API's shape (401, 403, or 503 without a store).
+pub(super) async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    roles: &[Role],
+) -> std::result::Result<Actor, Response<Body>> {
+    let Some(approvals) = &state.approvals else {
+        return Err(no_store().into_response());
+    };
+    let actor = authenticate(approvals, headers)
+        .await
+        .map_err(ApiError::into_response)?;
+    need(&actor, roles).map_err(ApiError::into_response)?;
+    Ok(actor)
+}
+
+fn no_store() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "approvals_unavailable",
+        "the admin API needs the store ([store] enabled = true)",
+    )
+}
+
+async fn authenticate(a: &Arc<Approvals>, headers: &HeaderMap) -> Result<Actor> {
+    let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     let Some(h) = header else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -702,97 +690,4 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
             _ => bad("parameter_invalid", msg),
         }
     })
-}
-
-/// Decoded query parameters.
-struct Query(Vec<(String, String)>);
-
-impl Query {
-    fn parse(q: &str) -> Result<Query> {
-        let mut out = Vec::new();
-        for pair in q.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            out.push((decode(k)?, decode(v)?));
-        }
-        Ok(Query(out))
-    }
-
-    fn only(&self, allowed: &[&str]) -> Result<()> {
-        for (k, _) in &self.0 {
-            if !allowed.contains(&k.as_str()) {
-                return Err(bad_param(k, format!("unknown query parameter {k:?}")));
-            }
-        }
-        Ok(())
-    }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn int(&self, key: &str) -> Result<Option<i64>> {
-        self.get(key)
-            .map(|v| {
-                v.parse()
-                    .map_err(|_| bad_param(key, format!("{key} must be an integer")))
-            })
-            .transpose()
-    }
-
-    fn bool(&self, key: &str) -> Result<Option<bool>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some("true") => Ok(Some(true)),
-            Some("false") => Ok(Some(false)),
-            Some(_) => Err(bad_param(key, format!("{key} must be true or false"))),
-        }
-    }
-
-    fn action(&self) -> Result<Option<ActionKind>> {
-        self.get("action")
-            .map(|a| {
-                ActionKind::parse(a)
-                    .ok_or_else(|| bad_param("action", format!("unknown action {a:?}")))
-            })
-            .transpose()
-    }
-
-    fn page(&self) -> Result<Page> {
-        let limit = match self.int("limit")? {
-            None => None,
-            Some(n) if (1..=100).contains(&n) => u32::try_from(n).ok(),
-            Some(_) => return Err(bad_param("limit", "limit must be between 1 and 100")),
-        };
-        Ok(Page {
-            limit,
-            starting_after: self.get("starting_after").map(str::to_string),
-        })
-    }
-}
-
-fn decode(s: &str) -> Result<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| bad("invalid_query", "malformed %-escape in the query"))?;
-                out.push(hex);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| bad("invalid_query", "query is not UTF-8"))
 }

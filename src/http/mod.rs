@@ -35,6 +35,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+pub use api::{ROUTES as API_ROUTES, Route as ApiRoute};
 pub use state::AppState;
 
 use respond::{json_error, json_ok};

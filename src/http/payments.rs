@@ -15,12 +15,19 @@
 //!  "metadata": {"channel": "web"}}
 //! ```
 //!
+//! Needs an API key with the `payments` (or `admin`) role, sent as
+//! `Authorization: Bearer <key>`: the endpoint changes nothing, but without a
+//! credential anyone could probe the payment rules. Checkout servers get a
+//! `payments` key, which can call nothing else.
+//!
 //! Answers:
 //! - 200 `{"id":"cs_test_a1","approved":false,"reason":"rule:out-of-stock",
 //!   "rule":"out-of-stock","message":"…","ruleset":"<version>"}` (`rule` and
 //!   `message` only when a rule decided; `shadow` lists matching shadow rules);
 //! - 400 `{"error":{"code":"invalid_request","message":…,"field":"line_items[0].quantity"}}`
 //!   for bad JSON, an unknown field, a wrong type or an out-of-range value;
+//! - 401/403 `{"error":{"code":"missing_api_key"|"invalid_api_key"|"api_key_revoked"|
+//!   "permission_denied","type":…,"message":…}}` as on the rest of `/v1/`;
 //! - 413 `{"error":{"code":"body_too_large",…}}` over 256 KiB.
 
 use bytes::Bytes;
@@ -29,6 +36,7 @@ use hyper::{Request, Response, StatusCode};
 
 use super::respond::{json_bytes, read_body};
 use super::{AppState, Body};
+use crate::approvals::Role;
 use crate::metrics as m;
 use crate::payments::{self, PaymentRequest};
 
@@ -38,6 +46,12 @@ pub const BODY_LIMIT: usize = 256 * 1024;
 /// Handles one payment approval request.
 pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> {
     let deadline = tokio::time::Instant::now() + state.config.deadline;
+    // Before the body is read: an anonymous caller costs no more than its headers.
+    if let Err(refused) =
+        super::api::authorize(state, req.headers(), &[Role::Payments, Role::Admin]).await
+    {
+        return refused;
+    }
     let (parts, body) = req.into_parts();
     let body = match read_body(&parts.headers, body, BODY_LIMIT, deadline).await {
         Ok(b) => b,
