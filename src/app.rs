@@ -13,6 +13,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::authorize::Authorizer;
@@ -142,35 +143,53 @@ pub async fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Bui
     })
 }
 
-/// Binds the configured address, starts the background tasks, prints the banner
-/// tests and users wait for, and serves until `shutdown` completes; then stops the
-/// background tasks and drains open connections.
+/// Binds the configured address (and the admin address, when set), starts the
+/// background tasks, prints the banner tests and users wait for, and serves until
+/// `shutdown` completes; then stops the background tasks and drains open
+/// connections.
+///
+/// The banner's first line is always `cardgate listening on http://ADDR` (the
+/// webhook's port); with an admin listener a second line follows,
+/// `cardgate admin listening on http://ADDR`.
 ///
 /// # Errors
-/// The address cannot be bound or the server fails.
+/// An address cannot be bound or the server fails.
 pub async fn serve(built: Built, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let Built { state, paths } = built;
-    let addr = state.config.listen;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
+    let listener = bind(state.config.listen).await?;
     let addr = listener.local_addr()?;
+    let admin = match state.config.admin_listen {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
     let mut tasks = background(&state, &paths);
     tracing::info!(
         %addr,
+        admin = admin_addr.map(|a| a.to_string()),
         secrets = state.authorizer.secret_count(),
         ruleset = state.rules().load().version(),
         "serving"
     );
-    println!("cardgate listening on http://{addr}");
-    flush_stdout();
-    let served = http::serve(listener, state, shutdown).await;
+    print_banner(&match admin_addr {
+        None => format!("cardgate listening on http://{addr}\n"),
+        Some(admin) => format!(
+            "cardgate listening on http://{addr}\ncardgate admin listening on http://{admin}\n"
+        ),
+    });
+    let served = http::serve(listener, admin, state, shutdown).await;
     // Every background task stops at its next await point; none holds state that
     // a restart cannot rebuild (outbox rows stay queued, reviews are re-read).
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     tracing::info!("stopped");
     served.map_err(StartError::from)
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
 }
 
 /// The tasks that run beside the server: outbox delivery and review requests (with
@@ -197,10 +216,14 @@ fn background(state: &Arc<AppState>, paths: &RulePaths) -> JoinSet<()> {
     tasks
 }
 
-fn flush_stdout() {
+/// Writes the banner in one piece: a reader that takes the first line and closes
+/// the pipe must not turn a second `println!` into a panic.
+fn print_banner(banner: &str) {
     use std::io::Write;
     // The banner is how scripts know the port; a closed stdout is not our failure.
-    let _ = std::io::stdout().flush();
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(banner.as_bytes());
+    let _ = out.flush();
 }
 
 /// Resolves on SIGTERM or Ctrl-C: the one shutdown signal of `serve`.

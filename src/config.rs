@@ -6,9 +6,11 @@
 //! [`Env`] trait so tests feed a map instead of mutating the process environment.
 //!
 //! Environment overrides: `CARDGATE_WEBHOOK_SECRET`, `CARDGATE_LISTEN`,
-//! `CARDGATE_DATA_DIR` (command-line flags beat them, they beat the file).
+//! `CARDGATE_ADMIN_LISTEN`, `CARDGATE_DATA_DIR` (command-line flags beat them, they
+//! beat the file).
 
 mod approvals_config;
+mod edge_config;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,6 +26,8 @@ use crate::decision::{
 
 pub use approvals_config::ApprovalsConfig;
 use approvals_config::ApprovalsSection;
+pub use edge_config::HttpConfig;
+use edge_config::{AdminSection, HttpSection};
 
 /// Default config path, relative to the working directory.
 pub const DEFAULT_PATH: &str = "config/cardgate.toml";
@@ -177,6 +181,11 @@ pub struct Config {
     pub legacy: Option<LegacyConfig>,
     /// `[approvals]`: two-party approvals and outgoing events.
     pub approvals: ApprovalsConfig,
+    /// `[http]`: what one connection may cost.
+    pub http: HttpConfig,
+    /// `[admin] listen`: when set, the admin surface (`/v1/…`, `/ui/`, `/metrics`)
+    /// is served there and only there, and `listen` serves the webhook and health.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// When an approval may be answered relative to its commit.
@@ -238,6 +247,10 @@ struct File {
     legacy: LegacySection,
     #[serde(default)]
     approvals: ApprovalsSection,
+    #[serde(default)]
+    http: HttpSection,
+    #[serde(default)]
+    admin: AdminSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -314,11 +327,14 @@ pub struct Overrides {
     pub listen: Option<String>,
     /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
+    /// `--admin-listen`.
+    pub admin_listen: Option<String>,
 }
 
 impl Config {
-    /// Reads `path`, applies `CARDGATE_WEBHOOK_SECRET` / `CARDGATE_LISTEN` from `env`
-    /// and then `overrides`, and validates everything.
+    /// Reads `path`, applies `CARDGATE_WEBHOOK_SECRET` / `CARDGATE_LISTEN` /
+    /// `CARDGATE_ADMIN_LISTEN` from `env` and then `overrides`, and validates
+    /// everything.
     pub fn load(path: &Path, env: &dyn Env, overrides: &Overrides) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_path_buf(),
@@ -355,6 +371,10 @@ impl Config {
             ));
             SocketAddr::from(([127, 0, 0, 1], 0))
         });
+
+        let admin_listen =
+            edge_config::admin_listen(&file.admin, env, overrides, listen, &mut problems);
+        let http = HttpConfig::build(&file.http, &mut problems);
 
         let secrets: Vec<String> = match env.var("CARDGATE_WEBHOOK_SECRET") {
             Some(list) => list
@@ -444,6 +464,8 @@ impl Config {
             mode: w.mode,
             legacy,
             approvals,
+            http,
+            admin_listen,
         })
     }
 }

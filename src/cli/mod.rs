@@ -39,10 +39,18 @@ pub(crate) struct Cli {
 )]
 #[derive(Subcommand)]
 pub(crate) enum Command {
-    /// Serve the webhook endpoint (POST /webhooks/stripe), /metrics, /healthz and /readyz.
+    /// Serve the webhook endpoint (POST /webhooks/stripe), /metrics, /healthz,
+    /// /readyz, the admin API (/v1/) and the reviewer page (/ui/).
     ///
-    /// Prints "cardgate listening on http://ADDR" once bound. Stops on SIGTERM or
-    /// SIGINT after in-flight requests finish.
+    /// Prints "cardgate listening on http://ADDR" once bound (and, with
+    /// --admin-listen, "cardgate admin listening on http://ADDR" on the next line).
+    /// Stops on SIGTERM or SIGINT after in-flight requests finish.
+    ///
+    /// Connections: at most [server] max_connections at once per listener. A
+    /// connection must send its request head within [http] header_read_timeout
+    /// (default 10 s) and, kept alive, its next request within [http] idle_timeout
+    /// (default 60 s); when every slot is taken, a new client evicts the connection
+    /// that has waited longest without a request in flight.
     Serve {
         /// Config file (TOML).
         #[arg(long, default_value = config::DEFAULT_PATH)]
@@ -51,6 +59,13 @@ pub(crate) enum Command {
         /// CARDGATE_LISTEN and the config file.
         #[arg(long)]
         listen: Option<String>,
+        /// Serve the admin surface (/v1/…, /ui/, /metrics) on this address, IP:PORT,
+        /// and only there: --listen then answers only POST /webhooks/stripe,
+        /// /healthz and /readyz. Recommended in production (keep it off the
+        /// network Stripe reaches). Overrides CARDGATE_ADMIN_LISTEN and [admin]
+        /// listen; unset, one port serves everything.
+        #[arg(long)]
+        admin_listen: Option<String>,
         /// Directory of the ledger database (cardgate.db). Overrides
         /// CARDGATE_DATA_DIR and [store] data_dir (default ./data).
         #[arg(long)]
@@ -337,10 +352,22 @@ pub fn main() -> ExitCode {
         Command::Serve {
             config,
             listen,
+            admin_listen,
             data_dir,
             rules,
             payment_rules,
-        } => serve(&config, listen, data_dir, rules, payment_rules),
+        } => serve(
+            &config,
+            &Overrides {
+                listen,
+                data_dir,
+                admin_listen,
+            },
+            app::RulePaths {
+                rules,
+                payment_rules,
+            },
+        ),
         Command::Ledger {
             command:
                 LedgerCommand::Show {
@@ -426,11 +453,12 @@ pub(crate) fn load_config(
     listen: Option<String>,
     data_dir: Option<PathBuf>,
 ) -> anyhow::Result<Config> {
-    Ok(Config::load(
-        path,
-        &ProcessEnv,
-        &Overrides { listen, data_dir },
-    )?)
+    let overrides = Overrides {
+        listen,
+        data_dir,
+        ..Overrides::default()
+    };
+    Ok(Config::load(path, &ProcessEnv, &overrides)?)
 }
 
 /// The one tokio runtime a command runs on.
@@ -443,23 +471,18 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn serve(
     config_path: &Path,
-    listen: Option<String>,
-    data_dir: Option<PathBuf>,
-    rules_path: PathBuf,
-    payment_rules_path: PathBuf,
+    overrides: &Overrides,
+    paths: app::RulePaths,
 ) -> anyhow::Result<ExitCode> {
-    let config = match load_config(config_path, listen, data_dir) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            // 78 = EX_CONFIG: tells supervisors not to restart in a loop.
-            return Ok(ExitCode::from(78));
-        }
-    };
-    let paths = app::RulePaths {
-        rules: rules_path,
-        payment_rules: payment_rules_path,
-    };
+    let config =
+        match Config::load(config_path, &ProcessEnv, overrides).map_err(anyhow::Error::from) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                // 78 = EX_CONFIG: tells supervisors not to restart in a loop.
+                return Ok(ExitCode::from(78));
+            }
+        };
     let clock = crate::clock::Clock::system();
     runtime()?.block_on(async move {
         let built = match app::build(config, paths, clock).await {

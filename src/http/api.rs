@@ -296,9 +296,7 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
             let b: RuleInput = json_body(req).await?;
             perform(st, actor, Action::CreateApprovalRule(b)).await
         }
-        (&Method::GET, ["approval_rules", id]) => {
-            ok(shown(&a.get_rule(id).await?))
-        }
+        (&Method::GET, ["approval_rules", id]) => ok(shown(&a.get_rule(id).await?)),
         (&Method::POST, ["approval_rules", id]) => {
             need(&actor, &[Role::Admin])?;
             let changes: RuleUpdate = json_body(req).await?;
@@ -349,9 +347,7 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
             let (data, more) = a.list_requests(filter, &page).await?;
             ok(list(&all_shown(&data), more, "/v1/approval_requests"))
         }
-        (&Method::GET, ["approval_requests", id]) => {
-            ok(shown(&a.get_request(id).await?))
-        }
+        (&Method::GET, ["approval_requests", id]) => ok(shown(&a.get_request(id).await?)),
         (
             &Method::POST,
             [

@@ -38,6 +38,8 @@ pub struct Server {
     child: Option<Child>,
     /// `127.0.0.1:PORT`
     pub addr: String,
+    /// The admin listener's `127.0.0.1:PORT`, when started with one.
+    pub admin_addr: Option<String>,
     /// Everything the server wrote to stderr so far.
     pub stderr: Arc<Mutex<String>>,
     dir: Option<tempfile::TempDir>,
@@ -58,6 +60,15 @@ pub fn spawn_listening(
     cmd: &mut Command,
     banner: &str,
 ) -> (std::process::Child, String, Arc<Mutex<String>>) {
+    let (child, mut addrs, stderr) = spawn_listening_lines(cmd, &[banner]);
+    (child, addrs.remove(0), stderr)
+}
+
+/// Like [`spawn_listening`] for a banner of several lines, one address each.
+pub fn spawn_listening_lines(
+    cmd: &mut Command,
+    banners: &[&str],
+) -> (std::process::Child, Vec<String>, Arc<Mutex<String>>) {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -78,18 +89,21 @@ pub fn spawn_listening(
                 .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let Some(addr) = line.trim().strip_prefix(banner).map(str::to_string) else {
-        let _ = child.kill();
-        panic!(
-            "did not start: stdout {line:?}, stderr {}",
-            stderr.lock().unwrap()
-        )
-    };
-    (child, addr, stderr)
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut addrs = Vec::new();
+    for banner in banners {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let Some(addr) = line.trim().strip_prefix(banner).map(str::to_string) else {
+            let _ = child.kill();
+            panic!(
+                "did not start: stdout {line:?}, stderr {}",
+                stderr.lock().unwrap()
+            )
+        };
+        addrs.push(addr);
+    }
+    (child, addrs, stderr)
 }
 
 impl Server {
@@ -101,6 +115,25 @@ impl Server {
     /// Like [`Server::start`] in a given directory (its `data/` holds
     /// cardgate.db), so a test can create keys first or restart on the same data.
     pub fn start_in(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Server {
+        Server::launch(dir, config, env, false)
+    }
+
+    /// Like [`Server::start_in`] with `--admin-listen 127.0.0.1:0`: the admin
+    /// surface on its own port ([`Server::admin_url`]).
+    pub fn start_with_admin_listener(
+        dir: tempfile::TempDir,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Server {
+        Server::launch(dir, config, env, true)
+    }
+
+    fn launch(
+        dir: tempfile::TempDir,
+        config: &str,
+        env: &[(&str, &str)],
+        admin_listener: bool,
+    ) -> Server {
         let path = dir.path().join("cardgate.toml");
         std::fs::write(&path, config).unwrap();
         // An empty rule set unless the test brings its own (CARDGATE_RULES in `env`):
@@ -114,6 +147,7 @@ impl Server {
             .arg(&path)
             .env_remove("CARDGATE_WEBHOOK_SECRET")
             .env_remove("CARDGATE_LISTEN")
+            .env_remove("CARDGATE_ADMIN_LISTEN")
             .env("CARDGATE_DATA_DIR", dir.path().join("data"))
             .env("CARDGATE_LOG", "debug")
             .env("CARDGATE_RULES", &rules)
@@ -121,10 +155,17 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let (child, addr, stderr) = spawn_listening(&mut cmd, "cardgate listening on http://");
+        let mut banners = vec!["cardgate listening on http://"];
+        if admin_listener {
+            cmd.args(["--admin-listen", "127.0.0.1:0"]);
+            banners.push("cardgate admin listening on http://");
+        }
+        let (child, mut addrs, stderr) = spawn_listening_lines(&mut cmd, &banners);
+        let admin_addr = admin_listener.then(|| addrs.remove(1));
         Server {
             child: Some(child),
-            addr,
+            addr: addrs.remove(0),
+            admin_addr,
             stderr,
             dir: Some(dir),
         }
@@ -139,6 +180,12 @@ impl Server {
     /// `http://ADDR{path}`
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// `http://ADMIN_ADDR{path}` (panics unless started with an admin listener).
+    pub fn admin_url(&self, path: &str) -> String {
+        let addr = self.admin_addr.as_ref().expect("no admin listener");
+        format!("http://{addr}{path}")
     }
 
     /// Sends signal `sig` (a `kill` name such as `HUP`) to the server.

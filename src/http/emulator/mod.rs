@@ -235,6 +235,7 @@ impl EmulatorServer {
                 max_connections: MAX_CONNECTIONS,
                 shutdown_grace: SHUTDOWN_GRACE,
                 max_buf_size: None,
+                timeouts: super::Timeouts::default(),
             },
             |_| {},
             shutdown,
