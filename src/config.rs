@@ -6,8 +6,7 @@
 //! [`Env`] trait so tests feed a map instead of mutating the process environment.
 //!
 //! Environment overrides: `CARDGATE_WEBHOOK_SECRET`, `CARDGATE_LISTEN`,
-//! `CARDGATE_ADMIN_LISTEN`, `CARDGATE_DATA_DIR` (command-line flags beat them, they
-//! beat the file).
+//! `CARDGATE_ADMIN_LISTEN`, `CARDGATE_DATA_DIR` (flags beat them, they beat the file).
 
 mod approvals_config;
 mod edge_config;
@@ -27,7 +26,6 @@ use crate::decision::{
 pub use approvals_config::ApprovalsConfig;
 use approvals_config::ApprovalsSection;
 pub use edge_config::HttpConfig;
-use edge_config::{AdminSection, HttpSection};
 
 /// Default config path, relative to the working directory.
 pub const DEFAULT_PATH: &str = "config/cardgate.toml";
@@ -183,8 +181,7 @@ pub struct Config {
     pub approvals: ApprovalsConfig,
     /// `[http]`: what one connection may cost.
     pub http: HttpConfig,
-    /// `[admin] listen`: when set, the admin surface (`/v1/…`, `/ui/`, `/metrics`)
-    /// is served there and only there, and `listen` serves the webhook and health.
+    /// `[admin] listen`: the admin surface's own listener (`None`: one port for all).
     pub admin_listen: Option<SocketAddr>,
 }
 
@@ -248,9 +245,9 @@ struct File {
     #[serde(default)]
     approvals: ApprovalsSection,
     #[serde(default)]
-    http: HttpSection,
+    http: edge_config::HttpSection,
     #[serde(default)]
-    admin: AdminSection,
+    admin: edge_config::AdminSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,9 +329,8 @@ pub struct Overrides {
 }
 
 impl Config {
-    /// Reads `path`, applies `CARDGATE_WEBHOOK_SECRET` / `CARDGATE_LISTEN` /
-    /// `CARDGATE_ADMIN_LISTEN` from `env` and then `overrides`, and validates
-    /// everything.
+    /// Reads `path`, applies the `CARDGATE_*` overrides from `env` and then
+    /// `overrides`, and validates everything.
     pub fn load(path: &Path, env: &dyn Env, overrides: &Overrides) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_path_buf(),
@@ -364,7 +360,7 @@ impl Config {
             .listen
             .clone()
             .or_else(|| env.var("CARDGATE_LISTEN"))
-            .unwrap_or(file.server.listen);
+            .unwrap_or_else(|| file.server.listen.clone());
         let listen = listen_text.parse().unwrap_or_else(|_| {
             problems.push(format!(
                 "listen address {listen_text:?} is not IP:PORT (e.g. 127.0.0.1:8080)"
@@ -372,10 +368,7 @@ impl Config {
             SocketAddr::from(([127, 0, 0, 1], 0))
         });
 
-        let admin_listen =
-            edge_config::admin_listen(&file.admin, env, overrides, listen, &mut problems);
-        let http = HttpConfig::build(&file.http, &mut problems);
-
+        let (http, admin_listen) = edge_config::build(&file, env, overrides, listen, &mut problems);
         let secrets: Vec<String> = match env.var("CARDGATE_WEBHOOK_SECRET") {
             Some(list) => list
                 .split(',')

@@ -71,7 +71,7 @@ pub(super) struct AdminSection {
 
 impl HttpConfig {
     /// Validates `[http]`, adding a line to `problems` per bad value.
-    pub(super) fn build(h: &HttpSection, problems: &mut Vec<String>) -> HttpConfig {
+    fn build(h: &HttpSection, problems: &mut Vec<String>) -> HttpConfig {
         let mut seconds = |key: &str, v: f64, default: u64| {
             if v.is_finite() && v > 0.0 && v <= MAX_SECONDS {
                 Duration::from_secs_f64(v)
@@ -93,9 +93,24 @@ impl HttpConfig {
     }
 }
 
+/// Validates `[http]` and `[admin]`: the connection bounds and the admin address.
+pub(super) fn build(
+    file: &super::File,
+    env: &dyn Env,
+    overrides: &Overrides,
+    listen: SocketAddr,
+    problems: &mut Vec<String>,
+) -> (HttpConfig, Option<SocketAddr>) {
+    let http = HttpConfig::build(&file.http, problems);
+    (
+        http,
+        admin_listen(&file.admin, env, overrides, listen, problems),
+    )
+}
+
 /// `--admin-listen`, else `CARDGATE_ADMIN_LISTEN`, else `[admin] listen`; an empty
 /// value at any level means "unset", so an environment can switch the file's off.
-pub(super) fn admin_listen(
+fn admin_listen(
     file: &AdminSection,
     env: &dyn Env,
     overrides: &Overrides,
