@@ -167,6 +167,9 @@ fn may_review(req: &ApprovalRequest, actor: &Actor) -> Result<(), Error> {
     Ok(())
 }
 
+/// How far `independent_of_requester` follows `created_by`.
+const MAX_CREATOR_CHAIN: usize = 64;
+
 fn seconds(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
@@ -384,12 +387,56 @@ impl Approvals {
     ) -> Result<ApprovalRequest, Error> {
         for _ in 0..ROUNDS {
             let req = self.load(id).await?;
+            if matches!(step.who(), Who::Reviewer) {
+                self.independent_of_requester(&req, actor).await?;
+            }
             let (next, changes) = self.transition(&req, actor, step, self.now())?;
             if self.commit(changes).await? {
                 return Ok(next);
             }
         }
         Err(contended())
+    }
+
+    /// "Nobody reviews their own request" covers the keys a requester could mint:
+    /// a reviewer key created by the requester, directly or through keys it created
+    /// (the `created_by` chain up to the command line), and any key created after the
+    /// request opened, are refused like the requester itself.
+    async fn independent_of_requester(
+        &self,
+        req: &ApprovalRequest,
+        actor: &Actor,
+    ) -> Result<(), Error> {
+        if actor.is_builtin() {
+            return Ok(());
+        }
+        let refuse = |message: &str| {
+            Err(Error::Forbidden {
+                code: "self_approval",
+                message: message.into(),
+            })
+        };
+        let Some(key) = self.store.key(&actor.key_id).await? else {
+            return Ok(());
+        };
+        if key.created > req.created {
+            return refuse("a key created after the approval request opened cannot review it");
+        }
+        // Keys are created by earlier keys, so the chain ends; the bound is for a
+        // hand-edited database.
+        let mut creator = key.created_by;
+        for _ in 0..MAX_CREATOR_CHAIN {
+            if creator == req.requested_by.key_id {
+                return refuse("a key created by the requester cannot review its request");
+            }
+            match self.store.key(&creator).await? {
+                Some(parent) if parent.created_by != creator => {
+                    creator = parent.created_by;
+                }
+                _ => break,
+            }
+        }
+        Ok(())
     }
 
     /// The one transition every step goes through. Checks who may take `step` on

@@ -143,6 +143,7 @@ on_both_backends!(
     interrupted_executions_fail_at_start_but_not_when_a_tool_opens_the_file,
     a_guard_that_no_longer_holds_writes_nothing,
     concurrent_approvals_run_the_action_once,
+    a_requester_cannot_approve_with_a_reviewer_key_it_minted,
 );
 
 struct Fixture {
@@ -513,4 +514,81 @@ async fn concurrent_approvals_run_the_action_once(b: Backend) {
         ..HistoryFilter::default()
     };
     assert_eq!(f.a.history(&f2, &Page::default()).await.unwrap().0.len(), 1);
+}
+
+/// Issue 15 #3: an admin opened a request, created a reviewer key through the
+/// (ungated) key API and approved its own request with it. "No self-approval" now
+/// covers keys the requester created, directly or through keys it created, and keys
+/// created after the request opened; an independent reviewer still approves.
+async fn a_requester_cannot_approve_with_a_reviewer_key_it_minted(b: Backend) {
+    let f = fixture(b).await;
+    gate_publish(&f).await;
+    // The admin asks for a publish…
+    let id = match f
+        .a
+        .perform(
+            &f.admin,
+            Action::PublishRuleset { source: SET.into() },
+            &f.rules,
+        )
+        .await
+    {
+        Err(Error::ApprovalRequired { request, .. }) => request.id,
+        other => panic!("{other:?}"),
+    };
+    f.a.submit(&f.admin, &id, Some("mine")).await.unwrap();
+    // …then mints a reviewer, and through it a second one.
+    let mint = |by: Actor, role: &str| {
+        let a = &f.a;
+        let rules = &f.rules;
+        let role = role.to_string();
+        async move {
+            let action = Action::CreateApiKey {
+                role,
+                name: None,
+                pending: None,
+            };
+            match a.perform(&by, action, rules).await.unwrap() {
+                Executed::KeyCreated {
+                    secret: Some(secret),
+                    ..
+                } => a.authenticate(&secret).await.unwrap(),
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let minted_admin = mint(f.admin.clone(), "admin").await;
+    let minted = mint(f.admin.clone(), "reviewer").await;
+    let grandchild = mint(minted_admin.clone(), "reviewer").await;
+    for reviewer in [&minted, &grandchild] {
+        let refused = f.a.approve(reviewer, &id, None, &f.rules).await;
+        assert!(
+            matches!(
+                refused,
+                Err(Error::Forbidden {
+                    code: "self_approval",
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+    }
+    // A key someone else created after the request opened cannot review it either.
+    f.clock.advance(5);
+    let late =
+        f.a.create_key(&Actor::cli(), Role::Reviewer, None)
+            .await
+            .unwrap();
+    let late = f.a.authenticate(&late.1).await.unwrap();
+    assert!(matches!(
+        f.a.approve(&late, &id, None, &f.rules).await,
+        Err(Error::Forbidden {
+            code: "self_approval",
+            ..
+        })
+    ));
+    assert_eq!(f.version(), "empty");
+    // The independent reviewer (created by the command line before the request).
+    let done = f.a.approve(&f.reviewer, &id, None, &f.rules).await.unwrap();
+    assert_eq!(done.status, Status::Succeeded, "{done:?}");
 }
