@@ -90,9 +90,299 @@ pub fn install() -> PrometheusHandle {
             let _ = metrics::set_global_recorder(recorder);
             describe();
             register_stages();
+            register_zeros();
             handle
         })
         .clone()
+}
+
+/// What a metric is, for zero registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up; starts at 0.
+    Counter,
+    /// Observations in buckets; starts with every bucket at 0.
+    Histogram,
+    /// Set to a value; the ones listed start at 0.
+    Gauge,
+}
+
+/// One label of a [`Family`] and what the code puts in it.
+#[derive(Debug, Clone, Copy)]
+pub struct Label {
+    /// The label name.
+    pub name: &'static str,
+    /// Every value the code emits, or `None` when the values are only known at run
+    /// time (rule names, rule set versions): such families are not zero-registered
+    /// and selectors on that label cannot be checked.
+    pub values: Option<&'static [&'static str]>,
+}
+
+/// One metric and its labels.
+#[derive(Debug, Clone, Copy)]
+pub struct Family {
+    /// The metric name (one of the constants above).
+    pub name: &'static str,
+    /// Counter, histogram or gauge.
+    pub kind: Kind,
+    /// Its labels, in the order the code passes them.
+    pub labels: &'static [Label],
+    /// Whether [`install`] registers it at 0 for every combination of its label
+    /// values. Off where the combinations are mostly impossible and the series
+    /// appears with the first request anyway (`route` × `status`), or where 0
+    /// would be a lie (`cardgate_build_info` is 1).
+    pub zero: bool,
+}
+
+const fn label(name: &'static str, values: &'static [&'static str]) -> Label {
+    Label {
+        name,
+        values: Some(values),
+    }
+}
+
+const fn open(name: &'static str) -> Label {
+    Label { name, values: None }
+}
+
+/// The `result` of a rule set reload (`rules::reload`).
+pub const RELOAD_RESULTS: &[&str] = &["ok", "rejected"];
+/// `decision::Decision::outcome`.
+const OUTCOMES: &[&str] = &["approve", "partial", "decline"];
+/// `decision::Reason::as_str`.
+const REASONS: &[&str] = &[
+    "approved",
+    "card_inactive",
+    "card_canceled",
+    "cardholder_inactive",
+    "cardholder_blocked",
+    "category_blocked",
+    "category_not_allowed",
+    "country_blocked",
+    "country_not_allowed",
+    "card_presence_blocked",
+    "card_presence_not_allowed",
+    "mcc_blocked",
+    "spending_limit",
+    "currency_mismatch",
+    "rule",
+    "review",
+    "fallback:deadline",
+    "fallback:internal",
+    "fallback:ledger",
+];
+/// `stripe::VerifyError::code`.
+const SIGNATURE_CODES: &[&str] = &[
+    "signature_missing",
+    "signature_malformed",
+    "signature_timestamp_invalid",
+    "signature_missing_v1",
+    "signature_mismatch",
+    "signature_expired",
+];
+/// `decision::FallbackCause::as_str`.
+const FALLBACK_CAUSES: &[&str] = &["deadline", "internal", "ledger"];
+/// `authorize::event_label`: the non-request event types counted by name.
+const EVENT_TYPES: &[&str] = &[
+    "issuing_authorization.created",
+    "issuing_authorization.updated",
+    "issuing_transaction.created",
+    "issuing_transaction.updated",
+    "other",
+];
+/// `authorize::lifecycle`: the event types the ledger reads.
+const LIFECYCLE_TYPES: &[&str] = &[
+    "issuing_authorization.created",
+    "issuing_authorization.updated",
+    "issuing_transaction.created",
+    "other",
+];
+/// `authorize::lifecycle`: what the ledger did (`ledger::Applied` and the failures).
+const LIFECYCLE_RESULTS: &[&str] = &[
+    "applied",
+    "duplicate",
+    "unknown_authorization",
+    "invalid",
+    "ignored",
+    "store_error",
+];
+/// `http::route`.
+const ROUTES: &[&str] = &[
+    "webhook",
+    "metrics",
+    "healthz",
+    "readyz",
+    "payment_approvals",
+    "method_not_allowed",
+    "api",
+    "ui",
+    "not_found",
+];
+/// `http::status_label`.
+const STATUSES: &[&str] = &[
+    "200", "400", "401", "403", "404", "405", "408", "409", "413", "422", "503", "other",
+];
+/// `store::writer`.
+const STORE_OPS: &[&str] = &["commit", "enqueue"];
+/// `rules::eval::RuntimeError::as_str`.
+const RULE_ERROR_KINDS: &[&str] = &[
+    "division_by_zero",
+    "overflow",
+    "no_such_key",
+    "conversion",
+    "unordered",
+];
+const RULE_MODES: &[&str] = &["decisive", "shadow"];
+/// `http::legacy`.
+const LEGACY_RESULTS: &[&str] = &["ok", "rejected", "failed"];
+const PAYMENT_OUTCOMES: &[&str] = &["approve", "decline"];
+
+const fn family(name: &'static str, kind: Kind, labels: &'static [Label]) -> Family {
+    Family {
+        name,
+        kind,
+        labels,
+        zero: true,
+    }
+}
+
+/// Every metric cardgate exports with every label value the code can give it: the
+/// dashboard and alerts are checked against this table
+/// (`tests/observability_config.rs`), a running server is checked to emit nothing
+/// outside it and to list it at 0 from the start (`tests/metrics_format.rs`).
+pub const FAMILIES: &[Family] = &[
+    family(WEBHOOK_DURATION, Kind::Histogram, &[]),
+    family(
+        WEBHOOK_STAGE_DURATION,
+        Kind::Histogram,
+        &[label(
+            "stage",
+            &["verify", "parse", "decide", "reserve", "respond"],
+        )],
+    ),
+    family(
+        AUTHORIZATIONS,
+        Kind::Counter,
+        &[label("outcome", OUTCOMES), label("reason", REASONS)],
+    ),
+    family(
+        SIGNATURE_FAILURES,
+        Kind::Counter,
+        &[label("code", SIGNATURE_CODES)],
+    ),
+    family(PARSE_FAILURES, Kind::Counter, &[]),
+    family(FALLBACKS, Kind::Counter, &[label("cause", FALLBACK_CAUSES)]),
+    family(EVENTS, Kind::Counter, &[label("type", EVENT_TYPES)]),
+    Family {
+        zero: false,
+        ..family(
+            HTTP_RESPONSES,
+            Kind::Counter,
+            &[label("route", ROUTES), label("status", STATUSES)],
+        )
+    },
+    family(LEDGER_HOLDS, Kind::Gauge, &[]),
+    family(LEDGER_RESERVE_REFUSED, Kind::Counter, &[]),
+    family(
+        LIFECYCLE_EVENTS,
+        Kind::Counter,
+        &[
+            label("type", LIFECYCLE_TYPES),
+            label("result", LIFECYCLE_RESULTS),
+        ],
+    ),
+    family(STORE_COMMIT_DURATION, Kind::Histogram, &[]),
+    family(STORE_COMMIT_BATCH, Kind::Histogram, &[]),
+    family(STORE_ERRORS, Kind::Counter, &[label("op", STORE_OPS)]),
+    family(
+        RULE_MATCHES,
+        Kind::Counter,
+        &[open("rule"), label("mode", RULE_MODES)],
+    ),
+    family(
+        RULE_ERRORS,
+        Kind::Counter,
+        &[open("rule"), label("error", RULE_ERROR_KINDS)],
+    ),
+    family(
+        RULE_RELOADS,
+        Kind::Counter,
+        &[label("result", RELOAD_RESULTS)],
+    ),
+    family(RULESET_INFO, Kind::Gauge, &[open("version")]),
+    family(
+        PAYMENT_APPROVALS,
+        Kind::Counter,
+        &[label("outcome", PAYMENT_OUTCOMES)],
+    ),
+    family(
+        PAYMENT_RULE_MATCHES,
+        Kind::Counter,
+        &[open("rule"), label("mode", RULE_MODES)],
+    ),
+    family(
+        PAYMENT_RULE_ERRORS,
+        Kind::Counter,
+        &[open("rule"), label("error", RULE_ERROR_KINDS)],
+    ),
+    family(
+        PAYMENT_RULE_RELOADS,
+        Kind::Counter,
+        &[label("result", RELOAD_RESULTS)],
+    ),
+    family(PAYMENT_RULESET_INFO, Kind::Gauge, &[open("version")]),
+    Family {
+        zero: false,
+        ..family(BUILD_INFO, Kind::Gauge, &[open("version")])
+    },
+    family(
+        LEGACY_CALLS,
+        Kind::Counter,
+        &[label("result", LEGACY_RESULTS)],
+    ),
+];
+
+/// The family of `name`, if cardgate exports it.
+pub fn family_of(name: &str) -> Option<&'static Family> {
+    FAMILIES.iter().find(|f| f.name == name)
+}
+
+/// Every label combination of a family: the cartesian product of its label
+/// values, or nothing when a label's values are open.
+fn combinations(f: &Family) -> Vec<Vec<metrics::Label>> {
+    let mut out: Vec<Vec<metrics::Label>> = vec![Vec::new()];
+    for l in f.labels {
+        let Some(values) = l.values else {
+            return Vec::new();
+        };
+        out = out
+            .iter()
+            .flat_map(|prefix| {
+                values.iter().map(move |v| {
+                    let mut next = prefix.clone();
+                    next.push(metrics::Label::new(l.name, *v));
+                    next
+                })
+            })
+            .collect();
+    }
+    out
+}
+
+/// Registers every bounded series at 0, so `/metrics` lists it before its first
+/// event: a panel shows 0 instead of "No data", and `increase()` sees the first
+/// fallback or store error as a step from 0 rather than a series appearing.
+fn register_zeros() {
+    for f in FAMILIES.iter().filter(|f| f.zero) {
+        for labels in combinations(f) {
+            match f.kind {
+                Kind::Counter => metrics::counter!(f.name, labels).increment(0),
+                // Registering alone makes the exporter render the buckets at 0.
+                Kind::Histogram => drop(metrics::histogram!(f.name, labels)),
+                Kind::Gauge => metrics::gauge!(f.name, labels).set(0.0),
+            }
+        }
+    }
 }
 
 fn describe() {
@@ -228,5 +518,48 @@ impl StageClock {
             h[stage as usize].record(now.duration_since(self.last).as_secs_f64());
         }
         self.last = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_cover_every_metric_constant_once() {
+        let source = include_str!("metrics.rs");
+        let declared: Vec<&str> = source
+            .lines()
+            .filter(|l| l.starts_with("pub const ") && l.contains(": &str = \"cardgate_"))
+            .filter_map(|l| l.split('"').nth(1))
+            .collect();
+        assert!(declared.len() > 20, "{declared:?}");
+        for name in &declared {
+            let n = FAMILIES.iter().filter(|f| f.name == *name).count();
+            assert_eq!(n, 1, "{name} is in FAMILIES {n} times");
+        }
+        assert_eq!(FAMILIES.len(), declared.len());
+    }
+
+    #[test]
+    fn stage_labels_match_stage_enum() {
+        let stage = family_of(WEBHOOK_STAGE_DURATION).and_then(|f| f.labels[0].values);
+        let names: Vec<&str> = Stage::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(stage, Some(names.as_slice()));
+    }
+
+    #[test]
+    fn zero_registration_is_the_cartesian_product() {
+        let lifecycle = family_of(LIFECYCLE_EVENTS).map(combinations);
+        assert_eq!(lifecycle.map(|c| c.len()), Some(4 * 6));
+        assert!(
+            family_of(RULE_MATCHES)
+                .map(combinations)
+                .is_some_and(|c| c.is_empty())
+        );
+        assert_eq!(
+            family_of(PARSE_FAILURES).map(combinations).map(|c| c.len()),
+            Some(1)
+        );
     }
 }

@@ -1,7 +1,11 @@
 //! `/metrics` of the real binary, parsed with a Prometheus text-format parser: the
 //! names cardgate promises exist with the right types, follow the naming
 //! conventions (prefix, base units, `_total`), and the per-stage webhook latency
-//! histogram carries every stage the path went through.
+//! histogram carries every stage the path went through. A fresh server lists every
+//! bounded counter and histogram at 0, and emits no label value outside
+//! `cardgate::metrics::FAMILIES` (the table the dashboard and alerts are checked
+//! against). The server runs in a temporary directory: tests never write into the
+//! repository's `./data`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -19,22 +23,36 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cardgate::metrics::{FAMILIES, Kind};
 use prometheus_parse::{Scrape, Value};
 
 const SECRET: &str = "whsec_metrics_format_test";
 
-/// The real `cardgate serve` on 127.0.0.1:0; killed when dropped.
+/// The real `cardgate serve` on 127.0.0.1:0 with the bundled config, its data and
+/// rules file in a temporary directory; killed when dropped.
 struct Server {
     child: Child,
     addr: SocketAddr,
+    /// Holds `data/` (the bundled config's `./data` would be the repository's) and
+    /// `rules.toml`, a copy of the bundled rules a test may break.
+    dir: tempfile::TempDir,
 }
 
 impl Server {
     fn start() -> Server {
         let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/cardgate.toml");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let rules = dir.path().join("rules.toml");
+        std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/rules.toml"),
+            &rules,
+        )
+        .expect("copy the bundled rules");
         let mut child = Command::new(env!("CARGO_BIN_EXE_cardgate"))
             .args(["serve", "--config", config, "--listen", "127.0.0.1:0"])
             .env("CARDGATE_WEBHOOK_SECRET", SECRET)
+            .env("CARDGATE_DATA_DIR", dir.path().join("data"))
+            .env("CARDGATE_RULES", &rules)
             .env("CARDGATE_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -51,7 +69,7 @@ impl Server {
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .parse()
             .expect("an IP:PORT");
-        let server = Server { child, addr };
+        let server = Server { child, addr, dir };
         server.wait_ready();
         server
     }
@@ -116,6 +134,20 @@ impl Server {
             body,
         )
         .expect("webhook request")
+    }
+}
+
+impl Server {
+    fn rules_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("rules.toml")
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{sig}"), self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(ok.success(), "kill -{sig} failed");
     }
 }
 
@@ -258,4 +290,182 @@ fn metrics_parse_and_follow_conventions() {
         })
         .sum();
     assert_eq!(decisions, 3.0, "three request events were decided");
+}
+
+/// The samples of a scrape as `(name, sorted labels) -> value`, read from the text
+/// itself so histogram series (`_bucket`, `_count`) keep their own names.
+fn samples(text: &str) -> HashMap<(String, Vec<(String, String)>), f64> {
+    let line =
+        regex::Regex::new(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$").expect("valid regex");
+    let pair =
+        regex::Regex::new(r#"([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)""#).expect("valid regex");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let c = line
+                .captures(l)
+                .unwrap_or_else(|| panic!("unreadable sample line {l:?}"));
+            let mut labels: Vec<(String, String)> = c
+                .get(2)
+                .map(|m| {
+                    pair.captures_iter(m.as_str())
+                        .map(|p| (p[1].to_string(), p[2].to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            labels.sort();
+            let value = c[3].parse().unwrap_or_else(|_| panic!("value in {l:?}"));
+            ((c[1].to_string(), labels), value)
+        })
+        .collect()
+}
+
+fn metrics_text(server: &Server) -> String {
+    let (status, body) = server
+        .request("GET", "/metrics", &[], b"")
+        .expect("GET /metrics");
+    assert_eq!(status, 200);
+    String::from_utf8(body).expect("metrics are UTF-8")
+}
+
+/// Every label combination of a family's bounded values.
+fn combinations(labels: &[cardgate::metrics::Label]) -> Vec<Vec<(String, String)>> {
+    let mut out = vec![Vec::new()];
+    for l in labels {
+        let values = l
+            .values
+            .expect("zero-registered families have bounded labels");
+        out = out
+            .iter()
+            .flat_map(|prefix: &Vec<(String, String)>| {
+                values.iter().map(move |v| {
+                    let mut next = prefix.clone();
+                    next.push((l.name.to_string(), (*v).to_string()));
+                    next
+                })
+            })
+            .collect();
+    }
+    for c in &mut out {
+        c.sort();
+    }
+    out
+}
+
+/// `cardgate_fallbacks_total`, `cardgate_signature_failures_total`,
+/// `cardgate_parse_failures_total`, `cardgate_store_errors_total` and the rest did
+/// not exist until their first event: panels showed "No data" and `increase()`
+/// missed the first fallback or store error. A fresh server lists each bounded
+/// series at 0.
+#[test]
+fn counters_and_histograms_exist_at_zero_before_their_first_event() {
+    let server = Server::start();
+    let samples = samples(&metrics_text(&server));
+    for must in [
+        "cardgate_fallbacks_total",
+        "cardgate_signature_failures_total",
+        "cardgate_parse_failures_total",
+        "cardgate_store_errors_total",
+    ] {
+        assert!(
+            FAMILIES.iter().any(|f| f.name == must && f.zero),
+            "{must} is not zero-registered"
+        );
+    }
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    // Families labelled by rule name or version are registered as rules load.
+    let bounded = |f: &&cardgate::metrics::Family| f.labels.iter().all(|l| l.values.is_some());
+    for f in FAMILIES.iter().filter(|f| f.zero).filter(bounded) {
+        for labels in combinations(f.labels) {
+            let series = match f.kind {
+                Kind::Histogram => format!("{}_count", f.name),
+                Kind::Counter | Kind::Gauge => f.name.to_string(),
+            };
+            checked += 1;
+            match samples.get(&(series.clone(), labels.clone())) {
+                Some(v) => assert_eq!(*v, 0.0, "{series}{labels:?} on a fresh server"),
+                None => missing.push(format!("{series}{labels:?}")),
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {checked} series missing on a fresh server: {missing:#?}",
+        missing.len()
+    );
+}
+
+/// The table the dashboard and alerts are checked against is what the code emits:
+/// driven through decisions, a bad signature, an unreadable body, a lifecycle
+/// event and a rejected rule reload (the alert once selected `result="failed"`,
+/// which reload never emits), every bounded label value on `/metrics` is in
+/// `FAMILIES`, and the rejected reload shows as `result="rejected"`.
+#[test]
+fn emitted_label_values_are_the_ones_dashboards_are_checked_against() {
+    let server = Server::start();
+    for name in [
+        "issuing_authorization.request",
+        "issuing_authorization.created",
+    ] {
+        let (status, body) = server.webhook(&fixture(name), SECRET);
+        assert_eq!(status, 200, "{name}: {}", String::from_utf8_lossy(&body));
+    }
+    let (status, _) = server.webhook(&fixture("issuing_authorization.request"), "whsec_wrong");
+    assert_eq!(status, 400);
+    let (status, _) = server.webhook(b"{\"not\": \"an event\"}", SECRET);
+    assert_eq!(status, 400);
+
+    std::fs::write(
+        server.rules_path(),
+        "[[rule]]\nname = \"broken\"\nwhen = '(('\n",
+    )
+    .expect("write the broken rules file");
+    server.signal("HUP");
+    let rejected = (
+        "cardgate_rule_reloads_total".to_string(),
+        vec![("result".to_string(), "rejected".to_string())],
+    );
+    let give_up = Instant::now() + Duration::from_secs(20);
+    let samples = loop {
+        let samples = samples(&metrics_text(&server));
+        if samples.get(&rejected).copied().unwrap_or(0.0) >= 1.0 {
+            break samples;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "the broken reload never counted as rejected"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+
+    let parse = ("cardgate_parse_failures_total".to_string(), Vec::new());
+    assert_eq!(samples.get(&parse).copied(), Some(1.0));
+    for (name, labels) in samples.keys() {
+        let family = FAMILIES.iter().find(|f| f.name == name).or_else(|| {
+            ["_bucket", "_sum", "_count"].iter().find_map(|s| {
+                let base = name.strip_suffix(s)?;
+                FAMILIES
+                    .iter()
+                    .find(|f| f.name == base && f.kind == Kind::Histogram)
+            })
+        });
+        let family = family.unwrap_or_else(|| panic!("{name} is not in metrics::FAMILIES"));
+        for (label, value) in labels {
+            if label == "le" || label == "quantile" {
+                continue;
+            }
+            let l = family
+                .labels
+                .iter()
+                .find(|l| l.name == label)
+                .unwrap_or_else(|| panic!("{name}: label {label} is not in metrics::FAMILIES"));
+            if let Some(values) = l.values {
+                assert!(
+                    values.contains(&value.as_str()),
+                    "{name}: {label}=\"{value}\" is emitted but not in metrics::FAMILIES {values:?}"
+                );
+            }
+        }
+    }
 }
