@@ -374,6 +374,16 @@ pub fn set(v: &mut serde_json::Value, path: &str, value: serde_json::Value) {
 }
 
 /// Value of metric line `name{labels}` in a /metrics text, 0 when absent.
+/// The sum over every labelled series of `name` (`name{…} value` lines): with
+/// every series registered at zero on start, "nothing counted" is a sum of 0.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    let prefix = format!("{name}{{");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 pub fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| {
