@@ -36,7 +36,6 @@ pub mod store;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use dashmap::DashMap;
 use serde_json::Value;
 
 use crate::rules::RuleSetError;
@@ -46,7 +45,7 @@ pub use model::{
     Actor, Allowance, ApiKey, ApiObject, ApprovalRequest, ControlOverride, EventRecord, Executed,
     HistoryEntry, HistoryFilter, Page, RequestFilter, Status, tagged,
 };
-pub use overrides::{AllowanceKey, OverrideTable};
+pub use overrides::{AllowanceClaim, AllowanceKey, OverrideTable};
 pub use perform::LiveRules;
 pub use policy::{ApprovalRule, Control, Reviewers};
 pub use store::{ApprovalStore, ApprovalStoreError, Change};
@@ -216,7 +215,7 @@ pub struct Approvals {
     /// offset, because receivers check the signature's time against theirs.
     outbox_clock: Clock,
     overrides: ArcSwap<OverrideTable>,
-    allowances: DashMap<AllowanceKey, overrides::AllowanceEntry>,
+    allowances: overrides::Allowances,
     /// Woken when an event is queued, so delivery does not wait for its next poll.
     wake: tokio::sync::Notify,
     /// Reviews handed over by the decision path (which must not wait on the store).
@@ -275,7 +274,7 @@ impl Approvals {
             clock,
             outbox_clock: Clock::system(),
             overrides: ArcSwap::from_pointee(OverrideTable::default()),
-            allowances: DashMap::new(),
+            allowances: overrides::Allowances::default(),
             wake: tokio::sync::Notify::new(),
             reviews_tx,
             reviews_rx: Mutex::new(Some(reviews_rx)),

@@ -4,10 +4,17 @@
 //! loaded at start and kept in step with the store). Using an allowance and
 //! opening a review are the decision path's only writes, and both go to
 //! background work.
+//!
+//! An allowance is *claimed* (taken out of the map) when a decision looks it up,
+//! not when the approval is finally answered: between the two the request awaits
+//! the decision and the commit of its hold, and every concurrent retry that looked
+//! in the meantime would otherwise find the same allowance and pass too. A claim
+//! that does not end in an approval goes back into the map when dropped.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use dashmap::DashMap;
 use serde_json::json;
 
 use super::model::{Allowance, ControlOverride, Executed};
@@ -43,6 +50,81 @@ impl From<&AllowanceSpec> for AllowanceKey {
 pub(super) struct AllowanceEntry {
     id: String,
     expires_at: i64,
+}
+
+/// The unused allowances in memory, by the retry they admit. Shared with every
+/// outstanding [`AllowanceClaim`] so a dropped claim can put its allowance back.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Allowances(Arc<DashMap<AllowanceKey, AllowanceEntry>>);
+
+impl Allowances {
+    fn insert(&self, key: AllowanceKey, entry: AllowanceEntry) {
+        self.0.insert(key, entry);
+    }
+
+    fn clear(&self) {
+        self.0.clear();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The id of the unexpired allowance for `key`, left in place.
+    fn peek(&self, key: &AllowanceKey, now: i64) -> Option<String> {
+        self.0
+            .get(key)
+            .filter(|e| e.expires_at > now)
+            .map(|e| e.id.clone())
+    }
+
+    /// Removes the unexpired allowance for `key` in one step (the map's shard lock
+    /// makes it atomic), so of any number of concurrent callers one at most gets it.
+    fn claim(&self, key: &AllowanceKey, now: i64) -> Option<AllowanceClaim> {
+        let (key, entry) = self.0.remove_if(key, |_, e| e.expires_at > now)?;
+        Some(AllowanceClaim {
+            home: self.clone(),
+            key,
+            entry: Some(entry),
+        })
+    }
+}
+
+/// One allowance, held by the one request that claimed it. [`keep`] it when the
+/// request is approved with it; dropped any other way (declined, a fallback, the
+/// request abandoned mid-flight or panicking) it goes back for the next retry.
+///
+/// [`keep`]: AllowanceClaim::keep
+#[derive(Debug)]
+#[must_use = "a claim dropped unused gives its allowance back"]
+pub struct AllowanceClaim {
+    home: Allowances,
+    key: AllowanceKey,
+    /// `None` once kept.
+    entry: Option<AllowanceEntry>,
+}
+
+impl AllowanceClaim {
+    /// The allowance's id (`allow_…`).
+    pub fn id(&self) -> &str {
+        self.entry.as_ref().map_or("", |e| e.id.as_str())
+    }
+
+    /// Spends the allowance: it stays out of memory and its id is returned so the
+    /// caller can record the use durably ([`Approvals::consume_allowance`]).
+    pub fn keep(mut self) -> String {
+        self.entry.take().map(|e| e.id).unwrap_or_default()
+    }
+}
+
+impl Drop for AllowanceClaim {
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry.take() {
+            // A grant for the same retry made while this one was out is newer and
+            // wins; this one stays unused in the store (a restart reloads it).
+            self.home.0.entry(self.key.clone()).or_insert(entry);
+        }
+    }
 }
 
 /// Control overrides by card and by cardholder, read by the decision path.
@@ -188,23 +270,22 @@ impl Approvals {
         !self.allowances.is_empty()
     }
 
-    /// Whether an unexpired allowance exists for this retry (no I/O: the decision
-    /// path calls it). Consume it with [`Approvals::consume_allowance`] once used.
+    /// Whether an unexpired allowance exists for this retry, left in place.
     pub fn allowance(&self, key: &AllowanceKey) -> Option<String> {
-        let now = self.now();
-        self.allowances
-            .get(key)
-            .filter(|e| e.expires_at > now)
-            .map(|e| e.id.clone())
+        self.allowances.peek(key, self.now())
     }
 
-    /// Takes an allowance out of memory at once (one retry only) and returns its id
-    /// so the caller can record the use off the decision path.
+    /// Claims the unexpired allowance for this retry (no I/O: the decision path
+    /// calls it before deciding). Of concurrent retries one at most gets it; the
+    /// claim gives it back when dropped unless [kept](AllowanceClaim::keep).
+    pub fn claim_allowance(&self, key: &AllowanceKey) -> Option<AllowanceClaim> {
+        self.allowances.claim(key, self.now())
+    }
+
+    /// Takes an allowance out of memory for good (one retry only) and returns its
+    /// id so the caller can record the use off the decision path.
     pub fn take_allowance(&self, key: &AllowanceKey) -> Option<String> {
-        let now = self.now();
-        self.allowances
-            .remove_if(key, |_, e| e.expires_at > now)
-            .map(|(_, e)| e.id)
+        self.claim_allowance(key).map(AllowanceClaim::keep)
     }
 
     /// Records that allowance `id` was used by `authorization` (durable, so a
@@ -231,5 +312,88 @@ impl Approvals {
     /// Allowances, newest first (the latest hundred).
     pub async fn list_allowances(&self) -> Result<Vec<Allowance>, Error> {
         Ok(self.store.allowances(100).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(amount: i64) -> AllowanceKey {
+        AllowanceKey {
+            card: "ic_1".into(),
+            merchant: "1000384276".into(),
+            amount,
+            currency: "usd".into(),
+        }
+    }
+
+    fn held(id: &str, expires_at: i64) -> Allowances {
+        let a = Allowances::default();
+        a.insert(
+            key(500),
+            AllowanceEntry {
+                id: id.into(),
+                expires_at,
+            },
+        );
+        a
+    }
+
+    #[test]
+    fn a_claimed_allowance_is_out_until_the_claim_is_dropped() {
+        let a = held("allow_1", 100);
+        let claim = a.claim(&key(500), 10).unwrap();
+        assert_eq!(claim.id(), "allow_1");
+        assert!(a.claim(&key(500), 10).is_none(), "held by the first claim");
+        assert!(a.peek(&key(500), 10).is_none());
+        drop(claim);
+        assert_eq!(a.peek(&key(500), 10).as_deref(), Some("allow_1"));
+        assert_eq!(a.claim(&key(500), 10).unwrap().keep(), "allow_1");
+        assert!(a.is_empty(), "a kept allowance does not come back");
+    }
+
+    #[test]
+    fn of_many_threads_claiming_at_once_exactly_one_gets_the_allowance() {
+        let a = held("allow_1", 100);
+        let barrier = std::sync::Barrier::new(20);
+        let won = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..20)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        a.claim(&key(500), 10).map(AllowanceClaim::keep)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(won, ["allow_1"]);
+    }
+
+    #[test]
+    fn expired_or_other_retries_claim_nothing() {
+        let a = held("allow_1", 100);
+        assert!(a.claim(&key(500), 100).is_none(), "expired at 100");
+        assert!(a.claim(&key(501), 10).is_none(), "another amount");
+        assert!(!a.is_empty(), "a failed claim removes nothing");
+    }
+
+    #[test]
+    fn a_give_back_does_not_replace_a_grant_made_meanwhile() {
+        let a = held("allow_1", 100);
+        let claim = a.claim(&key(500), 10).unwrap();
+        a.insert(
+            key(500),
+            AllowanceEntry {
+                id: "allow_2".into(),
+                expires_at: 200,
+            },
+        );
+        drop(claim);
+        assert_eq!(a.peek(&key(500), 10).as_deref(), Some("allow_2"));
     }
 }

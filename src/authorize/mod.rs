@@ -5,12 +5,12 @@
 //! verify    stripe::verify → Verified            (Rejected: bad signature)
 //! parse     simd-json tape → Event → AuthRequest (Rejected: path of the bad field)
 //! snapshot  the card's and cardholder's spend    (spend::snapshot)
-//! look up   overrides and allowances             (approvals::lookup)
+//! look up   overrides; claims the allowance      (approvals::lookup)
 //! decide    decision::decide_traced, bounded by the deadline, panics caught
 //!           (faults wraps it when fault injection is configured)
 //! settle    atomic re-check + reserve, durable as configured (spend::settle)
 //! record    the decision-log row                 (record::row, inside settle)
-//! hand back allowance use, review requests       (approvals::after)
+//! hand back allowance kept or given back, reviews (approvals::after)
 //! respond   stripe::encode_decision              (or the caller's `finish`)
 //! ```
 //!

@@ -7,7 +7,7 @@ use simd_json::prelude::*;
 
 use super::parse::{
     Event, Obj, ParseError, Problem, Val, field, opt_array, opt_bool, opt_obj, opt_str,
-    req_currency, req_i64, req_str,
+    req_currency, req_i64, req_str, unique_keys,
 };
 use crate::ledger::{AuthMeta, AuthStatus, Fact};
 
@@ -59,7 +59,9 @@ fn common(o: &Obj<'_>) -> Result<AuthMeta, ParseError> {
 fn id_or_object<'v>(v: Val<'v>, path: &str) -> Option<Result<&'v str, ParseError>> {
     match v.into_string() {
         Some(s) => Some(Ok(s)),
-        None => v.as_object().map(|o| req_str(&o, path, "id")),
+        None => v
+            .as_object()
+            .map(|o| unique_keys(&o, path, "").and_then(|()| req_str(&o, path, "id"))),
     }
 }
 
@@ -73,6 +75,7 @@ fn card_and_holder(o: &Obj<'_>) -> Result<(String, String), ParseError> {
             None => return Err(invalid("card", "not a card")),
         },
         Some(c) => {
+            unique_keys(&c, OBJ, "card")?;
             let holder = match field(&c, "cardholder") {
                 Some(h) => id_or_object(h, &format!("{path}.cardholder")).unwrap_or(Ok(""))?,
                 None => "",

@@ -3,6 +3,14 @@
 //! [`AuthRequest`]. Only fields decisions use are read; unknown fields are ignored.
 //! A missing required field or a wrong type is an error naming the JSON path.
 //!
+//! A key that occurs twice in an object the parser reads fields from is an error
+//! too, named by its path: JSON leaves duplicates undefined, simd-json's lookup
+//! finds the first, and most parsers (Stripe's among them) keep the last, so
+//! whichever cardgate chose it could decide on a value other readers of the same
+//! bytes do not see. Refusing the body is the one choice nobody can read
+//! differently. Objects the parser never opens are not checked: they cannot
+//! change a decision.
+//!
 //! The body is parsed to simd-json's *tape* (a flat array of nodes, strings borrowed
 //! from the buffer), not to a DOM: the DOM allocates a hash map per object and a
 //! vector per array for the whole ~5 KiB event, most of which no decision reads,
@@ -50,6 +58,9 @@ pub enum Problem {
     /// The field has the right type but a value we cannot accept.
     #[error("invalid value: {0}")]
     Invalid(&'static str),
+    /// The key occurs more than once in its object.
+    #[error("duplicate key")]
+    DuplicateKey,
 }
 
 fn err(path: &str, key: &str, problem: Problem) -> ParseError {
@@ -161,6 +172,7 @@ impl<'v> Event<'v> {
             path: "$".into(),
             problem: Problem::WrongType("object"),
         })?;
+        unique_keys(&root, "", "")?;
         let data = req_obj(&root, "", "data")?;
         Ok(Event {
             id: req_str(&root, "", "id")?,
@@ -337,6 +349,7 @@ fn read_controls(o: &Obj<'_>, p: &str) -> Result<Controls, ParseError> {
             let l = l
                 .as_object()
                 .ok_or_else(|| at(err("", "", Problem::WrongType("object"))))?;
+            unique_keys(&l, "", "").map_err(at)?;
             let interval = req_str(&l, "", "interval").map_err(at)?;
             spending_limits.push(SpendingLimit {
                 amount: req_i64(&l, "", "amount").map_err(at)?,
@@ -372,6 +385,48 @@ fn read_controls(o: &Obj<'_>, p: &str) -> Result<Controls, ParseError> {
 /// hashing for objects of a few dozen keys, and nothing was built to look it up.)
 pub(crate) fn field<'v>(o: &Obj<'v>, key: &str) -> Option<Val<'v>> {
     o.get(key).filter(|v| !v.is_null())
+}
+
+/// Refuses `o`, the object at `key` of the object at `path`, if a key occurs twice
+/// in it; the error names the repeated key's path. Every object the parser reads
+/// fields from passes here once, when it is opened, so the field reads after it
+/// can stop at the first match.
+///
+/// One pass over the keys with a 256-bit filter of a hash of each (length, first,
+/// middle and last byte: no loop over the key): a key whose bit is clear is new,
+/// and only a set bit (a repeat, or two keys sharing a bit) costs a look back over
+/// the keys before it. Nothing is allocated unless the body is refused.
+pub(crate) fn unique_keys(o: &Obj<'_>, path: &str, key: &str) -> Result<(), ParseError> {
+    let mut seen = [0u64; 4];
+    for (i, k) in o.keys().enumerate() {
+        let h = key_hash(k.as_bytes());
+        let (word, bit) = (h >> 6, 1u64 << (h & 63));
+        if seen[word] & bit != 0 && o.keys().take(i).any(|earlier| earlier == k) {
+            return Err(err(
+                &err(path, key, Problem::DuplicateKey).path,
+                k,
+                Problem::DuplicateKey,
+            ));
+        }
+        seen[word] |= bit;
+    }
+    Ok(())
+}
+
+/// A hash of `k` in `0..256` from its length and three of its bytes.
+fn key_hash(k: &[u8]) -> usize {
+    let (Some(&first), Some(&last)) = (k.first(), k.last()) else {
+        return 0;
+    };
+    let middle = k[k.len() / 2];
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "only the low byte of the length feeds the hash"
+    )]
+    let len = k.len() as u8;
+    let x = u32::from_le_bytes([len, first, middle, last]);
+    // Fibonacci hashing: the top byte of the product mixes all four inputs.
+    (x.wrapping_mul(0x9E37_79B9) >> 24) as usize
 }
 
 /// A required string field.
@@ -431,13 +486,14 @@ pub(crate) fn opt_obj<'v>(
     path: &str,
     key: &str,
 ) -> Result<Option<Obj<'v>>, ParseError> {
-    match field(o, key) {
-        None => Ok(None),
-        Some(v) => v
-            .as_object()
-            .map(Some)
-            .ok_or_else(|| err(path, key, Problem::WrongType("object"))),
-    }
+    let Some(v) = field(o, key) else {
+        return Ok(None);
+    };
+    let obj = v
+        .as_object()
+        .ok_or_else(|| err(path, key, Problem::WrongType("object")))?;
+    unique_keys(&obj, path, key)?;
+    Ok(Some(obj))
 }
 
 /// An optional array field.

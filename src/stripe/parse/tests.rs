@@ -230,3 +230,139 @@ fn documents_overlap_and_reuse_the_thread_scratch() {
             .starts_with("issuing_authorization.request ")
     );
 }
+
+/// `file` with the key at `path` (dotted; a number indexes an array) written twice
+/// in its object: once where it was and once more, last, with `second` (a JSON
+/// text). `serde_json` cannot build duplicate keys, so a stand-in key is renamed in
+/// the text.
+fn duplicated(file: &str, path: &str, second: &str) -> Vec<u8> {
+    const STAND_IN: &str = "__cardgate_duplicate__";
+    let mut v: serde_json::Value = serde_json::from_slice(&fixture(file)).unwrap();
+    let (parents, last) = path.rsplit_once('.').unwrap_or(("", path));
+    let mut cur = &mut v;
+    for p in parents.split('.').filter(|p| !p.is_empty()) {
+        cur = match p.parse::<usize>() {
+            Ok(i) => &mut cur[i],
+            Err(_) => &mut cur[p],
+        };
+    }
+    let obj = cur.as_object_mut().unwrap();
+    assert!(obj.contains_key(last), "no {path} in {file}");
+    obj.insert(STAND_IN.into(), serde_json::from_str(second).unwrap());
+    let text = serde_json::to_string(&v).unwrap();
+    assert_eq!(text.matches(STAND_IN).count(), 1);
+    text.replace(&format!("\"{STAND_IN}\""), &format!("\"{last}\""))
+        .into_bytes()
+}
+
+const REQUEST: &str = "issuing_authorization.request.json";
+
+#[test]
+fn duplicate_keys_the_decision_reads_are_refused_with_their_path() {
+    const SC: &str = "data.object.card.cardholder.spending_controls";
+    let cases = [
+        ("id", r#""evt_other""#),
+        ("type", r#""issuing_authorization.request""#),
+        ("created", "1"),
+        ("data", r#"{"object": {}}"#),
+        ("data.object", "{}"),
+        ("data.object.id", r#""iauth_other""#),
+        ("data.object.pending_request", "{}"),
+        // The brief's example; the same value twice is refused too, and so is a
+        // null twin (absent and null are the same, a duplicate is not).
+        ("data.object.pending_request.amount", "1"),
+        ("data.object.pending_request.amount", "4250"),
+        ("data.object.pending_request.amount", "null"),
+        (
+            "data.object.pending_request.amount_details.cashback_amount",
+            "0",
+        ),
+        ("data.object.merchant_data.category_code", r#""6011""#),
+        ("data.object.merchant_data.country", r#""KP""#),
+        ("data.object.card.id", r#""ic_other""#),
+        ("data.object.card.status", r#""inactive""#),
+        ("data.object.card.metadata.cost_center", r#""finance""#),
+        ("data.object.card.cardholder.status", r#""blocked""#),
+        (SC, "{}"),
+        (&format!("{SC}.blocked_categories"), "[]"),
+        (&format!("{SC}.spending_limits.0.amount"), "1"),
+        ("data.object.verification_data.cvc_check", r#""mismatch""#),
+    ];
+    for (path, second) in cases {
+        let body = duplicated(REQUEST, path, second);
+        let want = path.replace(".0.", "[0].");
+        assert_eq!(
+            read(body).unwrap_err(),
+            format!("{want}: duplicate key"),
+            "{path} = {second}"
+        );
+    }
+}
+
+#[test]
+fn the_duplicate_error_carries_the_path_and_problem() {
+    let mut body = duplicated(REQUEST, "data.object.pending_request.amount", "1");
+    let doc = parse_document(&mut body).unwrap();
+    let e = Event::read(&doc)
+        .unwrap()
+        .authorization_request()
+        .unwrap_err();
+    assert_eq!(e.path, "data.object.pending_request.amount");
+    assert_eq!(e.problem, Problem::DuplicateKey);
+}
+
+#[test]
+fn every_key_of_an_object_read_counts_even_one_no_decision_reads() {
+    for (path, want) in [
+        ("livemode", "livemode"),
+        ("data.object.livemode", "data.object.livemode"),
+        ("data.object.card.brand", "data.object.card.brand"),
+        (
+            "data.object.merchant_data.url",
+            "data.object.merchant_data.url",
+        ),
+    ] {
+        let body = duplicated(REQUEST, path, "null");
+        assert_eq!(read(body).unwrap_err(), format!("{want}: duplicate key"));
+    }
+}
+
+#[test]
+fn objects_the_parser_never_opens_are_not_checked() {
+    for path in [
+        "request.id",
+        "data.object.network_data.transaction_id",
+        "data.object.card.cardholder.billing.address",
+    ] {
+        let body = duplicated(REQUEST, path, "null");
+        assert!(read(body).is_ok(), "{path}");
+    }
+}
+
+#[test]
+fn lifecycle_events_refuse_duplicate_keys_too() {
+    for (file, path) in [
+        ("issuing_authorization.created.json", "data.object.card"),
+        ("issuing_authorization.created.json", "data.object.amount"),
+        (
+            "issuing_transaction.created.json",
+            "data.object.authorization",
+        ),
+        // The embedded card is opened by the lifecycle reader itself.
+        (
+            "issuing_authorization.created.json",
+            "data.object.card.cardholder",
+        ),
+    ] {
+        let mut body = duplicated(file, path, "null");
+        let doc = parse_document(&mut body).unwrap();
+        let e = Event::read(&doc)
+            .and_then(|ev| crate::stripe::lifecycle_fact(&ev))
+            .unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), &e.problem),
+            (path, &Problem::DuplicateKey),
+            "{file}"
+        );
+    }
+}
