@@ -8,6 +8,7 @@
 //! checked with the database's write lock held and nothing can slip in between a
 //! guard and its write.
 
+pub(in crate::store) mod codec;
 mod read;
 mod write;
 

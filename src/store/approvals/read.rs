@@ -9,6 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::codec::{REQUEST_COLUMNS, page};
 use crate::approvals::model::{
     Allowance, ApiKey, ApprovalRequest, ControlOverride, Delivery, EventRecord, HistoryEntry,
     HistoryFilter, Outcome, RequestFilter, RuleRef, Status,
@@ -65,13 +66,6 @@ fn cursor(conn: &Connection, table: &str, after: Option<&str>) -> Result<i64, Ap
 /// LIMIT would mean "no limit".
 fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
-/// At most `limit` of `rows`, and whether there were more.
-fn page<T>(mut rows: Vec<T>, limit: usize) -> (Vec<T>, bool) {
-    let more = rows.len() > limit;
-    rows.truncate(limit);
-    (rows, more)
 }
 
 // === keys ===
@@ -161,10 +155,6 @@ pub(super) fn rules(
 }
 
 // === requests ===
-
-const REQUEST_COLUMNS: &str = "id, params, status, requested_by, requester_role, requester_name,
-    rule_id, rule_name, reviewers, reason, created, expires_at, submitted_at, review, result,
-    error, transitions, dedupe";
 
 fn request_row(r: &Row<'_>) -> Sql<ApprovalRequest> {
     let status = status(r, 2)?;

@@ -4,8 +4,9 @@
 
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
+use super::codec::{guard, state_columns, to_json};
 use super::{backend, read};
-use crate::approvals::model::{ApprovalRequest, Attempt, Outcome};
+use crate::approvals::model::{ApprovalRequest, Attempt};
 use crate::approvals::{ApprovalRule, ApprovalStoreError, Change};
 
 type Result<T> = std::result::Result<T, ApprovalStoreError>;
@@ -19,18 +20,6 @@ pub(super) fn apply(conn: &mut Connection, changes: &[Change]) -> Result<()> {
     }
     // Dropping `tx` on an early return above rolls everything back.
     tx.commit().map_err(backend)
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| ApprovalStoreError::Backend(e.to_string()))
-}
-
-fn guard(holds: bool) -> Result<()> {
-    if holds {
-        Ok(())
-    } else {
-        Err(ApprovalStoreError::Stale)
-    }
 }
 
 /// Whether a rule other than `rule` is active for its action.
@@ -177,28 +166,6 @@ fn one(tx: &Transaction<'_>, change: &Change) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The JSON columns of a request's changing state.
-struct StateColumns {
-    review: Option<String>,
-    result: Option<String>,
-    error: Option<String>,
-    transitions: String,
-}
-
-fn state_columns(req: &ApprovalRequest) -> Result<StateColumns> {
-    let (result, error) = match &req.outcome {
-        Some(Outcome::Succeeded { result }) => (Some(result.to_string()), None),
-        Some(Outcome::Failed(f)) => (None, Some(to_json(f)?)),
-        None => (None, None),
-    };
-    Ok(StateColumns {
-        review: req.review.as_ref().map(to_json).transpose()?,
-        result,
-        error,
-        transitions: to_json(&req.transitions)?,
-    })
 }
 
 fn insert_request(tx: &Transaction<'_>, req: &ApprovalRequest) -> Result<()> {

@@ -15,6 +15,7 @@ use crate::approvals::model::{
     HistoryFilter, Outcome, RequestFilter, RuleRef, Status,
 };
 use crate::approvals::{ActionKind, ApprovalRule, ApprovalStoreError, Role};
+use crate::store::approvals::codec::{REQUEST_COLUMNS, page};
 
 type Result<T> = std::result::Result<T, ApprovalStoreError>;
 
@@ -55,13 +56,6 @@ fn all<T>(rows: &[Row], decode: impl Fn(&Row) -> Result<T>) -> Result<Vec<T>> {
 /// `limit + 1` as a SQL `LIMIT`: one more row than asked says whether more follow.
 fn limit_plus_one(limit: usize) -> i64 {
     i64::try_from(limit).map_or(i64::MAX, |n| n.saturating_add(1))
-}
-
-/// At most `limit` of `rows`, and whether there were more.
-fn page<T>(mut rows: Vec<T>, limit: usize) -> (Vec<T>, bool) {
-    let more = rows.len() > limit;
-    rows.truncate(limit);
-    (rows, more)
 }
 
 /// Resolves a list cursor (an object id) to its insertion order.
@@ -173,10 +167,6 @@ pub(super) async fn rules<C: GenericClient + Sync>(
 }
 
 // === requests ===
-
-const REQUEST_COLUMNS: &str = "id, params, status, requested_by, requester_role, requester_name,
-    rule_id, rule_name, reviewers, reason, created, expires_at, submitted_at, review, result,
-    error, transitions, dedupe";
 
 fn request_row(r: &Row) -> Result<ApprovalRequest> {
     let status = status(r, 2)?;

@@ -15,9 +15,10 @@ use tokio_postgres::error::SqlState;
 
 use super::{pg, read};
 use crate::approvals::model::{
-    Allowance, ApprovalRequest, Attempt, ControlOverride, Event, Outcome, Status,
+    Allowance, ApprovalRequest, Attempt, ControlOverride, Event, Status,
 };
 use crate::approvals::{ApprovalRule, ApprovalStoreError, Change};
+use crate::store::approvals::codec::{guard, state_columns, to_json};
 
 type Result<T> = std::result::Result<T, ApprovalStoreError>;
 
@@ -59,18 +60,6 @@ fn write_error(e: tokio_postgres::Error) -> ApprovalStoreError {
         ApprovalStoreError::Stale
     } else {
         pg(e)
-    }
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| ApprovalStoreError::Backend(e.to_string()))
-}
-
-fn guard(holds: bool) -> Result<()> {
-    if holds {
-        Ok(())
-    } else {
-        Err(ApprovalStoreError::Stale)
     }
 }
 
@@ -277,28 +266,6 @@ async fn record_attempt(
     }
     .map_err(write_error)?;
     Ok(())
-}
-
-/// The JSON columns of a request's changing state.
-struct StateColumns {
-    review: Option<String>,
-    result: Option<String>,
-    error: Option<String>,
-    transitions: String,
-}
-
-fn state_columns(req: &ApprovalRequest) -> Result<StateColumns> {
-    let (result, error) = match &req.outcome {
-        Some(Outcome::Succeeded { result }) => (Some(result.to_string()), None),
-        Some(Outcome::Failed(f)) => (None, Some(to_json(f)?)),
-        None => (None, None),
-    };
-    Ok(StateColumns {
-        review: req.review.as_ref().map(to_json).transpose()?,
-        result,
-        error,
-        transitions: to_json(&req.transitions)?,
-    })
 }
 
 async fn insert_request(tx: &Transaction<'_>, req: &ApprovalRequest) -> Result<()> {
