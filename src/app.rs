@@ -196,7 +196,7 @@ async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, StartError> {
 /// approvals), and one rules-file watcher per rule set.
 fn background(state: &Arc<AppState>, paths: &RulePaths) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
-    if let Some(a) = &state.approvals {
+    if let Some(a) = state.approvals() {
         tasks.spawn(crate::approvals::events::run(
             a.clone(),
             http::outbox::HttpDeliver::new(),

@@ -221,7 +221,7 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
         let doc: Value = serde_json::from_str(OPENAPI).unwrap_or(Value::Null);
         return ok(doc);
     }
-    let Some(approvals) = state.approvals.clone() else {
+    let Some(approvals) = state.approvals().cloned() else {
         return Err(no_store());
     };
     let actor = authenticate(&approvals, req.headers()).await?;
@@ -511,7 +511,7 @@ fn bad_param(param: &str, message: impl Into<String>) -> ApiError {
 }
 
 async fn perform(st: Arc<AppState>, actor: Actor, action: Action) -> Result<(StatusCode, Value)> {
-    let Some(a) = st.approvals.clone() else {
+    let Some(a) = st.approvals().cloned() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "approvals_unavailable",
@@ -531,7 +531,7 @@ pub(super) async fn authorize(
     headers: &HeaderMap,
     roles: &[Role],
 ) -> std::result::Result<Actor, Response<Body>> {
-    let Some(approvals) = &state.approvals else {
+    let Some(approvals) = state.approvals() else {
         return Err(no_store().into_response());
     };
     let actor = authenticate(approvals, headers)

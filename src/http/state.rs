@@ -27,8 +27,6 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Sends decisions as approve/decline calls in legacy mode; `None` in realtime.
     pub legacy: Option<Arc<super::legacy::LegacyClient>>,
-    /// Two-party approvals behind the admin API; `None` when the store is off.
-    pub approvals: Option<Arc<crate::approvals::Approvals>>,
     ready: AtomicBool,
 }
 
@@ -41,7 +39,6 @@ impl AppState {
                 .legacy
                 .as_ref()
                 .map(|l| Arc::new(super::legacy::LegacyClient::new(l, stripe_version.clone()))),
-            approvals: authorizer.approvals.clone(),
             authorizer,
             stripe_version,
             config,
@@ -54,6 +51,12 @@ impl AppState {
     /// The live rule set (the pipeline's).
     pub fn rules(&self) -> &ArcSwap<crate::rules::RuleSet> {
         &self.authorizer.rules
+    }
+
+    /// Two-party approvals behind the admin API (the pipeline's); `None` when the
+    /// store is off.
+    pub fn approvals(&self) -> Option<&Arc<crate::approvals::Approvals>> {
+        self.authorizer.approvals.as_ref()
     }
 
     /// Sets the payment approval rule set (empty until then: approve all).
