@@ -40,9 +40,15 @@ fn with_ring(key: &ring::hmac::Key) -> [u8; 32] {
 fn bench_hmac(c: &mut Criterion) {
     let keyed = Hmac::<Sha256>::new_from_slice(SECRET).expect("any key length");
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET);
-    assert_eq!(with_sha2(&keyed), with_ring(&key), "both compute the same tag");
+    assert_eq!(
+        with_sha2(&keyed),
+        with_ring(&key),
+        "both compute the same tag"
+    );
     let mut g = c.benchmark_group("hmac_sha256_5k_event");
-    g.bench_function("hmac_sha2", |b| b.iter(|| black_box(with_sha2(black_box(&keyed)))));
+    g.bench_function("hmac_sha2", |b| {
+        b.iter(|| black_box(with_sha2(black_box(&keyed))))
+    });
     g.bench_function("ring", |b| b.iter(|| black_box(with_ring(black_box(&key)))));
     g.finish();
 }
