@@ -47,7 +47,7 @@ fn bench_hmac(c: &mut Criterion) {
     );
     let mut g = c.benchmark_group("hmac_sha256_5k_event");
     g.bench_function("hmac_sha2", |b| {
-        b.iter(|| black_box(with_sha2(black_box(&keyed))))
+        b.iter(|| black_box(with_sha2(black_box(&keyed))));
     });
     g.bench_function("ring", |b| b.iter(|| black_box(with_ring(black_box(&key)))));
     g.finish();
