@@ -87,6 +87,8 @@ pub struct Authorizer {
     deadline: std::time::Duration,
     fallback: Fallback,
     program: ProgramControls,
+    /// `program` as the decision log keeps it: `(hash, body)`, encoded once.
+    program_blob: (i64, Arc<[u8]>),
     faults: FaultInjection,
     /// The live rule set; swapped whole on reload, read with one atomic load.
     pub rules: ArcSwap<RuleSet>,
@@ -108,6 +110,10 @@ impl Authorizer {
             deadline: config.deadline,
             fallback: config.fallback,
             program: config.program.clone(),
+            program_blob: {
+                let body = crate::journal::seen::encode_program(&config.program);
+                (crate::journal::seen::blob_hash(&body), Arc::from(body))
+            },
             faults: config.fault_injection.clone(),
             rules: ArcSwap::from_pointee(rules),
             ledger: None,
@@ -222,9 +228,9 @@ impl Authorizer {
         // snapshot, look up, decide
         let rules = self.rules.load();
         let approved = approvals::lookup(self.approvals.as_ref(), &auth);
-        let snapshot = spend::snapshot(self, &auth);
-        let (decision, shadow) =
-            faults::decide(self, &auth, &rules, snapshot.as_ref(), &approved, deadline).await;
+        let past = spend::snapshot(self, &auth);
+        let (decision, shadow, now) =
+            faults::decide(self, &auth, &rules, &past, &approved, deadline).await;
         clock.lap(m::Stage::Decide);
 
         // settle (reserve, durability, decision log)
@@ -235,7 +241,11 @@ impl Authorizer {
                 auth: &auth,
                 decision,
                 raw,
-                snapshot: snapshot.as_ref(),
+                past: &past,
+                now,
+                card_override: approved.card_override(),
+                cardholder_override: approved.cardholder_override(),
+                review_allowed: approved.allowance.is_some(),
                 ruleset: rules.version(),
                 shadow: &shadow,
                 start,
