@@ -33,8 +33,12 @@ fn candidate() -> RuleSet {
 fn backtest_reports_the_known_diff_of_the_candidate() {
     let report = backtest(&candidate(), &ProgramControls::default(), &records());
     assert_eq!(report.replayed, 5);
-    assert_eq!(report.skipped.len(), 1, "the transaction event is skipped");
-    assert_eq!(report.skipped[0].0, 4);
+    assert_eq!(report.skipped, 1, "the transaction event is skipped");
+    assert_eq!(report.skipped_examples[0].0, 4);
+    assert_eq!(
+        report.approximate, 5,
+        "JSONL records carry no replay record"
+    );
     assert_eq!(
         report.unchanged, 2,
         "small software buy and the spend-limited one"
@@ -44,16 +48,16 @@ fn backtest_reports_the_known_diff_of_the_candidate() {
     assert_eq!(report.changes.amount, 1);
     assert_eq!(report.changes.reason, 0);
     let by_rule: Vec<(&str, usize)> = report
-        .by_rule
+        .rules
         .iter()
-        .map(|(k, v)| (k.as_str(), v.total()))
+        .map(|(k, v)| (k.as_str(), v.counts.total()))
         .collect();
     assert_eq!(
         by_rule,
         [("cap-fuel", 1), ("no-big-software", 1), ("no-gambling", 1)]
     );
     let ex: Vec<(usize, Change, String, String)> = report
-        .examples
+        .changed
         .iter()
         .map(|e| (e.index, e.change, e.before.to_string(), e.after.to_string()))
         .collect();
@@ -253,16 +257,16 @@ async fn backtest_replays_the_decision_log_of_a_real_server() {
     assert_eq!(
         body,
         [
-            "replayed 4 decisions (0 skipped): 1 unchanged, 3 changed",
-            "  approve→decline: 1",
-            "  decline→approve: 1",
-            "  amount changed:  1",
-            "  reason only:     0",
-            "by rule:",
-            "  cap-fuel: 0 approve→decline, 0 decline→approve, 1 amount, 0 reason",
-            "  no-big-software: 1 approve→decline, 0 decline→approve, 0 amount, 0 reason",
-            "  no-gambling: 0 approve→decline, 1 decline→approve, 0 amount, 0 reason",
-            "examples:",
+            "replayed 4 decisions (0 skipped, 0 approximate): 1 unchanged, 3 changed (3 direct, 0 knock-on)",
+            "  approve→decline: 1 (0 knock-on)",
+            "  decline→approve: 1 (0 knock-on)",
+            "  amount changed:  1 (0 knock-on)",
+            "  reason only:     0 (0 knock-on)",
+            "rule             matches  approve→decline  decline→approve  amount  amount affected  examples",
+            "cap-fuel               1                0                0       1             5000  iauth_bt_4",
+            "no-big-software        1                1                0       0            60000  iauth_bt_2",
+            "no-gambling            0                0                1       0             1000  iauth_bt_3",
+            "changes:",
             "  #1 iauth_bt_2 approve→decline: approve (approved) → decline (rule:no-big-software)",
             "  #2 iauth_bt_3 decline→approve: decline (rule:no-gambling) → approve (approved)",
             "  #3 iauth_bt_4 amount: approve 10000 (rule:cap-fuel) → approve 5000 (rule:cap-fuel)",
@@ -272,7 +276,7 @@ async fn backtest_replays_the_decision_log_of_a_real_server() {
     assert_eq!(run("0"), out, "deterministic; Unix seconds work too");
     let later = run(&(common::now() + 3600).to_string());
     assert!(
-        later.contains("replayed 0 decisions (0 skipped)"),
+        later.contains("replayed 0 decisions (0 skipped, 0 approximate)"),
         "{later}"
     );
 }

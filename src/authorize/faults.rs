@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use super::Authorizer;
 use super::approvals::Approved;
-use crate::config::FaultInjection;
 use super::spend::Past;
+use crate::config::FaultInjection;
 use crate::decision::{self, AuthRequest, Context, Decision, FallbackCause, Matched};
 use crate::rules::RuleSet;
 

@@ -13,7 +13,12 @@ use crate::journal::seen::{self, SEEN_FORMAT, Seen};
 
 /// The decision-log row for `d`, answered with `decision`; `cut` when the
 /// reserve's re-check changed what `decide()` answered.
-pub(super) fn row(a: &Authorizer, d: &Decided<'_>, decision: &Decision, cut: bool) -> LoggedDecision {
+pub(super) fn row(
+    a: &Authorizer,
+    d: &Decided<'_>,
+    decision: &Decision,
+    cut: bool,
+) -> LoggedDecision {
     let auth = d.auth;
     let rule = decision.source.as_ref().map(|s| match s {
         Source::Control(level, control) => format!("{}.{control}", level.as_str()),
@@ -57,12 +62,7 @@ pub(super) fn row(a: &Authorizer, d: &Decided<'_>, decision: &Decision, cut: boo
 }
 
 /// Everything the decision read that the event body does not carry.
-fn seen_of(
-    a: &Authorizer,
-    d: &Decided<'_>,
-    cut: bool,
-    blobs: &mut Vec<(i64, Arc<[u8]>)>,
-) -> Seen {
+fn seen_of(a: &Authorizer, d: &Decided<'_>, cut: bool, blobs: &mut Vec<(i64, Arc<[u8]>)>) -> Seen {
     let auth: &AuthRequest<'_> = d.auth;
     let past = d.past;
     let mut s = Seen {

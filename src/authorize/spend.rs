@@ -51,7 +51,9 @@ impl SpendView for Past {
     }
 
     fn card_velocity(&self) -> (i64, i64) {
-        self.snapshot.as_ref().map_or((0, 0), SpendView::card_velocity)
+        self.snapshot
+            .as_ref()
+            .map_or((0, 0), SpendView::card_velocity)
     }
 
     fn signals(&self) -> &Signals {

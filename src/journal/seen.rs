@@ -84,10 +84,10 @@ impl Seen {
     /// The compact encoding (format [`SEEN_FORMAT`]).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Enc(Vec::with_capacity(64));
-        let flags = u8::from(self.review_allowed) * REVIEW_ALLOWED
-            | u8::from(self.recheck_cut) * RECHECK_CUT
-            | u8::from(self.card_override.is_some()) * CARD_OVERRIDE
-            | u8::from(self.cardholder_override.is_some()) * CARDHOLDER_OVERRIDE;
+        let flags = (u8::from(self.review_allowed) * REVIEW_ALLOWED)
+            | (u8::from(self.recheck_cut) * RECHECK_CUT)
+            | (u8::from(self.card_override.is_some()) * CARD_OVERRIDE)
+            | (u8::from(self.cardholder_override.is_some()) * CARDHOLDER_OVERRIDE);
         w.0.push(flags);
         w.int(self.now);
         for v in self.card.iter().chain(&self.cardholder) {
@@ -96,7 +96,10 @@ impl Seen {
         w.int(self.velocity.0);
         w.int(self.velocity.1);
         w.fixed(self.program);
-        for h in [self.card_override, self.cardholder_override].into_iter().flatten() {
+        for h in [self.card_override, self.cardholder_override]
+            .into_iter()
+            .flatten()
+        {
             w.fixed(h);
         }
         w.len(self.filtered.len());
@@ -344,8 +347,8 @@ impl Enc {
         self.0.push(match set {
             None => 0,
             Some(s) => {
-                1 | u8::from(s.contains(Some(Presence::Present))) * 2
-                    | u8::from(s.contains(Some(Presence::NotPresent))) * 4
+                1 | (u8::from(s.contains(Some(Presence::Present))) * 2)
+                    | (u8::from(s.contains(Some(Presence::NotPresent))) * 4)
             }
         });
     }

@@ -217,9 +217,8 @@ fn commit_batch(
     let tx = conn.transaction()?;
     let mut new_blobs = Vec::new();
     {
-        let mut blob_stmt = tx.prepare_cached(
-            "INSERT OR IGNORE INTO decision_blobs (hash, body) VALUES (?1, ?2)",
-        )?;
+        let mut blob_stmt =
+            tx.prepare_cached("INSERT OR IGNORE INTO decision_blobs (hash, body) VALUES (?1, ?2)")?;
         let mut fact_stmt = tx.prepare_cached(
             "INSERT OR IGNORE INTO ledger_facts (event_id, kind, card, cardholder, record_id, body)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
