@@ -280,3 +280,71 @@ async fn backtest_replays_the_decision_log_of_a_real_server() {
         "{later}"
     );
 }
+
+/// A store written by a build before exact replay (schema version 3: no `format`
+/// or `seen` column): its rows are replayed from their window totals and reported
+/// as approximate, never as exact.
+#[test]
+fn rows_recorded_before_exact_replay_are_reported_as_approximate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let conn = rusqlite::Connection::open(data.join(cardgate::store::FILE_NAME)).unwrap();
+    for sql in &cardgate::store::MIGRATIONS[..3] {
+        conn.execute_batch(sql).unwrap();
+    }
+    conn.execute_batch("PRAGMA user_version = 3").unwrap();
+    let body = event(1, "computer_software_stores", "5734", 60000, false);
+    conn.execute(
+        "INSERT INTO decisions (event_id, authorization_id, card, cardholder, amount, currency,
+             merchant_category, merchant_mcc, merchant_country, merchant_name, approved,
+             approved_amount, reason, rule, ruleset, latency_us, decided_at, event_json,
+             spend_json)
+         VALUES ('evt_bt_1', 'iauth_bt_1', 'ic_1', 'ich_1', 60000, 'usd', 'computer_software_stores',
+             '5734', 'US', 'PIXELFORGE', 1, 60000, 'approved', NULL, 'v0', 10, 1795003020, ?1,
+             '{\"card\":{\"daily\":100}}')",
+        rusqlite::params![body],
+    )
+    .unwrap();
+    drop(conn);
+    let config = dir.path().join("cardgate.toml");
+    std::fs::write(&config, common::base_config()).unwrap();
+    let candidate = dir.path().join("candidate.toml");
+    std::fs::write(&candidate, CANDIDATE).unwrap();
+    let run = |format: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cardgate"))
+            .args(["backtest", "--rules"])
+            .arg(&candidate)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--config")
+            .arg(&config)
+            .args(["--format", format])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains("1 of 1 decisions replayed approximately"),
+            "{err}"
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let j: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    assert_eq!(
+        (&j["replayed"], &j["approximate"]),
+        (&1.into(), &1.into()),
+        "{j}"
+    );
+    assert_eq!(j["changes"][0]["approximate"], true, "{j}");
+    let text = run("text");
+    assert!(text.contains("(0 skipped, 1 approximate)"), "{text}");
+    assert!(
+        text.contains("#0 iauth_bt_1 approve→decline: approve (approved) → decline (rule:no-big-software) [approximate]"),
+        "{text}"
+    );
+}
