@@ -46,6 +46,7 @@ use crate::journal::Journal;
 use crate::ledger::Ledger;
 use crate::metrics as m;
 use crate::rules::RuleSet;
+use crate::signals::SignalSource;
 use crate::stripe::{self, Event, Secrets};
 
 /// What the pipeline answers. `http/` turns it into a status and a body.
@@ -98,6 +99,8 @@ pub struct Authorizer {
     pub journal: Option<Arc<dyn Journal>>,
     /// Overrides, allowances and review requests; `None` when the store is off.
     pub approvals: Option<Arc<Approvals>>,
+    /// Behavioural signals; `None` reads [`crate::decision::Signals::NONE`].
+    pub signals: Option<Arc<dyn SignalSource>>,
     clock: Clock,
 }
 
@@ -119,6 +122,7 @@ impl Authorizer {
             ledger: None,
             journal: None,
             approvals: None,
+            signals: None,
             clock,
         }
     }
@@ -135,6 +139,13 @@ impl Authorizer {
     #[must_use]
     pub fn with_approvals(mut self, approvals: Arc<Approvals>) -> Self {
         self.approvals = Some(approvals);
+        self
+    }
+
+    /// Adds the behavioural signals (already rebuilt from the store).
+    #[must_use]
+    pub fn with_signals(mut self, signals: Arc<dyn SignalSource>) -> Self {
+        self.signals = Some(signals);
         self
     }
 

@@ -74,6 +74,7 @@ fn seen_of(a: &Authorizer, d: &Decided<'_>, cut: bool, blobs: &mut Vec<(i64, Arc
         card_override: d.card_override.map(|c| blob(c, blobs)),
         cardholder_override: d.cardholder_override.map(|c| blob(c, blobs)),
         signals: *past.signals(),
+        merchant: crate::signals::merchant_key(crate::signals::merchant_id(auth)),
         ..Seen::default()
     };
     for (i, interval) in seen::WINDOWS.into_iter().enumerate() {

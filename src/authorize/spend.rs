@@ -19,6 +19,7 @@ use crate::decision::{
 };
 use crate::journal::{Durability, Write};
 use crate::ledger::SpendSnapshot;
+use crate::signals;
 
 /// Window time of an authorization: its `created`, or now when Stripe sent none.
 fn at(a: &Authorizer, auth: &AuthRequest<'_>) -> i64 {
@@ -61,12 +62,33 @@ impl SpendView for Past {
     }
 }
 
-/// The spend `decide()` sees; no snapshot without a ledger.
+/// The spend and signals `decide()` sees; no snapshot without a ledger.
 pub(super) fn snapshot(a: &Authorizer, auth: &AuthRequest<'_>) -> Past {
     Past {
         snapshot: a.ledger.as_ref().map(|l| l.snapshot(auth, at(a, auth))),
-        signals: Signals::NONE,
+        signals: a
+            .signals
+            .as_ref()
+            .map_or(Signals::NONE, |s| s.read(&signals::Key::of(auth), a.now())),
     }
+}
+
+/// Hands the settled answer to the signals, so the next request sees it.
+fn observe(a: &Authorizer, d: &Decided<'_>, decision: &Decision) {
+    let Some(s) = &a.signals else { return };
+    let auth = d.auth;
+    s.note(&signals::Observation {
+        key: signals::Key::of(auth),
+        country: signals::country(auth.merchant.country),
+        amount: auth.amount,
+        approved_amount: if decision.approved {
+            decision.amount.unwrap_or(auth.amount)
+        } else {
+            0
+        },
+        declined: !decision.approved,
+        now: d.now,
+    });
 }
 
 /// Everything [`settle`] needs about one decided request.
@@ -92,8 +114,14 @@ pub(super) struct Decided<'a> {
 /// Reserves an approval, makes it durable as configured, logs the decision, and
 /// returns what to answer.
 pub(super) async fn settle(a: &Authorizer, d: Decided<'_>) -> Decision {
+    let decision = settle_inner(a, &d).await;
+    observe(a, &d, &decision);
+    decision
+}
+
+async fn settle_inner(a: &Authorizer, d: &Decided<'_>) -> Decision {
     let Some(ledger) = &a.ledger else {
-        return d.decision;
+        return d.decision.clone();
     };
     // A fallback is not a decision of ours: Stripe's `created` event will tell the
     // ledger what was held.
@@ -116,7 +144,7 @@ pub(super) async fn settle(a: &Authorizer, d: Decided<'_>) -> Decision {
     };
     let cut = reservation.decision != d.decision;
     let decision = reservation.decision;
-    let row = super::record::row(a, &d, &decision, cut);
+    let row = super::record::row(a, d, &decision, cut);
     let mut writes = Vec::with_capacity(2);
     if let Some(f) = &reservation.fact {
         writes.push(Write::Fact(f.clone()));

@@ -68,6 +68,9 @@ pub struct Seen {
     pub cardholder_override: Option<i64>,
     /// The behavioural signals the decision read.
     pub signals: Signals,
+    /// The merchant the signals keyed the request by (`signals::merchant_key`), so
+    /// the signal state can be rebuilt from the log without re-parsing events.
+    pub merchant: u32,
 }
 
 /// Why a recorded body could not be read back.
@@ -123,6 +126,7 @@ impl Seen {
         }
         w.0.push(u8::from(s.new_merchant));
         w.0.extend_from_slice(&s.last_country);
+        w.0.extend_from_slice(&self.merchant.to_le_bytes());
         w.0
     }
 
@@ -169,6 +173,7 @@ impl Seen {
         }
         g.new_merchant = r.byte()? != 0;
         g.last_country = [r.byte()?, r.byte()?];
+        s.merchant = u32::from_le_bytes([r.byte()?, r.byte()?, r.byte()?, r.byte()?]);
         if r.at != bytes.len() {
             return Err(CodecError("trailing bytes"));
         }
@@ -588,6 +593,7 @@ mod tests {
             program: -42,
             card_override: None,
             cardholder_override: Some(7),
+            merchant: 0xdead_beef,
             signals: Signals {
                 cardholder_count_1h: 2,
                 first_seen: 86_400,

@@ -9,7 +9,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::schema::{EXACT_REPLAY_VERSION, integrity};
 use super::{LoggedDecision, StoreError, sqlite};
+use crate::journal::seen::Seen;
 use crate::ledger::Fact;
+use crate::signals::{self, SignalSource, SignalState};
 
 fn read_only(path: &Path) -> Result<Connection, StoreError> {
     if !path.exists() {
@@ -199,4 +201,63 @@ pub fn read_decision_blobs(path: &Path) -> Result<HashMap<i64, Vec<u8>>, StoreEr
 fn schema_version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(sqlite(path))
+}
+
+/// Rebuilds the behavioural signals from the decision log at `path`: each card's
+/// first decision, then the last `signals::DAYS` days of decisions before `now`,
+/// in log order — what an uninterrupted run would hold. Returns the rows replayed.
+pub fn rebuild_signals(path: &Path, state: &SignalState, now: i64) -> Result<usize, StoreError> {
+    let conn = read_only(path)?;
+    let err = sqlite(path);
+    let mut first = conn
+        .prepare("SELECT card, MIN(decided_at) FROM decisions GROUP BY card")
+        .map_err(&err)?;
+    let mut rows = first.query([]).map_err(&err)?;
+    while let Some(r) = rows.next().map_err(&err)? {
+        let card: String = r.get(0).map_err(&err)?;
+        state.first_seen(&card, r.get(1).map_err(&err)?);
+    }
+    let exact = schema_version(&conn, path)? >= EXACT_REPLAY_VERSION;
+    let sql = format!(
+        "SELECT card, cardholder, amount, approved, approved_amount, merchant_country,
+                merchant_name, decided_at, {}
+         FROM decisions WHERE decided_at >= ?1 ORDER BY id",
+        if exact { "seen" } else { "NULL" }
+    );
+    let mut stmt = conn.prepare(&sql).map_err(&err)?;
+    let mut rows = stmt
+        .query(params![now - signals::DAYS * 86_400])
+        .map_err(&err)?;
+    let mut n = 0;
+    while let Some(r) = rows.next().map_err(&err)? {
+        let card: String = r.get(0).map_err(&err)?;
+        let cardholder: String = r.get(1).map_err(&err)?;
+        let country: String = r.get(5).map_err(&err)?;
+        let name: String = r.get(6).map_err(&err)?;
+        let seen = r
+            .get::<_, Option<Vec<u8>>>(8)
+            .map_err(&err)?
+            .and_then(|b| Seen::decode(&b).ok());
+        // Rows from before the replay record lack the merchant's network id: keyed
+        // by name, as the signals would for a merchant without one.
+        let (merchant, at) = match &seen {
+            Some(s) => (s.merchant, s.now),
+            None => (signals::merchant_key(&name), r.get(7).map_err(&err)?),
+        };
+        let approved: bool = r.get(3).map_err(&err)?;
+        state.note(&signals::Observation {
+            key: signals::Key {
+                card: &card,
+                cardholder: &cardholder,
+                merchant,
+            },
+            country: signals::country(&country),
+            amount: r.get(2).map_err(&err)?,
+            approved_amount: r.get(4).map_err(&err)?,
+            declined: !approved,
+            now: at,
+        });
+        n += 1;
+    }
+    Ok(n)
 }
