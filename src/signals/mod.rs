@@ -135,7 +135,7 @@ struct Recent {
 
 #[derive(Debug, Clone, Copy)]
 struct Day {
-    day: i64,
+    index: i64,
     count: i64,
     sum: i64,
     max: i64,
@@ -215,7 +215,7 @@ impl SignalSource for SignalState {
         for d in c
             .days
             .iter()
-            .filter(|d| d.day > today - DAYS && d.day <= today)
+            .filter(|d| d.index > today - DAYS && d.index <= today)
         {
             n += d.count;
             sum = sum.saturating_add(d.sum);
@@ -257,19 +257,19 @@ impl SignalSource for SignalState {
         c.merchants.push_back(o.key.merchant);
         let day = o.now.div_euclid(DAY);
         match c.days.back_mut() {
-            Some(d) if d.day == day => {
+            Some(d) if d.index == day => {
                 d.count += 1;
                 d.sum = d.sum.saturating_add(o.amount);
                 d.max = d.max.max(o.amount);
             }
             _ => c.days.push_back(Day {
-                day,
+                index: day,
                 count: 1,
                 sum: o.amount,
                 max: o.amount,
             }),
         }
-        while c.days.front().is_some_and(|d| d.day <= day - DAYS) {
+        while c.days.front().is_some_and(|d| d.index <= day - DAYS) {
             c.days.pop_front();
         }
     }

@@ -24,9 +24,10 @@ fn note(s: &SignalState, card: &'static str, merchant: &str, now: i64, amount: i
 #[test]
 fn an_unknown_card_has_no_history() {
     let s = SignalState::new();
-    assert_eq!(s.read(&key("ic_1", "m1"), T), Signals::NONE);
-    assert!(Signals::NONE.new_merchant);
-    assert_eq!(Signals::NONE.last_country(), "");
+    let g = s.read(&key("ic_1", "m1"), T);
+    assert_eq!(g, Signals::NONE);
+    assert!(g.new_merchant);
+    assert_eq!((g.last_country(), g.seconds_since_last), ("", -1));
 }
 
 #[test]
