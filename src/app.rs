@@ -120,6 +120,15 @@ pub async fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Bui
     let mut authorizer = Authorizer::new(&config, rules, clock);
     if config.store.enabled {
         let (ledger, store) = open_ledger(&config)?;
+        let signals = crate::signals::SignalState::new();
+        let rows = crate::store::rebuild_signals(store.path(), &signals, authorizer.now())
+            .map_err(StartError::Store)?;
+        tracing::info!(
+            rows,
+            cards = signals.cards(),
+            "signals rebuilt from the decision log"
+        );
+        authorizer = authorizer.with_signals(Arc::new(signals));
         let journal: Arc<dyn Journal> = store;
         authorizer = authorizer.with_ledger(ledger, Some(journal));
         let approvals = crate::store::approvals::open(
@@ -133,6 +142,7 @@ pub async fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Bui
         .map_err(|e| StartError::Approvals(e.to_string()))?;
         authorizer = authorizer.with_approvals(Arc::new(approvals));
     } else {
+        authorizer = authorizer.with_signals(Arc::new(crate::signals::SignalState::new()));
         tracing::warn!("[store] enabled = false: no ledger, interval limits see no past spend");
         tracing::warn!("[store] enabled = false: no admin API (it keeps its state in the store)");
     }
