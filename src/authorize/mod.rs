@@ -43,7 +43,7 @@ use crate::clock::Clock;
 use crate::config::{Config, Fallback, FaultInjection};
 use crate::decision::{AuthRequest, Decision, FallbackCause, ProgramControls};
 use crate::journal::Journal;
-use crate::ledger::Ledger;
+use crate::ledger::{Holds, Ledger};
 use crate::metrics as m;
 use crate::rules::RuleSet;
 use crate::stripe::{self, Event, Secrets};
@@ -56,6 +56,12 @@ pub enum Answer {
     /// A non-request event was taken (`{"received":true}`), or a decision went out
     /// another way (legacy mode).
     Received,
+    /// A lifecycle event that could not be recorded: answered 503 so Stripe
+    /// delivers it again (never 200 for an event that was not stored).
+    Unavailable {
+        /// Why (logged; the body says only that the store is unavailable).
+        message: String,
+    },
     /// Refused before anything was parsed or recorded.
     Rejected {
         /// Machine code (`missing_signature`, `invalid_event`, …).
@@ -90,8 +96,9 @@ pub struct Authorizer {
     faults: FaultInjection,
     /// The live rule set; swapped whole on reload, read with one atomic load.
     pub rules: ArcSwap<RuleSet>,
-    /// Spend per card and cardholder; `None` runs without past spend.
-    pub ledger: Option<Arc<Ledger>>,
+    /// Spend per card and cardholder (in memory, or a shared store deciding
+    /// holds for replicas); `None` runs without past spend.
+    pub holds: Option<Arc<dyn Holds>>,
     /// Durable facts and decision log; `None` keeps the ledger in memory only.
     pub journal: Option<Arc<dyn Journal>>,
     /// Overrides, allowances and review requests; `None` when the store is off.
@@ -110,7 +117,7 @@ impl Authorizer {
             program: config.program.clone(),
             faults: config.fault_injection.clone(),
             rules: ArcSwap::from_pointee(rules),
-            ledger: None,
+            holds: None,
             journal: None,
             approvals: None,
             clock,
@@ -119,8 +126,15 @@ impl Authorizer {
 
     /// Adds the ledger (already rebuilt from the journal's store) and the journal.
     #[must_use]
-    pub fn with_ledger(mut self, ledger: Arc<Ledger>, journal: Option<Arc<dyn Journal>>) -> Self {
-        self.ledger = Some(ledger);
+    pub fn with_ledger(self, ledger: Arc<Ledger>, journal: Option<Arc<dyn Journal>>) -> Self {
+        self.with_holds(ledger, journal)
+    }
+
+    /// Adds a holds backend (the in-memory ledger, or a shared store) and the
+    /// journal.
+    #[must_use]
+    pub fn with_holds(mut self, holds: Arc<dyn Holds>, journal: Option<Arc<dyn Journal>>) -> Self {
+        self.holds = Some(holds);
         self.journal = journal;
         self
     }
@@ -210,8 +224,10 @@ impl Authorizer {
         };
         if event.event_type != stripe::AUTHORIZATION_REQUEST {
             metrics::counter!(m::EVENTS, "type" => event_label(event.event_type)).increment(1);
-            lifecycle::apply(self, &event).await;
-            return Answer::Received;
+            return match lifecycle::apply(self, &event).await {
+                Ok(()) => Answer::Received,
+                Err(message) => Answer::Unavailable { message },
+            };
         }
         let auth = match event.authorization_request() {
             Ok(a) => a,
@@ -222,9 +238,20 @@ impl Authorizer {
         // snapshot, look up, decide
         let rules = self.rules.load();
         let approved = approvals::lookup(self.approvals.as_ref(), &auth);
-        let snapshot = spend::snapshot(self, &auth);
-        let (decision, shadow) =
-            faults::decide(self, &auth, &rules, snapshot.as_ref(), &approved, deadline).await;
+        let (snapshot, unavailable) = match spend::snapshot(self, &auth, deadline).await {
+            Ok(s) => (s, None),
+            Err(e) => (None, Some(e)),
+        };
+        let (decision, shadow) = match unavailable {
+            None => {
+                faults::decide(self, &auth, &rules, snapshot.as_ref(), &approved, deadline).await
+            }
+            // Deciding without the spend would let interval limits pass unchecked.
+            Some(e) => {
+                tracing::error!(authorization = auth.id, "no spend snapshot: {e}");
+                (self.fallback(FallbackCause::Ledger), Vec::new())
+            }
+        };
         clock.lap(m::Stage::Decide);
 
         // settle (reserve, durability, decision log)

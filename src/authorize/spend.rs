@@ -15,7 +15,7 @@ use bytes::Bytes;
 use super::Authorizer;
 use crate::decision::{AuthRequest, Decision, FallbackCause, Matched, Reason};
 use crate::journal::{Durability, Write};
-use crate::ledger::SpendSnapshot;
+use crate::ledger::{HoldsError, SpendSnapshot};
 
 /// Window time of an authorization: its `created`, or now when Stripe sent none.
 fn at(a: &Authorizer, auth: &AuthRequest<'_>) -> i64 {
@@ -26,10 +26,23 @@ fn at(a: &Authorizer, auth: &AuthRequest<'_>) -> i64 {
     }
 }
 
-/// The spend `decide()` sees; `None` without a ledger.
-pub(super) fn snapshot(a: &Authorizer, auth: &AuthRequest<'_>) -> Option<SpendSnapshot> {
-    let ledger = a.ledger.as_ref()?;
-    Some(ledger.snapshot(auth, at(a, auth)))
+/// The spend `decide()` sees; `Ok(None)` without a ledger. A shared store that
+/// does not answer before `deadline` is an error: the caller answers the fallback.
+pub(super) async fn snapshot<'a>(
+    a: &'a Authorizer,
+    auth: &'a AuthRequest<'a>,
+    deadline: Instant,
+) -> Result<Option<SpendSnapshot>, HoldsError> {
+    let Some(holds) = a.holds.as_ref() else {
+        return Ok(None);
+    };
+    match tokio::time::timeout_at(deadline.into(), holds.snapshot(auth, at(a, auth))).await {
+        Ok(Ok(s)) => Ok(Some(s)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(HoldsError::Unavailable(
+            "no spend snapshot before the deadline".into(),
+        )),
+    }
 }
 
 /// Everything [`settle`] needs about one decided request.
@@ -49,7 +62,7 @@ pub(super) struct Decided<'a> {
 /// Reserves an approval, makes it durable as configured, logs the decision, and
 /// returns what to answer.
 pub(super) async fn settle(a: &Authorizer, d: Decided<'_>) -> Decision {
-    let Some(ledger) = &a.ledger else {
+    let Some(ledger) = &a.holds else {
         return d.decision;
     };
     // A fallback is not a decision of ours: Stripe's `created` event will tell the
@@ -60,13 +73,31 @@ pub(super) async fn settle(a: &Authorizer, d: Decided<'_>) -> Decision {
             fact: None,
         }
     } else {
-        ledger.reserve(
+        let reserve = ledger.reserve(
             d.event_id,
             d.auth,
             &a.program,
             at(a, d.auth),
             d.decision.clone(),
-        )
+        );
+        // A shared store's reserve is one round trip; what it cannot answer in
+        // time is the fallback. (A reserve that commits after the deadline holds
+        // funds for an answer not given: the conservative side, released by
+        // Stripe's `created` event.)
+        match tokio::time::timeout_at(d.deadline.into(), reserve).await {
+            Ok(Ok(r)) => r,
+            outcome => {
+                let why = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "no reserve before the deadline".to_string(),
+                };
+                tracing::error!(authorization = d.auth.id, "reserve failed: {why}");
+                crate::ledger::Reservation {
+                    decision: a.fallback(FallbackCause::Ledger),
+                    fact: None,
+                }
+            }
+        }
     };
     let Some(store) = &a.journal else {
         return reservation.decision;
@@ -79,7 +110,10 @@ pub(super) async fn settle(a: &Authorizer, d: Decided<'_>) -> Decision {
     }
     writes.push(Write::Decision(Box::new(row)));
 
-    if let (Some(fact), Durability::Sync) = (&reservation.fact, store.durability()) {
+    // A durable backend committed the hold inside `reserve`; only the log row is left.
+    let durable = ledger.durable();
+    if let (Some(fact), Durability::Sync, false) = (&reservation.fact, store.durability(), durable)
+    {
         match tokio::time::timeout_at(d.deadline.into(), store.commit(writes)).await {
             Ok(Ok(())) => decision,
             outcome => {
@@ -101,7 +135,7 @@ pub(super) async fn settle(a: &Authorizer, d: Decided<'_>) -> Decision {
     } else {
         if let Err(e) = store.enqueue(writes) {
             tracing::error!(authorization = d.auth.id, "decision not stored: {e}");
-            if let Some(fact) = &reservation.fact {
+            if let (Some(fact), false) = (&reservation.fact, durable) {
                 ledger.cancel(fact);
                 return a.fallback(FallbackCause::Ledger);
             }

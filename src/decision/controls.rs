@@ -107,6 +107,12 @@ impl CategorySet {
             || (m.by_name.is_none() && self.unknown.iter().any(|n| &**n == m.name))
     }
 
+    /// Names outside Stripe's table, matched verbatim (for a store that evaluates
+    /// the set in SQL).
+    pub fn unknown_names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.unknown.iter().map(|n| &**n)
+    }
+
     /// True when nothing was inserted.
     pub fn is_empty(&self) -> bool {
         self.bits.iter().all(|w| *w == 0) && self.unknown.is_empty()
