@@ -314,10 +314,6 @@ impl Config {
     }
 
     /// Like [`Config::load`] with the file's text already read.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "one pass over every section, so that every bad field lands in the same report"
-    )]
     pub fn from_toml(
         text: &str,
         path: &Path,

@@ -41,9 +41,9 @@ pub use record::shadow_names;
 use crate::approvals::Approvals;
 use crate::clock::Clock;
 use crate::config::{Config, Fallback, FaultInjection};
-use crate::decision::{AuthRequest, Decision, FallbackCause, ProgramControls};
+use crate::decision::{AuthRequest, Decision, FallbackCause, Matched, ProgramControls};
 use crate::journal::Journal;
-use crate::ledger::{Holds, Ledger};
+use crate::ledger::{Holds, Ledger, SpendSnapshot};
 use crate::metrics as m;
 use crate::rules::RuleSet;
 use crate::stripe::{self, Event, Secrets};
@@ -238,20 +238,9 @@ impl Authorizer {
         // snapshot, look up, decide
         let rules = self.rules.load();
         let approved = approvals::lookup(self.approvals.as_ref(), &auth);
-        let (snapshot, unavailable) = match spend::snapshot(self, &auth, deadline).await {
-            Ok(s) => (s, None),
-            Err(e) => (None, Some(e)),
-        };
-        let (decision, shadow) = match unavailable {
-            None => {
-                faults::decide(self, &auth, &rules, snapshot.as_ref(), &approved, deadline).await
-            }
-            // Deciding without the spend would let interval limits pass unchecked.
-            Some(e) => {
-                tracing::error!(authorization = auth.id, "no spend snapshot: {e}");
-                (self.fallback(FallbackCause::Ledger), Vec::new())
-            }
-        };
+        let (snapshot, decision, shadow) = self
+            .snapshot_and_decide(&auth, &rules, &approved, deadline)
+            .await;
         clock.lap(m::Stage::Decide);
 
         // settle (reserve, durability, decision log)
@@ -302,6 +291,29 @@ impl Authorizer {
             "decision"
         );
         answer
+    }
+
+    /// The snapshot and decide steps: a spend snapshot that cannot be read in time
+    /// answers the fallback (deciding without it would let interval limits pass
+    /// unchecked).
+    async fn snapshot_and_decide(
+        &self,
+        auth: &AuthRequest<'_>,
+        rules: &RuleSet,
+        approved: &approvals::Approved<'_>,
+        deadline: Instant,
+    ) -> (Option<SpendSnapshot>, Decision, Vec<Matched>) {
+        match spend::snapshot(self, auth, deadline).await {
+            Ok(snapshot) => {
+                let (decision, shadow) =
+                    faults::decide(self, auth, rules, snapshot.as_ref(), approved, deadline).await;
+                (snapshot, decision, shadow)
+            }
+            Err(e) => {
+                tracing::error!(authorization = auth.id, "no spend snapshot: {e}");
+                (None, self.fallback(FallbackCause::Ledger), Vec::new())
+            }
+        }
     }
 
     /// The configured fallback decision, counted and logged with its cause.

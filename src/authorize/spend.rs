@@ -104,14 +104,14 @@ pub(super) async fn settle(a: &Authorizer, d: Decided<'_>) -> Decision {
     };
     let decision = reservation.decision;
     let row = super::record::row(&d, &decision, a.now());
+    // A durable backend committed the hold inside `reserve`; only the log row is left.
+    let durable = ledger.durable();
     let mut writes = Vec::with_capacity(2);
-    if let Some(f) = &reservation.fact {
+    if let (Some(f), false) = (&reservation.fact, durable) {
         writes.push(Write::Fact(f.clone()));
     }
     writes.push(Write::Decision(Box::new(row)));
 
-    // A durable backend committed the hold inside `reserve`; only the log row is left.
-    let durable = ledger.durable();
     if let (Some(fact), Durability::Sync, false) = (&reservation.fact, store.durability(), durable)
     {
         match tokio::time::timeout_at(d.deadline.into(), store.commit(writes)).await {

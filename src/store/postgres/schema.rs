@@ -116,6 +116,9 @@ pub const MIGRATIONS: &[&str] = &[
          used_at    BIGINT,
          used_by    TEXT
      );",
+    // 2: the ledger (facts, per-authorization records, answered requests), the
+    // decision log, and the functions that decide holds in the database.
+    super::ledger_schema::LEDGER,
 ];
 
 /// The advisory-lock key migrations run under (any constant every cardgate
