@@ -161,9 +161,21 @@ pub(super) fn backtest(
         }
         log.display().to_string()
     } else {
-        let path = config.store.data_dir.join(store::FILE_NAME);
-        let rows = store::read_decision_log(&path, since)
-            .with_context(|| format!("reading the decision log of {}", path.display()))?;
+        let (source, rows) = if let Some(url) = &config.store.url {
+            super::runtime()?.block_on(async {
+                let db = crate::store::postgres::Database::connect(url).await?;
+                let rows = crate::store::postgres::read_decisions(&db, since)
+                    .await
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("reading the decision log of {}", db.name()))?;
+                anyhow::Ok((db.name().to_string(), rows))
+            })?
+        } else {
+            let path = config.store.data_dir.join(store::FILE_NAME);
+            let rows = store::read_decision_log(&path, since)
+                .with_context(|| format!("reading the decision log of {}", path.display()))?;
+            (path.display().to_string(), rows)
+        };
         let total = rows.len();
         for (index, row) in rows.iter().enumerate() {
             match RecordedDecision::from_logged(row) {
@@ -172,7 +184,7 @@ pub(super) fn backtest(
             }
             progress(&replay, Some(total));
         }
-        path.display().to_string()
+        source
     };
     println!(
         "candidate {} ({} rules) against {source}{}",
