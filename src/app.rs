@@ -134,6 +134,7 @@ pub async fn open_shared(
     let db = Database::connect_with(url, &options)
         .await
         .map_err(StartError::Database)?;
+    db.warm(options.pool_size).await;
     tracing::info!(db = %db.name(), pool = options.pool_size, "shared store opened");
     let holds = Arc::new(PgHolds::new(db.clone()));
     let journal = Arc::new(PgJournal::start(db.clone(), config.store.durability));

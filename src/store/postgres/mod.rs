@@ -190,6 +190,24 @@ impl Database {
         &self.name
     }
 
+    /// Opens up to `n` pooled connections now, so the first requests after start
+    /// do not pay for connecting (a TCP handshake and SCRAM authentication each)
+    /// inside their deadline. Failures are left to the first real use.
+    pub async fn warm(&self, n: usize) {
+        let mut opening = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let pool = self.pool.clone();
+            opening.spawn(async move { pool.get().await.ok() });
+        }
+        // Held until all are open, so each `get` opened its own connection.
+        let opened = opening.join_all().await;
+        tracing::debug!(
+            db = %self.name,
+            connections = opened.iter().flatten().count(),
+            "pool warmed"
+        );
+    }
+
     /// Whether the server answers a trivial query within `timeout` (readiness).
     pub async fn ping(&self, timeout: Duration) -> Result<(), String> {
         let probe = async {

@@ -88,6 +88,21 @@ pub fn shared() -> Result<Option<Arc<TestServer>>, HarnessError> {
     Ok(Some(server))
 }
 
+/// A server of the caller's own, not shared with other tests (one that the test
+/// stops and restarts), or `None` as in [`shared`].
+pub fn private() -> Result<Option<TestServer>, HarnessError> {
+    let Some(bindir) = find_bindir() else {
+        if required() {
+            return Err(fail(format!(
+                "{REQUIRE_ENV}=1 but no PostgreSQL server binaries (initdb, pg_ctl) were found"
+            )));
+        }
+        eprintln!("note: PostgreSQL server binaries not found: skipping this test");
+        return Ok(None);
+    };
+    TestServer::start(&bindir).map(Some)
+}
+
 fn required() -> bool {
     std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1")
 }
@@ -169,22 +184,7 @@ impl TestServer {
         let mut last = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port()?;
-            let log = server.root.join("server.log");
-            let options = format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
-                server.root.display()
-            );
-            let out = server
-                .as_server_user("pg_ctl")
-                .args(["start", "-w", "-t", "60", "-s", "-D"])
-                .arg(&data)
-                .arg("-l")
-                .arg(&log)
-                .arg("-o")
-                .arg(&options)
-                .output()
-                .map_err(|e| fail(format!("pg_ctl start: {e}")))?;
+            let out = server.pg_ctl_start(port)?;
             if out.status.success() {
                 server.port = port;
                 return Ok(server);
@@ -192,7 +192,7 @@ impl TestServer {
             last = format!(
                 "{}{}",
                 String::from_utf8_lossy(&out.stderr),
-                std::fs::read_to_string(&log).unwrap_or_default()
+                std::fs::read_to_string(server.root.join("server.log")).unwrap_or_default()
             );
             // Someone took the port between our probe and the server's bind: try
             // another; any other failure is final.
@@ -201,6 +201,49 @@ impl TestServer {
             }
         }
         Err(fail(format!("pg_ctl start failed:\n{last}")))
+    }
+
+    fn pg_ctl_start(&self, port: u16) -> Result<Output, HarnessError> {
+        let log = self.root.join("server.log");
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
+             -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            self.root.display()
+        );
+        self.as_server_user("pg_ctl")
+            .args(["start", "-w", "-t", "60", "-s", "-D"])
+            .arg(self.data())
+            .arg("-l")
+            .arg(&log)
+            .arg("-o")
+            .arg(&options)
+            .output()
+            .map_err(|e| fail(format!("pg_ctl start: {e}")))
+    }
+
+    /// Stops the server (fast shutdown: sessions are ended, clients see their
+    /// connections drop), keeping its data: the database "goes away".
+    pub fn stop(&self) -> Result<(), HarnessError> {
+        checked(
+            self.as_server_user("pg_ctl")
+                .args(["stop", "-m", "fast", "-w", "-s", "-D"])
+                .arg(self.data()),
+            "pg_ctl stop",
+        )
+        .map(drop)
+    }
+
+    /// Starts a server [`stop`](Self::stop)ped before, on the same port and data.
+    pub fn restart(&self) -> Result<(), HarnessError> {
+        let out = self.pg_ctl_start(self.port)?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(fail(format!(
+                "pg_ctl start (restart) failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )))
+        }
     }
 
     /// The TCP port on 127.0.0.1.
