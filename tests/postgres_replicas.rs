@@ -46,13 +46,13 @@ impl Drop for Replica {
     }
 }
 
-/// Starts one replica on `url`; `extra` is appended to the config. The data
-/// directory it is given must stay untouched.
-fn start(dir: &Path, url: &str, extra: &str) -> Replica {
+/// Starts one replica on `url`; `webhook` adds lines to its `[webhook]` section.
+/// The data directory it is given must stay untouched.
+fn start(dir: &Path, url: &str, webhook: &str) -> Replica {
     let config = dir.join("cardgate.toml");
     std::fs::write(
         &config,
-        format!("[webhook]\nsecrets = [\"{SECRET}\"]\n[store]\ndurability = \"sync\"\n{extra}"),
+        format!("[webhook]\nsecrets = [\"{SECRET}\"]\n{webhook}\n[store]\ndurability = \"sync\"\n"),
     )
     .unwrap();
     let rules = dir.join("rules.toml");
@@ -350,6 +350,28 @@ fn lifecycle_events_on_one_replica_adjust_the_hold_every_replica_sees() {
     .unwrap();
     assert_eq!(c["approved"], json!(true), "{c}");
     assert_eq!(card_daily_total(&show(&url, now())), 6000);
+    // The three decisions, logged by three replicas (in the background: the
+    // holds were committed before the answers), replay from the database.
+    let backtest = || {
+        let out = Command::new(BIN)
+            .args(["backtest", "--rules"])
+            .arg(dir.path().join("replica0/rules.toml"))
+            .arg("--config")
+            .arg(dir.path().join("replica0/cardgate.toml"))
+            .env("CARDGATE_DATABASE_URL", &url)
+            .env_remove("CARDGATE_DATA_DIR")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_for(Duration::from_secs(10), "3 decisions replayed", || {
+        backtest().contains("replayed 3 decisions")
+    });
 }
 
 #[test]
@@ -477,4 +499,59 @@ fn database_down_and_back_fallback_answers_readyz_503_and_recovery_without_resta
     .unwrap();
     assert_eq!(status, 200);
     drop(replica);
+}
+
+#[test]
+fn a_database_that_stops_answering_costs_a_fallback_inside_the_deadline_not_a_hang() {
+    let _serial = serial();
+    let Some(server) = cardgate::store::postgres::testing::private().unwrap() else {
+        return;
+    };
+    let url = server.database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let replica = start(dir.path(), &url, "deadline_ms = 600");
+    let addr = replica.addr;
+    let (_, ok) = post(addr, &auth_request("iauth_f1", 500, 100_000, false)).unwrap();
+    assert_eq!(ok["approved"], json!(true), "{ok}");
+
+    // Connections stay open; nothing answers on them.
+    server.signal_all("STOP").unwrap();
+    let thaw = scopeguard(&server);
+    for i in 0..3 {
+        let t = Instant::now();
+        let (status, body) = post(
+            addr,
+            &auth_request(&format!("iauth_f{}", i + 2), 500, 100_000, false),
+        )
+        .unwrap();
+        let took = t.elapsed();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["metadata"]["reason"],
+            json!("fallback:ledger"),
+            "{body}"
+        );
+        assert!(took < Duration::from_millis(900), "answered after {took:?}");
+    }
+    wait_for(Duration::from_secs(5), "503 from /readyz", || {
+        get(addr, "/readyz").0 == 503
+    });
+    drop(thaw);
+    wait_for(Duration::from_secs(10), "ready again", || {
+        get(addr, "/readyz").0 == 200
+    });
+    let (_, back) = post(addr, &auth_request("iauth_f9", 500, 100_000, false)).unwrap();
+    assert_eq!(back["approved"], json!(true), "{back}");
+}
+
+/// Resumes a `STOP`ped server when dropped, so a failing assertion does not
+/// leave it frozen for the harness's own shutdown.
+fn scopeguard(server: &cardgate::store::postgres::testing::TestServer) -> impl Drop + '_ {
+    struct Thaw<'a>(&'a cardgate::store::postgres::testing::TestServer);
+    impl Drop for Thaw<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.signal_all("CONT");
+        }
+    }
+    Thaw(server)
 }

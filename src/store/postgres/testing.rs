@@ -233,6 +233,43 @@ impl TestServer {
         .map(drop)
     }
 
+    /// Sends `signal` (`STOP` or `CONT`) to this server's processes only: the
+    /// postmaster named in its `postmaster.pid` and its children. `STOP` makes a
+    /// database that accepts connections but never answers; `CONT` undoes it.
+    pub fn signal_all(&self, signal: &str) -> Result<(), HarnessError> {
+        let pid_file = self.data().join("postmaster.pid");
+        let text = std::fs::read_to_string(&pid_file)
+            .map_err(|e| fail(format!("{}: {e}", pid_file.display())))?;
+        let postmaster: u32 = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| fail("postmaster.pid names no pid"))?;
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // /proc/PID/stat: "pid (comm) state ppid …"; comm may hold spaces.
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+        let mut kill = Command::new("kill");
+        kill.arg(format!("-{signal}"));
+        kill.args(pids.iter().map(u32::to_string));
+        checked(&mut kill, "kill").map(drop)
+    }
+
     /// Starts a server [`stop`](Self::stop)ped before, on the same port and data.
     pub fn restart(&self) -> Result<(), HarnessError> {
         let out = self.pg_ctl_start(self.port)?;
