@@ -256,11 +256,11 @@ impl TestServer {
             };
             // /proc/PID/stat: "pid (comm) state ppid …"; comm may hold spaces.
             let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            let ppid = stat
+            let parent = stat
                 .rsplit_once(')')
                 .and_then(|(_, rest)| rest.split_whitespace().nth(1))
                 .and_then(|p| p.parse::<u32>().ok());
-            if ppid == Some(postmaster) {
+            if parent == Some(postmaster) {
                 pids.push(pid);
             }
         }
