@@ -555,3 +555,65 @@ fn scopeguard(server: &cardgate::store::postgres::testing::TestServer) -> impl D
     }
     Thaw(server)
 }
+
+#[test]
+fn cli_keys_may_migrate_an_empty_database_and_a_data_dir_with_a_url_is_refused() {
+    let _serial = serial();
+    let Some((_server, url)) = database() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .args(["--config", "/nonexistent/cardgate.toml"])
+            .env("CARDGATE_DATABASE_URL", &url)
+            .env_remove("CARDGATE_DATA_DIR")
+            .env("CARDGATE_LOG", "warn")
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    // `keys create` is the first to touch the database: it migrates it.
+    let created = cli(&["keys", "create", "--role", "admin", "--name", "first"]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let listed = cli(&["keys", "list"]);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.contains("admin") && text.contains("first"), "{text}");
+    // A replica started afterwards finds the schema current (and writes no data dir).
+    let replica = start(dir.path(), &url, "");
+    drop(replica);
+    assert!(!dir.path().join("data").exists());
+    // `--data-dir` with a URL names both, for the CLI and for `serve`.
+    let refused = cli(&["keys", "list", "--data-dir", "/tmp/cg-elsewhere"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        err.contains("--data-dir /tmp/cg-elsewhere") && err.contains("CARDGATE_DATABASE_URL"),
+        "{err}"
+    );
+    let serve = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "/tmp/cg-elsewhere",
+        ])
+        .arg("--config")
+        .arg(dir.path().join("cardgate.toml"))
+        .env("CARDGATE_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&serve.stderr);
+    assert_eq!(serve.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("--data-dir /tmp/cg-elsewhere") && err.contains("CARDGATE_DATABASE_URL"),
+        "{err}"
+    );
+    assert!(!Path::new("/tmp/cg-elsewhere").exists());
+}
