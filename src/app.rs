@@ -24,8 +24,9 @@ use crate::journal::Journal;
 use crate::ledger::Ledger;
 use crate::payments::PaymentRuleSet;
 use crate::rules::{LoadError, RuleSet};
-use crate::store::postgres::{self, Database, PgHolds, PgJournal, PostgresError};
-use crate::store::{Store, StoreError};
+use crate::store::{
+    Database, DatabaseOptions, PgHolds, PgJournal, PostgresError, Store, StoreError,
+};
 
 /// Why cardgate did not start. Each names what it could not use.
 #[derive(Debug, thiserror::Error)]
@@ -125,11 +126,11 @@ pub async fn open_shared(
     config: &Config,
     url: &str,
 ) -> Result<(Arc<PgHolds>, Arc<PgJournal>, Database), StartError> {
-    let options = postgres::Options {
+    let options = DatabaseOptions {
         pool_size: config.store.pool_size,
         statement_timeout: Some(config.store.statement_timeout),
         synchronous_commit: config.store.durability == crate::config::Durability::Sync,
-        ..postgres::Options::default()
+        ..DatabaseOptions::default()
     };
     let db = Database::connect_with(url, &options)
         .await
@@ -165,7 +166,7 @@ pub async fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Bui
             // written to the data directory.
             let (holds, journal, db) = open_shared(&config, url).await?;
             authorizer = authorizer.with_holds(holds, Some(journal));
-            let approvals = postgres::open_approvals(url, approvals_settings)
+            let approvals = crate::store::open_shared_approvals(url, approvals_settings)
                 .await
                 .map_err(|e| StartError::Approvals(e.to_string()))?;
             authorizer = authorizer.with_approvals(Arc::new(approvals));

@@ -163,8 +163,8 @@ pub(super) fn backtest(
     } else {
         let (source, rows) = if let Some(url) = &config.store.url {
             super::runtime()?.block_on(async {
-                let db = crate::store::postgres::Database::connect(url).await?;
-                let rows = crate::store::postgres::read_decisions(&db, since)
+                let db = crate::store::Database::connect(url).await?;
+                let rows = crate::store::read_shared_decisions(&db, since)
                     .await
                     .map_err(anyhow::Error::msg)
                     .with_context(|| format!("reading the decision log of {}", db.name()))?;

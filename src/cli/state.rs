@@ -20,7 +20,7 @@ async fn open_tool(d: DataDirArgs) -> anyhow::Result<crate::approvals::Approvals
         app::StoreLocation::Sqlite(dir) => crate::store::approvals::open_tool(&dir)
             .await
             .context("opening the key store"),
-        app::StoreLocation::Postgres(url) => crate::store::postgres::open_approvals_tool(&url)
+        app::StoreLocation::Postgres(url) => crate::store::open_shared_approvals_tool(&url)
             .await
             .context("opening the key store"),
     }
@@ -89,10 +89,13 @@ pub(super) fn ledger_show(
                 (path.display().to_string(), facts)
             }
             app::StoreLocation::Postgres(url) => super::runtime()?.block_on(async {
-                use crate::store::postgres::{Database, cardholder_of, read_facts};
+                use crate::store::{Database, read_shared_facts, shared_cardholder_of};
                 let db = Database::connect(&url).await?;
-                let facts = match cardholder_of(&db, card).await.map_err(anyhow::Error::msg)? {
-                    Some(cardholder) => read_facts(&db, Some(&cardholder))
+                let facts = match shared_cardholder_of(&db, card)
+                    .await
+                    .map_err(anyhow::Error::msg)?
+                {
+                    Some(cardholder) => read_shared_facts(&db, Some(&cardholder))
                         .await
                         .map_err(anyhow::Error::msg)?,
                     None => Vec::new(),
