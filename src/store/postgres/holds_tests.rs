@@ -4,7 +4,8 @@
 //! back through the snapshot `decide()` sees, so a difference between the
 //! PL/pgSQL mirror and `ledger/entry.rs` shows as a failing assertion naming the
 //! backend. A differential test replays generated fact sequences on both and
-//! compares every snapshot.
+//! compares every snapshot. The journal and the session settings (statement
+//! timeout, commit mode) are checked at the end, on PostgreSQL alone.
 
 use std::sync::Arc;
 
@@ -445,4 +446,119 @@ async fn assert_same_snapshots(backends: &[Backend], step: usize) {
             assert_eq!(seen[0], seen[1], "step {step} card {card} at {at}");
         }
     }
+}
+
+// === the journal and the session settings (PostgreSQL only) ===
+
+fn logged(event_id: &str, decided_at: i64) -> crate::journal::LoggedDecision {
+    crate::journal::LoggedDecision {
+        id: 0,
+        event_id: event_id.into(),
+        authorization_id: "iauth_1".into(),
+        card: "ic_1".into(),
+        cardholder: "ich_1".into(),
+        amount: 4250,
+        currency: "usd".into(),
+        merchant_category: "computer_software_stores".into(),
+        merchant_mcc: "5734".into(),
+        merchant_country: "US".into(),
+        merchant_name: "PIXELFORGE".into(),
+        approved: true,
+        approved_amount: 4250,
+        reason: "approved".into(),
+        rule: None,
+        ruleset: "v1".into(),
+        latency_us: 120,
+        decided_at,
+        event_json: b"{\"id\":\"evt\"}".to_vec(),
+        spend_json: "{}".into(),
+        shadow_rules: Some("[\"s\"]".into()),
+    }
+}
+
+#[tokio::test]
+async fn the_journal_commits_facts_and_decision_rows_and_reads_them_back() {
+    use crate::journal::{Durability, Journal, Write};
+    let Some(server) = testing::shared().unwrap() else {
+        return;
+    };
+    let db = Database::connect(&server.database().unwrap())
+        .await
+        .unwrap();
+    let journal = super::PgJournal::start(db.clone(), Durability::Sync);
+    let fact = auth_event("ev_j", T, "iauth_1", AuthStatus::Pending, 900, 1);
+    // Concurrent commits share batches; each resolves once its rows are stored.
+    let (a, b) = tokio::join!(
+        journal.commit(vec![
+            Write::Fact(fact.clone()),
+            Write::Decision(Box::new(logged("evt_a", T))),
+        ]),
+        journal.commit(vec![Write::Decision(Box::new(logged("evt_b", T + 5)))]),
+    );
+    a.unwrap();
+    b.unwrap();
+    journal
+        .enqueue(vec![Write::Decision(Box::new(logged("evt_c", T + 9)))])
+        .unwrap();
+    assert_eq!(super::read_facts(&db, None).await.unwrap(), vec![fact]);
+    let holds = PgHolds::new(db.clone());
+    assert_eq!(card_daily(&holds).await, 900);
+    let mut rows = Vec::new();
+    for _ in 0..200 {
+        rows = super::read_decisions(&db, Some(T + 1)).await.unwrap();
+        if rows.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let events: Vec<&str> = rows.iter().map(|r| r.event_id.as_str()).collect();
+    assert_eq!(events, ["evt_b", "evt_c"]);
+    let mut expected = logged("evt_b", T + 5);
+    expected.id = rows[0].id;
+    assert_eq!(rows[0], expected);
+}
+
+#[tokio::test]
+async fn sessions_carry_the_configured_statement_timeout_and_commit_mode() {
+    let Some(server) = testing::shared().unwrap() else {
+        return;
+    };
+    let options = super::Options {
+        pool_size: 2,
+        statement_timeout: Some(std::time::Duration::from_millis(250)),
+        synchronous_commit: false,
+        ..super::Options::default()
+    };
+    let db = Database::connect_with(&server.database().unwrap(), &options)
+        .await
+        .unwrap();
+    let client = db.client().await.unwrap();
+    let show = |row: tokio_postgres::Row| row.get::<_, String>(0);
+    assert_eq!(
+        show(
+            client
+                .query_one("SHOW statement_timeout", &[])
+                .await
+                .unwrap()
+        ),
+        "250ms"
+    );
+    assert_eq!(
+        show(
+            client
+                .query_one("SHOW synchronous_commit", &[])
+                .await
+                .unwrap()
+        ),
+        "off"
+    );
+    // A statement past the budget is cancelled by the server, not waited for.
+    let err = client
+        .query_one("SELECT pg_sleep(5)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+    );
 }
