@@ -24,7 +24,9 @@ use crate::journal::Journal;
 use crate::ledger::Ledger;
 use crate::payments::PaymentRuleSet;
 use crate::rules::{LoadError, RuleSet};
-use crate::store::{Store, StoreError};
+use crate::store::{
+    Database, DatabaseOptions, PgHolds, PgJournal, PostgresError, Store, StoreError,
+};
 
 /// Why cardgate did not start. Each names what it could not use.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,9 @@ pub enum StartError {
     /// The approvals tables could not be opened.
     #[error("refusing to start: the approvals tables are unusable: {0}")]
     Approvals(String),
+    /// The PostgreSQL store could not be opened or migrated.
+    #[error("refusing to start: the shared store is unusable: {0}")]
+    Database(#[source] PostgresError),
     /// The listen address could not be bound.
     #[error("binding {addr}: {source}")]
     Bind {
@@ -103,6 +108,38 @@ pub struct Built {
     /// The state every handler shares.
     pub state: Arc<AppState>,
     paths: RulePaths,
+    /// The shared store whose reachability `/readyz` reports (PostgreSQL only).
+    database: Option<Database>,
+}
+
+/// How often readiness asks the shared store whether it answers, and how long it
+/// waits for the answer: a lost database shows in `/readyz` within about two
+/// seconds (the contract says five).
+const STORE_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Opens the PostgreSQL store for `serve`: one pool for holds and the decision log
+/// (sized and timed by `[store]`), migrated by whichever process comes first.
+///
+/// # Errors
+/// The database cannot be reached, migrated or used.
+pub async fn open_shared(
+    config: &Config,
+    url: &str,
+) -> Result<(Arc<PgHolds>, Arc<PgJournal>, Database), StartError> {
+    let options = DatabaseOptions {
+        pool_size: config.store.pool_size,
+        statement_timeout: Some(config.store.statement_timeout),
+        synchronous_commit: config.store.durability == crate::config::Durability::Sync,
+        ..DatabaseOptions::default()
+    };
+    let db = Database::connect_with(url, &options)
+        .await
+        .map_err(StartError::Database)?;
+    db.warm(options.pool_size).await;
+    tracing::info!(db = %db.name(), pool = options.pool_size, "shared store opened");
+    let holds = Arc::new(PgHolds::new(db.clone()));
+    let journal = Arc::new(PgJournal::start(db.clone(), config.store.durability));
+    Ok((holds, journal, db))
 }
 
 /// Builds the running state from a validated config. The metrics recorder is
@@ -118,38 +155,61 @@ pub async fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Bui
     crate::rules::reload::publish(&PaymentRuleSet::empty(), &payment_rules);
 
     let mut authorizer = Authorizer::new(&config, rules, clock);
-    if config.store.enabled {
-        let (ledger, store) = open_ledger(&config)?;
-        let signals = crate::signals::SignalState::new();
-        let rows = crate::store::rebuild_signals(store.path(), &signals, authorizer.now())
-            .map_err(StartError::Store)?;
-        tracing::info!(
-            rows,
-            cards = signals.cards(),
-            "signals rebuilt from the decision log"
-        );
-        authorizer = authorizer.with_signals(Arc::new(signals));
-        let journal: Arc<dyn Journal> = store;
-        authorizer = authorizer.with_ledger(ledger, Some(journal));
-        let approvals = crate::store::approvals::open(
-            &config.store.data_dir,
-            crate::config::ApprovalsConfig {
-                rules_file: Some(paths.rules.clone()),
-                ..config.approvals.clone()
-            },
-        )
-        .await
-        .map_err(|e| StartError::Approvals(e.to_string()))?;
-        authorizer = authorizer.with_approvals(Arc::new(approvals));
-    } else {
-        authorizer = authorizer.with_signals(Arc::new(crate::signals::SignalState::new()));
-        tracing::warn!("[store] enabled = false: no ledger, interval limits see no past spend");
-        tracing::warn!("[store] enabled = false: no admin API (it keeps its state in the store)");
+    let approvals_settings = crate::config::ApprovalsConfig {
+        rules_file: Some(paths.rules.clone()),
+        ..config.approvals.clone()
+    };
+    let mut database = None;
+    match (&config.store.url, config.store.enabled) {
+        (Some(url), true) => {
+            // Replicas: every hold, fact and decision row in PostgreSQL; nothing is
+            // written to the data directory. The behavioural signals are still
+            // per process here (issue 16's seam: `signals::SignalSource`): they start
+            // empty and see this replica's decisions only.
+            tracing::warn!(
+                "behavioural signals (velocity.*, history.*) are per replica with a shared store"
+            );
+            authorizer = authorizer.with_signals(Arc::new(crate::signals::SignalState::new()));
+            let (holds, journal, db) = open_shared(&config, url).await?;
+            authorizer = authorizer.with_holds(holds, Some(journal));
+            let approvals = crate::store::open_shared_approvals(url, approvals_settings)
+                .await
+                .map_err(|e| StartError::Approvals(e.to_string()))?;
+            authorizer = authorizer.with_approvals(Arc::new(approvals));
+            database = Some(db);
+        }
+        (None, true) => {
+            let (ledger, store) = open_ledger(&config)?;
+            let signals = crate::signals::SignalState::new();
+            let rows = crate::store::rebuild_signals(store.path(), &signals, authorizer.now())
+                .map_err(StartError::Store)?;
+            tracing::info!(
+                rows,
+                cards = signals.cards(),
+                "signals rebuilt from the decision log"
+            );
+            authorizer = authorizer.with_signals(Arc::new(signals));
+            let journal: Arc<dyn Journal> = store;
+            authorizer = authorizer.with_ledger(ledger, Some(journal));
+            let approvals =
+                crate::store::approvals::open(&config.store.data_dir, approvals_settings)
+                    .await
+                    .map_err(|e| StartError::Approvals(e.to_string()))?;
+            authorizer = authorizer.with_approvals(Arc::new(approvals));
+        }
+        (_, false) => {
+            authorizer = authorizer.with_signals(Arc::new(crate::signals::SignalState::new()));
+            tracing::warn!("[store] enabled = false: no ledger, interval limits see no past spend");
+            tracing::warn!(
+                "[store] enabled = false: no admin API (it keeps its state in the store)"
+            );
+        }
     }
     let state = AppState::new(config, authorizer).with_payment_rules(payment_rules);
     Ok(Built {
         state: Arc::new(state),
         paths,
+        database,
     })
 }
 
@@ -165,7 +225,11 @@ pub async fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Bui
 /// # Errors
 /// An address cannot be bound or the server fails.
 pub async fn serve(built: Built, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
-    let Built { state, paths } = built;
+    let Built {
+        state,
+        paths,
+        database,
+    } = built;
     let listener = bind(state.config.listen).await?;
     let addr = listener.local_addr()?;
     let admin = match state.config.admin_listen {
@@ -174,6 +238,9 @@ pub async fn serve(built: Built, shutdown: impl Future<Output = ()>) -> Result<(
     };
     let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
     let mut tasks = background(&state, &paths);
+    if let Some(db) = database {
+        tasks.spawn(probe_store(db, state.clone()));
+    }
     tracing::info!(
         %addr,
         admin = admin_addr.map(|a| a.to_string()),
@@ -226,6 +293,26 @@ fn background(state: &Arc<AppState>, paths: &RulePaths) -> JoinSet<()> {
     tasks
 }
 
+/// Keeps `/readyz` in step with the shared store: 503 while it does not answer
+/// (a load balancer then stops sending traffic here; Stripe's deliveries that
+/// still arrive get the fallback), 200 again as soon as it does — no restart.
+async fn probe_store(db: Database, state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(STORE_PROBE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut up = true;
+    loop {
+        tick.tick().await;
+        let answer = db.ping(STORE_PROBE).await;
+        match (&answer, up) {
+            (Err(e), true) => tracing::error!(db = %db.name(), "shared store lost: {e}"),
+            (Ok(()), false) => tracing::info!(db = %db.name(), "shared store answers again"),
+            _ => {}
+        }
+        up = answer.is_ok();
+        state.set_store_ok(up);
+    }
+}
+
 /// Writes the banner in one piece: a reader that takes the first line and closes
 /// the pipe must not turn a second `println!` into a panic.
 fn print_banner(banner: &str) {
@@ -250,6 +337,45 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// Where a state-reading CLI command finds the state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// SQLite in this data directory.
+    Sqlite(PathBuf),
+    /// The PostgreSQL database at this URL.
+    Postgres(String),
+}
+
+/// The store a CLI command uses: the config's `[store] url` or
+/// `CARDGATE_DATABASE_URL` when set (the env wins), else the data directory of
+/// [`data_dir`].
+///
+/// # Errors
+/// `--data-dir` was given together with a URL (the message names both).
+pub fn store_location(explicit: Option<PathBuf>, config: &Path) -> Result<StoreLocation, String> {
+    let url = std::env::var("CARDGATE_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .or_else(|| {
+            Config::load(
+                config,
+                &crate::config::ProcessEnv,
+                &crate::config::Overrides::default(),
+            )
+            .ok()
+            .and_then(|c| c.store.url)
+        });
+    match (url, explicit) {
+        (Some(_), Some(dir)) => Err(format!(
+            "--data-dir {} and a database URL (store.url / CARDGATE_DATABASE_URL) were both \
+             given: with a URL all state is in PostgreSQL; drop one of them",
+            dir.display()
+        )),
+        (Some(url), None) => Ok(StoreLocation::Postgres(url)),
+        (None, explicit) => Ok(StoreLocation::Sqlite(data_dir(explicit, config))),
     }
 }
 

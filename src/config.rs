@@ -6,10 +6,12 @@
 //! [`Env`] trait so tests feed a map instead of mutating the process environment.
 //!
 //! Environment overrides: `CARDGATE_WEBHOOK_SECRET`, `CARDGATE_LISTEN`,
-//! `CARDGATE_ADMIN_LISTEN`, `CARDGATE_DATA_DIR` (flags beat them, they beat the file).
+//! `CARDGATE_ADMIN_LISTEN`, `CARDGATE_DATA_DIR`, `CARDGATE_DATABASE_URL` (flags beat
+//! them, they beat the file).
 
 mod approvals_config;
 mod edge_config;
+mod store_config;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,6 +28,8 @@ use crate::decision::{
 pub use approvals_config::ApprovalsConfig;
 use approvals_config::ApprovalsSection;
 pub use edge_config::HttpConfig;
+pub use store_config::StoreConfig;
+use store_config::StoreSection;
 
 /// Default config path, relative to the working directory.
 pub const DEFAULT_PATH: &str = "config/cardgate.toml";
@@ -195,36 +199,6 @@ pub enum Durability {
     Async,
 }
 
-/// `[store]`: where the ledger and decision log live and how durable approvals are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreConfig {
-    /// Run the ledger and store at all. Off only for benchmarks comparing against a
-    /// ledger-less server: interval limits then see no past spend.
-    pub enabled: bool,
-    /// Directory of `cardgate.db`.
-    pub data_dir: PathBuf,
-    /// When an approval may be answered relative to its commit.
-    pub durability: Durability,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct StoreSection {
-    enabled: bool,
-    data_dir: String,
-    durability: String,
-}
-
-impl Default for StoreSection {
-    fn default() -> Self {
-        StoreSection {
-            enabled: true,
-            data_dir: "./data".into(),
-            durability: "sync".into(),
-        }
-    }
-}
-
 // === file format ===
 
 #[derive(Debug, Default, Deserialize)]
@@ -340,10 +314,6 @@ impl Config {
     }
 
     /// Like [`Config::load`] with the file's text already read.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "one pass over every section, so that every bad field lands in the same report"
-    )]
     pub fn from_toml(
         text: &str,
         path: &Path,
@@ -406,29 +376,13 @@ impl Config {
             problems.push("server.max_connections must be at least 1".into());
         }
 
-        let durability = match file.store.durability.as_str() {
-            "sync" => Durability::Sync,
-            "async" => Durability::Async,
-            other => {
-                problems.push(format!(
-                    "store.durability {other:?} must be \"sync\" or \"async\""
-                ));
-                Durability::Sync
-            }
-        };
-        let data_dir = overrides
-            .data_dir
-            .clone()
-            .or_else(|| env.var("CARDGATE_DATA_DIR").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from(&file.store.data_dir));
-        if data_dir.as_os_str().is_empty() {
-            problems.push("store.data_dir must not be empty".into());
-        }
-        let store = StoreConfig {
-            enabled: file.store.enabled,
-            data_dir,
-            durability,
-        };
+        let store = store_config::build(
+            &file.store,
+            env,
+            overrides,
+            Duration::from_millis(w.deadline_ms),
+            &mut problems,
+        );
 
         let legacy = match w.mode {
             WebhookMode::Realtime => None,

@@ -1,5 +1,8 @@
 //! Issue 4 (spend ledger) against the real binary: a real SQLite file in a temp
-//! dir, signed webhooks over HTTP/1.1 on 127.0.0.1, restarts and `kill -9`.
+//! dir, signed webhooks over HTTP/1.1 on 127.0.0.1, restarts and `kill -9`. The
+//! tests that exercise storage run one body on both backends: SQLite, and
+//! PostgreSQL (issue 14, a fresh database on the throwaway server of
+//! `tests/common/postgres.rs`; skipped without one unless required).
 //!
 //! Helpers live in this file (not `tests/common/`) so they stay independent of
 //! other suites' builders.
@@ -19,11 +22,35 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod common;
+
 const SECRET: &str = "whsec_ledger_test_secret";
 const BIN: &str = env!("CARGO_BIN_EXE_cardgate");
 
 fn now() -> i64 {
     cardgate::clock::Clock::system().now()
+}
+
+// === backends ===
+
+/// Where the ledger lives: the data directory's SQLite file, or a PostgreSQL URL.
+#[derive(Clone)]
+enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+/// Both backends (PostgreSQL only when a server is available), each with the
+/// server handle that must outlive the test body.
+fn backends() -> Vec<(
+    Backend,
+    Option<Arc<cardgate::store::postgres::testing::TestServer>>,
+)> {
+    let mut out = vec![(Backend::Sqlite, None)];
+    if let Some((server, url)) = common::postgres::database() {
+        out.push((Backend::Postgres(url), Some(server)));
+    }
+    out
 }
 
 // === server ===
@@ -55,8 +82,17 @@ fn write_config(dir: &Path, durability: &str) -> PathBuf {
 }
 
 fn start(dir: &Path, durability: &str) -> Server {
+    start_on(dir, durability, &Backend::Sqlite)
+}
+
+fn start_on(dir: &Path, durability: &str, backend: &Backend) -> Server {
     let config = write_config(dir, durability);
-    let mut child = Command::new(BIN)
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("CARDGATE_DATABASE_URL");
+    if let Backend::Postgres(url) = backend {
+        cmd.env("CARDGATE_DATABASE_URL", url);
+    }
+    let mut child = cmd
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&config)
         .env("CARDGATE_LOG", "warn")
@@ -176,12 +212,21 @@ fn approved_amount(resp: &Value, requested: i64) -> i64 {
 
 /// `cardgate ledger show` output.
 fn show(dir: &Path, at: i64) -> String {
-    let out = Command::new(BIN)
-        .args(["ledger", "show", "--card", CARD, "--data-dir"])
-        .arg(dir.join("data"))
+    show_on(dir, at, &Backend::Sqlite)
+}
+
+fn show_on(dir: &Path, at: i64, backend: &Backend) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["ledger", "show", "--card", CARD])
         .args(["--at", &at.to_string()])
-        .output()
-        .unwrap();
+        .env_remove("CARDGATE_DATABASE_URL");
+    match backend {
+        Backend::Sqlite => cmd.arg("--data-dir").arg(dir.join("data")),
+        Backend::Postgres(url) => cmd
+            .args(["--config", "/nonexistent/cardgate.toml"])
+            .env("CARDGATE_DATABASE_URL", url),
+    };
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -201,9 +246,15 @@ fn card_daily_total(show: &str) -> i64 {
 
 #[test]
 fn concurrent_http_approvals_never_exceed_the_daily_limit() {
+    for (backend, _pg) in backends() {
+        concurrent_approvals_on(&backend);
+    }
+}
+
+fn concurrent_approvals_on(backend: &Backend) {
     const LIMIT: i64 = 10_000;
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), "sync");
+    let server = start_on(dir.path(), "sync", backend);
     let addr = server.addr;
     let handles: Vec<_> = (0..8)
         .map(|t| {
@@ -224,18 +275,27 @@ fn concurrent_http_approvals_never_exceed_the_daily_limit() {
     assert!(approved <= LIMIT, "approved {approved} over {LIMIT}");
     // 64 requests of ≥700 against 10 000: the limit must actually fill.
     assert!(approved > LIMIT - 700, "approved only {approved}");
-    assert_eq!(card_daily_total(&show(dir.path(), now())), approved);
+    assert_eq!(
+        card_daily_total(&show_on(dir.path(), now(), backend)),
+        approved
+    );
 }
 
 #[test]
 fn restart_preserves_totals() {
+    for (backend, _pg) in backends() {
+        restart_preserves_totals_on(&backend);
+    }
+}
+
+fn restart_preserves_totals_on(backend: &Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), "sync");
+    let server = start_on(dir.path(), "sync", backend);
     let (_, first) = post(server.addr, &auth_request("iauth_r1", 6000, 10_000, false)).unwrap();
     assert_eq!(first["approved"], json!(true), "{first}");
     stop(server);
 
-    let server = start(dir.path(), "async");
+    let server = start_on(dir.path(), "async", backend);
     // 6000 + 6000 > 10 000: only the restored hold can make this decline.
     let (_, second) = post(server.addr, &auth_request("iauth_r2", 6000, 10_000, false)).unwrap();
     assert_eq!(second["approved"], json!(false), "{second}");
@@ -243,7 +303,10 @@ fn restart_preserves_totals() {
     let (_, third) = post(server.addr, &auth_request("iauth_r3", 6000, 10_000, true)).unwrap();
     assert_eq!(third["amount"], json!(4000), "{third}");
     stop(server);
-    assert_eq!(card_daily_total(&show(dir.path(), now())), 10_000);
+    assert_eq!(
+        card_daily_total(&show_on(dir.path(), now(), backend)),
+        10_000
+    );
 }
 
 #[test]
@@ -320,8 +383,14 @@ fn kill_9_during_a_sync_burst_loses_no_approved_hold() {
 
 #[test]
 fn lifecycle_events_are_idempotent_and_order_independent_over_http() {
+    for (backend, _pg) in backends() {
+        lifecycle_on(&backend);
+    }
+}
+
+fn lifecycle_on(backend: &Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), "sync");
+    let server = start_on(dir.path(), "sync", backend);
     let created = fixture("issuing_authorization.created.json");
     let closed = fixture("issuing_authorization.updated.closed.json");
     let txn = fixture("issuing_transaction.created.json");
@@ -347,7 +416,7 @@ fn lifecycle_events_are_idempotent_and_order_independent_over_http() {
         assert_eq!((status, body), (200, json!({"received": true})));
     }
     let at = 1_795_003_020;
-    let report = show(dir.path(), at);
+    let report = show_on(dir.path(), at, backend);
     assert!(
         report.contains("iauth_1SfbND25Lk8vT3cGdL09jQ7n  created=1795003020  usd  status=closed  held=0  spend=4250"),
         "{report}"
@@ -355,12 +424,12 @@ fn lifecycle_events_are_idempotent_and_order_independent_over_http() {
     assert_eq!(card_daily_total(&report), 4250);
     // Replaying everything after a restart changes nothing.
     stop(server);
-    let server = start(dir.path(), "sync");
+    let server = start_on(dir.path(), "sync", backend);
     for e in [&created, &closed, &txn] {
         post(server.addr, e).unwrap();
     }
     stop(server);
-    assert_eq!(show(dir.path(), at), report);
+    assert_eq!(show_on(dir.path(), at, backend), report);
 }
 
 #[test]

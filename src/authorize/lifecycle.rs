@@ -1,10 +1,12 @@
 //! The lifecycle step: `issuing_authorization.created`/`.updated` and
 //! `issuing_transaction.created` become ledger facts, applied and journaled.
-//! Never fails the request: failures are a log line and a metric.
+//! An invalid event is a log line and a metric (redelivery cannot fix it); a
+//! shared store that cannot record the fact fails the request, so Stripe delivers
+//! the event again.
 
 use super::Authorizer;
 use crate::journal::{Durability, Write};
-use crate::ledger::{Applied, Fact};
+use crate::ledger::{Applied, Fact, HoldsError};
 use crate::metrics as m;
 use crate::stripe::{self, Event};
 
@@ -17,10 +19,14 @@ fn type_label(t: &str) -> &'static str {
     }
 }
 
-/// Applies a lifecycle event to the ledger and stores it. Never fails the request.
-pub(super) async fn apply(a: &Authorizer, event: &Event<'_>) {
-    let Some(ledger) = &a.ledger else {
-        return;
+/// Applies a lifecycle event to the ledger and stores it.
+///
+/// # Errors
+/// A durable holds backend (PostgreSQL) could not record the fact: the message
+/// says why, and the caller answers 503.
+pub(super) async fn apply(a: &Authorizer, event: &Event<'_>) -> Result<(), String> {
+    let Some(ledger) = &a.holds else {
+        return Ok(());
     };
     let label = type_label(event.event_type);
     let count = |result: &'static str| {
@@ -28,22 +34,36 @@ pub(super) async fn apply(a: &Authorizer, event: &Event<'_>) {
     };
     let fact = match stripe::lifecycle_fact(event) {
         Ok(Some(f)) => f,
-        Ok(None) => return count("ignored"),
+        Ok(None) => {
+            count("ignored");
+            return Ok(());
+        }
         Err(e) => {
             tracing::warn!(event = event.id, r#type = label, path = %e.path,
                 "lifecycle event not applied: {e}");
-            return count("invalid");
+            count("invalid");
+            return Ok(());
         }
     };
-    let applied = match ledger.apply(&fact) {
+    let applied = match ledger.apply(&fact).await {
         Ok(a) => a,
-        Err(e) => {
+        Err(HoldsError::Invalid(e)) => {
             tracing::warn!(
                 event = event.id,
                 r#type = label,
                 "lifecycle event not applied: {e}"
             );
-            return count("invalid");
+            count("invalid");
+            return Ok(());
+        }
+        Err(e @ HoldsError::Unavailable(_)) => {
+            tracing::error!(
+                event = event.id,
+                r#type = label,
+                "lifecycle event not recorded, asking for redelivery: {e}"
+            );
+            count("store_error");
+            return Err(e.to_string());
         }
     };
     match applied {
@@ -53,7 +73,8 @@ pub(super) async fn apply(a: &Authorizer, event: &Event<'_>) {
                 r#type = label,
                 "duplicate lifecycle event ignored"
             );
-            return count(applied.as_str());
+            count(applied.as_str());
+            return Ok(());
         }
         Applied::UnknownAuthorization => {
             tracing::warn!(
@@ -64,7 +85,8 @@ pub(super) async fn apply(a: &Authorizer, event: &Event<'_>) {
         }
         Applied::Applied => {}
     }
-    if let Some(store) = &a.journal {
+    // A durable backend stored the fact while applying it.
+    if let (Some(store), false) = (&a.journal, ledger.durable()) {
         let writes = vec![Write::Fact(fact)];
         let stored = match store.durability() {
             Durability::Sync => store.commit(writes).await,
@@ -75,10 +97,12 @@ pub(super) async fn apply(a: &Authorizer, event: &Event<'_>) {
                 event = event.id,
                 "lifecycle event applied but not stored: {e}"
             );
-            return count("store_error");
+            count("store_error");
+            return Ok(());
         }
     }
     count(applied.as_str());
+    Ok(())
 }
 
 fn record_of(f: &Fact) -> String {

@@ -41,9 +41,9 @@ pub use record::shadow_names;
 use crate::approvals::Approvals;
 use crate::clock::Clock;
 use crate::config::{Config, Fallback, FaultInjection};
-use crate::decision::{AuthRequest, Decision, FallbackCause, ProgramControls};
+use crate::decision::{AuthRequest, Decision, FallbackCause, Matched, ProgramControls};
 use crate::journal::Journal;
-use crate::ledger::Ledger;
+use crate::ledger::{Holds, Ledger};
 use crate::metrics as m;
 use crate::rules::RuleSet;
 use crate::signals::SignalSource;
@@ -57,6 +57,12 @@ pub enum Answer {
     /// A non-request event was taken (`{"received":true}`), or a decision went out
     /// another way (legacy mode).
     Received,
+    /// A lifecycle event that could not be recorded: answered 503 so Stripe
+    /// delivers it again (never 200 for an event that was not stored).
+    Unavailable {
+        /// Why (logged; the body says only that the store is unavailable).
+        message: String,
+    },
     /// Refused before anything was parsed or recorded.
     Rejected {
         /// Machine code (`missing_signature`, `invalid_event`, …).
@@ -93,8 +99,9 @@ pub struct Authorizer {
     faults: FaultInjection,
     /// The live rule set; swapped whole on reload, read with one atomic load.
     pub rules: ArcSwap<RuleSet>,
-    /// Spend per card and cardholder; `None` runs without past spend.
-    pub ledger: Option<Arc<Ledger>>,
+    /// Spend per card and cardholder (in memory, or a shared store deciding
+    /// holds for replicas); `None` runs without past spend.
+    pub holds: Option<Arc<dyn Holds>>,
     /// Durable facts and decision log; `None` keeps the ledger in memory only.
     pub journal: Option<Arc<dyn Journal>>,
     /// Overrides, allowances and review requests; `None` when the store is off.
@@ -119,7 +126,7 @@ impl Authorizer {
             },
             faults: config.fault_injection.clone(),
             rules: ArcSwap::from_pointee(rules),
-            ledger: None,
+            holds: None,
             journal: None,
             approvals: None,
             signals: None,
@@ -129,8 +136,15 @@ impl Authorizer {
 
     /// Adds the ledger (already rebuilt from the journal's store) and the journal.
     #[must_use]
-    pub fn with_ledger(mut self, ledger: Arc<Ledger>, journal: Option<Arc<dyn Journal>>) -> Self {
-        self.ledger = Some(ledger);
+    pub fn with_ledger(self, ledger: Arc<Ledger>, journal: Option<Arc<dyn Journal>>) -> Self {
+        self.with_holds(ledger, journal)
+    }
+
+    /// Adds a holds backend (the in-memory ledger, or a shared store) and the
+    /// journal.
+    #[must_use]
+    pub fn with_holds(mut self, holds: Arc<dyn Holds>, journal: Option<Arc<dyn Journal>>) -> Self {
+        self.holds = Some(holds);
         self.journal = journal;
         self
     }
@@ -227,8 +241,10 @@ impl Authorizer {
         };
         if event.event_type != stripe::AUTHORIZATION_REQUEST {
             metrics::counter!(m::EVENTS, "type" => event_label(event.event_type)).increment(1);
-            lifecycle::apply(self, &event).await;
-            return Answer::Received;
+            return match lifecycle::apply(self, &event).await {
+                Ok(()) => Answer::Received,
+                Err(message) => Answer::Unavailable { message },
+            };
         }
         let auth = match event.authorization_request() {
             Ok(a) => a,
@@ -239,9 +255,9 @@ impl Authorizer {
         // snapshot, look up, decide
         let rules = self.rules.load();
         let approved = approvals::lookup(self.approvals.as_ref(), &auth);
-        let past = spend::snapshot(self, &auth);
-        let (decision, shadow, now) =
-            faults::decide(self, &auth, &rules, &past, &approved, deadline).await;
+        let (past, decision, shadow, now) = self
+            .snapshot_and_decide(&auth, &rules, &approved, deadline)
+            .await;
         clock.lap(m::Stage::Decide);
 
         // settle (reserve, durability, decision log)
@@ -296,6 +312,30 @@ impl Authorizer {
             "decision"
         );
         answer
+    }
+
+    /// The snapshot and decide steps: a spend snapshot that cannot be read in time
+    /// answers the fallback (deciding without it would let interval limits pass
+    /// unchecked).
+    async fn snapshot_and_decide(
+        &self,
+        auth: &AuthRequest<'_>,
+        rules: &RuleSet,
+        approved: &approvals::Approved<'_>,
+        deadline: Instant,
+    ) -> (spend::Past, Decision, Vec<Matched>, i64) {
+        match spend::snapshot(self, auth, deadline).await {
+            Ok(past) => {
+                let (decision, shadow, now) =
+                    faults::decide(self, auth, rules, &past, approved, deadline).await;
+                (past, decision, shadow, now)
+            }
+            Err(e) => {
+                tracing::error!(authorization = auth.id, "no spend snapshot: {e}");
+                let decision = self.fallback(FallbackCause::Ledger);
+                (spend::Past::default(), decision, Vec::new(), self.now())
+            }
+        }
     }
 
     /// The configured fallback decision, counted and logged with its cause.

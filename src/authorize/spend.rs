@@ -18,7 +18,7 @@ use crate::decision::{
     Reason, Scope, Signals, SpendView,
 };
 use crate::journal::{Durability, Write};
-use crate::ledger::SpendSnapshot;
+use crate::ledger::{HoldsError, SpendSnapshot};
 use crate::signals;
 
 /// Window time of an authorization: its `created`, or now when Stripe sent none.
@@ -62,15 +62,36 @@ impl SpendView for Past {
     }
 }
 
-/// The spend and signals `decide()` sees; no snapshot without a ledger.
-pub(super) fn snapshot(a: &Authorizer, auth: &AuthRequest<'_>) -> Past {
-    Past {
-        snapshot: a.ledger.as_ref().map(|l| l.snapshot(auth, at(a, auth))),
+/// The spend and signals `decide()` sees; no snapshot without a ledger. A shared
+/// store that does not answer before `deadline` is an error: the caller answers the
+/// fallback (deciding without the spend would let interval limits pass unchecked).
+pub(super) async fn snapshot(
+    a: &Authorizer,
+    auth: &AuthRequest<'_>,
+    deadline: Instant,
+) -> Result<Past, HoldsError> {
+    let snapshot = match a.holds.as_ref() {
+        None => None,
+        Some(holds) => {
+            match tokio::time::timeout_at(deadline.into(), holds.snapshot(auth, at(a, auth))).await
+            {
+                Ok(Ok(s)) => Some(s),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(HoldsError::Unavailable(
+                        "no spend snapshot before the deadline".into(),
+                    ));
+                }
+            }
+        }
+    };
+    Ok(Past {
+        snapshot,
         signals: a
             .signals
             .as_ref()
             .map_or(Signals::NONE, |s| s.read(&signals::Key::of(auth), a.now())),
-    }
+    })
 }
 
 /// Hands the settled answer to the signals, so the next request sees it.
@@ -120,7 +141,7 @@ pub(super) async fn settle(a: &Authorizer, d: Decided<'_>) -> Decision {
 }
 
 async fn settle_inner(a: &Authorizer, d: &Decided<'_>) -> Decision {
-    let Some(ledger) = &a.ledger else {
+    let Some(ledger) = &a.holds else {
         return d.decision.clone();
     };
     // A fallback is not a decision of ours: Stripe's `created` event will tell the
@@ -131,13 +152,31 @@ async fn settle_inner(a: &Authorizer, d: &Decided<'_>) -> Decision {
             fact: None,
         }
     } else {
-        ledger.reserve(
+        let reserve = ledger.reserve(
             d.event_id,
             d.auth,
             &a.program,
             at(a, d.auth),
             d.decision.clone(),
-        )
+        );
+        // A shared store's reserve is one round trip; what it cannot answer in
+        // time is the fallback. (A reserve that commits after the deadline holds
+        // funds for an answer not given: the conservative side, released by
+        // Stripe's `created` event.)
+        match tokio::time::timeout_at(d.deadline.into(), reserve).await {
+            Ok(Ok(r)) => r,
+            outcome => {
+                let why = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "no reserve before the deadline".to_string(),
+                };
+                tracing::error!(authorization = d.auth.id, "reserve failed: {why}");
+                crate::ledger::Reservation {
+                    decision: a.fallback(FallbackCause::Ledger),
+                    fact: None,
+                }
+            }
+        }
     };
     let Some(store) = &a.journal else {
         return reservation.decision;
@@ -145,13 +184,16 @@ async fn settle_inner(a: &Authorizer, d: &Decided<'_>) -> Decision {
     let cut = reservation.decision != d.decision;
     let decision = reservation.decision;
     let row = super::record::row(a, d, &decision, cut);
+    // A durable backend committed the hold inside `reserve`; only the log row is left.
+    let durable = ledger.durable();
     let mut writes = Vec::with_capacity(2);
-    if let Some(f) = &reservation.fact {
+    if let (Some(f), false) = (&reservation.fact, durable) {
         writes.push(Write::Fact(f.clone()));
     }
     writes.push(Write::Decision(Box::new(row)));
 
-    if let (Some(fact), Durability::Sync) = (&reservation.fact, store.durability()) {
+    if let (Some(fact), Durability::Sync, false) = (&reservation.fact, store.durability(), durable)
+    {
         match tokio::time::timeout_at(d.deadline.into(), store.commit(writes)).await {
             Ok(Ok(())) => decision,
             outcome => {
@@ -173,7 +215,7 @@ async fn settle_inner(a: &Authorizer, d: &Decided<'_>) -> Decision {
     } else {
         if let Err(e) = store.enqueue(writes) {
             tracing::error!(authorization = d.auth.id, "decision not stored: {e}");
-            if let Some(fact) = &reservation.fact {
+            if let (Some(fact), false) = (&reservation.fact, durable) {
                 ledger.cancel(fact);
                 return a.fallback(FallbackCause::Ledger);
             }

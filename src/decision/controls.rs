@@ -107,6 +107,12 @@ impl CategorySet {
             || (m.by_name.is_none() && self.unknown.iter().any(|n| &**n == m.name))
     }
 
+    /// Names outside Stripe's table, matched verbatim (for a store that evaluates
+    /// the set in SQL, and the decision log's encoding of controls, `journal::seen`).
+    pub fn unknown_names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.unknown.iter().map(|n| &**n)
+    }
+
     /// True when nothing was inserted.
     pub fn is_empty(&self) -> bool {
         self.bits.iter().all(|w| *w == 0) && self.unknown.is_empty()
@@ -119,12 +125,6 @@ impl CategorySet {
     )]
     pub fn ids(&self) -> impl Iterator<Item = CategoryId> + '_ {
         (0..COUNT as CategoryId).filter(|id| self.has(*id))
-    }
-
-    /// Names kept verbatim because Stripe's table lacked them (for the decision
-    /// log's encoding of controls, `journal::seen`).
-    pub fn unknown_names(&self) -> impl Iterator<Item = &str> + '_ {
-        self.unknown.iter().map(|n| &**n)
     }
 }
 

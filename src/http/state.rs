@@ -28,6 +28,8 @@ pub struct AppState {
     /// Sends decisions as approve/decline calls in legacy mode; `None` in realtime.
     pub legacy: Option<Arc<super::legacy::LegacyClient>>,
     ready: AtomicBool,
+    /// Whether the shared store (PostgreSQL) answers; always true without one.
+    store_ok: AtomicBool,
 }
 
 impl AppState {
@@ -45,6 +47,7 @@ impl AppState {
             payment_rules: ArcSwap::from_pointee(PaymentRuleSet::empty()),
             metrics: crate::metrics::install(),
             ready: AtomicBool::new(false),
+            store_ok: AtomicBool::new(true),
         }
     }
 
@@ -66,9 +69,14 @@ impl AppState {
         self
     }
 
-    /// Whether `/readyz` answers 200.
+    /// Whether `/readyz` answers 200: serving, and the shared store answers.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && self.store_ok.load(Ordering::Acquire)
+    }
+
+    /// Records whether the shared store answers (the readiness probe in `app`).
+    pub fn set_store_ok(&self, ok: bool) {
+        self.store_ok.store(ok, Ordering::Release);
     }
 
     /// Flips readiness (on once serving, off when draining).

@@ -66,6 +66,14 @@ pub fn respond(state: &AppState, answer: Answer) -> Response<Body> {
             resp
         }
         Answer::Received => json_bytes(StatusCode::OK, Bytes::from_static(br#"{"received":true}"#)),
+        // Stripe retries a non-2xx delivery; the cause is in the log, not the body.
+        Answer::Unavailable { message: _ } => json_bytes(
+            StatusCode::SERVICE_UNAVAILABLE,
+            super::respond::error_body(
+                "store_unavailable",
+                "the event could not be recorded; deliver it again",
+            ),
+        ),
         Answer::Rejected {
             code,
             message,

@@ -30,6 +30,7 @@
 
 mod entry;
 mod facts;
+mod holds;
 mod report;
 mod snapshot;
 mod window;
@@ -41,8 +42,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use dashmap::DashMap;
 
 pub use facts::{Applied, AuthMeta, AuthStatus, Fact, LedgerError};
+pub use holds::{Holds, HoldsError, HoldsFuture};
 pub use report::{AuthView, CardReport, WindowTotal};
-pub use snapshot::SpendSnapshot;
+pub use snapshot::{SnapshotTotal, SpendSnapshot};
 pub use window::window_start;
 
 use entry::{CatKey, Holder, Latest, Meta, MetaSource};

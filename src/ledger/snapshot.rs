@@ -27,7 +27,45 @@ pub struct SpendSnapshot {
     pub(super) velocity: (i64, i64),
 }
 
+/// One window total as a shared store reports it, for [`SpendSnapshot::from_totals`].
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotTotal<'a> {
+    /// The window's interval (the window is the one holding the request's time).
+    pub interval: Interval,
+    /// Spent on the request's own card (else on another card of its cardholder).
+    pub own_card: bool,
+    /// Currency of the spend.
+    pub currency: Currency,
+    /// Merchant category name of the spend's authorization.
+    pub category: &'a str,
+    /// Its merchant category code.
+    pub mcc: &'a str,
+    /// Minor units.
+    pub amount: i64,
+}
+
 impl SpendSnapshot {
+    /// A snapshot from totals computed elsewhere (a shared store), read exactly as
+    /// the in-memory ledger's own: categories are resolved the same way.
+    pub fn from_totals<'a>(
+        totals: impl IntoIterator<Item = SnapshotTotal<'a>>,
+        velocity: (i64, i64),
+    ) -> Self {
+        SpendSnapshot {
+            rows: totals
+                .into_iter()
+                .map(|t| Row {
+                    interval: t.interval,
+                    own_card: t.own_card,
+                    currency: t.currency,
+                    cat: CatKey::new(t.category, t.mcc),
+                    amount: t.amount,
+                })
+                .collect(),
+            velocity,
+        }
+    }
+
     /// Unfiltered totals per interval in `currency`, for the decision log:
     /// `{"card":{"daily":…},"cardholder":{…},"velocity":{"1h":…,"24h":…}}`.
     pub fn to_json(&self, currency: Currency) -> serde_json::Value {

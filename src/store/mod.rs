@@ -35,6 +35,15 @@ pub use read::{
 pub use schema::{MIGRATIONS, open_for_approvals};
 pub use writer::Store;
 
+// The PostgreSQL backend as `app` and `cli` use it. Named here, so that outside
+// `store/` no path can be mistaken for (or turn into) a use of the driver crate.
+pub use postgres::{
+    Database, Options as DatabaseOptions, PgHolds, PgJournal, PostgresError,
+    cardholder_of as shared_cardholder_of, open_approvals as open_shared_approvals,
+    open_approvals_tool as open_shared_approvals_tool, read_decisions as read_shared_decisions,
+    read_facts as read_shared_facts,
+};
+
 /// File name inside the data directory.
 pub const FILE_NAME: &str = "cardgate.db";
 

@@ -12,18 +12,31 @@
 //! the first to touch an empty database and concurrent starts wait for each other
 //! instead of racing. A database migrated by a newer build is refused.
 //!
-//! **Ports implemented so far:** [`crate::approvals::ApprovalStore`]
-//! ([`PgApprovalStore`], `approvals/`). The ledger's journal, the decision log and
-//! published rule sets still live in SQLite only.
+//! **Ports implemented:** [`crate::approvals::ApprovalStore`]
+//! ([`PgApprovalStore`], `approvals/`), [`crate::ledger::Holds`] ([`PgHolds`],
+//! `holds.rs`: the database decides every hold, see `ledger_schema.rs`) and
+//! [`crate::journal::Journal`] ([`PgJournal`], `journal.rs`: the decision log with
+//! group commit).
+//!
+//! **Budget.** [`Options`] carries the `[store]` settings: the pool's size, and the
+//! session's `statement_timeout` and `synchronous_commit` (off in `async`
+//! durability: a committed hold may be lost with the server's last ~0.6 s of WAL,
+//! the trade `async` makes in SQLite too).
 
 mod approvals;
+mod holds;
+mod journal;
+mod ledger_schema;
 mod schema;
 #[doc(hidden)]
 pub mod testing;
 
 #[cfg(test)]
+mod holds_tests;
+#[cfg(test)]
 mod tests;
 
+use std::fmt::Write as _;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +46,8 @@ use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
 
 pub use approvals::PgApprovalStore;
+pub use holds::{PgHolds, cardholder_of, read_facts};
+pub use journal::{PgJournal, read_decisions};
 pub use schema::MIGRATIONS;
 
 use crate::approvals::{Approvals, ApprovalsConfig, Clock, Mode};
@@ -90,15 +105,54 @@ impl std::fmt::Debug for Database {
     }
 }
 
+/// How a pool's sessions are set up (`[store]` in the config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Connections at most.
+    pub pool_size: usize,
+    /// The session's `statement_timeout`; `None` keeps the server's.
+    pub statement_timeout: Option<Duration>,
+    /// `false` sets `synchronous_commit = off` (async durability).
+    pub synchronous_commit: bool,
+    /// How long opening one connection may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            pool_size: POOL_SIZE,
+            statement_timeout: None,
+            synchronous_commit: true,
+            connect_timeout: CONNECT_TIMEOUT,
+        }
+    }
+}
+
 impl Database {
     /// Opens a pool on `url` (`postgres://user:password@host:port/name`, or any
     /// form `tokio-postgres` accepts), proves the server answers, and migrates
     /// the schema.
     pub async fn connect(url: &str) -> Result<Database, PostgresError> {
+        Database::connect_with(url, &Options::default()).await
+    }
+
+    /// [`Database::connect`] with the pool and session settings of `options`.
+    pub async fn connect_with(url: &str, options: &Options) -> Result<Database, PostgresError> {
         let mut config =
             tokio_postgres::Config::from_str(url).map_err(|e| PostgresError::Url(e.to_string()))?;
         if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
+            config.connect_timeout(options.connect_timeout);
+        }
+        let mut session = config.get_options().unwrap_or("").to_string();
+        if let Some(t) = options.statement_timeout {
+            let _ = write!(session, " -c statement_timeout={}", t.as_millis());
+        }
+        if !options.synchronous_commit {
+            session.push_str(" -c synchronous_commit=off");
+        }
+        if !session.trim().is_empty() {
+            config.options(session.trim());
         }
         if config.get_application_name().is_none() {
             config.application_name("cardgate");
@@ -108,16 +162,19 @@ impl Database {
             config,
             NoTls,
             ManagerConfig {
-                // A pooled connection is checked with a round trip before reuse,
-                // so one the server dropped is replaced instead of failing a call.
-                recycling_method: RecyclingMethod::Verified,
+                // A pooled connection the server dropped is closed (its task saw
+                // the end of the socket) and replaced instead of failing a call;
+                // checking each with a round trip would double the hot path's.
+                // A server that hangs is bounded by the callers' deadlines.
+                recycling_method: RecyclingMethod::Fast,
             },
         );
         let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
+            .max_size(options.pool_size)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(CONNECT_TIMEOUT + Duration::from_secs(1)))
+            .create_timeout(Some(options.connect_timeout + Duration::from_secs(1)))
+            .recycle_timeout(Some(options.connect_timeout))
             .build()
             .map_err(|e| PostgresError::Database {
                 db: name.to_string(),
@@ -131,6 +188,39 @@ impl Database {
     /// The database as `postgres://user@host:port/name` (no password).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Opens up to `n` pooled connections now, so the first requests after start
+    /// do not pay for connecting (a TCP handshake and SCRAM authentication each)
+    /// inside their deadline. Failures are left to the first real use.
+    pub async fn warm(&self, n: usize) {
+        let mut opening = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let pool = self.pool.clone();
+            opening.spawn(async move { pool.get().await.ok() });
+        }
+        // Held until all are open, so each `get` opened its own connection.
+        let opened = opening.join_all().await;
+        tracing::debug!(
+            db = %self.name,
+            connections = opened.iter().flatten().count(),
+            "pool warmed"
+        );
+    }
+
+    /// Whether the server answers a trivial query within `timeout` (readiness).
+    pub async fn ping(&self, timeout: Duration) -> Result<(), String> {
+        let probe = async {
+            let client = self.client().await?;
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map(drop)
+                .map_err(|e| error_text(&e))
+        };
+        tokio::time::timeout(timeout, probe)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {} ms", timeout.as_millis())))
     }
 
     /// A pooled connection.

@@ -88,6 +88,21 @@ pub fn shared() -> Result<Option<Arc<TestServer>>, HarnessError> {
     Ok(Some(server))
 }
 
+/// A server of the caller's own, not shared with other tests (one that the test
+/// stops and restarts), or `None` as in [`shared`].
+pub fn private() -> Result<Option<TestServer>, HarnessError> {
+    let Some(bindir) = find_bindir() else {
+        if required() {
+            return Err(fail(format!(
+                "{REQUIRE_ENV}=1 but no PostgreSQL server binaries (initdb, pg_ctl) were found"
+            )));
+        }
+        eprintln!("note: PostgreSQL server binaries not found: skipping this test");
+        return Ok(None);
+    };
+    TestServer::start(&bindir).map(Some)
+}
+
 fn required() -> bool {
     std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1")
 }
@@ -169,22 +184,7 @@ impl TestServer {
         let mut last = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port()?;
-            let log = server.root.join("server.log");
-            let options = format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
-                server.root.display()
-            );
-            let out = server
-                .as_server_user("pg_ctl")
-                .args(["start", "-w", "-t", "60", "-s", "-D"])
-                .arg(&data)
-                .arg("-l")
-                .arg(&log)
-                .arg("-o")
-                .arg(&options)
-                .output()
-                .map_err(|e| fail(format!("pg_ctl start: {e}")))?;
+            let out = server.pg_ctl_start(port)?;
             if out.status.success() {
                 server.port = port;
                 return Ok(server);
@@ -192,7 +192,7 @@ impl TestServer {
             last = format!(
                 "{}{}",
                 String::from_utf8_lossy(&out.stderr),
-                std::fs::read_to_string(&log).unwrap_or_default()
+                std::fs::read_to_string(server.root.join("server.log")).unwrap_or_default()
             );
             // Someone took the port between our probe and the server's bind: try
             // another; any other failure is final.
@@ -201,6 +201,86 @@ impl TestServer {
             }
         }
         Err(fail(format!("pg_ctl start failed:\n{last}")))
+    }
+
+    fn pg_ctl_start(&self, port: u16) -> Result<Output, HarnessError> {
+        let log = self.root.join("server.log");
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
+             -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            self.root.display()
+        );
+        self.as_server_user("pg_ctl")
+            .args(["start", "-w", "-t", "60", "-s", "-D"])
+            .arg(self.data())
+            .arg("-l")
+            .arg(&log)
+            .arg("-o")
+            .arg(&options)
+            .output()
+            .map_err(|e| fail(format!("pg_ctl start: {e}")))
+    }
+
+    /// Stops the server (fast shutdown: sessions are ended, clients see their
+    /// connections drop), keeping its data: the database "goes away".
+    pub fn stop(&self) -> Result<(), HarnessError> {
+        checked(
+            self.as_server_user("pg_ctl")
+                .args(["stop", "-m", "fast", "-w", "-s", "-D"])
+                .arg(self.data()),
+            "pg_ctl stop",
+        )
+        .map(drop)
+    }
+
+    /// Sends `signal` (`STOP` or `CONT`) to this server's processes only: the
+    /// postmaster named in its `postmaster.pid` and its children. `STOP` makes a
+    /// database that accepts connections but never answers; `CONT` undoes it.
+    pub fn signal_all(&self, signal: &str) -> Result<(), HarnessError> {
+        let pid_file = self.data().join("postmaster.pid");
+        let text = std::fs::read_to_string(&pid_file)
+            .map_err(|e| fail(format!("{}: {e}", pid_file.display())))?;
+        let postmaster: u32 = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| fail("postmaster.pid names no pid"))?;
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // /proc/PID/stat: "pid (comm) state ppid …"; comm may hold spaces.
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let parent = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if parent == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+        let mut kill = Command::new("kill");
+        kill.arg(format!("-{signal}"));
+        kill.args(pids.iter().map(u32::to_string));
+        checked(&mut kill, "kill").map(drop)
+    }
+
+    /// Starts a server [`stop`](Self::stop)ped before, on the same port and data.
+    pub fn restart(&self) -> Result<(), HarnessError> {
+        let out = self.pg_ctl_start(self.port)?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(fail(format!(
+                "pg_ctl start (restart) failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )))
+        }
     }
 
     /// The TCP port on 127.0.0.1.
