@@ -103,6 +103,8 @@ pub struct Built {
     /// The state every handler shares.
     pub state: Arc<AppState>,
     paths: RulePaths,
+    /// The shared database replicas follow (pgsync block below).
+    sync_url: Option<String>,
 }
 
 /// Builds the running state from a validated config. The metrics recorder is
@@ -112,34 +114,44 @@ pub struct Built {
 /// A rules file, the store or the approvals tables cannot be used.
 pub async fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Built, StartError> {
     crate::metrics::install();
-    let rules = RuleSet::load(&paths.rules)?;
-    crate::rules::reload::publish(&RuleSet::empty(), &rules);
+    let file_rules = RuleSet::load(&paths.rules)?;
     let payment_rules = PaymentRuleSet::load(&paths.payment_rules)?;
     crate::rules::reload::publish(&PaymentRuleSet::empty(), &payment_rules);
 
-    let mut authorizer = Authorizer::new(&config, rules, clock);
-    if config.store.enabled {
-        let (ledger, store) = open_ledger(&config)?;
-        let journal: Arc<dyn Journal> = store;
-        authorizer = authorizer.with_ledger(ledger, Some(journal));
-        let approvals = crate::store::approvals::open(
-            &config.store.data_dir,
-            crate::config::ApprovalsConfig {
-                rules_file: Some(paths.rules.clone()),
-                ..config.approvals.clone()
-            },
-        )
-        .await
-        .map_err(|e| StartError::Approvals(e.to_string()))?;
-        authorizer = authorizer.with_approvals(Arc::new(approvals));
+    let mut ledger = None;
+    let mut shared = None;
+    let rules = if config.store.enabled {
+        ledger = Some(open_ledger(&config)?);
+        let (live, opened) = open_shared(&config, &paths, file_rules).await?;
+        shared = Some(opened);
+        live
     } else {
         tracing::warn!("[store] enabled = false: no ledger, interval limits see no past spend");
         tracing::warn!("[store] enabled = false: no admin API (it keeps its state in the store)");
+        file_rules
+    };
+    crate::rules::reload::publish(&RuleSet::empty(), &rules);
+
+    let mut authorizer = Authorizer::new(&config, rules, clock);
+    if let Some((ledger, store)) = ledger {
+        let journal: Arc<dyn Journal> = store;
+        authorizer = authorizer.with_ledger(ledger, Some(journal));
     }
-    let state = AppState::new(config, authorizer).with_payment_rules(payment_rules);
+    let mut sync_url = None;
+    let mut rulesets = None;
+    if let Some(s) = shared {
+        authorizer = authorizer.with_approvals(s.approvals);
+        rulesets = Some(s.rulesets);
+        sync_url = s.sync_url;
+    }
+    let mut state = AppState::new(config, authorizer).with_payment_rules(payment_rules);
+    if let Some(r) = rulesets {
+        state = state.with_rulesets(r);
+    }
     Ok(Built {
         state: Arc::new(state),
         paths,
+        sync_url,
     })
 }
 
@@ -155,7 +167,11 @@ pub async fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Bui
 /// # Errors
 /// An address cannot be bound or the server fails.
 pub async fn serve(built: Built, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
-    let Built { state, paths } = built;
+    let Built {
+        state,
+        paths,
+        sync_url,
+    } = built;
     let listener = bind(state.config.listen).await?;
     let addr = listener.local_addr()?;
     let admin = match state.config.admin_listen {
@@ -164,6 +180,7 @@ pub async fn serve(built: Built, shutdown: impl Future<Output = ()>) -> Result<(
     };
     let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
     let mut tasks = background(&state, &paths);
+    follow_replicas(&mut tasks, &state, &paths, sync_url.as_deref())?;
     tracing::info!(
         %addr,
         admin = admin_addr.map(|a| a.to_string()),
@@ -203,11 +220,14 @@ fn background(state: &Arc<AppState>, paths: &RulePaths) -> JoinSet<()> {
         ));
         tasks.spawn(a.clone().run_reviews());
     }
-    tasks.spawn(crate::rules::reload::watch(
-        paths.rules.clone(),
-        state.clone(),
-        |s: &AppState| s.rules(),
-    ));
+    if state.rulesets.is_none() {
+        // With a store the file is published instead (`follow_replicas`).
+        tasks.spawn(crate::rules::reload::watch(
+            paths.rules.clone(),
+            state.clone(),
+            |s: &AppState| s.rules(),
+        ));
+    }
     tasks.spawn(crate::rules::reload::watch(
         paths.payment_rules.clone(),
         state.clone(),
@@ -215,6 +235,126 @@ fn background(state: &Arc<AppState>, paths: &RulePaths) -> JoinSet<()> {
     ));
     tasks
 }
+
+// ==== pgsync (issue 14): rule sets in the store, replicas kept in step ====
+
+/// The database replicas share. `CARDGATE_DATABASE_URL`, read here only until
+/// the config's `[store] url` lands (the lead merges the two).
+fn database_url() -> Option<String> {
+    std::env::var("CARDGATE_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+}
+
+/// Approvals and published rule sets, opened on the store, and the database to
+/// follow when replicas share one.
+struct Shared {
+    approvals: Arc<crate::approvals::Approvals>,
+    rulesets: Arc<crate::rules::published::Rulesets>,
+    sync_url: Option<String>,
+}
+
+/// Opens approvals and the published rule sets (PostgreSQL when a database URL
+/// is set, else SQLite in the data dir); the `--rules` file seeds an empty store.
+/// Returns the set to make live: the store's newest.
+async fn open_shared(
+    config: &Config,
+    paths: &RulePaths,
+    file_rules: RuleSet,
+) -> Result<(RuleSet, Shared), StartError> {
+    use crate::approvals::Approvals;
+    use crate::rules::published::{RulesetStore, Rulesets};
+    let settings = crate::config::ApprovalsConfig {
+        rules_file: Some(paths.rules.clone()),
+        ..config.approvals.clone()
+    };
+    let approvals_error = |e: String| StartError::Approvals(e);
+    let opened: (Approvals, Arc<dyn RulesetStore>, _) = if let Some(url) = database_url() {
+        let shared = crate::store::replicas::open(&url, settings)
+            .await
+            .map_err(|e| approvals_error(e.to_string()))?;
+        tracing::info!(
+            db = shared.name,
+            "approvals and rule sets in PostgreSQL, shared by replicas"
+        );
+        (shared.approvals, shared.rulesets, Some(url))
+    } else {
+        let dir = &config.store.data_dir;
+        let approvals = crate::store::approvals::open(dir, settings)
+            .await
+            .map_err(|e| approvals_error(e.to_string()))?;
+        let store =
+            crate::store::rulesets::SqliteRulesetStore::open(dir).map_err(StartError::Store)?;
+        (approvals, Arc::new(store), None)
+    };
+    let (approvals, store, sync_url) = opened;
+    let actor = format!("file:{}", paths.rules.display());
+    let opened = Rulesets::open(
+        store,
+        Some(paths.rules.clone()),
+        file_rules,
+        approvals.now(),
+        &actor,
+    )
+    .await
+    .map_err(|e| approvals_error(format!("published rule sets: {e}")))?;
+    if let Some(seeded) = &opened.seeded {
+        approvals
+            .record_seed(seeded, opened.live.len())
+            .await
+            .map_err(|e| approvals_error(e.to_string()))?;
+    }
+    tracing::info!(
+        version = opened.live.version(),
+        seeded = opened.seeded.is_some(),
+        "live rule set: the store's newest published version"
+    );
+    let shared = Shared {
+        approvals: Arc::new(approvals),
+        rulesets: Arc::new(opened.rulesets),
+        sync_url,
+    };
+    Ok((opened.live, shared))
+}
+
+/// With a store: the rules file and SIGHUP publish through the approvals path
+/// (file as actor), and with a shared database one listener keeps this
+/// replica's rule set, overrides and allowances in step with the others.
+fn follow_replicas(
+    tasks: &mut JoinSet<()>,
+    state: &Arc<AppState>,
+    paths: &RulePaths,
+    sync_url: Option<&str>,
+) -> Result<(), StartError> {
+    let (Some(approvals), Some(_)) = (state.approvals().cloned(), state.rulesets.as_ref()) else {
+        return Ok(());
+    };
+    let rules: Arc<dyn crate::approvals::LiveRules> = state.clone();
+    if let Some(url) = sync_url {
+        let targets = crate::store::replicas::Targets {
+            rules: rules.clone(),
+            approvals: Some(approvals.clone()),
+        };
+        let sync = crate::store::replicas::task(url, targets)
+            .map_err(|e| StartError::Approvals(e.to_string()))?;
+        tasks.spawn(sync);
+    }
+    tasks.spawn(crate::rules::reload::watch_with(
+        paths.rules.clone(),
+        move |origin| {
+            let (approvals, rules) = (approvals.clone(), rules.clone());
+            async move {
+                match approvals.publish_file(&rules, origin).await {
+                    Ok(Some(_) | None) => {}
+                    Err(e) => tracing::error!(origin, error = %e, "rules file not published; the live set stays"),
+                }
+            }
+        },
+    ));
+    Ok(())
+}
+
+// ==== end pgsync ====
 
 /// Writes the banner in one piece: a reader that takes the first line and closes
 /// the pipe must not turn a second `println!` into a panic.

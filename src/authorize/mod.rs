@@ -221,7 +221,7 @@ impl Authorizer {
 
         // snapshot, look up, decide
         let rules = self.rules.load();
-        let approved = approvals::lookup(self.approvals.as_ref(), &auth);
+        let approved = approvals::lookup(self.approvals.as_ref(), &auth, deadline).await;
         let snapshot = spend::snapshot(self, &auth);
         let (decision, shadow) =
             faults::decide(self, &auth, &rules, snapshot.as_ref(), &approved, deadline).await;

@@ -138,6 +138,15 @@ pub const MIGRATIONS: &[&str] = &[
          used_at    INTEGER,
          used_by    TEXT
      );",
+    // pgsync: published authorization rule sets (`crate::rules::published`); the
+    // newest row is the live set, the `--rules` file only seeds an empty table.
+    "CREATE TABLE rulesets (
+         seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+         version      TEXT NOT NULL,
+         source       TEXT NOT NULL,
+         published_at INTEGER NOT NULL,
+         actor        TEXT NOT NULL
+     );",
 ];
 
 /// Opens the file read-write, checks it, migrates it and proves it writable.

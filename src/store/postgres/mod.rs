@@ -17,7 +17,10 @@
 //! published rule sets still live in SQLite only.
 
 mod approvals;
+pub mod notify;
+pub mod rulesets;
 mod schema;
+pub mod sync;
 #[doc(hidden)]
 pub mod testing;
 
