@@ -525,4 +525,93 @@ mod tests {
         drop(claim);
         assert_eq!(a.peek(&key(500), 10).as_deref(), Some("allow_2"));
     }
+
+    /// A guard holding one allowance's lease, as the shared store does.
+    #[derive(Debug, Default)]
+    struct OneLease(std::sync::Mutex<Option<String>>);
+
+    #[async_trait]
+    impl ClaimGuard for OneLease {
+        async fn claim(
+            &self,
+            _id: &str,
+            by: &str,
+            _now: i64,
+            _until: i64,
+        ) -> Result<bool, ApprovalStoreError> {
+            let mut held = self.0.lock().unwrap();
+            if held.is_some() {
+                return Ok(false);
+            }
+            *held = Some(by.to_string());
+            Ok(true)
+        }
+        async fn release(&self, _id: &str, by: &str) -> Result<(), ApprovalStoreError> {
+            let mut held = self.0.lock().unwrap();
+            if held.as_deref() == Some(by) {
+                *held = None;
+            }
+            Ok(())
+        }
+    }
+
+    fn far() -> tokio::time::Instant {
+        tokio::time::Instant::now() + std::time::Duration::from_mins(1)
+    }
+
+    #[tokio::test]
+    async fn with_a_guard_a_claim_another_replica_holds_is_refused_and_a_give_back_releases_first()
+    {
+        let a = held("allow_1", 100);
+        let guard = Arc::new(OneLease::default());
+        a.guard.set(guard.clone()).unwrap();
+        // Another replica holds the lease: this one's map still offers the
+        // allowance, the store refuses it, and the map gets it back.
+        *guard.0.lock().unwrap() = Some("iauth_elsewhere".into());
+        let claim = a.claim(&key(500), 10).unwrap();
+        assert!(claim.lease("iauth_1", 10, far()).await.is_none());
+        assert_eq!(a.peek(&key(500), 10).as_deref(), Some("allow_1"));
+        // Released there; taken here, then given back on decline: the lease
+        // ends before the map offers it again.
+        *guard.0.lock().unwrap() = None;
+        let claim = a
+            .claim(&key(500), 10)
+            .unwrap()
+            .lease("iauth_1", 10, far())
+            .await;
+        assert_eq!(guard.0.lock().unwrap().as_deref(), Some("iauth_1"));
+        drop(claim);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while a.peek(&key(500), 10).is_none() {
+            assert!(std::time::Instant::now() < deadline, "never given back");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            *guard.0.lock().unwrap(),
+            None,
+            "released before it came back"
+        );
+        // Kept: the lease stays with the winner (its use ends it for good).
+        let kept = a
+            .claim(&key(500), 10)
+            .unwrap()
+            .lease("iauth_2", 10, far())
+            .await;
+        assert_eq!(kept.unwrap().keep(), "allow_1");
+        assert_eq!(guard.0.lock().unwrap().as_deref(), Some("iauth_2"));
+    }
+
+    #[test]
+    fn a_refresh_replaces_the_map_without_emptying_it_first() {
+        let a = held("allow_1", 100);
+        let entry = |id: &str| AllowanceEntry {
+            id: id.into(),
+            expires_at: 100,
+        };
+        a.replace([(key(500), entry("allow_1")), (key(600), entry("allow_2"))]);
+        assert_eq!(a.peek(&key(600), 10).as_deref(), Some("allow_2"));
+        a.replace([(key(600), entry("allow_2"))]);
+        assert!(a.peek(&key(500), 10).is_none(), "used elsewhere: gone");
+        assert_eq!(a.peek(&key(600), 10).as_deref(), Some("allow_2"));
+    }
 }

@@ -159,6 +159,102 @@ impl RulesetStore for SqliteRulesetStore {
     }
 }
 
+/// The contract every [`RulesetStore`] keeps, with [`Rulesets`] on top of it as
+/// two replicas would use it; run on SQLite here and on PostgreSQL in
+/// `store/postgres/rulesets.rs`.
+///
+/// [`Rulesets`]: crate::rules::published::Rulesets
+#[cfg(test)]
+pub(crate) async fn contract(store: Arc<dyn RulesetStore>, dir: &Path) {
+    use arc_swap::ArcSwap;
+
+    use crate::rules::RuleSet;
+    use crate::rules::published::Rulesets;
+
+    const A: &str = "[[rule]]\nname = \"a\"\nwhen = 'amount > 1'\naction = \"decline\"\n";
+    const B: &str = "[[rule]]\nname = \"b\"\nwhen = 'amount > 2'\naction = \"decline\"\n";
+    const C: &str = "[[rule]]\nname = \"c\"\nwhen = 'amount > 3'\naction = \"decline\"\n";
+    let compiled = |src: &str| RuleSet::from_toml_unmetered(src).unwrap();
+    assert_eq!(store.latest().await.unwrap(), None);
+
+    // Replica one seeds the empty store with its file; replica two's file is
+    // different and seeds nothing: both run replica one's set.
+    let (file1, file2) = (dir.join("one.toml"), dir.join("two.toml"));
+    std::fs::write(&file2, B).unwrap();
+    let one = Rulesets::open(
+        store.clone(),
+        Some(file1.clone()),
+        compiled(A),
+        10,
+        "file:one",
+    )
+    .await
+    .unwrap();
+    let seeded = one.seeded.clone().unwrap();
+    assert_eq!(
+        (seeded.actor.as_str(), seeded.published_at),
+        ("file:one", 10)
+    );
+    let two = Rulesets::open(
+        store.clone(),
+        Some(file2.clone()),
+        compiled(B),
+        11,
+        "file:two",
+    )
+    .await
+    .unwrap();
+    assert!(two.seeded.is_none(), "the store was not empty");
+    assert_eq!(two.live.version(), one.live.version());
+    assert_eq!(
+        std::fs::read_to_string(&file2).unwrap(),
+        A,
+        "the file mirrors the store"
+    );
+    let (live1, live2) = (
+        ArcSwap::from_pointee(one.live),
+        ArcSwap::from_pointee(two.live),
+    );
+    let (one, two) = (one.rulesets, two.rulesets);
+    assert_eq!(
+        one.file_to_publish(&live1).unwrap(),
+        None,
+        "the mirror is not an edit"
+    );
+
+    // A publish on one reaches two on refresh, once.
+    one.publish(&live1, B.into(), 20, "key_1", "api")
+        .await
+        .unwrap();
+    assert_eq!(live1.load().source(), B);
+    assert!(two.refresh(&live2, "sync").await.unwrap());
+    assert!(!two.refresh(&live2, "sync").await.unwrap(), "nothing newer");
+    assert_eq!(live2.load().source(), B);
+    let newest = store.latest().await.unwrap().unwrap();
+    assert_eq!((newest.actor.as_str(), newest.published_at), ("key_1", 20));
+
+    // Two publishes racing: whichever lands last in the store is live on both
+    // after their refreshes, and a refresh never goes back.
+    two.publish(&live2, C.into(), 30, "key_2", "api")
+        .await
+        .unwrap();
+    assert!(one.refresh(&live1, "sync").await.unwrap());
+    assert_eq!(live1.load().source(), C);
+    assert_eq!(std::fs::read_to_string(&file1).unwrap(), C);
+
+    // An edited file is something to publish; an invalid publish stores nothing.
+    std::fs::write(&file1, A).unwrap();
+    assert_eq!(one.file_to_publish(&live1).unwrap().as_deref(), Some(A));
+    let before = store.all().await.unwrap().len();
+    assert!(
+        one.publish(&live1, "[[rule]]\nname = 1\n".into(), 40, "x", "api")
+            .await
+            .is_err()
+    );
+    assert_eq!(store.all().await.unwrap().len(), before);
+    assert_eq!(live1.load().source(), C);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +298,12 @@ mod tests {
             .map(|p| p.version)
             .collect();
         assert_eq!(all, ["v1", "v2"]);
+    }
+
+    #[tokio::test]
+    async fn published_rule_sets_keep_the_contract_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteRulesetStore::open(&dir.path().join("data")).unwrap();
+        contract(Arc::new(store), dir.path()).await;
     }
 }

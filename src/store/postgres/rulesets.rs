@@ -183,3 +183,177 @@ impl ClaimGuard for PgClaimGuard {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::approvals::model::Allowance;
+    use crate::approvals::{AllowanceSpec, ApprovalStore, Change};
+    use crate::store::postgres::notify::{Changed, Listener};
+    use crate::store::postgres::{PgApprovalStore, testing};
+
+    fn database() -> Option<(Arc<testing::TestServer>, String)> {
+        let server = testing::shared().unwrap()?;
+        let url = server.database().unwrap();
+        Some((server, url))
+    }
+
+    #[tokio::test]
+    async fn published_rule_sets_keep_the_contract_on_postgres() {
+        let Some((_server, url)) = database() else {
+            return;
+        };
+        let store = PgRulesetStore::new(Database::connect(&url).await.unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        crate::store::rulesets::contract(Arc::new(store), dir.path()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn of_replicas_seeding_an_empty_database_at_once_one_stores_its_set() {
+        let Some((_server, url)) = database() else {
+            return;
+        };
+        let db = Database::connect(&url).await.unwrap();
+        let seeds: Vec<_> = (0..4)
+            .map(|i| {
+                let store = PgRulesetStore::new(db.clone());
+                tokio::spawn(async move {
+                    let v = format!("v{i}");
+                    let new = NewRuleset {
+                        version: &v,
+                        source: &v,
+                        published_at: 1,
+                        actor: "file",
+                    };
+                    store.seed(new).await.unwrap()
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for s in seeds {
+            outcomes.push(s.await.unwrap());
+        }
+        assert_eq!(outcomes.iter().filter(|(_, stored)| *stored).count(), 1);
+        assert!(outcomes.iter().all(|(p, _)| *p == outcomes[0].0));
+        assert_eq!(PgRulesetStore::new(db).all().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_allowance_lease_is_exclusive_until_released_or_lapsed_and_ends_with_its_use() {
+        let Some((_server, url)) = database() else {
+            return;
+        };
+        let db = Database::connect(&url).await.unwrap();
+        let approvals = PgApprovalStore::new(db.clone());
+        let spec = AllowanceSpec {
+            card: "ic_1".into(),
+            merchant: "m".into(),
+            amount: 500,
+            currency: "usd".into(),
+            authorization: None,
+            rule: None,
+            details: None,
+        };
+        approvals
+            .apply(vec![Change::InsertAllowance(Allowance {
+                id: "allow_1".into(),
+                spec,
+                created: 0,
+                expires_at: 1000,
+                used_at: None,
+                used_by: None,
+            })])
+            .await
+            .unwrap();
+        let guard = PgClaimGuard::new(db);
+        assert!(guard.claim("allow_1", "iauth_a", 10, 40).await.unwrap());
+        assert!(
+            !guard.claim("allow_1", "iauth_b", 11, 41).await.unwrap(),
+            "leased to a"
+        );
+        guard.release("allow_1", "iauth_b").await.unwrap();
+        assert!(
+            !guard.claim("allow_1", "iauth_b", 12, 42).await.unwrap(),
+            "b held nothing to release"
+        );
+        guard.release("allow_1", "iauth_a").await.unwrap();
+        assert!(
+            guard.claim("allow_1", "iauth_b", 13, 43).await.unwrap(),
+            "given back"
+        );
+        assert!(
+            guard.claim("allow_1", "iauth_c", 43, 73).await.unwrap(),
+            "b's lease lapsed"
+        );
+        approvals
+            .apply(vec![Change::UseAllowance {
+                id: "allow_1".into(),
+                at: 50,
+                by: "iauth_c".into(),
+            }])
+            .await
+            .unwrap();
+        guard.release("allow_1", "iauth_c").await.unwrap();
+        assert!(
+            !guard.claim("allow_1", "iauth_d", 200, 230).await.unwrap(),
+            "used"
+        );
+        assert!(
+            !guard.claim("allow_2", "iauth_d", 10, 40).await.unwrap(),
+            "no such allowance"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_publish_is_notified_and_a_lost_listener_reconnects_and_rereads_everything() {
+        let Some((_server, url)) = database() else {
+            return;
+        };
+        let db = Database::connect(&url).await.unwrap();
+        let mut listener = Listener::new(&url).unwrap();
+        assert_eq!(
+            listener.next().await,
+            Changed::everything(),
+            "first connect"
+        );
+        let store = PgRulesetStore::new(db.clone());
+        let new = NewRuleset {
+            version: "v1",
+            source: "",
+            published_at: 1,
+            actor: "key_1",
+        };
+        store.publish(new).await.unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), listener.next())
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            Changed {
+                rulesets: true,
+                ..Changed::default()
+            }
+        );
+        // The server drops the listening session (a restart, a failover): the
+        // listener reconnects and asks for everything to be re-read, since what
+        // was notified meanwhile is lost.
+        let c = db.client().await.unwrap();
+        let killed = c
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE application_name = 'cardgate-listen' AND datname = current_database()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        assert_eq!(killed, 1);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), listener.next())
+            .await
+            .unwrap();
+        assert_eq!(got, Changed::everything());
+        assert!(listener.is_connected());
+    }
+}
