@@ -409,3 +409,78 @@ async fn a_one_time_allowance_passes_exactly_one_of_20_retries_spread_over_three
     )
     .await;
 }
+
+/// `cardgate store copy --from DIR --to URL`: its exit status and stdout.
+fn store_copy(from: &std::path::Path, url: &str) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cardgate"))
+        .args(["store", "copy", "--from"])
+        .arg(from)
+        .args(["--to", url])
+        .env("CARDGATE_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn store_copy_moves_a_sqlite_installation_to_postgres_verified_and_refuses_a_second_copy() {
+    let Some((_pg, url)) = postgres::database() else {
+        return;
+    };
+    // A single-machine installation: a key, a published set, an override.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, admin) = common::create_key(dir.path(), "admin");
+    let sqlite = Server::start_in(dir, &base_config(), &[]);
+    sqlite.ready().await;
+    publish(&sqlite, &admin, SET).await;
+    let card = common::request()["data"]["object"]["card"]["id"].clone();
+    ok(
+        &sqlite,
+        &admin,
+        "POST",
+        "/v1/control_overrides",
+        Some(json!({"scope": "card", "id": card,
+                    "spending_limits": [{"amount": 1000, "interval": "per_authorization"}]})),
+    )
+    .await;
+    let dir = sqlite.stop();
+
+    let (copied, stdout, stderr) = store_copy(&common::data_dir(dir.path()), &url);
+    assert!(copied, "{stdout}{stderr}");
+    assert!(stdout.contains("verified"), "{stdout}");
+    let rulesets = stdout
+        .lines()
+        .find(|l| l.starts_with("rulesets"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(
+        rulesets.split_whitespace().collect::<Vec<_>>(),
+        ["rulesets", "2", "2"],
+        "the seed and the publish"
+    );
+
+    // A replica on the database runs what the installation ran.
+    let (servers, _) = replicas(&url, 1, &base_config()).await;
+    let pg = &servers[0];
+    assert_eq!(ruleset_of(pg).await, version(SET));
+    let d = decide(pg, 4250).await;
+    assert_eq!(d["metadata"]["reason"], "spending_limit", "{d}");
+    let h = ok(
+        pg,
+        &admin,
+        "GET",
+        "/v1/security_history?type=ruleset.published",
+        None,
+    )
+    .await;
+    assert!(!h["data"].as_array().unwrap().is_empty(), "{h}");
+    drop(servers);
+
+    // A second copy would merge: refused, nothing written.
+    let (copied, stdout, stderr) = store_copy(&common::data_dir(dir.path()), &url);
+    assert!(!copied, "{stdout}");
+    assert!(stderr.contains("already holds"), "{stderr}");
+}

@@ -11,6 +11,7 @@ mod rules;
 mod sign;
 mod simulate;
 mod state;
+mod store;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -124,6 +125,11 @@ pub(crate) enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Move state between stores.
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
     },
     /// Print a Stripe-Signature header for a payload, signed the way Stripe signs.
     ///
@@ -423,6 +429,7 @@ pub fn main() -> ExitCode {
                 },
         } => simulate::run(&scenario, emulator, seed, namespace, quiet),
         Command::Keys { command } => state::keys(command),
+        Command::Store { command } => store::run(command),
     };
     match result {
         Ok(code) => code,

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 pub use crate::config::Durability;
 pub use crate::journal::{LoggedDecision, Write};
+pub use postgres::copy::{CopyError, Counted, copy};
 pub use postgres::sync as replicas;
 pub use read::{cardholder_of, read_decision_log, read_facts};
 pub use schema::{MIGRATIONS, open_for_approvals};

@@ -17,6 +17,7 @@
 //! published rule sets still live in SQLite only.
 
 mod approvals;
+pub mod copy;
 pub mod notify;
 pub mod rulesets;
 mod schema;
