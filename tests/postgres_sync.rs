@@ -167,7 +167,10 @@ async fn a_rule_set_published_on_one_replica_is_live_on_all_within_2s_and_surviv
             || async { ruleset_of(s).await == v },
         )
         .await;
-        eprintln!("published set live on a replica after {:?}", published.elapsed());
+        eprintln!(
+            "published set live on a replica after {:?}",
+            published.elapsed()
+        );
         let current = ok(s, &admin, "GET", "/v1/rulesets/current", None).await;
         assert_eq!(current["version"], v.as_str());
     }

@@ -161,6 +161,16 @@ impl Rulesets {
         let live = if newest.source == seed.source() {
             seed
         } else {
+            // The file was edited while the process was down (or belongs to
+            // another replica's past): the store wins, and the mirror below
+            // rewrites the file. Say so, since the edit is not applied.
+            tracing::warn!(
+                file = mirror.as_ref().map(|p| p.display().to_string()),
+                file_version = seed.version(),
+                live = newest.version,
+                "the rules file differs from the newest published rule set, which stays live; \
+                 the file is rewritten to mirror it (publish an edit with SIGHUP or the API)"
+            );
             compile(newest.source.clone())
                 .await
                 .map_err(|e| OpenError::invalid(&newest, e))?
