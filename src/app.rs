@@ -120,8 +120,11 @@ pub async fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Bui
 
     let mut ledger = None;
     let mut shared = None;
+    let mut signals = crate::signals::SignalState::new();
     let rules = if config.store.enabled {
-        ledger = Some(open_ledger(&config)?);
+        let (l, store) = open_ledger(&config)?;
+        signals = rebuilt_signals(&store, &clock)?;
+        ledger = Some((l, store));
         let (live, opened) = open_shared(&config, &paths, file_rules).await?;
         shared = Some(opened);
         live
@@ -132,7 +135,7 @@ pub async fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Bui
     };
     crate::rules::reload::publish(&RuleSet::empty(), &rules);
 
-    let mut authorizer = Authorizer::new(&config, rules, clock);
+    let mut authorizer = Authorizer::new(&config, rules, clock).with_signals(Arc::new(signals));
     if let Some((ledger, store)) = ledger {
         let journal: Arc<dyn Journal> = store;
         authorizer = authorizer.with_ledger(ledger, Some(journal));
@@ -153,6 +156,22 @@ pub async fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Bui
         paths,
         sync_url,
     })
+}
+
+/// The behavioural signals rebuilt from the store's decision log.
+fn rebuilt_signals(
+    store: &Store,
+    clock: &Clock,
+) -> Result<crate::signals::SignalState, StartError> {
+    let signals = crate::signals::SignalState::new();
+    let rows = crate::store::rebuild_signals(store.path(), &signals, clock.now())
+        .map_err(StartError::Store)?;
+    tracing::info!(
+        rows,
+        cards = signals.cards(),
+        "signals rebuilt from the decision log"
+    );
+    Ok(signals)
 }
 
 /// Binds the configured address (and the admin address, when set), starts the

@@ -46,6 +46,7 @@ use crate::journal::Journal;
 use crate::ledger::Ledger;
 use crate::metrics as m;
 use crate::rules::RuleSet;
+use crate::signals::SignalSource;
 use crate::stripe::{self, Event, Secrets};
 
 /// What the pipeline answers. `http/` turns it into a status and a body.
@@ -87,6 +88,8 @@ pub struct Authorizer {
     deadline: std::time::Duration,
     fallback: Fallback,
     program: ProgramControls,
+    /// `program` as the decision log keeps it: `(hash, body)`, encoded once.
+    program_blob: (i64, Arc<[u8]>),
     faults: FaultInjection,
     /// The live rule set; swapped whole on reload, read with one atomic load.
     pub rules: ArcSwap<RuleSet>,
@@ -96,6 +99,8 @@ pub struct Authorizer {
     pub journal: Option<Arc<dyn Journal>>,
     /// Overrides, allowances and review requests; `None` when the store is off.
     pub approvals: Option<Arc<Approvals>>,
+    /// Behavioural signals; `None` reads [`crate::decision::Signals::NONE`].
+    pub signals: Option<Arc<dyn SignalSource>>,
     clock: Clock,
 }
 
@@ -108,11 +113,16 @@ impl Authorizer {
             deadline: config.deadline,
             fallback: config.fallback,
             program: config.program.clone(),
+            program_blob: {
+                let body = crate::journal::seen::encode_program(&config.program);
+                (crate::journal::seen::blob_hash(&body), Arc::from(body))
+            },
             faults: config.fault_injection.clone(),
             rules: ArcSwap::from_pointee(rules),
             ledger: None,
             journal: None,
             approvals: None,
+            signals: None,
             clock,
         }
     }
@@ -129,6 +139,13 @@ impl Authorizer {
     #[must_use]
     pub fn with_approvals(mut self, approvals: Arc<Approvals>) -> Self {
         self.approvals = Some(approvals);
+        self
+    }
+
+    /// Adds the behavioural signals (already rebuilt from the store).
+    #[must_use]
+    pub fn with_signals(mut self, signals: Arc<dyn SignalSource>) -> Self {
+        self.signals = Some(signals);
         self
     }
 
@@ -222,9 +239,9 @@ impl Authorizer {
         // snapshot, look up, decide
         let rules = self.rules.load();
         let approved = approvals::lookup(self.approvals.as_ref(), &auth, deadline).await;
-        let snapshot = spend::snapshot(self, &auth);
-        let (decision, shadow) =
-            faults::decide(self, &auth, &rules, snapshot.as_ref(), &approved, deadline).await;
+        let past = spend::snapshot(self, &auth);
+        let (decision, shadow, now) =
+            faults::decide(self, &auth, &rules, &past, &approved, deadline).await;
         clock.lap(m::Stage::Decide);
 
         // settle (reserve, durability, decision log)
@@ -235,7 +252,11 @@ impl Authorizer {
                 auth: &auth,
                 decision,
                 raw,
-                snapshot: snapshot.as_ref(),
+                past: &past,
+                now,
+                card_override: approved.card_override(),
+                cardholder_override: approved.cardholder_override(),
+                review_allowed: approved.allowance.is_some(),
                 ruleset: rules.version(),
                 shadow: &shadow,
                 start,

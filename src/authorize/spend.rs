@@ -1,7 +1,7 @@
 //! The ledger's steps around `decide()`:
 //!
 //! - [`snapshot`] before it: a lock-free copy of the card's and cardholder's
-//!   window totals;
+//!   window totals, with the behavioural signals beside it ([`Past`]);
 //! - [`settle`] after it: atomic re-check and reserve, the commit (awaited in `sync`
 //!   durability), and the decision-log row (built by `record`).
 //!
@@ -13,9 +13,13 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::Authorizer;
-use crate::decision::{AuthRequest, Decision, FallbackCause, Matched, Reason};
+use crate::decision::{
+    AuthRequest, CategorySet, Controls, Currency, Decision, FallbackCause, Interval, Matched,
+    Reason, Scope, Signals, SpendView,
+};
 use crate::journal::{Durability, Write};
 use crate::ledger::SpendSnapshot;
+use crate::signals;
 
 /// Window time of an authorization: its `created`, or now when Stripe sent none.
 fn at(a: &Authorizer, auth: &AuthRequest<'_>) -> i64 {
@@ -26,10 +30,65 @@ fn at(a: &Authorizer, auth: &AuthRequest<'_>) -> i64 {
     }
 }
 
-/// The spend `decide()` sees; `None` without a ledger.
-pub(super) fn snapshot(a: &Authorizer, auth: &AuthRequest<'_>) -> Option<SpendSnapshot> {
-    let ledger = a.ledger.as_ref()?;
-    Some(ledger.snapshot(auth, at(a, auth)))
+/// What `decide()` reads about the past: the ledger's snapshot (`None` without a
+/// ledger: nothing spent) and the behavioural signals.
+#[derive(Debug, Default)]
+pub(super) struct Past {
+    pub snapshot: Option<SpendSnapshot>,
+    pub signals: Signals,
+}
+
+impl SpendView for Past {
+    fn spent(
+        &self,
+        scope: Scope,
+        interval: Interval,
+        categories: Option<&CategorySet>,
+        currency: Currency,
+    ) -> i64 {
+        self.snapshot
+            .as_ref()
+            .map_or(0, |s| s.spent(scope, interval, categories, currency))
+    }
+
+    fn card_velocity(&self) -> (i64, i64) {
+        self.snapshot
+            .as_ref()
+            .map_or((0, 0), SpendView::card_velocity)
+    }
+
+    fn signals(&self) -> &Signals {
+        &self.signals
+    }
+}
+
+/// The spend and signals `decide()` sees; no snapshot without a ledger.
+pub(super) fn snapshot(a: &Authorizer, auth: &AuthRequest<'_>) -> Past {
+    Past {
+        snapshot: a.ledger.as_ref().map(|l| l.snapshot(auth, at(a, auth))),
+        signals: a
+            .signals
+            .as_ref()
+            .map_or(Signals::NONE, |s| s.read(&signals::Key::of(auth), a.now())),
+    }
+}
+
+/// Hands the settled answer to the signals, so the next request sees it.
+fn observe(a: &Authorizer, d: &Decided<'_>, decision: &Decision) {
+    let Some(s) = &a.signals else { return };
+    let auth = d.auth;
+    s.note(&signals::Observation {
+        key: signals::Key::of(auth),
+        country: signals::country(auth.merchant.country),
+        amount: auth.amount,
+        approved_amount: if decision.approved {
+            decision.amount.unwrap_or(auth.amount)
+        } else {
+            0
+        },
+        declined: !decision.approved,
+        now: d.now,
+    });
 }
 
 /// Everything [`settle`] needs about one decided request.
@@ -38,7 +97,13 @@ pub(super) struct Decided<'a> {
     pub auth: &'a AuthRequest<'a>,
     pub decision: Decision,
     pub raw: Option<Bytes>,
-    pub snapshot: Option<&'a SpendSnapshot>,
+    pub past: &'a Past,
+    /// The clock `decide()` read.
+    pub now: i64,
+    pub card_override: Option<&'a Controls>,
+    pub cardholder_override: Option<&'a Controls>,
+    /// An allowance covered this retry.
+    pub review_allowed: bool,
     pub ruleset: &'a str,
     /// Shadow rules that matched (never applied).
     pub shadow: &'a [Matched],
@@ -49,8 +114,14 @@ pub(super) struct Decided<'a> {
 /// Reserves an approval, makes it durable as configured, logs the decision, and
 /// returns what to answer.
 pub(super) async fn settle(a: &Authorizer, d: Decided<'_>) -> Decision {
+    let decision = settle_inner(a, &d).await;
+    observe(a, &d, &decision);
+    decision
+}
+
+async fn settle_inner(a: &Authorizer, d: &Decided<'_>) -> Decision {
     let Some(ledger) = &a.ledger else {
-        return d.decision;
+        return d.decision.clone();
     };
     // A fallback is not a decision of ours: Stripe's `created` event will tell the
     // ledger what was held.
@@ -71,8 +142,9 @@ pub(super) async fn settle(a: &Authorizer, d: Decided<'_>) -> Decision {
     let Some(store) = &a.journal else {
         return reservation.decision;
     };
+    let cut = reservation.decision != d.decision;
     let decision = reservation.decision;
-    let row = super::record::row(&d, &decision, a.now());
+    let row = super::record::row(a, d, &decision, cut);
     let mut writes = Vec::with_capacity(2);
     if let Some(f) = &reservation.fact {
         writes.push(Write::Fact(f.clone()));

@@ -120,6 +120,12 @@ impl CategorySet {
     pub fn ids(&self) -> impl Iterator<Item = CategoryId> + '_ {
         (0..COUNT as CategoryId).filter(|id| self.has(*id))
     }
+
+    /// Names kept verbatim because Stripe's table lacked them (for the decision
+    /// log's encoding of controls, `journal::seen`).
+    pub fn unknown_names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.unknown.iter().map(|n| &**n)
+    }
 }
 
 /// A set of ISO 3166-1 alpha-2 country codes.

@@ -31,7 +31,10 @@ pub use crate::config::Durability;
 pub use crate::journal::{LoggedDecision, Write};
 pub use postgres::copy::{CopyError, Counted, copy};
 pub use postgres::sync as replicas;
-pub use read::{cardholder_of, read_decision_log, read_facts};
+pub use read::{
+    DecisionFilter, cardholder_of, count_decisions, for_each_decision, read_decision_blobs,
+    read_decision_log, read_facts, rebuild_signals,
+};
 pub use schema::{MIGRATIONS, open_for_approvals};
 pub use writer::Store;
 
