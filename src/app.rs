@@ -110,6 +110,8 @@ pub struct Built {
     paths: RulePaths,
     /// The shared store whose reachability `/readyz` reports (PostgreSQL only).
     database: Option<Database>,
+    /// The shared database replicas follow (`follow_replicas`).
+    sync_url: Option<String>,
 }
 
 /// How often readiness asks the shared store whether it answers, and how long it
@@ -122,7 +124,7 @@ const STORE_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
 ///
 /// # Errors
 /// The database cannot be reached, migrated or used.
-pub async fn open_shared(
+pub async fn open_shared_store(
     config: &Config,
     url: &str,
 ) -> Result<(Arc<PgHolds>, Arc<PgJournal>, Database), StartError> {
@@ -149,68 +151,85 @@ pub async fn open_shared(
 /// A rules file, the store or the approvals tables cannot be used.
 pub async fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Built, StartError> {
     crate::metrics::install();
-    let rules = RuleSet::load(&paths.rules)?;
-    crate::rules::reload::publish(&RuleSet::empty(), &rules);
+    let file_rules = RuleSet::load(&paths.rules)?;
     let payment_rules = PaymentRuleSet::load(&paths.payment_rules)?;
     crate::rules::reload::publish(&PaymentRuleSet::empty(), &payment_rules);
 
-    let mut authorizer = Authorizer::new(&config, rules, clock);
-    let approvals_settings = crate::config::ApprovalsConfig {
-        rules_file: Some(paths.rules.clone()),
-        ..config.approvals.clone()
-    };
     let mut database = None;
-    match (&config.store.url, config.store.enabled) {
-        (Some(url), true) => {
+    let mut backend = None;
+    let mut shared = None;
+    let mut signals = crate::signals::SignalState::new();
+    let rules = if config.store.enabled {
+        if let Some(url) = &config.store.url {
             // Replicas: every hold, fact and decision row in PostgreSQL; nothing is
-            // written to the data directory. The behavioural signals are still
-            // per process here (issue 16's seam: `signals::SignalSource`): they start
-            // empty and see this replica's decisions only.
+            // written to the data directory. The behavioural signals are still per
+            // process (issue 16's seam, `signals::SignalSource`): they start empty
+            // and see this replica's decisions only.
             tracing::warn!(
                 "behavioural signals (velocity.*, history.*) are per replica with a shared store"
             );
-            authorizer = authorizer.with_signals(Arc::new(crate::signals::SignalState::new()));
-            let (holds, journal, db) = open_shared(&config, url).await?;
-            authorizer = authorizer.with_holds(holds, Some(journal));
-            let approvals = crate::store::open_shared_approvals(url, approvals_settings)
-                .await
-                .map_err(|e| StartError::Approvals(e.to_string()))?;
-            authorizer = authorizer.with_approvals(Arc::new(approvals));
+            let (holds, journal, db) = open_shared_store(&config, url).await?;
+            backend = Some(Backend::Shared(holds, journal));
             database = Some(db);
-        }
-        (None, true) => {
+        } else {
             let (ledger, store) = open_ledger(&config)?;
-            let signals = crate::signals::SignalState::new();
-            let rows = crate::store::rebuild_signals(store.path(), &signals, authorizer.now())
-                .map_err(StartError::Store)?;
-            tracing::info!(
-                rows,
-                cards = signals.cards(),
-                "signals rebuilt from the decision log"
-            );
-            authorizer = authorizer.with_signals(Arc::new(signals));
+            signals = rebuilt_signals(&store, &clock)?;
+            backend = Some(Backend::Local(ledger, store));
+        }
+        let (live, opened) = open_shared(&config, &paths, file_rules).await?;
+        shared = Some(opened);
+        live
+    } else {
+        tracing::warn!("[store] enabled = false: no ledger, interval limits see no past spend");
+        tracing::warn!("[store] enabled = false: no admin API (it keeps its state in the store)");
+        file_rules
+    };
+    crate::rules::reload::publish(&RuleSet::empty(), &rules);
+
+    let mut authorizer = Authorizer::new(&config, rules, clock).with_signals(Arc::new(signals));
+    match backend {
+        Some(Backend::Shared(holds, journal)) => {
+            authorizer = authorizer.with_holds(holds, Some(journal));
+        }
+        Some(Backend::Local(ledger, store)) => {
             let journal: Arc<dyn Journal> = store;
             authorizer = authorizer.with_ledger(ledger, Some(journal));
-            let approvals =
-                crate::store::approvals::open(&config.store.data_dir, approvals_settings)
-                    .await
-                    .map_err(|e| StartError::Approvals(e.to_string()))?;
-            authorizer = authorizer.with_approvals(Arc::new(approvals));
         }
-        (_, false) => {
-            authorizer = authorizer.with_signals(Arc::new(crate::signals::SignalState::new()));
-            tracing::warn!("[store] enabled = false: no ledger, interval limits see no past spend");
-            tracing::warn!(
-                "[store] enabled = false: no admin API (it keeps its state in the store)"
-            );
-        }
+        None => {}
     }
-    let state = AppState::new(config, authorizer).with_payment_rules(payment_rules);
+    let mut sync_url = None;
+    let mut rulesets = None;
+    if let Some(s) = shared {
+        authorizer = authorizer.with_approvals(s.approvals);
+        rulesets = Some(s.rulesets);
+        sync_url = s.sync_url;
+    }
+    let mut state = AppState::new(config, authorizer).with_payment_rules(payment_rules);
+    if let Some(r) = rulesets {
+        state = state.with_rulesets(r);
+    }
     Ok(Built {
         state: Arc::new(state),
         paths,
         database,
+        sync_url,
     })
+}
+
+/// The behavioural signals rebuilt from the store's decision log.
+fn rebuilt_signals(
+    store: &Store,
+    clock: &Clock,
+) -> Result<crate::signals::SignalState, StartError> {
+    let signals = crate::signals::SignalState::new();
+    let rows = crate::store::rebuild_signals(store.path(), &signals, clock.now())
+        .map_err(StartError::Store)?;
+    tracing::info!(
+        rows,
+        cards = signals.cards(),
+        "signals rebuilt from the decision log"
+    );
+    Ok(signals)
 }
 
 /// Binds the configured address (and the admin address, when set), starts the
@@ -229,6 +248,7 @@ pub async fn serve(built: Built, shutdown: impl Future<Output = ()>) -> Result<(
         state,
         paths,
         database,
+        sync_url,
     } = built;
     let listener = bind(state.config.listen).await?;
     let addr = listener.local_addr()?;
@@ -241,6 +261,7 @@ pub async fn serve(built: Built, shutdown: impl Future<Output = ()>) -> Result<(
     if let Some(db) = database {
         tasks.spawn(probe_store(db, state.clone()));
     }
+    follow_replicas(&mut tasks, &state, &paths, sync_url.as_deref())?;
     tracing::info!(
         %addr,
         admin = admin_addr.map(|a| a.to_string()),
@@ -280,11 +301,14 @@ fn background(state: &Arc<AppState>, paths: &RulePaths) -> JoinSet<()> {
         ));
         tasks.spawn(a.clone().run_reviews());
     }
-    tasks.spawn(crate::rules::reload::watch(
-        paths.rules.clone(),
-        state.clone(),
-        |s: &AppState| s.rules(),
-    ));
+    if state.rulesets.is_none() {
+        // With a store the file is published instead (`follow_replicas`).
+        tasks.spawn(crate::rules::reload::watch(
+            paths.rules.clone(),
+            state.clone(),
+            |s: &AppState| s.rules(),
+        ));
+    }
     tasks.spawn(crate::rules::reload::watch(
         paths.payment_rules.clone(),
         state.clone(),
@@ -312,6 +336,126 @@ async fn probe_store(db: Database, state: Arc<AppState>) {
         state.set_store_ok(up);
     }
 }
+
+// ==== pgsync (issue 14): rule sets in the store, replicas kept in step ====
+
+/// Where holds and the decision log live: this process's ledger with the SQLite
+/// journal, or the shared PostgreSQL store.
+enum Backend {
+    Local(Arc<crate::ledger::Ledger>, Arc<Store>),
+    Shared(Arc<PgHolds>, Arc<PgJournal>),
+}
+
+/// Approvals and published rule sets, opened on the store, and the database to
+/// follow when replicas share one.
+struct Shared {
+    approvals: Arc<crate::approvals::Approvals>,
+    rulesets: Arc<crate::rules::published::Rulesets>,
+    sync_url: Option<String>,
+}
+
+/// Opens approvals and the published rule sets (PostgreSQL when a database URL
+/// is set, else SQLite in the data dir); the `--rules` file seeds an empty store.
+/// Returns the set to make live: the store's newest.
+async fn open_shared(
+    config: &Config,
+    paths: &RulePaths,
+    file_rules: RuleSet,
+) -> Result<(RuleSet, Shared), StartError> {
+    use crate::approvals::Approvals;
+    use crate::rules::published::{RulesetStore, Rulesets};
+    let settings = crate::config::ApprovalsConfig {
+        rules_file: Some(paths.rules.clone()),
+        ..config.approvals.clone()
+    };
+    let approvals_error = |e: String| StartError::Approvals(e);
+    let opened: (Approvals, Arc<dyn RulesetStore>, _) = if let Some(url) = config.store.url.clone()
+    {
+        let shared = crate::store::replicas::open(&url, settings)
+            .await
+            .map_err(|e| approvals_error(e.to_string()))?;
+        tracing::info!(
+            db = shared.name,
+            "approvals and rule sets in PostgreSQL, shared by replicas"
+        );
+        (shared.approvals, shared.rulesets, Some(url))
+    } else {
+        let dir = &config.store.data_dir;
+        let approvals = crate::store::approvals::open(dir, settings)
+            .await
+            .map_err(|e| approvals_error(e.to_string()))?;
+        let store =
+            crate::store::rulesets::SqliteRulesetStore::open(dir).map_err(StartError::Store)?;
+        (approvals, Arc::new(store), None)
+    };
+    let (approvals, store, sync_url) = opened;
+    let actor = format!("file:{}", paths.rules.display());
+    let opened = Rulesets::open(
+        store,
+        Some(paths.rules.clone()),
+        file_rules,
+        approvals.now(),
+        &actor,
+    )
+    .await
+    .map_err(|e| approvals_error(format!("published rule sets: {e}")))?;
+    if let Some(seeded) = &opened.seeded {
+        approvals
+            .record_seed(seeded, opened.live.len())
+            .await
+            .map_err(|e| approvals_error(e.to_string()))?;
+    }
+    tracing::info!(
+        version = opened.live.version(),
+        seeded = opened.seeded.is_some(),
+        "live rule set: the store's newest published version"
+    );
+    let shared = Shared {
+        approvals: Arc::new(approvals),
+        rulesets: Arc::new(opened.rulesets),
+        sync_url,
+    };
+    Ok((opened.live, shared))
+}
+
+/// With a store: the rules file and SIGHUP publish through the approvals path
+/// (file as actor), and with a shared database one listener keeps this
+/// replica's rule set, overrides and allowances in step with the others.
+fn follow_replicas(
+    tasks: &mut JoinSet<()>,
+    state: &Arc<AppState>,
+    paths: &RulePaths,
+    sync_url: Option<&str>,
+) -> Result<(), StartError> {
+    let (Some(approvals), Some(_)) = (state.approvals().cloned(), state.rulesets.as_ref()) else {
+        return Ok(());
+    };
+    let rules: Arc<dyn crate::approvals::LiveRules> = state.clone();
+    if let Some(url) = sync_url {
+        let targets = crate::store::replicas::Targets {
+            rules: rules.clone(),
+            approvals: Some(approvals.clone()),
+        };
+        let sync = crate::store::replicas::task(url, targets)
+            .map_err(|e| StartError::Approvals(e.to_string()))?;
+        tasks.spawn(sync);
+    }
+    tasks.spawn(crate::rules::reload::watch_with(
+        paths.rules.clone(),
+        move |origin| {
+            let (approvals, rules) = (approvals.clone(), rules.clone());
+            async move {
+                match approvals.publish_file(&rules, origin).await {
+                    Ok(Some(_) | None) => {}
+                    Err(e) => tracing::error!(origin, error = %e, "rules file not published; the live set stays"),
+                }
+            }
+        },
+    ));
+    Ok(())
+}
+
+// ==== end pgsync ====
 
 /// Writes the banner in one piece: a reader that takes the first line and closes
 /// the pipe must not turn a second `println!` into a panic.

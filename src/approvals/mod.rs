@@ -45,7 +45,7 @@ pub use model::{
     Actor, Allowance, ApiKey, ApiObject, ApprovalRequest, ControlOverride, EventRecord, Executed,
     HistoryEntry, HistoryFilter, Page, RequestFilter, Status, tagged,
 };
-pub use overrides::{AllowanceClaim, AllowanceKey, OverrideTable};
+pub use overrides::{AllowanceClaim, AllowanceKey, CLAIM_LEASE_SECS, ClaimGuard, OverrideTable};
 pub use perform::LiveRules;
 pub use policy::{ApprovalRule, Control, Reviewers};
 pub use store::{ApprovalStore, ApprovalStoreError, Change};

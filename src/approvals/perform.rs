@@ -13,6 +13,7 @@ use super::{
     invalid,
 };
 use crate::rules::RuleSet;
+use crate::rules::published::Rulesets;
 
 /// The live authorization rule set an approved publish or list change installs
 /// into. A trait rather than `&ArcSwap` because compiling and writing the rules
@@ -20,6 +21,12 @@ use crate::rules::RuleSet;
 pub trait LiveRules: Send + Sync + 'static {
     /// The swap cell holding the live set.
     fn live(&self) -> &ArcSwap<RuleSet>;
+    /// Where published sets are kept, when the process has a store: a publish
+    /// is appended there (and reaches the other replicas) before it is swapped
+    /// in. `None`: the rules file is the only copy.
+    fn published(&self) -> Option<&Rulesets> {
+        None
+    }
 }
 
 impl LiveRules for ArcSwap<RuleSet> {
@@ -183,12 +190,14 @@ impl Approvals {
     ) -> Result<Executed, Error> {
         match action {
             Action::PublishRuleset { source } => {
-                self.install(actor, source.clone(), None, rules).await
+                self.install(actor, source.clone(), None, rules, "api")
+                    .await
             }
             Action::UpdateList { name, values } => {
                 let (live, n, v) = (rules.clone(), name.clone(), values.clone());
                 let src = blocking(move || with_list(&*live, &n, &v)).await?;
-                self.install(actor, src, Some(name.clone()), rules).await
+                self.install(actor, src, Some(name.clone()), rules, "api")
+                    .await
             }
             Action::SetControlOverride(o) => self.set_override(actor, o).await,
             Action::AuthorizationAllowance(a) => self.grant_allowance(actor, a).await,
@@ -217,29 +226,105 @@ impl Approvals {
         }
     }
 
-    /// Makes `src` the live rule set (and, when `serve` named a rules file, writes
-    /// it there first so it survives a restart), then records it. `list` names the
-    /// list an `update_list` replaced.
+    /// Records in the security history that the rules file seeded an empty
+    /// store at start (the first published version).
+    ///
+    /// # Errors
+    /// The store fails.
+    pub async fn record_seed(
+        &self,
+        seeded: &crate::rules::published::Published,
+        rules: usize,
+    ) -> Result<(), Error> {
+        let details = json!({"version": seeded.version, "rules": rules, "origin": "start"});
+        self.commit_unguarded(vec![history(
+            "ruleset.published",
+            &seeded.actor,
+            &seeded.version,
+            seeded.published_at,
+            details,
+        )])
+        .await
+    }
+
+    /// Publishes the rules file at the store's mirror path when its content is
+    /// not the live set: the file watcher's and SIGHUP's path in store mode, the
+    /// API's path with the file as actor (not gated: whoever can write the file
+    /// or signal the process operates it). `Ok(None)`: nothing to publish.
+    ///
+    /// # Errors
+    /// The file cannot be read, does not compile, or the store fails.
+    pub async fn publish_file(
+        &self,
+        rules: &Arc<dyn LiveRules>,
+        origin: &'static str,
+    ) -> Result<Option<Executed>, Error> {
+        let Some(published) = rules.published() else {
+            return Ok(None);
+        };
+        let Some(path) = published.mirror().map(std::path::Path::to_path_buf) else {
+            return Ok(None);
+        };
+        let read = {
+            let rules = rules.clone();
+            blocking(move || {
+                rules
+                    .published()
+                    .map(|p| p.file_to_publish(rules.live()))
+                    .transpose()
+                    .map(Option::flatten)
+                    .map_err(|e| {
+                        crate::rules::reload::rejected::<RuleSet>(origin, &e.to_string());
+                        invalid(e.to_string())
+                    })
+            })
+            .await?
+        };
+        let Some(src) = read else {
+            return Ok(None);
+        };
+        let actor = Actor {
+            key_id: format!("file:{}", path.display()),
+            role: Role::Admin,
+            name: Some("rules file".into()),
+        };
+        self.install(&actor, src, None, rules, origin)
+            .await
+            .map(Some)
+    }
+
+    /// Makes `src` the live rule set and records it. With a store the set is
+    /// published there first (the store is the truth; the rules file becomes its
+    /// mirror); without one it is written to the rules file `serve` named, if any,
+    /// so it survives a restart. `list` names the list an `update_list` replaced.
     async fn install(
         &self,
         actor: &Actor,
         src: String,
         list: Option<String>,
         rules: &Arc<dyn LiveRules>,
+        origin: &'static str,
     ) -> Result<Executed, Error> {
         use crate::rules::reload::{self, PersistError};
         let previous = rules.live().load().version().to_string();
-        let (live, file) = (rules.clone(), self.settings.rules_file.clone());
-        let set = blocking(move || match file {
-            Some(path) => {
-                reload::persist_and_install(live.live(), &src, "api", &path).map_err(|e| match e {
-                    PersistError::Invalid(e) => Error::InvalidRules(e),
-                    PersistError::Io(message) => Error::Storage(message),
-                })
-            }
-            None => reload::install(live.live(), &src, "api").map_err(Error::InvalidRules),
-        })
-        .await?;
+        let persist_error = |e| match e {
+            PersistError::Invalid(e) => Error::InvalidRules(e),
+            PersistError::Io(message) => Error::Storage(message),
+        };
+        let set = if let Some(published) = rules.published() {
+            published
+                .publish(rules.live(), src, self.now(), &actor.key_id, origin)
+                .await
+                .map_err(persist_error)?
+        } else {
+            let (live, file) = (rules.clone(), self.settings.rules_file.clone());
+            blocking(move || match file {
+                Some(path) => reload::persist_and_install(live.live(), &src, origin, &path)
+                    .map_err(persist_error),
+                None => reload::install(live.live(), &src, origin).map_err(Error::InvalidRules),
+            })
+            .await?
+        };
         let now = self.now();
         let what = if list.is_some() {
             "list_updated"
@@ -252,8 +337,12 @@ impl Approvals {
             rules: set.len(),
             list,
         };
-        let details =
-            json!({"version": change.version, "previous": change.previous, "rules": change.rules});
+        let details = json!({
+            "version": change.version,
+            "previous": change.previous,
+            "rules": change.rules,
+            "origin": origin,
+        });
         self.commit_unguarded(vec![history(
             format!("ruleset.{what}"),
             &actor.key_id,

@@ -6,7 +6,10 @@
 //!
 //! A matching allowance is claimed at look-up, before the decision, so concurrent
 //! retries cannot all pass on it; it is kept only by a request that ends approved
-//! by its own decision, and goes back otherwise (see [`AllowanceClaim`]).
+//! by its own decision, and goes back otherwise (see [`AllowanceClaim`]). When
+//! replicas share the store the claim is also leased in the store (one round trip,
+//! only when this replica's map holds a matching allowance), so retries spread
+//! over replicas still pass once.
 
 use std::sync::Arc;
 
@@ -56,10 +59,12 @@ fn key(auth: &AuthRequest<'_>) -> AllowanceKey {
     }
 }
 
-/// Reads overrides for `auth` and claims the allowance that covers it, if any.
-pub(super) fn lookup<'a>(
+/// Reads overrides for `auth` and claims the allowance that covers it, if any;
+/// a claim that needs the shared store's lease waits for it until `deadline`.
+pub(super) async fn lookup<'a>(
     approvals: Option<&Arc<Approvals>>,
     auth: &AuthRequest<'a>,
+    deadline: std::time::Instant,
 ) -> Approved<'a> {
     let mut approved = Approved {
         table: None,
@@ -72,10 +77,14 @@ pub(super) fn lookup<'a>(
     };
     let table = a.overrides();
     approved.table = (!table.is_empty()).then(|| Arc::clone(&table));
-    approved.allowance = a
+    let claim = a
         .has_allowances()
         .then(|| key(auth))
         .and_then(|k| a.claim_allowance(&k));
+    if let Some(claim) = claim {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        approved.allowance = claim.lease(auth.id, a.now(), deadline).await;
+    }
     approved
 }
 
@@ -145,6 +154,10 @@ mod tests {
     use crate::rules::RuleSet;
     use crate::testing;
 
+    fn far() -> Instant {
+        Instant::now() + Duration::from_mins(1)
+    }
+
     /// Approvals on a fresh store, holding one allowance for `testing::auth`'s
     /// retry of 50.00 USD.
     async fn granted(dir: &std::path::Path) -> Arc<Approvals> {
@@ -180,11 +193,11 @@ mod tests {
         let auth = testing::auth("iauth_1", 5000);
         let held = |a: &Arc<Approvals>| a.allowance(&key(&auth)).is_some();
 
-        let first = lookup(Some(&a), &auth);
+        let first = lookup(Some(&a), &auth, far()).await;
         assert!(first.allowance.is_some());
         assert!(!held(&a), "claimed at look-up, before the decision");
         assert!(
-            lookup(Some(&a), &auth).allowance.is_none(),
+            lookup(Some(&a), &auth, far()).await.allowance.is_none(),
             "a concurrent retry finds it taken"
         );
         let declined = Decision::decline(
@@ -194,7 +207,7 @@ mod tests {
         after(Some(&a), &auth, &declined, first);
         assert!(held(&a), "given back on decline");
 
-        let second = lookup(Some(&a), &auth);
+        let second = lookup(Some(&a), &auth, far()).await;
         after(
             Some(&a),
             &auth,
@@ -203,15 +216,15 @@ mod tests {
         );
         assert!(held(&a), "a fallback approval does not spend it");
 
-        let abandoned = lookup(Some(&a), &auth);
+        let abandoned = lookup(Some(&a), &auth, far()).await;
         assert!(abandoned.allowance.is_some());
         drop(abandoned);
         assert!(held(&a), "a request dropped mid-flight gives it back");
 
-        let third = lookup(Some(&a), &auth);
+        let third = lookup(Some(&a), &auth, far()).await;
         after(Some(&a), &auth, &Decision::approve(), third);
         assert!(!held(&a), "spent by the approval");
-        assert!(lookup(Some(&a), &auth).allowance.is_none());
+        assert!(lookup(Some(&a), &auth, far()).await.allowance.is_none());
         // The use is recorded in the background.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

@@ -254,7 +254,7 @@ impl Authorizer {
 
         // snapshot, look up, decide
         let rules = self.rules.load();
-        let approved = approvals::lookup(self.approvals.as_ref(), &auth);
+        let approved = approvals::lookup(self.approvals.as_ref(), &auth, deadline).await;
         let (past, decision, shadow, now) = self
             .snapshot_and_decide(&auth, &rules, &approved, deadline)
             .await;

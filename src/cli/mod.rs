@@ -12,6 +12,7 @@ mod rules;
 mod sign;
 mod simulate;
 mod state;
+mod store;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -71,8 +72,9 @@ pub(crate) enum Command {
         /// CARDGATE_DATA_DIR and [store] data_dir (default ./data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Rules file (TOML + CEL). Reloaded when it changes and on SIGHUP; the
-        /// admin API's POST /v1/rulesets replaces it in memory until then.
+        /// Rules file (TOML + CEL). Seeds an empty store; afterwards the store's
+        /// newest published set is live and this file mirrors it. Editing it or
+        /// SIGHUP publishes it (as POST /v1/rulesets does).
         #[arg(long, env = "CARDGATE_RULES", default_value = "config/rules.toml")]
         rules: PathBuf,
         /// Payment approval rules (POST /v1/payment_approvals), same format with
@@ -149,6 +151,11 @@ pub(crate) enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Move state between stores.
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
     },
     /// Print a Stripe-Signature header for a payload, signed the way Stripe signs.
     ///
@@ -462,6 +469,7 @@ pub fn main() -> ExitCode {
                 },
         } => simulate::run(&scenario, emulator, seed, namespace, quiet),
         Command::Keys { command } => state::keys(command),
+        Command::Store { command } => store::run(command),
     };
     match result {
         Ok(code) => code,

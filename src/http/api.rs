@@ -165,6 +165,9 @@ impl LiveRules for AppState {
     fn live(&self) -> &arc_swap::ArcSwap<RuleSet> {
         self.rules()
     }
+    fn published(&self) -> Option<&crate::rules::published::Rulesets> {
+        self.rulesets.as_deref()
+    }
 }
 
 /// An object's API form.

@@ -27,6 +27,9 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Sends decisions as approve/decline calls in legacy mode; `None` in realtime.
     pub legacy: Option<Arc<super::legacy::LegacyClient>>,
+    /// The store's published rule sets (with a store): the truth the live set
+    /// follows; the rules file seeds it and mirrors it.
+    pub rulesets: Option<Arc<crate::rules::published::Rulesets>>,
     ready: AtomicBool,
     /// Whether the shared store (PostgreSQL) answers; always true without one.
     store_ok: AtomicBool,
@@ -46,6 +49,7 @@ impl AppState {
             config,
             payment_rules: ArcSwap::from_pointee(PaymentRuleSet::empty()),
             metrics: crate::metrics::install(),
+            rulesets: None,
             ready: AtomicBool::new(false),
             store_ok: AtomicBool::new(true),
         }
@@ -66,6 +70,13 @@ impl AppState {
     #[must_use]
     pub fn with_payment_rules(self, rules: PaymentRuleSet) -> Self {
         self.payment_rules.store(Arc::new(rules));
+        self
+    }
+
+    /// Makes the store's published rule sets the truth of the live set.
+    #[must_use]
+    pub fn with_rulesets(mut self, rulesets: Arc<crate::rules::published::Rulesets>) -> Self {
+        self.rulesets = Some(rulesets);
         self
     }
 

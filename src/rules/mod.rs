@@ -47,6 +47,7 @@ mod index;
 // Test-only: the differential tests' oracle. The bench against the same
 // interpreter has its own copy in benches/peers/, so no build but `cargo test`
 // links the interpreter.
+pub mod published;
 #[cfg(test)]
 pub(crate) mod reference;
 pub mod reload;

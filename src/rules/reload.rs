@@ -5,6 +5,11 @@
 //! caller's thread (never a request's), then store it with one pointer swap. Requests
 //! in flight keep the set they loaded; the next one sees the new set. A bad file is
 //! rejected with its errors logged and counted, and the old set stays live.
+//!
+//! With a store, the authorization rule set is not the file's but the store's
+//! newest published version ([`super::published`]); the file watcher then hands
+//! changes to a callback ([`watch_with`]) that publishes them, and the swap and the
+//! file's mirror copy happen under the same lock as here.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -64,7 +69,7 @@ pub fn install<T: Live>(
 }
 
 /// A poisoned lock only means another reload panicked; the guard protects no data.
-fn lock() -> std::sync::MutexGuard<'static, ()> {
+pub(super) fn lock() -> std::sync::MutexGuard<'static, ()> {
     RELOAD
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -84,7 +89,7 @@ fn install_locked<T: Live>(
     }
 }
 
-fn swap_in<T: Live>(live: &ArcSwap<T>, set: T, origin: &'static str) -> Arc<T> {
+pub(super) fn swap_in<T: Live>(live: &ArcSwap<T>, set: T, origin: &'static str) -> Arc<T> {
     let set = Arc::new(set);
     let old = live.swap(set.clone());
     publish(&*old, &*set);
@@ -105,7 +110,8 @@ fn swap_in<T: Live>(live: &ArcSwap<T>, set: T, origin: &'static str) -> Arc<T> {
 pub enum PersistError {
     /// The set does not compile; nothing was written or swapped.
     Invalid(RuleSetError),
-    /// The file could not be replaced; nothing was swapped.
+    /// The file could not be replaced, or the store could not record the set;
+    /// nothing was swapped.
     Io(String),
 }
 
@@ -138,7 +144,7 @@ pub fn persist_and_install<T: Live>(
     Ok(swap_in(live, set, origin))
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let name = path
         .file_name()
@@ -201,6 +207,26 @@ pub async fn watch<T: Send + Sync + 'static, L: Live>(
     state: Arc<T>,
     get: fn(&T) -> &ArcSwap<L>,
 ) {
+    let file = path.clone();
+    watch_with(path, move |origin| {
+        let (path, state) = (file.clone(), state.clone());
+        async move {
+            // Compiling is CPU work: keep it off the runtime's request threads.
+            let _ =
+                tokio::task::spawn_blocking(move || install_file(get(&state), &path, origin)).await;
+        }
+    })
+    .await;
+}
+
+/// Calls `reload(origin)` (`file` or `sighup`) whenever `path` changes or the
+/// process receives SIGHUP, until the runtime stops; bursts coalesce into one
+/// call. [`watch`] installs the file; with a store, the caller publishes it.
+pub async fn watch_with<F, Fut>(path: PathBuf, reload: F)
+where
+    F: Fn(&'static str) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     use notify::Watcher;
     use tokio::signal::unix::{SignalKind, signal};
 
@@ -249,8 +275,6 @@ pub async fn watch<T: Send + Sync + 'static, L: Live>(
         // Let a burst of write events (truncate, write, close) settle into one reload.
         tokio::time::sleep(Duration::from_millis(50)).await;
         while rx.try_recv().is_ok() {}
-        let (path, state) = (path.clone(), state.clone());
-        // Compiling is CPU work: keep it off the runtime's request threads.
-        let _ = tokio::task::spawn_blocking(move || install_file(get(&state), &path, origin)).await;
+        reload(origin).await;
     }
 }

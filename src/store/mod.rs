@@ -21,6 +21,7 @@
 pub mod approvals;
 pub mod postgres;
 mod read;
+pub mod rulesets;
 mod schema;
 mod writer;
 
@@ -28,6 +29,8 @@ use std::path::{Path, PathBuf};
 
 pub use crate::config::Durability;
 pub use crate::journal::{LoggedDecision, Write};
+pub use postgres::copy::{CopyError, Counted, copy};
+pub use postgres::sync as replicas;
 pub use read::{
     DecisionFilter, cardholder_of, count_decisions, for_each_decision, read_decision_blobs,
     read_decision_log, read_facts, rebuild_signals,

@@ -145,6 +145,15 @@ pub const MIGRATIONS: &[&str] = &[
     "ALTER TABLE decisions ADD COLUMN format INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE decisions ADD COLUMN seen BLOB;
      CREATE TABLE decision_blobs (hash INTEGER PRIMARY KEY, body BLOB NOT NULL);",
+    // 5 (pgsync): published authorization rule sets (`crate::rules::published`); the
+    // newest row is the live set, the `--rules` file only seeds an empty table.
+    "CREATE TABLE rulesets (
+         seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+         version      TEXT NOT NULL,
+         source       TEXT NOT NULL,
+         published_at INTEGER NOT NULL,
+         actor        TEXT NOT NULL
+     );",
 ];
 
 /// The first schema version with the exact-replay columns (`format`, `seen`) and

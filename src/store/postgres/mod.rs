@@ -24,10 +24,14 @@
 //! the trade `async` makes in SQLite too).
 
 mod approvals;
+pub mod copy;
 mod holds;
 mod journal;
 mod ledger_schema;
+pub mod notify;
+pub mod rulesets;
 mod schema;
+pub mod sync;
 #[doc(hidden)]
 pub mod testing;
 

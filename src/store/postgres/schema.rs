@@ -126,6 +126,34 @@ pub const MIGRATIONS: &[&str] = &[
     "ALTER TABLE decisions ADD COLUMN format BIGINT NOT NULL DEFAULT 0;
      ALTER TABLE decisions ADD COLUMN seen BYTEA;
      CREATE TABLE decision_blobs (hash BIGINT PRIMARY KEY, body BYTEA NOT NULL);",
+    // 4: published authorization rule sets (newest row = live set); a claim
+    // lease on allowances, so a one-time allowance passes one authorization
+    // whichever replica the retries reach; and a change notification on the
+    // tables replicas cache (`notify.rs` listens; the payload names the table).
+    "CREATE TABLE rulesets (
+         seq          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+         version      TEXT NOT NULL,
+         source       TEXT NOT NULL,
+         published_at BIGINT NOT NULL,
+         actor        TEXT NOT NULL
+     );
+     ALTER TABLE allowances ADD COLUMN claimed_by TEXT, ADD COLUMN claimed_until BIGINT;
+     CREATE FUNCTION cardgate_changed() RETURNS trigger
+         LANGUAGE plpgsql AS $$
+         BEGIN
+             PERFORM pg_notify('cardgate_changes', TG_ARGV[0]);
+             RETURN NULL;
+         END $$;
+     CREATE TRIGGER rulesets_changed AFTER INSERT OR UPDATE OR DELETE ON rulesets
+         FOR EACH STATEMENT EXECUTE FUNCTION cardgate_changed('rulesets');
+     CREATE TRIGGER control_overrides_changed AFTER INSERT OR UPDATE OR DELETE ON control_overrides
+         FOR EACH STATEMENT EXECUTE FUNCTION cardgate_changed('overrides');
+     CREATE TRIGGER allowances_changed AFTER INSERT OR UPDATE OR DELETE ON allowances
+         FOR EACH STATEMENT EXECUTE FUNCTION cardgate_changed('allowances');
+     CREATE TRIGGER api_keys_changed AFTER INSERT OR UPDATE OR DELETE ON api_keys
+         FOR EACH STATEMENT EXECUTE FUNCTION cardgate_changed('keys');
+     CREATE TRIGGER approval_rules_changed AFTER INSERT OR UPDATE OR DELETE ON approval_rules
+         FOR EACH STATEMENT EXECUTE FUNCTION cardgate_changed('approval_rules');",
 ];
 
 /// The advisory-lock key migrations run under (any constant every cardgate
