@@ -78,6 +78,8 @@ pub(super) fn run(o: &Options) -> anyhow::Result<ExitCode> {
             .keep_all_changes(o.format == Format::Json);
         replay_jsonl(log, o, limit, &mut replay, &mut progress)?;
         (log.display().to_string(), replay.finish())
+    } else if let Some(url) = &config.store.url {
+        replay_shared(url, &set, &config, o, limit, &mut progress)?
     } else {
         let path = config.store.data_dir.join(store::FILE_NAME);
         let read = |e| format!("reading the decision log of {}: {e}", path.display());
@@ -142,6 +144,56 @@ pub(super) fn run(o: &Options) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The decision log in PostgreSQL (`[store] url`), as the replicas wrote it.
+/// Rows are read in one query, ordered by id (the order the database committed
+/// them), then filtered like the SQLite path; unlike that path they are held in
+/// memory, so a very long log wants `--since`/`--until`.
+fn replay_shared(
+    url: &str,
+    set: &RuleSet,
+    config: &crate::config::Config,
+    o: &Options,
+    limit: usize,
+    progress: &mut Progress,
+) -> anyhow::Result<(String, crate::rules::backtest::Report)> {
+    let (name, rows, blobs) = super::runtime()?.block_on(async {
+        let db = store::Database::connect(url).await?;
+        let read = |e: String| anyhow::anyhow!("reading the decision log of {}: {e}", db.name());
+        let rows = store::read_shared_decisions(&db, o.since)
+            .await
+            .map_err(read)?;
+        let blobs = store::read_shared_blobs(&db).await.map_err(read)?;
+        anyhow::Ok((db.name().to_string(), rows, blobs))
+    })?;
+    let cardholder = match &o.card {
+        Some(card) => Some(
+            rows.iter()
+                .find(|r| r.card == *card)
+                .map(|r| r.cardholder.clone())
+                .with_context(|| format!("no decision of card {card} in {name}"))?,
+        ),
+        None => None,
+    };
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|r| o.until.is_none_or(|u| r.decided_at < u))
+        .filter(|r| cardholder.as_ref().is_none_or(|c| *c == r.cardholder))
+        .collect();
+    progress.total = u64::try_from(rows.len()).ok();
+    let mut replay = Replay::new(set, &config.program, blobs)
+        .only_card(o.card.clone())
+        .keep_all_changes(o.format == Format::Json);
+    for (index, row) in rows.iter().enumerate() {
+        let counted = o.card.as_ref().is_none_or(|c| *c == row.card);
+        if counted && replay.seen() >= limit {
+            break;
+        }
+        replay.push_logged(index, row);
+        progress.tick(replay.seen());
+    }
+    Ok((name, replay.finish()))
 }
 
 /// The cardholder of `card` from the decision log, so `--card` replays the

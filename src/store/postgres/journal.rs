@@ -247,3 +247,21 @@ pub async fn read_decisions(
         .collect::<Result<_, tokio_postgres::Error>>()
         .map_err(|e| error_text(&e))
 }
+
+/// The bodies decision rows name by hash (`journal::seen`), for the backtest.
+///
+/// # Errors
+/// The database cannot be read.
+pub async fn read_decision_blobs(
+    db: &Database,
+) -> Result<std::collections::HashMap<i64, Vec<u8>>, String> {
+    let client = db.client().await?;
+    let rows = client
+        .query("SELECT hash, body FROM decision_blobs", &[])
+        .await
+        .map_err(|e| error_text(&e))?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(|e| error_text(&e))
+}

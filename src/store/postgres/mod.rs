@@ -51,7 +51,7 @@ use tokio_postgres::config::Host;
 
 pub use approvals::PgApprovalStore;
 pub use holds::{PgHolds, cardholder_of, read_facts};
-pub use journal::{PgJournal, read_decisions};
+pub use journal::{PgJournal, read_decision_blobs, read_decisions};
 pub use schema::MIGRATIONS;
 
 use crate::approvals::{Approvals, ApprovalsConfig, Clock, Mode};
