@@ -8,6 +8,10 @@
   report.py table RESULTS MACHINE CMD  the markdown of the `## Load` section
   report.py criterion DIR CMD          the markdown of the `## Pipeline benches`
                                        section from criterion's estimates in DIR
+  report.py wrk RESULTS MACHINE CMD    the markdown of the `## Throughput (wrk)` section
+  report.py callgrind RESULTS MACHINE CMD
+                                       the markdown of the `## Instructions per
+                                       request (callgrind)` section
   report.py splice FILE NAME HEADING SECTION_FILE
                                        replaces FILE's text between the
                                        bench:NAME markers (appending a HEADING
@@ -205,19 +209,111 @@ def fmt_ns(ns):
 
 
 def splice(path, name, heading, section_path):
+    """Replaces the section between the NAME markers, each alone on its line.
+
+    Only a marker that is a whole line counts: prose that quotes a marker (the
+    file's introduction does) must never be taken for one, which is how an earlier
+    version duplicated the header and the load table.
+    """
     start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
     section = open(section_path).read()
     try:
         text = open(path).read()
     except FileNotFoundError:
         text = "# Benchmarks\n"
-    block = f"{start}\n{section}{end}"
-    if start in text and end in text:
-        a, b = text.index(start), text.index(end) + len(end)
-        text = text[:a] + block + text[b:]
+    lines = text.split("\n")
+    starts = [i for i, l in enumerate(lines) if l.strip() == start]
+    ends = [i for i, l in enumerate(lines) if l.strip() == end]
+    if len(starts) > 1 or len(ends) > 1 or len(starts) != len(ends):
+        sys.exit(f"{path}: expected one line `{start}` and one `{end}`, "
+                 f"found {len(starts)} and {len(ends)}")
+    block = [start] + section.rstrip("\n").split("\n") + [end]
+    if starts:
+        a, b = starts[0], ends[0]
+        if b < a:
+            sys.exit(f"{path}: `{end}` comes before `{start}`")
+        lines = lines[:a] + block + lines[b + 1:]
+        text = "\n".join(lines)
     else:
-        text = text.rstrip("\n") + f"\n\n{heading}\n\n{block}\n"
+        text = text.rstrip("\n") + f"\n\n{heading}\n\n" + "\n".join(block) + "\n"
     open(path, "w").write(text)
+
+
+def wrk_table(results_path, machine_path, command):
+    rows = [json.loads(l) for l in open(results_path) if l.strip()]
+    machine = open(machine_path).read().strip()
+    order = ["nginx", "baseline", "cardgate-nostore", "cardgate-async", "cardgate"]
+    rounds = sorted({r["round"] for r in rows})
+    by = {(r["target"], r["round"]): r for r in rows}
+    out = [f"Measured by `{command}` on {machine}.", ""]
+    out.append(
+        f"wrk (one thread, 32 connections, {rows[0].get('duration', '10s')} per target and round) pinned to one core, "
+        "the server pinned to the other (`taskset`), every server in the same run, each "
+        "started fresh with an empty data directory. Requests cycle over 2,000 distinct "
+        "events signed before the run (`load-tests/wrk_events.py`), so the generator "
+        "spends nothing on HMAC; `load-tests/wrk.lua` counts every answer that is not a "
+        "200 decision. nginx answering a constant shows the generator's own ceiling: a "
+        "server near it is measured by wrk, not by itself. Ratio = req/s ÷ the bare hyper "
+        "baseline's in the same round."
+    )
+    out.append("")
+    head = "| server (one core) | `[store]` |" + "".join(f" round {r} req/s | ratio |" for r in rounds)
+    out.append(head + " p99 (last round) | bad answers | fallbacks |")
+    out.append("|---|---|" + "---|---|" * len(rounds) + "---|---|---|")
+    for t in order:
+        mine = [by.get((t, r)) for r in rounds]
+        if not any(mine):
+            continue
+        cells = ""
+        for r, m in zip(rounds, mine):
+            b = by.get(("baseline", r))
+            if not m:
+                cells += " – | – |"
+                continue
+            ratio = f"{m['rps'] / b['rps']:.2f}" if b and t not in ("baseline", "nginx") else "–"
+            cells += f" {m['rps']:,.0f} | {ratio} |"
+        last = [m for m in mine if m][-1]
+        fbs = [m.get("fallbacks") for m in mine if m and m.get("fallbacks") is not None]
+        fb = sum(fbs) if fbs else "–"
+        bad = sum((m or {}).get("bad", 0) for m in mine)
+        store = VARIANTS.get(t, "–")
+        out.append(f"| {t} | {store} |{cells} {fmt_s(last['p99_us'] / 1e6)} | {bad} | {fb} |")
+    return "\n".join(out) + "\n"
+
+
+def callgrind_table(results_path, machine_path, command):
+    rows = {r["target"]: r for r in (json.loads(l) for l in open(results_path) if l.strip())}
+    machine = open(machine_path).read().strip()
+    out = [f"Measured by `{command}` on {machine}.", ""]
+    out.append(
+        "Each server runs under `valgrind --tool=callgrind` twice, answering N₁ and then "
+        "N₂ signed webhook requests sent one after another on one keep-alive connection; "
+        "instructions per request = (Ir(N₂) − Ir(N₁)) ÷ (N₂ − N₁), every thread counted "
+        "(the store's writer included), start-up and shutdown cancelled out. Instruction "
+        "counts do not depend on the machine's load. valgrind does not emulate SHA-NI, "
+        "so under callgrind the webhook's HMAC-SHA256 runs software rounds that a "
+        "SHA-NI CPU does in a few instructions per block: the SHA-256 column is that "
+        "share, and the last column leaves it out."
+    )
+    out.append("")
+    out.append("| server | `[store]` | N₁ / N₂ | Ir per request | of which SHA-256 rounds "
+               "| minus baseline | minus baseline, without SHA-256 |")
+    out.append("|---|---|---|---|---|---|---|")
+    base = rows.get("baseline")
+    for t in ["baseline", "cardgate-nostore", "cardgate-async", "cardgate"]:
+        r = rows.get(t)
+        if not r:
+            continue
+        sha = r.get("sha", 0)
+        diff = f"{r['ir'] - base['ir']:,.0f}" if base and t != "baseline" else "–"
+        diff2 = f"{r['ir'] - sha - base['ir'] + base.get('sha', 0):,.0f}" if base and t != "baseline" else "–"
+        out.append(f"| {t} | {VARIANTS.get(t, '–')} | {r['n1']} / {r['n2']} | {r['ir']:,.0f} "
+                   f"| {sha:,.0f} | {diff} | {diff2} |")
+    off, sync = rows.get("cardgate-nostore"), rows.get("cardgate")
+    if off and sync:
+        out.append("")
+        out.append(f"Store cost per decision (sync − store off): {sync['ir'] - off['ir']:,.0f} Ir.")
+    return "\n".join(out) + "\n"
 
 
 def main():
@@ -230,6 +326,10 @@ def main():
         sys.stdout.write(table(sys.argv[2], sys.argv[3], sys.argv[4]))
     elif cmd == "criterion":
         sys.stdout.write(criterion(sys.argv[2], sys.argv[3], sys.argv[4]))
+    elif cmd == "wrk":
+        sys.stdout.write(wrk_table(sys.argv[2], sys.argv[3], sys.argv[4]))
+    elif cmd == "callgrind":
+        sys.stdout.write(callgrind_table(sys.argv[2], sys.argv[3], sys.argv[4]))
     elif cmd == "splice":
         splice(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
     else:

@@ -163,7 +163,13 @@ pub async fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Bui
     match (&config.store.url, config.store.enabled) {
         (Some(url), true) => {
             // Replicas: every hold, fact and decision row in PostgreSQL; nothing is
-            // written to the data directory.
+            // written to the data directory. The behavioural signals are still
+            // per process here (issue 16's seam: `signals::SignalSource`): they start
+            // empty and see this replica's decisions only.
+            tracing::warn!(
+                "behavioural signals (velocity.*, history.*) are per replica with a shared store"
+            );
+            authorizer = authorizer.with_signals(Arc::new(crate::signals::SignalState::new()));
             let (holds, journal, db) = open_shared(&config, url).await?;
             authorizer = authorizer.with_holds(holds, Some(journal));
             let approvals = crate::store::open_shared_approvals(url, approvals_settings)
@@ -174,6 +180,15 @@ pub async fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Bui
         }
         (None, true) => {
             let (ledger, store) = open_ledger(&config)?;
+            let signals = crate::signals::SignalState::new();
+            let rows = crate::store::rebuild_signals(store.path(), &signals, authorizer.now())
+                .map_err(StartError::Store)?;
+            tracing::info!(
+                rows,
+                cards = signals.cards(),
+                "signals rebuilt from the decision log"
+            );
+            authorizer = authorizer.with_signals(Arc::new(signals));
             let journal: Arc<dyn Journal> = store;
             authorizer = authorizer.with_ledger(ledger, Some(journal));
             let approvals =
@@ -183,6 +198,7 @@ pub async fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Bui
             authorizer = authorizer.with_approvals(Arc::new(approvals));
         }
         (_, false) => {
+            authorizer = authorizer.with_signals(Arc::new(crate::signals::SignalState::new()));
             tracing::warn!("[store] enabled = false: no ledger, interval limits see no past spend");
             tracing::warn!(
                 "[store] enabled = false: no admin API (it keeps its state in the store)"

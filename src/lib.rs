@@ -16,6 +16,8 @@
 //! - [`journal`]: the decision-log row and ledger facts the pipeline records, and
 //!   the `Journal` trait `store` implements.
 //! - [`ledger`]: in-memory spend per card and cardholder; atomic check-and-reserve.
+//! - [`signals`]: behavioural signals (recent velocity, declines, merchants,
+//!   amounts) per card and cardholder, bounded, read by rules.
 //! - [`store`]: SQLite: ledger facts and the decision log, one writer; schema migrations.
 //! - [`approvals`]: two-party approvals for admin actions: keys, approval rules and
 //!   requests, security history, signed outgoing events; its own SQLite tables.
@@ -42,6 +44,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod payments;
 pub mod rules;
+pub mod signals;
 pub mod simulate;
 
 pub mod store;

@@ -33,8 +33,12 @@ fn candidate() -> RuleSet {
 fn backtest_reports_the_known_diff_of_the_candidate() {
     let report = backtest(&candidate(), &ProgramControls::default(), &records());
     assert_eq!(report.replayed, 5);
-    assert_eq!(report.skipped.len(), 1, "the transaction event is skipped");
-    assert_eq!(report.skipped[0].0, 4);
+    assert_eq!(report.skipped, 1, "the transaction event is skipped");
+    assert_eq!(report.skipped_examples[0].0, 4);
+    assert_eq!(
+        report.approximate, 5,
+        "JSONL records carry no replay record"
+    );
     assert_eq!(
         report.unchanged, 2,
         "small software buy and the spend-limited one"
@@ -44,16 +48,16 @@ fn backtest_reports_the_known_diff_of_the_candidate() {
     assert_eq!(report.changes.amount, 1);
     assert_eq!(report.changes.reason, 0);
     let by_rule: Vec<(&str, usize)> = report
-        .by_rule
+        .rules
         .iter()
-        .map(|(k, v)| (k.as_str(), v.total()))
+        .map(|(k, v)| (k.as_str(), v.counts.total()))
         .collect();
     assert_eq!(
         by_rule,
         [("cap-fuel", 1), ("no-big-software", 1), ("no-gambling", 1)]
     );
     let ex: Vec<(usize, Change, String, String)> = report
-        .examples
+        .changed
         .iter()
         .map(|e| (e.index, e.change, e.before.to_string(), e.after.to_string()))
         .collect();
@@ -253,16 +257,16 @@ async fn backtest_replays_the_decision_log_of_a_real_server() {
     assert_eq!(
         body,
         [
-            "replayed 4 decisions (0 skipped): 1 unchanged, 3 changed",
-            "  approve→decline: 1",
-            "  decline→approve: 1",
-            "  amount changed:  1",
-            "  reason only:     0",
-            "by rule:",
-            "  cap-fuel: 0 approve→decline, 0 decline→approve, 1 amount, 0 reason",
-            "  no-big-software: 1 approve→decline, 0 decline→approve, 0 amount, 0 reason",
-            "  no-gambling: 0 approve→decline, 1 decline→approve, 0 amount, 0 reason",
-            "examples:",
+            "replayed 4 decisions (0 skipped, 0 approximate): 1 unchanged, 3 changed (3 direct, 0 knock-on)",
+            "  approve→decline: 1 (0 knock-on)",
+            "  decline→approve: 1 (0 knock-on)",
+            "  amount changed:  1 (0 knock-on)",
+            "  reason only:     0 (0 knock-on)",
+            "rule             matches  approve→decline  decline→approve  amount  amount affected  examples",
+            "cap-fuel               1                0                0       1             5000  iauth_bt_4",
+            "no-big-software        1                1                0       0            60000  iauth_bt_2",
+            "no-gambling            0                0                1       0             1000  iauth_bt_3",
+            "changes:",
             "  #1 iauth_bt_2 approve→decline: approve (approved) → decline (rule:no-big-software)",
             "  #2 iauth_bt_3 decline→approve: decline (rule:no-gambling) → approve (approved)",
             "  #3 iauth_bt_4 amount: approve 10000 (rule:cap-fuel) → approve 5000 (rule:cap-fuel)",
@@ -272,7 +276,75 @@ async fn backtest_replays_the_decision_log_of_a_real_server() {
     assert_eq!(run("0"), out, "deterministic; Unix seconds work too");
     let later = run(&(common::now() + 3600).to_string());
     assert!(
-        later.contains("replayed 0 decisions (0 skipped)"),
+        later.contains("replayed 0 decisions (0 skipped, 0 approximate)"),
         "{later}"
+    );
+}
+
+/// A store written by a build before exact replay (schema version 3: no `format`
+/// or `seen` column): its rows are replayed from their window totals and reported
+/// as approximate, never as exact.
+#[test]
+fn rows_recorded_before_exact_replay_are_reported_as_approximate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let conn = rusqlite::Connection::open(data.join(cardgate::store::FILE_NAME)).unwrap();
+    for sql in &cardgate::store::MIGRATIONS[..3] {
+        conn.execute_batch(sql).unwrap();
+    }
+    conn.execute_batch("PRAGMA user_version = 3").unwrap();
+    let body = event(1, "computer_software_stores", "5734", 60000, false);
+    conn.execute(
+        "INSERT INTO decisions (event_id, authorization_id, card, cardholder, amount, currency,
+             merchant_category, merchant_mcc, merchant_country, merchant_name, approved,
+             approved_amount, reason, rule, ruleset, latency_us, decided_at, event_json,
+             spend_json)
+         VALUES ('evt_bt_1', 'iauth_bt_1', 'ic_1', 'ich_1', 60000, 'usd', 'computer_software_stores',
+             '5734', 'US', 'PIXELFORGE', 1, 60000, 'approved', NULL, 'v0', 10, 1795003020, ?1,
+             '{\"card\":{\"daily\":100}}')",
+        rusqlite::params![body],
+    )
+    .unwrap();
+    drop(conn);
+    let config = dir.path().join("cardgate.toml");
+    std::fs::write(&config, common::base_config()).unwrap();
+    let candidate = dir.path().join("candidate.toml");
+    std::fs::write(&candidate, CANDIDATE).unwrap();
+    let run = |format: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cardgate"))
+            .args(["backtest", "--rules"])
+            .arg(&candidate)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--config")
+            .arg(&config)
+            .args(["--format", format])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains("1 of 1 decisions replayed approximately"),
+            "{err}"
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let j: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    assert_eq!(
+        (&j["replayed"], &j["approximate"]),
+        (&1.into(), &1.into()),
+        "{j}"
+    );
+    assert_eq!(j["changes"][0]["approximate"], true, "{j}");
+    let text = run("text");
+    assert!(text.contains("(0 skipped, 1 approximate)"), "{text}");
+    assert!(
+        text.contains("#0 iauth_bt_1 approve→decline: approve (approved) → decline (rule:no-big-software) [approximate]"),
+        "{text}"
     );
 }

@@ -7,31 +7,28 @@ use std::time::{Duration, Instant};
 
 use super::Authorizer;
 use super::approvals::Approved;
+use super::spend::Past;
 use crate::config::FaultInjection;
-use crate::decision::{
-    self, AuthRequest, Context, Decision, FallbackCause, Matched, NoSpend, SpendView,
-};
-use crate::ledger::SpendSnapshot;
+use crate::decision::{self, AuthRequest, Context, Decision, FallbackCause, Matched};
 use crate::rules::RuleSet;
 
 /// Decides `auth`, or answers the fallback when the deadline passes first or the
-/// decision panics. Returns the decision and the shadow rules that matched.
+/// decision panics. Returns the decision, the shadow rules that matched, and the
+/// clock the decision read (for the decision log's replay record).
 pub(super) async fn decide(
     a: &Authorizer,
     auth: &AuthRequest<'_>,
     rules: &RuleSet,
-    snapshot: Option<&SpendSnapshot>,
+    spend: &Past,
     approved: &Approved<'_>,
     deadline: Instant,
-) -> (Decision, Vec<Matched>) {
-    let spend: &(dyn SpendView + Sync) = match snapshot {
-        Some(s) => s,
-        None => &NoSpend,
-    };
+) -> (Decision, Vec<Matched>, i64) {
     let faults = &a.faults;
+    let mut now = a.now();
     let run = async {
         delay(faults).await;
-        let ctx = Context::new(auth, &a.program, rules, spend, a.now()).with_approvals(
+        now = a.now();
+        let ctx = Context::new(auth, &a.program, rules, spend, now).with_approvals(
             approved.card_override(),
             approved.cardholder_override(),
             approved.allowance.is_some(),
@@ -45,10 +42,11 @@ pub(super) async fn decide(
         .map_err(|_| FallbackCause::Internal)
     };
     // Shadow matches go to the decision log; they never change the answer.
-    match tokio::time::timeout_at(deadline.into(), run).await {
-        Ok(Ok((d, verdict))) => (d, verdict.shadow),
-        Ok(Err(cause)) => (a.fallback(cause), Vec::new()),
-        Err(_) => (a.fallback(FallbackCause::Deadline), Vec::new()),
+    let outcome = tokio::time::timeout_at(deadline.into(), run).await;
+    match outcome {
+        Ok(Ok((d, verdict))) => (d, verdict.shadow, now),
+        Ok(Err(cause)) => (a.fallback(cause), Vec::new(), now),
+        Err(_) => (a.fallback(FallbackCause::Deadline), Vec::new(), now),
     }
 }
 

@@ -43,9 +43,10 @@ use crate::clock::Clock;
 use crate::config::{Config, Fallback, FaultInjection};
 use crate::decision::{AuthRequest, Decision, FallbackCause, Matched, ProgramControls};
 use crate::journal::Journal;
-use crate::ledger::{Holds, Ledger, SpendSnapshot};
+use crate::ledger::{Holds, Ledger};
 use crate::metrics as m;
 use crate::rules::RuleSet;
+use crate::signals::SignalSource;
 use crate::stripe::{self, Event, Secrets};
 
 /// What the pipeline answers. `http/` turns it into a status and a body.
@@ -93,6 +94,8 @@ pub struct Authorizer {
     deadline: std::time::Duration,
     fallback: Fallback,
     program: ProgramControls,
+    /// `program` as the decision log keeps it: `(hash, body)`, encoded once.
+    program_blob: (i64, Arc<[u8]>),
     faults: FaultInjection,
     /// The live rule set; swapped whole on reload, read with one atomic load.
     pub rules: ArcSwap<RuleSet>,
@@ -103,6 +106,8 @@ pub struct Authorizer {
     pub journal: Option<Arc<dyn Journal>>,
     /// Overrides, allowances and review requests; `None` when the store is off.
     pub approvals: Option<Arc<Approvals>>,
+    /// Behavioural signals; `None` reads [`crate::decision::Signals::NONE`].
+    pub signals: Option<Arc<dyn SignalSource>>,
     clock: Clock,
 }
 
@@ -115,11 +120,16 @@ impl Authorizer {
             deadline: config.deadline,
             fallback: config.fallback,
             program: config.program.clone(),
+            program_blob: {
+                let body = crate::journal::seen::encode_program(&config.program);
+                (crate::journal::seen::blob_hash(&body), Arc::from(body))
+            },
             faults: config.fault_injection.clone(),
             rules: ArcSwap::from_pointee(rules),
             holds: None,
             journal: None,
             approvals: None,
+            signals: None,
             clock,
         }
     }
@@ -143,6 +153,13 @@ impl Authorizer {
     #[must_use]
     pub fn with_approvals(mut self, approvals: Arc<Approvals>) -> Self {
         self.approvals = Some(approvals);
+        self
+    }
+
+    /// Adds the behavioural signals (already rebuilt from the store).
+    #[must_use]
+    pub fn with_signals(mut self, signals: Arc<dyn SignalSource>) -> Self {
+        self.signals = Some(signals);
         self
     }
 
@@ -238,7 +255,7 @@ impl Authorizer {
         // snapshot, look up, decide
         let rules = self.rules.load();
         let approved = approvals::lookup(self.approvals.as_ref(), &auth);
-        let (snapshot, decision, shadow) = self
+        let (past, decision, shadow, now) = self
             .snapshot_and_decide(&auth, &rules, &approved, deadline)
             .await;
         clock.lap(m::Stage::Decide);
@@ -251,7 +268,11 @@ impl Authorizer {
                 auth: &auth,
                 decision,
                 raw,
-                snapshot: snapshot.as_ref(),
+                past: &past,
+                now,
+                card_override: approved.card_override(),
+                cardholder_override: approved.cardholder_override(),
+                review_allowed: approved.allowance.is_some(),
                 ruleset: rules.version(),
                 shadow: &shadow,
                 start,
@@ -302,16 +323,17 @@ impl Authorizer {
         rules: &RuleSet,
         approved: &approvals::Approved<'_>,
         deadline: Instant,
-    ) -> (Option<SpendSnapshot>, Decision, Vec<Matched>) {
+    ) -> (spend::Past, Decision, Vec<Matched>, i64) {
         match spend::snapshot(self, auth, deadline).await {
-            Ok(snapshot) => {
-                let (decision, shadow) =
-                    faults::decide(self, auth, rules, snapshot.as_ref(), approved, deadline).await;
-                (snapshot, decision, shadow)
+            Ok(past) => {
+                let (decision, shadow, now) =
+                    faults::decide(self, auth, rules, &past, approved, deadline).await;
+                (past, decision, shadow, now)
             }
             Err(e) => {
                 tracing::error!(authorization = auth.id, "no spend snapshot: {e}");
-                (None, self.fallback(FallbackCause::Ledger), Vec::new())
+                let decision = self.fallback(FallbackCause::Ledger);
+                (spend::Past::default(), decision, Vec::new(), self.now())
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The ledger's steps around `decide()`:
 //!
 //! - [`snapshot`] before it: a lock-free copy of the card's and cardholder's
-//!   window totals;
+//!   window totals, with the behavioural signals beside it ([`Past`]);
 //! - [`settle`] after it: atomic re-check and reserve, the commit (awaited in `sync`
 //!   durability), and the decision-log row (built by `record`).
 //!
@@ -13,9 +13,13 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::Authorizer;
-use crate::decision::{AuthRequest, Decision, FallbackCause, Matched, Reason};
+use crate::decision::{
+    AuthRequest, CategorySet, Controls, Currency, Decision, FallbackCause, Interval, Matched,
+    Reason, Scope, Signals, SpendView,
+};
 use crate::journal::{Durability, Write};
 use crate::ledger::{HoldsError, SpendSnapshot};
+use crate::signals;
 
 /// Window time of an authorization: its `created`, or now when Stripe sent none.
 fn at(a: &Authorizer, auth: &AuthRequest<'_>) -> i64 {
@@ -26,23 +30,86 @@ fn at(a: &Authorizer, auth: &AuthRequest<'_>) -> i64 {
     }
 }
 
-/// The spend `decide()` sees; `Ok(None)` without a ledger. A shared store that
-/// does not answer before `deadline` is an error: the caller answers the fallback.
-pub(super) async fn snapshot<'a>(
-    a: &'a Authorizer,
-    auth: &'a AuthRequest<'a>,
-    deadline: Instant,
-) -> Result<Option<SpendSnapshot>, HoldsError> {
-    let Some(holds) = a.holds.as_ref() else {
-        return Ok(None);
-    };
-    match tokio::time::timeout_at(deadline.into(), holds.snapshot(auth, at(a, auth))).await {
-        Ok(Ok(s)) => Ok(Some(s)),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(HoldsError::Unavailable(
-            "no spend snapshot before the deadline".into(),
-        )),
+/// What `decide()` reads about the past: the ledger's snapshot (`None` without a
+/// ledger: nothing spent) and the behavioural signals.
+#[derive(Debug, Default)]
+pub(super) struct Past {
+    pub snapshot: Option<SpendSnapshot>,
+    pub signals: Signals,
+}
+
+impl SpendView for Past {
+    fn spent(
+        &self,
+        scope: Scope,
+        interval: Interval,
+        categories: Option<&CategorySet>,
+        currency: Currency,
+    ) -> i64 {
+        self.snapshot
+            .as_ref()
+            .map_or(0, |s| s.spent(scope, interval, categories, currency))
     }
+
+    fn card_velocity(&self) -> (i64, i64) {
+        self.snapshot
+            .as_ref()
+            .map_or((0, 0), SpendView::card_velocity)
+    }
+
+    fn signals(&self) -> &Signals {
+        &self.signals
+    }
+}
+
+/// The spend and signals `decide()` sees; no snapshot without a ledger. A shared
+/// store that does not answer before `deadline` is an error: the caller answers the
+/// fallback (deciding without the spend would let interval limits pass unchecked).
+pub(super) async fn snapshot(
+    a: &Authorizer,
+    auth: &AuthRequest<'_>,
+    deadline: Instant,
+) -> Result<Past, HoldsError> {
+    let snapshot = match a.holds.as_ref() {
+        None => None,
+        Some(holds) => {
+            match tokio::time::timeout_at(deadline.into(), holds.snapshot(auth, at(a, auth))).await
+            {
+                Ok(Ok(s)) => Some(s),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(HoldsError::Unavailable(
+                        "no spend snapshot before the deadline".into(),
+                    ));
+                }
+            }
+        }
+    };
+    Ok(Past {
+        snapshot,
+        signals: a
+            .signals
+            .as_ref()
+            .map_or(Signals::NONE, |s| s.read(&signals::Key::of(auth), a.now())),
+    })
+}
+
+/// Hands the settled answer to the signals, so the next request sees it.
+fn observe(a: &Authorizer, d: &Decided<'_>, decision: &Decision) {
+    let Some(s) = &a.signals else { return };
+    let auth = d.auth;
+    s.note(&signals::Observation {
+        key: signals::Key::of(auth),
+        country: signals::country(auth.merchant.country),
+        amount: auth.amount,
+        approved_amount: if decision.approved {
+            decision.amount.unwrap_or(auth.amount)
+        } else {
+            0
+        },
+        declined: !decision.approved,
+        now: d.now,
+    });
 }
 
 /// Everything [`settle`] needs about one decided request.
@@ -51,7 +118,13 @@ pub(super) struct Decided<'a> {
     pub auth: &'a AuthRequest<'a>,
     pub decision: Decision,
     pub raw: Option<Bytes>,
-    pub snapshot: Option<&'a SpendSnapshot>,
+    pub past: &'a Past,
+    /// The clock `decide()` read.
+    pub now: i64,
+    pub card_override: Option<&'a Controls>,
+    pub cardholder_override: Option<&'a Controls>,
+    /// An allowance covered this retry.
+    pub review_allowed: bool,
     pub ruleset: &'a str,
     /// Shadow rules that matched (never applied).
     pub shadow: &'a [Matched],
@@ -62,8 +135,14 @@ pub(super) struct Decided<'a> {
 /// Reserves an approval, makes it durable as configured, logs the decision, and
 /// returns what to answer.
 pub(super) async fn settle(a: &Authorizer, d: Decided<'_>) -> Decision {
+    let decision = settle_inner(a, &d).await;
+    observe(a, &d, &decision);
+    decision
+}
+
+async fn settle_inner(a: &Authorizer, d: &Decided<'_>) -> Decision {
     let Some(ledger) = &a.holds else {
-        return d.decision;
+        return d.decision.clone();
     };
     // A fallback is not a decision of ours: Stripe's `created` event will tell the
     // ledger what was held.
@@ -102,8 +181,9 @@ pub(super) async fn settle(a: &Authorizer, d: Decided<'_>) -> Decision {
     let Some(store) = &a.journal else {
         return reservation.decision;
     };
+    let cut = reservation.decision != d.decision;
     let decision = reservation.decision;
-    let row = super::record::row(&d, &decision, a.now());
+    let row = super::record::row(a, d, &decision, cut);
     // A durable backend committed the hold inside `reserve`; only the log row is left.
     let durable = ledger.durable();
     let mut writes = Vec::with_capacity(2);

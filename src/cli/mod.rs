@@ -7,6 +7,7 @@
 //! start). The CLI is an edge like `http/`: it is the one place besides `main.rs`
 //! that uses `anyhow`, because its errors end as a message to a person.
 
+mod backtest;
 mod rules;
 mod sign;
 mod simulate;
@@ -96,9 +97,20 @@ pub(crate) enum Command {
     /// Replay recorded decisions through a candidate rule set and print what changes.
     ///
     /// Reads the decision log of the store (read-only, so it can run beside a live
-    /// server), or a JSONL file with --log. Prints how many decisions change
-    /// (approve→decline, decline→approve, amount), by rule, with examples; the same
+    /// server), or a JSONL file with --log, oldest first, streaming. Decisions
+    /// recorded with their replay record are replayed exactly (the unchanged rules
+    /// reproduce every answer); older rows and JSONL records are replayed from their
+    /// window totals and counted as approximate. When the candidate changes an
+    /// answer, later decisions of the same card and cardholder see the spend it
+    /// would have left: such changes are reported as knock-on, the others as direct.
+    /// Prints a table per rule (matches, approve→decline, decline→approve, amount
+    /// affected, examples) and the changes, or with --format json one object:
+    /// {"replayed", "unchanged", "changed", "approximate", "skipped", "changes":
+    /// [{"authorization", "before", "after", "knock_on"}], "rules": [...]}. The same
     /// log and rules always print the same report. Progress goes to stderr.
+    ///
+    /// Exit status: 0 the replay ran (whether or not anything changed); 1 the
+    /// candidate rules file is invalid, or the config, store or log cannot be read.
     Backtest {
         /// The candidate rules file.
         #[arg(long)]
@@ -107,15 +119,29 @@ pub(crate) enum Command {
         /// (2026-11-24T09:00:00Z) or Unix seconds.
         #[arg(long, value_parser = rules::parse_since)]
         since: Option<i64>,
+        /// Only decisions made before this time (same forms as --since).
+        #[arg(long, value_parser = rules::parse_since)]
+        until: Option<i64>,
+        /// Only this card's decisions (ic_…). Its cardholder's other cards are
+        /// replayed too, unreported, for their knock-on on cardholder limits.
+        #[arg(long, conflicts_with = "log")]
+        card: Option<String>,
+        /// Stop after this many decisions replayed or skipped.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Output: a table (text) or one JSON object (json).
+        #[arg(long, value_enum, default_value = "text")]
+        format: backtest::Format,
         /// Directory of cardgate.db. Default: CARDGATE_DATA_DIR, else [store]
         /// data_dir from --config, else ./data.
         #[arg(long, conflicts_with = "log")]
         data_dir: Option<PathBuf>,
         /// Read recorded decisions from this file instead of the store, one JSON
-        /// RecordedDecision per line.
+        /// RecordedDecision per line (replayed approximately).
         #[arg(long)]
         log: Option<PathBuf>,
-        /// Config file whose [program] controls the replay applies.
+        /// Config file whose [program] controls apply to approximate records (exact
+        /// ones carry the program controls that were in force).
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
@@ -392,10 +418,24 @@ pub fn main() -> ExitCode {
         Command::Backtest {
             rules,
             since,
+            until,
+            card,
+            limit,
+            format,
             data_dir,
             log,
             config,
-        } => rules::backtest(&rules, since, data_dir, log.as_deref(), &config),
+        } => backtest::run(&backtest::Options {
+            rules,
+            since,
+            until,
+            card,
+            limit,
+            format,
+            data_dir,
+            log,
+            config,
+        }),
         Command::Sign {
             file,
             secret,

@@ -1,7 +1,7 @@
-//! `rules check`, `rules test` and `backtest`: a rules file compiled, tried on one
-//! event, or replayed against the recorded decisions.
+//! `rules check` and `rules test`: a rules file compiled, or tried on one event
+//! (`backtest.rs` replays one against the recorded decisions).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -9,7 +9,6 @@ use anyhow::Context as _;
 use super::load_config;
 use crate::payments::PaymentRuleSet;
 use crate::rules::RuleSet;
-use crate::store;
 
 pub(super) fn check(file: &Path, payments: bool) -> anyhow::Result<ExitCode> {
     let loaded = if payments {
@@ -98,7 +97,7 @@ pub(super) fn test(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--since`: RFC 3339 (UTC) or Unix seconds.
+/// `--since`/`--until`: RFC 3339 (UTC) or Unix seconds.
 pub(super) fn parse_since(s: &str) -> Result<i64, String> {
     if let Ok(n) = s.parse::<i64>() {
         return Ok(n);
@@ -108,90 +107,4 @@ pub(super) fn parse_since(s: &str) -> Result<i64, String> {
     Ok(t.duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0))
-}
-
-pub(super) fn backtest(
-    rules: &Path,
-    since: Option<i64>,
-    data_dir: Option<PathBuf>,
-    log: Option<&Path>,
-    config_path: &Path,
-) -> anyhow::Result<ExitCode> {
-    use crate::rules::backtest::{RecordedDecision, Replay};
-    use std::io::BufRead;
-    let src = crate::rules::read_rules_file(rules)?;
-    let set = match RuleSet::from_toml_unmetered(&src) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{}: {e}", rules.display());
-            return Ok(ExitCode::from(1));
-        }
-    };
-    let config = load_config(config_path, None, data_dir)?;
-    let mut replay = Replay::new(&set, &config.program);
-    let started = std::time::Instant::now();
-    let mut last = started;
-    let mut progress = |replay: &Replay<'_>, total: Option<usize>| {
-        // About once a second, and only for replays long enough to need it.
-        if last.elapsed() >= std::time::Duration::from_secs(1) {
-            last = std::time::Instant::now();
-            let of = total.map(|t| format!(" of {t}")).unwrap_or_default();
-            eprintln!(
-                "backtest: {}{of} decisions replayed ({:.0}s)",
-                replay.seen(),
-                started.elapsed().as_secs_f64()
-            );
-        }
-    };
-    let source = if let Some(log) = log {
-        let f = std::fs::File::open(log).with_context(|| format!("opening {}", log.display()))?;
-        let mut index = 0;
-        for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
-            let line = line?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let rec: RecordedDecision = serde_json::from_str(&line)
-                .with_context(|| format!("{}:{}: not a recorded decision", log.display(), n + 1))?;
-            if since.is_none_or(|s| rec.now >= s) {
-                replay.push(index, &rec);
-                index += 1;
-                progress(&replay, None);
-            }
-        }
-        log.display().to_string()
-    } else {
-        let (source, rows) = if let Some(url) = &config.store.url {
-            super::runtime()?.block_on(async {
-                let db = crate::store::Database::connect(url).await?;
-                let rows = crate::store::read_shared_decisions(&db, since)
-                    .await
-                    .map_err(anyhow::Error::msg)
-                    .with_context(|| format!("reading the decision log of {}", db.name()))?;
-                anyhow::Ok((db.name().to_string(), rows))
-            })?
-        } else {
-            let path = config.store.data_dir.join(store::FILE_NAME);
-            let rows = store::read_decision_log(&path, since)
-                .with_context(|| format!("reading the decision log of {}", path.display()))?;
-            (path.display().to_string(), rows)
-        };
-        let total = rows.len();
-        for (index, row) in rows.iter().enumerate() {
-            match RecordedDecision::from_logged(row) {
-                Ok(rec) => replay.push(index, &rec),
-                Err(why) => replay.skip(index, format!("row {}: {why}", row.id)),
-            }
-            progress(&replay, Some(total));
-        }
-        source
-    };
-    println!(
-        "candidate {} ({} rules) against {source}{}",
-        set.version(),
-        set.len(),
-        since.map(|s| format!(" since {s}")).unwrap_or_default()
-    );
-    print!("{}", replay.finish());
-    Ok(ExitCode::SUCCESS)
 }

@@ -205,6 +205,75 @@ pub trait SpendView {
     fn card_velocity(&self) -> (i64, i64) {
         (0, 0)
     }
+
+    /// The behavioural signals of the card and cardholder (`crate::signals`).
+    fn signals(&self) -> &Signals {
+        &Signals::NONE
+    }
+}
+
+/// Behavioural signals (`velocity.cardholder.*`, `velocity.card.amount_24h`, …,
+/// `history.card.*`): values computed before `decide()` by `crate::signals` from the
+/// card's recent decisions, read by rules like any other field. Plain values, so
+/// the decision stays pure and the backtest can hand back the recorded ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signals {
+    /// The cardholder's authorization requests (all its cards) in the last hour.
+    pub cardholder_count_1h: i64,
+    /// … in the last 24 hours.
+    pub cardholder_count_24h: i64,
+    /// Sum of the card's approved amounts in the last 24 hours.
+    pub card_amount_24h: i64,
+    /// The card's declined requests in the last hour.
+    pub card_declines_1h: i64,
+    /// … in the last 24 hours.
+    pub card_declines_24h: i64,
+    /// Distinct merchants the card saw requests from in the last hour.
+    pub card_distinct_merchants_1h: i64,
+    /// Seconds since the card's first authorization request (0 for the first).
+    pub first_seen: i64,
+    /// The card never had a request from this merchant before.
+    pub new_merchant: bool,
+    /// Average requested amount of the card over the last 30 days (0 when none).
+    pub amount_avg_30d: i64,
+    /// Largest requested amount of the card over the last 30 days (0 when none).
+    pub amount_max_30d: i64,
+    /// Merchant country of the card's previous request (`[0, 0]` when none).
+    pub last_country: [u8; 2],
+    /// Seconds since the card's previous request (-1 when none).
+    pub seconds_since_last: i64,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Signals::NONE
+    }
+}
+
+impl Signals {
+    /// A card never seen: no history.
+    pub const NONE: Signals = Signals {
+        cardholder_count_1h: 0,
+        cardholder_count_24h: 0,
+        card_amount_24h: 0,
+        card_declines_1h: 0,
+        card_declines_24h: 0,
+        card_distinct_merchants_1h: 0,
+        first_seen: 0,
+        new_merchant: true,
+        amount_avg_30d: 0,
+        amount_max_30d: 0,
+        last_country: [0, 0],
+        seconds_since_last: -1,
+    };
+
+    /// `last_country` as text (`""` when none).
+    pub fn last_country(&self) -> &str {
+        match &self.last_country {
+            [0, 0] => "",
+            c => std::str::from_utf8(c).unwrap_or(""),
+        }
+    }
 }
 
 /// A [`SpendView`] that knows no past spend: used where no ledger runs (tests,

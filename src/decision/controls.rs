@@ -108,7 +108,7 @@ impl CategorySet {
     }
 
     /// Names outside Stripe's table, matched verbatim (for a store that evaluates
-    /// the set in SQL).
+    /// the set in SQL, and the decision log's encoding of controls, `journal::seen`).
     pub fn unknown_names(&self) -> impl Iterator<Item = &str> + '_ {
         self.unknown.iter().map(|n| &**n)
     }

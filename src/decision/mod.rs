@@ -27,7 +27,7 @@ mod verdict;
 
 pub use context::{
     AuthRequest, Card, CardStatus, Cardholder, CardholderStatus, Context, Merchant, NoSpend, Scope,
-    SpendView, Verification,
+    Signals, SpendView, Verification,
 };
 pub use controls::{
     CategoryId, CategorySet, Controls, CountrySet, Currency, CurrencyMismatch, Interval, MccRange,

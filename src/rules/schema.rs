@@ -68,10 +68,11 @@ pub(crate) trait Schema: Debug + Clone + Send + Sync + Sized + 'static {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Auth;
 
-/// The only bool field of the authorization context.
+/// The bool fields of the authorization context.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum AuthBool {
     IsAmountControllable,
+    NewMerchant,
 }
 
 impl Schema for Auth {
@@ -119,6 +120,19 @@ impl Schema for Auth {
             "velocity.card.count_24h" => I(IF::VelocityDay),
             "now.hour" => I(IF::NowHour),
             "now.weekday" => I(IF::NowWeekday),
+            // Behavioural signals (issue 16, `crate::signals`).
+            "velocity.cardholder.count_1h" => I(IF::Signal(Signal::CardholderCount1h)),
+            "velocity.cardholder.count_24h" => I(IF::Signal(Signal::CardholderCount24h)),
+            "velocity.card.amount_24h" => I(IF::Signal(Signal::CardAmount24h)),
+            "velocity.card.declines_1h" => I(IF::Signal(Signal::CardDeclines1h)),
+            "velocity.card.declines_24h" => I(IF::Signal(Signal::CardDeclines24h)),
+            "velocity.card.distinct_merchants_1h" => I(IF::Signal(Signal::DistinctMerchants1h)),
+            "history.card.first_seen" => I(IF::Signal(Signal::FirstSeen)),
+            "history.card.new_merchant" => Field::Bool(AuthBool::NewMerchant),
+            "history.card.amount_avg_30d" => I(IF::Signal(Signal::AmountAvg30d)),
+            "history.card.amount_max_30d" => I(IF::Signal(Signal::AmountMax30d)),
+            "history.card.last_country" => S(SF::LastCountry),
+            "history.card.seconds_since_last" => I(IF::Signal(Signal::SecondsSinceLast)),
             _ => {
                 let (scope, window) = path
                     .strip_prefix("spend.card.")
@@ -149,6 +163,9 @@ impl Schema for Auth {
                 | "velocity"
                 | "velocity.card"
                 | "now"
+                | "velocity.cardholder"
+                | "history"
+                | "history.card"
         )
     }
 
@@ -164,6 +181,7 @@ impl Schema for Auth {
     fn bool(ctx: &Context<'_>, f: AuthBool) -> bool {
         match f {
             AuthBool::IsAmountControllable => ctx.auth.is_amount_controllable,
+            AuthBool::NewMerchant => ctx.spend.signals().new_merchant,
         }
     }
     #[inline]
@@ -196,6 +214,7 @@ pub(crate) enum StrField {
     ExpiryCheck,
     AddressPostalCodeCheck,
     ThreeDSecure,
+    LastCountry,
 }
 
 impl StrField {
@@ -224,6 +243,7 @@ impl StrField {
             StrField::ExpiryCheck => a.verification.expiry_check,
             StrField::AddressPostalCodeCheck => a.verification.address_postal_code_check,
             StrField::ThreeDSecure => a.verification.three_d_secure,
+            StrField::LastCountry => ctx.spend.signals().last_country(),
         }
     }
 }
@@ -240,6 +260,40 @@ pub(crate) enum IntField {
     VelocityDay,
     NowHour,
     NowWeekday,
+    Signal(Signal),
+}
+
+/// The integer behavioural signals (`decision::Signals`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    CardholderCount1h,
+    CardholderCount24h,
+    CardAmount24h,
+    CardDeclines1h,
+    CardDeclines24h,
+    DistinctMerchants1h,
+    FirstSeen,
+    AmountAvg30d,
+    AmountMax30d,
+    SecondsSinceLast,
+}
+
+impl Signal {
+    #[inline]
+    fn get(self, s: &crate::decision::Signals) -> i64 {
+        match self {
+            Signal::CardholderCount1h => s.cardholder_count_1h,
+            Signal::CardholderCount24h => s.cardholder_count_24h,
+            Signal::CardAmount24h => s.card_amount_24h,
+            Signal::CardDeclines1h => s.card_declines_1h,
+            Signal::CardDeclines24h => s.card_declines_24h,
+            Signal::DistinctMerchants1h => s.card_distinct_merchants_1h,
+            Signal::FirstSeen => s.first_seen,
+            Signal::AmountAvg30d => s.amount_avg_30d,
+            Signal::AmountMax30d => s.amount_max_30d,
+            Signal::SecondsSinceLast => s.seconds_since_last,
+        }
+    }
 }
 
 impl IntField {
@@ -257,6 +311,7 @@ impl IntField {
             IntField::NowHour => ctx.now.rem_euclid(86_400) / 3_600,
             // 1970-01-01 was a Thursday (4); 0 = Sunday.
             IntField::NowWeekday => (ctx.now.div_euclid(86_400) + 4).rem_euclid(7),
+            IntField::Signal(s) => s.get(ctx.spend.signals()),
         }
     }
 }

@@ -28,7 +28,10 @@ use std::path::{Path, PathBuf};
 
 pub use crate::config::Durability;
 pub use crate::journal::{LoggedDecision, Write};
-pub use read::{cardholder_of, read_decision_log, read_facts};
+pub use read::{
+    DecisionFilter, cardholder_of, count_decisions, for_each_decision, read_decision_blobs,
+    read_decision_log, read_facts, rebuild_signals,
+};
 pub use schema::{MIGRATIONS, open_for_approvals};
 pub use writer::Store;
 

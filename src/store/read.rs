@@ -1,13 +1,17 @@
 //! Read-only access for the CLI, the backtest and the start-up rebuild: readers
 //! open their own connection (WAL: they never block the writer).
 
+use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::schema::integrity;
+use super::schema::{EXACT_REPLAY_VERSION, integrity};
 use super::{LoggedDecision, StoreError, sqlite};
+use crate::journal::seen::Seen;
 use crate::ledger::Fact;
+use crate::signals::{self, SignalSource, SignalState};
 
 fn read_only(path: &Path) -> Result<Connection, StoreError> {
     if !path.exists() {
@@ -63,56 +67,197 @@ pub fn cardholder_of(path: &Path, card: &str) -> Result<Option<String>, StoreErr
     .map_err(sqlite(path))
 }
 
-/// [`Store::decision_log`] of the database at `path`, read-only without the writer
-/// (for `cardgate backtest`, which may run beside a live server).
+/// Which decision-log rows a reader wants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecisionFilter {
+    /// Decided at or after (Unix seconds).
+    pub since: Option<i64>,
+    /// Decided before (Unix seconds).
+    pub until: Option<i64>,
+    /// Only this cardholder's rows.
+    pub cardholder: Option<String>,
+}
+
+/// [`Store::decision_log`] of the database at `path`, read-only without the writer,
+/// all rows in memory (tests, small logs; the backtest streams with
+/// [`for_each_decision`]).
 pub fn read_decision_log(
     path: &Path,
     since: Option<i64>,
 ) -> Result<Vec<LoggedDecision>, StoreError> {
-    read_decisions(path, since)
+    let mut out = Vec::new();
+    let filter = DecisionFilter {
+        since,
+        ..DecisionFilter::default()
+    };
+    for_each_decision(path, &filter, |row| {
+        out.push(row);
+        ControlFlow::Continue(())
+    })?;
+    Ok(out)
 }
 
-pub(super) fn read_decisions(
+/// How many rows [`for_each_decision`] would visit (for progress output).
+pub fn count_decisions(path: &Path, filter: &DecisionFilter) -> Result<u64, StoreError> {
+    let conn = read_only(path)?;
+    conn.query_row(
+        "SELECT COUNT(*) FROM decisions
+         WHERE decided_at >= ?1 AND decided_at < ?2 AND (?3 IS NULL OR cardholder = ?3)",
+        params![
+            filter.since.unwrap_or(i64::MIN),
+            filter.until.unwrap_or(i64::MAX),
+            filter.cardholder
+        ],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| u64::try_from(n).unwrap_or(0))
+    .map_err(sqlite(path))
+}
+
+/// Streams the decision-log rows of the database at `path` that pass `filter`,
+/// oldest first, read-only (it may run beside a live server); `f` stops it early
+/// with `Break`. Memory stays one row whatever the log's size. A file written
+/// before exact replay gives every row format 0.
+pub fn for_each_decision(
     path: &Path,
-    since: Option<i64>,
-) -> Result<Vec<LoggedDecision>, StoreError> {
+    filter: &DecisionFilter,
+    mut f: impl FnMut(LoggedDecision) -> ControlFlow<()>,
+) -> Result<(), StoreError> {
     let conn = read_only(path)?;
     let err = sqlite(path);
+    let exact = schema_version(&conn, path)? >= EXACT_REPLAY_VERSION;
+    let sql = format!(
+        "SELECT id, event_id, authorization_id, card, cardholder, amount, currency,
+                merchant_category, merchant_mcc, merchant_country, merchant_name,
+                approved, approved_amount, reason, rule, ruleset, latency_us,
+                decided_at, event_json, spend_json, shadow_rules, {}
+         FROM decisions
+         WHERE decided_at >= ?1 AND decided_at < ?2 AND (?3 IS NULL OR cardholder = ?3)
+         ORDER BY id",
+        if exact { "format, seen" } else { "0, NULL" }
+    );
+    let mut stmt = conn.prepare(&sql).map_err(&err)?;
+    let mut rows = stmt
+        .query(params![
+            filter.since.unwrap_or(i64::MIN),
+            filter.until.unwrap_or(i64::MAX),
+            filter.cardholder
+        ])
+        .map_err(&err)?;
+    while let Some(r) = rows.next().map_err(&err)? {
+        let row = LoggedDecision {
+            id: r.get(0).map_err(&err)?,
+            event_id: r.get(1).map_err(&err)?,
+            authorization_id: r.get(2).map_err(&err)?,
+            card: r.get(3).map_err(&err)?,
+            cardholder: r.get(4).map_err(&err)?,
+            amount: r.get(5).map_err(&err)?,
+            currency: r.get(6).map_err(&err)?,
+            merchant_category: r.get(7).map_err(&err)?,
+            merchant_mcc: r.get(8).map_err(&err)?,
+            merchant_country: r.get(9).map_err(&err)?,
+            merchant_name: r.get(10).map_err(&err)?,
+            approved: r.get(11).map_err(&err)?,
+            approved_amount: r.get(12).map_err(&err)?,
+            reason: r.get(13).map_err(&err)?,
+            rule: r.get(14).map_err(&err)?,
+            ruleset: r.get(15).map_err(&err)?,
+            latency_us: r.get(16).map_err(&err)?,
+            decided_at: r.get(17).map_err(&err)?,
+            event_json: r.get(18).map_err(&err)?,
+            spend_json: r.get(19).map_err(&err)?,
+            shadow_rules: r.get(20).map_err(&err)?,
+            format: r.get(21).map_err(&err)?,
+            seen: r
+                .get::<_, Option<Vec<u8>>>(22)
+                .map_err(&err)?
+                .unwrap_or_default(),
+            blobs: Vec::new(),
+        };
+        if f(row).is_break() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Every body the decision log names by hash (program controls, overrides); empty
+/// for a file written before exact replay.
+pub fn read_decision_blobs(path: &Path) -> Result<HashMap<i64, Vec<u8>>, StoreError> {
+    let conn = read_only(path)?;
+    if schema_version(&conn, path)? < EXACT_REPLAY_VERSION {
+        return Ok(HashMap::new());
+    }
+    let err = sqlite(path);
     let mut stmt = conn
-        .prepare(
-            "SELECT id, event_id, authorization_id, card, cardholder, amount, currency,
-                    merchant_category, merchant_mcc, merchant_country, merchant_name,
-                    approved, approved_amount, reason, rule, ruleset, latency_us,
-                    decided_at, event_json, spend_json, shadow_rules
-             FROM decisions WHERE decided_at >= ?1 ORDER BY id",
-        )
+        .prepare("SELECT hash, body FROM decision_blobs")
         .map_err(&err)?;
     let rows = stmt
-        .query_map(params![since.unwrap_or(i64::MIN)], |r| {
-            Ok(LoggedDecision {
-                id: r.get(0)?,
-                event_id: r.get(1)?,
-                authorization_id: r.get(2)?,
-                card: r.get(3)?,
-                cardholder: r.get(4)?,
-                amount: r.get(5)?,
-                currency: r.get(6)?,
-                merchant_category: r.get(7)?,
-                merchant_mcc: r.get(8)?,
-                merchant_country: r.get(9)?,
-                merchant_name: r.get(10)?,
-                approved: r.get(11)?,
-                approved_amount: r.get(12)?,
-                reason: r.get(13)?,
-                rule: r.get(14)?,
-                ruleset: r.get(15)?,
-                latency_us: r.get(16)?,
-                decided_at: r.get(17)?,
-                event_json: r.get(18)?,
-                spend_json: r.get(19)?,
-                shadow_rules: r.get(20)?,
-            })
-        })
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
         .map_err(&err)?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(&err)
+    rows.collect::<Result<HashMap<_, _>, _>>().map_err(&err)
+}
+
+fn schema_version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sqlite(path))
+}
+
+/// Rebuilds the behavioural signals from the decision log at `path`: each card's
+/// first decision, then the last `signals::DAYS` days of decisions before `now`,
+/// in log order — what an uninterrupted run would hold. Returns the rows replayed.
+pub fn rebuild_signals(path: &Path, state: &SignalState, now: i64) -> Result<usize, StoreError> {
+    let conn = read_only(path)?;
+    let err = sqlite(path);
+    let mut first = conn
+        .prepare("SELECT card, MIN(decided_at) FROM decisions GROUP BY card")
+        .map_err(&err)?;
+    let mut rows = first.query([]).map_err(&err)?;
+    while let Some(r) = rows.next().map_err(&err)? {
+        let card: String = r.get(0).map_err(&err)?;
+        state.first_seen(&card, r.get(1).map_err(&err)?);
+    }
+    let exact = schema_version(&conn, path)? >= EXACT_REPLAY_VERSION;
+    let sql = format!(
+        "SELECT card, cardholder, amount, approved, approved_amount, merchant_country,
+                merchant_name, decided_at, {}
+         FROM decisions WHERE decided_at >= ?1 ORDER BY id",
+        if exact { "seen" } else { "NULL" }
+    );
+    let mut stmt = conn.prepare(&sql).map_err(&err)?;
+    let mut rows = stmt
+        .query(params![now - signals::DAYS * 86_400])
+        .map_err(&err)?;
+    let mut n = 0;
+    while let Some(r) = rows.next().map_err(&err)? {
+        let card: String = r.get(0).map_err(&err)?;
+        let cardholder: String = r.get(1).map_err(&err)?;
+        let country: String = r.get(5).map_err(&err)?;
+        let name: String = r.get(6).map_err(&err)?;
+        let seen = r
+            .get::<_, Option<Vec<u8>>>(8)
+            .map_err(&err)?
+            .and_then(|b| Seen::decode(&b).ok());
+        // Rows from before the replay record lack the merchant's network id: keyed
+        // by name, as the signals would for a merchant without one.
+        let (merchant, at) = match &seen {
+            Some(s) => (s.merchant, s.now),
+            None => (signals::merchant_key(&name), r.get(7).map_err(&err)?),
+        };
+        let approved: bool = r.get(3).map_err(&err)?;
+        state.note(&signals::Observation {
+            key: signals::Key {
+                card: &card,
+                cardholder: &cardholder,
+                merchant,
+            },
+            country: signals::country(&country),
+            amount: r.get(2).map_err(&err)?,
+            approved_amount: r.get(4).map_err(&err)?,
+            declined: !approved,
+            now: at,
+        });
+        n += 1;
+    }
+    Ok(n)
 }

@@ -138,7 +138,19 @@ pub const MIGRATIONS: &[&str] = &[
          used_at    INTEGER,
          used_by    TEXT
      );",
+    // 4: exact replay (issue 16). `format` says how `seen` is encoded (0: a row
+    // written before exact replay, replayed approximately); `seen` is what the
+    // decision saw beyond its event body (`journal::seen`); the bodies it names by
+    // hash (program controls, overrides) are stored once each.
+    "ALTER TABLE decisions ADD COLUMN format INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE decisions ADD COLUMN seen BLOB;
+     CREATE TABLE decision_blobs (hash INTEGER PRIMARY KEY, body BLOB NOT NULL);",
 ];
+
+/// The first schema version with the exact-replay columns (`format`, `seen`) and
+/// `decision_blobs`; readers of older files (opened read-only, never migrated)
+/// see every row as approximate.
+pub(super) const EXACT_REPLAY_VERSION: i64 = 4;
 
 /// Opens the file read-write, checks it, migrates it and proves it writable.
 pub(super) fn open_checked(path: &Path, durability: Durability) -> Result<Connection, StoreError> {

@@ -45,6 +45,9 @@ fn row(id: &str, decided_at: i64) -> LoggedDecision {
         event_json: br#"{"id":"evt"}"#.to_vec(),
         spend_json: r#"{"card":{}}"#.into(),
         shadow_rules: None,
+        format: 0,
+        seen: Vec::new(),
+        blobs: Vec::new(),
     }
 }
 

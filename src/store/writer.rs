@@ -2,6 +2,7 @@
 //! is queued (up to `MAX_BATCH`), commits it in one transaction and answers every
 //! waiter of the batch (group commit). Implements the pipeline's [`Journal`].
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc;
@@ -11,7 +12,7 @@ use std::time::Instant;
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
-use super::read::{read_decisions, read_facts};
+use super::read::{read_decision_log, read_facts};
 use super::schema::open_checked;
 use super::{Durability, FILE_NAME, LoggedDecision, MAX_BATCH, StoreError, Write};
 use crate::journal::{Committed, Journal, JournalError};
@@ -127,7 +128,7 @@ impl Store {
     /// Decision log rows decided at or after `since` (Unix seconds; all when
     /// `None`), oldest first. For the backtest.
     pub fn decision_log(&self, since: Option<i64>) -> Result<Vec<LoggedDecision>, StoreError> {
-        read_decisions(&self.path, since)
+        read_decision_log(&self.path, since)
     }
 
     /// Stops the writer after it committed everything queued.
@@ -172,6 +173,8 @@ impl Drop for Store {
 // === the writer thread ===
 
 fn writer_loop(mut conn: Connection, rx: &mpsc::Receiver<Job>, path: &Path) {
+    // Blob hashes known to be committed: each body is written once, not per row.
+    let mut stored: HashSet<i64> = HashSet::new();
     // Ends when every sender is gone (Store dropped) and the queue is drained.
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -186,7 +189,7 @@ fn writer_loop(mut conn: Connection, rx: &mpsc::Receiver<Job>, path: &Path) {
             }
         }
         let start = Instant::now();
-        let result = commit_batch(&mut conn, &batch).map_err(|e| e.to_string());
+        let result = commit_batch(&mut conn, &batch, &mut stored).map_err(|e| e.to_string());
         metrics::histogram!(m::STORE_COMMIT_DURATION).record(start.elapsed().as_secs_f64());
         #[expect(
             clippy::cast_precision_loss,
@@ -206,9 +209,16 @@ fn writer_loop(mut conn: Connection, rx: &mpsc::Receiver<Job>, path: &Path) {
     }
 }
 
-fn commit_batch(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<()> {
+fn commit_batch(
+    conn: &mut Connection,
+    batch: &[Job],
+    stored: &mut HashSet<i64>,
+) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
+    let mut new_blobs = Vec::new();
     {
+        let mut blob_stmt =
+            tx.prepare_cached("INSERT OR IGNORE INTO decision_blobs (hash, body) VALUES (?1, ?2)")?;
         let mut fact_stmt = tx.prepare_cached(
             "INSERT OR IGNORE INTO ledger_facts (event_id, kind, card, cardholder, record_id, body)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -217,9 +227,9 @@ fn commit_batch(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<()> {
             "INSERT INTO decisions (event_id, authorization_id, card, cardholder, amount, currency,
                  merchant_category, merchant_mcc, merchant_country, merchant_name, approved,
                  approved_amount, reason, rule, ruleset, latency_us, decided_at, event_json,
-                 spend_json, shadow_rules)
+                 spend_json, shadow_rules, format, seen)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18, ?19, ?20)",
+                 ?18, ?19, ?20, ?21, ?22)",
         )?;
         for write in batch.iter().flat_map(|j| &j.writes) {
             match write {
@@ -241,6 +251,12 @@ fn commit_batch(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<()> {
                     ])?;
                 }
                 Write::Decision(d) => {
+                    for (hash, body) in &d.blobs {
+                        if !stored.contains(hash) && !new_blobs.contains(hash) {
+                            blob_stmt.execute(params![hash, &body[..]])?;
+                            new_blobs.push(*hash);
+                        }
+                    }
                     decision_stmt.execute(params![
                         d.event_id,
                         d.authorization_id,
@@ -262,10 +278,14 @@ fn commit_batch(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<()> {
                         d.event_json,
                         d.spend_json,
                         d.shadow_rules,
+                        d.format,
+                        (!d.seen.is_empty()).then_some(&d.seen[..]),
                     ])?;
                 }
             }
         }
     }
-    tx.commit()
+    tx.commit()?;
+    stored.extend(new_blobs);
+    Ok(())
 }

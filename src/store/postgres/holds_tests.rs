@@ -473,6 +473,9 @@ fn logged(event_id: &str, decided_at: i64) -> crate::journal::LoggedDecision {
         event_json: b"{\"id\":\"evt\"}".to_vec(),
         spend_json: "{}".into(),
         shadow_rules: Some("[\"s\"]".into()),
+        format: crate::journal::seen::SEEN_FORMAT,
+        seen: vec![1, 2, 3],
+        blobs: vec![(7, std::sync::Arc::from(&b"program"[..]))],
     }
 }
 
@@ -515,7 +518,19 @@ async fn the_journal_commits_facts_and_decision_rows_and_reads_them_back() {
     assert_eq!(events, ["evt_b", "evt_c"]);
     let mut expected = logged("evt_b", T + 5);
     expected.id = rows[0].id;
+    // Blob bodies are stored once by hash, not per row: read back apart.
+    let blobs = std::mem::take(&mut expected.blobs);
     assert_eq!(rows[0], expected);
+    let client = db.client().await.unwrap();
+    let stored: Vec<u8> = client
+        .query_one(
+            "SELECT body FROM decision_blobs WHERE hash = $1",
+            &[&blobs[0].0],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, &blobs[0].1[..]);
 }
 
 #[tokio::test]

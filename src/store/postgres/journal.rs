@@ -116,9 +116,34 @@ async fn write_batch(db: &Database, jobs: &[Job]) -> Result<(), JournalError> {
         }
     }
     if !rows.is_empty() {
+        insert_blobs(&tx, &rows).await.map_err(|e| fail(&e))?;
         insert_decisions(&tx, &rows).await.map_err(|e| fail(&e))?;
     }
     tx.commit().await.map_err(|e| fail(&e))
+}
+
+/// The bodies the rows' `seen` names by hash, stored once per hash.
+async fn insert_blobs(
+    tx: &tokio_postgres::Transaction<'_>,
+    rows: &[&LoggedDecision],
+) -> Result<u64, tokio_postgres::Error> {
+    let mut hashes = Vec::new();
+    let mut bodies: Vec<&[u8]> = Vec::new();
+    for (hash, body) in rows.iter().flat_map(|r| &r.blobs) {
+        if !hashes.contains(hash) {
+            hashes.push(*hash);
+            bodies.push(body);
+        }
+    }
+    if hashes.is_empty() {
+        return Ok(0);
+    }
+    tx.execute(
+        "INSERT INTO decision_blobs (hash, body)
+         SELECT * FROM unnest($1::bigint[], $2::bytea[]) ON CONFLICT (hash) DO NOTHING",
+        &[&hashes, &bodies],
+    )
+    .await
 }
 
 async fn insert_decisions(
@@ -134,11 +159,12 @@ async fn insert_decisions(
         "INSERT INTO decisions (event_id, authorization_id, card, cardholder, amount, currency,
                 merchant_category, merchant_mcc, merchant_country, merchant_name, approved,
                 approved_amount, reason, rule, ruleset, latency_us, decided_at, event_json,
-                spend_json, shadow_rules)
+                spend_json, shadow_rules, format, seen)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
                 $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bool[],
                 $12::bigint[], $13::text[], $14::text[], $15::text[], $16::bigint[],
-                $17::bigint[], $18::bytea[], $19::text[], $20::text[])",
+                $17::bigint[], $18::bytea[], $19::text[], $20::text[], $21::bigint[],
+                $22::bytea[])",
         &[
             &column!(event_id),
             &column!(authorization_id),
@@ -160,6 +186,11 @@ async fn insert_decisions(
             &column!(event_json),
             &column!(spend_json),
             &column!(shadow_rules),
+            &column!(format),
+            &rows
+                .iter()
+                .map(|r| (!r.seen.is_empty()).then_some(&r.seen[..]))
+                .collect::<Vec<_>>(),
         ],
     )
     .await
@@ -177,7 +208,7 @@ pub async fn read_decisions(
             "SELECT id, event_id, authorization_id, card, cardholder, amount, currency,
                     merchant_category, merchant_mcc, merchant_country, merchant_name,
                     approved, approved_amount, reason, rule, ruleset, latency_us,
-                    decided_at, event_json, spend_json, shadow_rules
+                    decided_at, event_json, spend_json, shadow_rules, format, seen
              FROM decisions WHERE decided_at >= $1 ORDER BY id",
             &[&since.unwrap_or(i64::MIN)],
         )
@@ -207,6 +238,10 @@ pub async fn read_decisions(
                 event_json: r.try_get(18)?,
                 spend_json: r.try_get(19)?,
                 shadow_rules: r.try_get(20)?,
+                format: r.try_get(21)?,
+                seen: r.try_get::<_, Option<Vec<u8>>>(22)?.unwrap_or_default(),
+                // Read by hash from `decision_blobs` when a reader needs them.
+                blobs: Vec::new(),
             })
         })
         .collect::<Result<_, tokio_postgres::Error>>()

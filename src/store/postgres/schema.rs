@@ -119,6 +119,13 @@ pub const MIGRATIONS: &[&str] = &[
     // 2: the ledger (facts, per-authorization records, answered requests), the
     // decision log, and the functions that decide holds in the database.
     super::ledger_schema::LEDGER,
+    // 3: exact replay (issue 16), as SQLite's migration 4: `format` says how `seen`
+    // is encoded (0: written before exact replay); `seen` is what the decision saw
+    // beyond its event body (`journal::seen`); bodies it names by hash are stored
+    // once in `decision_blobs`.
+    "ALTER TABLE decisions ADD COLUMN format BIGINT NOT NULL DEFAULT 0;
+     ALTER TABLE decisions ADD COLUMN seen BYTEA;
+     CREATE TABLE decision_blobs (hash BIGINT PRIMARY KEY, body BYTEA NOT NULL);",
 ];
 
 /// The advisory-lock key migrations run under (any constant every cardgate

@@ -9,8 +9,11 @@
 //! knows SQL. *Why a trait:* a second backend (`PostgreSQL` for replicas) is an added
 //! module, and the pipeline can be driven in tests and benches without a database.
 
+pub mod seen;
+
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 pub use crate::config::Durability;
 use crate::ledger::Fact;
@@ -62,6 +65,17 @@ pub struct LoggedDecision {
     /// Shadow rules that matched, as a JSON array of names; `None` when none did
     /// (or the rules were not reached).
     pub shadow_rules: Option<String>,
+    /// How `seen` is encoded: [`seen::SEEN_FORMAT`] for an exact replay record,
+    /// [`seen::LEGACY_FORMAT`] (0) for rows written before it existed (the backtest
+    /// replays those from `spend_json` and reports them as approximate).
+    pub format: i64,
+    /// What the decision saw beyond its event body ([`seen::Seen::encode`]); empty
+    /// for a fallback answer or a legacy row.
+    pub seen: Vec<u8>,
+    /// Bodies `seen` names by hash — program controls, overrides — as
+    /// `(seen::blob_hash(body), body)`. Stored once per hash (not per row) in the
+    /// store's blob table; the backtest reads them back by hash.
+    pub blobs: Vec<(i64, Arc<[u8]>)>,
 }
 
 /// One queued write.
