@@ -1,6 +1,8 @@
 //! `cardgate backtest`: replay the recorded decisions (the store's decision log, or
 //! a JSONL file) through a candidate rules file; the report goes to stdout as a
-//! table or as JSON, progress to stderr.
+//! table or as JSON, progress to stderr. The store's log is read through
+//! [`DecisionLog`]: the SQLite file of the data directory, or PostgreSQL when
+//! `CARDGATE_DATABASE_URL` / `[store] url` is set; both stream.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -35,6 +37,93 @@ pub(super) struct Options {
     pub data_dir: Option<PathBuf>,
     pub log: Option<PathBuf>,
     pub config: PathBuf,
+}
+
+/// A decision log the backtest can stream: what it needs of a store.
+trait DecisionLog {
+    /// How the report names the source.
+    fn name(&self) -> String;
+    /// The bodies rows name by hash.
+    fn blobs(&self) -> anyhow::Result<HashMap<i64, Vec<u8>>>;
+    /// Rows `filter` passes (progress; `None` if unknown).
+    fn count(&self, filter: &DecisionFilter) -> Option<u64>;
+    /// Streams rows `filter` passes, oldest first; `f` may stop early.
+    fn for_each(
+        &self,
+        filter: &DecisionFilter,
+        f: &mut dyn FnMut(crate::journal::LoggedDecision) -> ControlFlow<()>,
+    ) -> anyhow::Result<()>;
+}
+
+/// The SQLite file of a data directory.
+struct SqliteLog(PathBuf);
+
+impl DecisionLog for SqliteLog {
+    fn name(&self) -> String {
+        self.0.display().to_string()
+    }
+
+    fn blobs(&self) -> anyhow::Result<HashMap<i64, Vec<u8>>> {
+        Ok(store::read_decision_blobs(&self.0)?)
+    }
+
+    fn count(&self, filter: &DecisionFilter) -> Option<u64> {
+        store::count_decisions(&self.0, filter).ok()
+    }
+
+    fn for_each(
+        &self,
+        filter: &DecisionFilter,
+        f: &mut dyn FnMut(crate::journal::LoggedDecision) -> ControlFlow<()>,
+    ) -> anyhow::Result<()> {
+        Ok(store::for_each_decision(&self.0, filter, f)?)
+    }
+}
+
+/// The shared PostgreSQL database, read on a runtime of its own.
+struct SharedLog {
+    runtime: tokio::runtime::Runtime,
+    db: store::Database,
+}
+
+impl DecisionLog for SharedLog {
+    fn name(&self) -> String {
+        self.db.name().to_string()
+    }
+
+    fn blobs(&self) -> anyhow::Result<HashMap<i64, Vec<u8>>> {
+        self.runtime
+            .block_on(store::read_shared_decision_blobs(&self.db))
+            .map_err(anyhow::Error::msg)
+    }
+
+    fn count(&self, filter: &DecisionFilter) -> Option<u64> {
+        self.runtime
+            .block_on(store::count_shared_decisions(&self.db, filter))
+            .ok()
+    }
+
+    fn for_each(
+        &self,
+        filter: &DecisionFilter,
+        f: &mut dyn FnMut(crate::journal::LoggedDecision) -> ControlFlow<()>,
+    ) -> anyhow::Result<()> {
+        self.runtime
+            .block_on(store::for_each_shared_decision(&self.db, filter, f))
+            .map_err(anyhow::Error::msg)
+    }
+}
+
+/// The configured store's decision log.
+fn open_log(config: &crate::config::Config) -> anyhow::Result<Box<dyn DecisionLog>> {
+    Ok(match &config.store.url {
+        Some(url) => {
+            let runtime = super::runtime()?;
+            let db = runtime.block_on(store::Database::connect(url))?;
+            Box::new(SharedLog { runtime, db })
+        }
+        None => Box::new(SqliteLog(config.store.data_dir.join(store::FILE_NAME))),
+    })
 }
 
 /// Prints progress about once a second, only for replays long enough to need it.
@@ -78,14 +167,13 @@ pub(super) fn run(o: &Options) -> anyhow::Result<ExitCode> {
             .keep_all_changes(o.format == Format::Json);
         replay_jsonl(log, o, limit, &mut replay, &mut progress)?;
         (log.display().to_string(), replay.finish())
-    } else if let Some(url) = &config.store.url {
-        replay_shared(url, &set, &config, o, limit, &mut progress)?
     } else {
-        let path = config.store.data_dir.join(store::FILE_NAME);
-        let read = |e| format!("reading the decision log of {}: {e}", path.display());
-        let blobs = store::read_decision_blobs(&path).map_err(|e| anyhow::anyhow!(read(e)))?;
+        let log = open_log(&config)?;
+        let read =
+            |e: anyhow::Error| anyhow::anyhow!("reading the decision log of {}: {e:#}", log.name());
+        let blobs = log.blobs().map_err(read)?;
         let cardholder = match &o.card {
-            Some(card) => Some(cardholder_of(&path, card)?),
+            Some(card) => Some(cardholder_of(&*log, card)?),
             None => None,
         };
         let filter = DecisionFilter {
@@ -93,12 +181,12 @@ pub(super) fn run(o: &Options) -> anyhow::Result<ExitCode> {
             until: o.until,
             cardholder,
         };
-        progress.total = store::count_decisions(&path, &filter).ok();
+        progress.total = log.count(&filter);
         let mut replay = Replay::new(&set, &config.program, blobs)
             .only_card(o.card.clone())
             .keep_all_changes(o.format == Format::Json);
         let mut index = 0;
-        store::for_each_decision(&path, &filter, |row| {
+        log.for_each(&filter, &mut |row| {
             let counted = o.card.as_ref().is_none_or(|c| *c == row.card);
             if counted && replay.seen() >= limit {
                 return ControlFlow::Break(());
@@ -108,8 +196,8 @@ pub(super) fn run(o: &Options) -> anyhow::Result<ExitCode> {
             progress.tick(replay.seen());
             ControlFlow::Continue(())
         })
-        .map_err(|e| anyhow::anyhow!(read(e)))?;
-        (path.display().to_string(), replay.finish())
+        .map_err(read)?;
+        (log.name(), replay.finish())
     };
     match o.format {
         Format::Json => println!("{}", report.to_json()),
@@ -146,69 +234,19 @@ pub(super) fn run(o: &Options) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The decision log in PostgreSQL (`[store] url`), as the replicas wrote it.
-/// Rows are read in one query, ordered by id (the order the database committed
-/// them), then filtered like the SQLite path; unlike that path they are held in
-/// memory, so a very long log wants `--since`/`--until`.
-fn replay_shared(
-    url: &str,
-    set: &RuleSet,
-    config: &crate::config::Config,
-    o: &Options,
-    limit: usize,
-    progress: &mut Progress,
-) -> anyhow::Result<(String, crate::rules::backtest::Report)> {
-    let (name, rows, blobs) = super::runtime()?.block_on(async {
-        let db = store::Database::connect(url).await?;
-        let read = |e: String| anyhow::anyhow!("reading the decision log of {}: {e}", db.name());
-        let rows = store::read_shared_decisions(&db, o.since)
-            .await
-            .map_err(read)?;
-        let blobs = store::read_shared_blobs(&db).await.map_err(read)?;
-        anyhow::Ok((db.name().to_string(), rows, blobs))
-    })?;
-    let cardholder = match &o.card {
-        Some(card) => Some(
-            rows.iter()
-                .find(|r| r.card == *card)
-                .map(|r| r.cardholder.clone())
-                .with_context(|| format!("no decision of card {card} in {name}"))?,
-        ),
-        None => None,
-    };
-    let rows: Vec<_> = rows
-        .into_iter()
-        .filter(|r| o.until.is_none_or(|u| r.decided_at < u))
-        .filter(|r| cardholder.as_ref().is_none_or(|c| *c == r.cardholder))
-        .collect();
-    progress.total = u64::try_from(rows.len()).ok();
-    let mut replay = Replay::new(set, &config.program, blobs)
-        .only_card(o.card.clone())
-        .keep_all_changes(o.format == Format::Json);
-    for (index, row) in rows.iter().enumerate() {
-        let counted = o.card.as_ref().is_none_or(|c| *c == row.card);
-        if counted && replay.seen() >= limit {
-            break;
-        }
-        replay.push_logged(index, row);
-        progress.tick(replay.seen());
-    }
-    Ok((name, replay.finish()))
-}
-
 /// The cardholder of `card` from the decision log, so `--card` replays the
 /// cardholder's other cards too (their changes move its cardholder-wide spend).
-fn cardholder_of(path: &Path, card: &str) -> anyhow::Result<String> {
+fn cardholder_of(log: &dyn DecisionLog, card: &str) -> anyhow::Result<String> {
     let mut found = None;
     let filter = DecisionFilter::default();
-    store::for_each_decision(path, &filter, |row| {
+    log.for_each(&filter, &mut |row| {
         if row.card == card {
             found = Some(row.cardholder);
             return ControlFlow::Break(());
         }
         ControlFlow::Continue(())
     })?;
-    found.with_context(|| format!("no decision of card {card} in {}", path.display()))
+    found.with_context(|| format!("no decision of card {card} in {}", log.name()))
 }
 
 fn replay_jsonl(

@@ -19,8 +19,9 @@
 //! server-side `statement_timeout` (at most the deadline, by default equal to it)
 //! makes the database give up a statement nobody waits for any more, so its row
 //! lock on the cardholder is released instead of queueing the next request behind
-//! it. `pool_size` bounds concurrent round trips per replica: replicas ×
-//! `pool_size` must stay below the server's `max_connections`.
+//! it. `pool_size` bounds concurrent round trips per replica (the approvals store
+//! keeps its own small pool of 8 beside it): replicas × (`pool_size` + 8) must stay
+//! below the server's `max_connections`.
 
 use std::path::PathBuf;
 use std::time::Duration;

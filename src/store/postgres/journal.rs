@@ -9,10 +9,14 @@
 //! committed by the reserve itself). A batch that fails is logged and dropped:
 //! waiters get the error; decision rows are a log, not the ledger.
 
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Database, error_text};
 use crate::journal::{Committed, Durability, Journal, JournalError, LoggedDecision, Write};
+use crate::store::DecisionFilter;
 
 /// Writes a batch may hold at most: bounds one statement's size.
 const BATCH: usize = 512;
@@ -196,65 +200,100 @@ async fn insert_decisions(
     .await
 }
 
-/// The decision log, oldest first, optionally from `since` (Unix seconds) on:
-/// what `cardgate backtest` replays.
+/// The columns [`decision_of`] reads, in its order.
+const DECISION_COLUMNS: &str = "id, event_id, authorization_id, card, cardholder, amount, currency,
+    merchant_category, merchant_mcc, merchant_country, merchant_name, approved,
+    approved_amount, reason, rule, ruleset, latency_us, decided_at, event_json, spend_json,
+    shadow_rules, format, seen";
+
+/// Rows a streaming read fetches per round trip: bounds memory whatever the log's size.
+const PAGE: i32 = 1000;
+
+/// The decision log, oldest first, optionally from `since` (Unix seconds) on,
+/// all rows in memory (tests, small logs; the backtest streams with
+/// [`for_each_decision`]).
 pub async fn read_decisions(
     db: &Database,
     since: Option<i64>,
 ) -> Result<Vec<LoggedDecision>, String> {
+    let mut out = Vec::new();
+    let filter = DecisionFilter {
+        since,
+        ..DecisionFilter::default()
+    };
+    for_each_decision(db, &filter, |row| {
+        out.push(row);
+        ControlFlow::Continue(())
+    })
+    .await?;
+    Ok(out)
+}
+
+/// How many rows [`for_each_decision`] would visit (progress output).
+pub async fn count_decisions(db: &Database, filter: &DecisionFilter) -> Result<u64, String> {
     let client = db.client().await?;
-    let rows = client
-        .query(
-            "SELECT id, event_id, authorization_id, card, cardholder, amount, currency,
-                    merchant_category, merchant_mcc, merchant_country, merchant_name,
-                    approved, approved_amount, reason, rule, ruleset, latency_us,
-                    decided_at, event_json, spend_json, shadow_rules, format, seen
-             FROM decisions WHERE decided_at >= $1 ORDER BY id",
-            &[&since.unwrap_or(i64::MIN)],
+    let row = client
+        .query_one(
+            "SELECT COUNT(*) FROM decisions
+             WHERE decided_at >= $1 AND decided_at < $2 AND ($3::text IS NULL OR cardholder = $3)",
+            &[
+                &filter.since.unwrap_or(i64::MIN),
+                &filter.until.unwrap_or(i64::MAX),
+                &filter.cardholder,
+            ],
         )
         .await
         .map_err(|e| error_text(&e))?;
-    rows.iter()
-        .map(|r| {
-            Ok(LoggedDecision {
-                id: r.try_get(0)?,
-                event_id: r.try_get(1)?,
-                authorization_id: r.try_get(2)?,
-                card: r.try_get(3)?,
-                cardholder: r.try_get(4)?,
-                amount: r.try_get(5)?,
-                currency: r.try_get(6)?,
-                merchant_category: r.try_get(7)?,
-                merchant_mcc: r.try_get(8)?,
-                merchant_country: r.try_get(9)?,
-                merchant_name: r.try_get(10)?,
-                approved: r.try_get(11)?,
-                approved_amount: r.try_get(12)?,
-                reason: r.try_get(13)?,
-                rule: r.try_get(14)?,
-                ruleset: r.try_get(15)?,
-                latency_us: r.try_get(16)?,
-                decided_at: r.try_get(17)?,
-                event_json: r.try_get(18)?,
-                spend_json: r.try_get(19)?,
-                shadow_rules: r.try_get(20)?,
-                format: r.try_get(21)?,
-                seen: r.try_get::<_, Option<Vec<u8>>>(22)?.unwrap_or_default(),
-                // Read by hash from `decision_blobs` when a reader needs them.
-                blobs: Vec::new(),
-            })
-        })
-        .collect::<Result<_, tokio_postgres::Error>>()
-        .map_err(|e| error_text(&e))
+    let n: i64 = row.try_get(0).map_err(|e| error_text(&e))?;
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
-/// The bodies decision rows name by hash (`journal::seen`), for the backtest.
-///
-/// # Errors
-/// The database cannot be read.
-pub async fn read_decision_blobs(
+/// Streams the decision-log rows that pass `filter`, oldest first, [`PAGE`] rows
+/// per round trip through a cursor (one read-only transaction, so it may run
+/// beside live replicas); `f` stops it early with `Break`. The twin of SQLite's
+/// `store::for_each_decision`.
+pub async fn for_each_decision(
     db: &Database,
-) -> Result<std::collections::HashMap<i64, Vec<u8>>, String> {
+    filter: &DecisionFilter,
+    mut f: impl FnMut(LoggedDecision) -> ControlFlow<()>,
+) -> Result<(), String> {
+    let fail = |e: tokio_postgres::Error| error_text(&e);
+    let mut client = db.client().await?;
+    let tx = client
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .await
+        .map_err(fail)?;
+    let stmt = tx
+        .prepare(&format!(
+            "SELECT {DECISION_COLUMNS} FROM decisions
+             WHERE decided_at >= $1 AND decided_at < $2 AND ($3::text IS NULL OR cardholder = $3)
+             ORDER BY id"
+        ))
+        .await
+        .map_err(fail)?;
+    let since = filter.since.unwrap_or(i64::MIN);
+    let until = filter.until.unwrap_or(i64::MAX);
+    let portal = tx
+        .bind(&stmt, &[&since, &until, &filter.cardholder])
+        .await
+        .map_err(fail)?;
+    loop {
+        let rows = tx.query_portal(&portal, PAGE).await.map_err(fail)?;
+        for r in &rows {
+            if f(decision_of(r).map_err(fail)?).is_break() {
+                return Ok(());
+            }
+        }
+        if rows.len() < usize::try_from(PAGE).unwrap_or(0) {
+            return Ok(());
+        }
+    }
+}
+
+/// Every body the decision log names by hash (program controls, overrides).
+pub async fn read_decision_blobs(db: &Database) -> Result<HashMap<i64, Vec<u8>>, String> {
     let client = db.client().await?;
     let rows = client
         .query("SELECT hash, body FROM decision_blobs", &[])
@@ -264,4 +303,34 @@ pub async fn read_decision_blobs(
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect::<Result<_, tokio_postgres::Error>>()
         .map_err(|e| error_text(&e))
+}
+
+fn decision_of(r: &tokio_postgres::Row) -> Result<LoggedDecision, tokio_postgres::Error> {
+    Ok(LoggedDecision {
+        id: r.try_get(0)?,
+        event_id: r.try_get(1)?,
+        authorization_id: r.try_get(2)?,
+        card: r.try_get(3)?,
+        cardholder: r.try_get(4)?,
+        amount: r.try_get(5)?,
+        currency: r.try_get(6)?,
+        merchant_category: r.try_get(7)?,
+        merchant_mcc: r.try_get(8)?,
+        merchant_country: r.try_get(9)?,
+        merchant_name: r.try_get(10)?,
+        approved: r.try_get(11)?,
+        approved_amount: r.try_get(12)?,
+        reason: r.try_get(13)?,
+        rule: r.try_get(14)?,
+        ruleset: r.try_get(15)?,
+        latency_us: r.try_get(16)?,
+        decided_at: r.try_get(17)?,
+        event_json: r.try_get(18)?,
+        spend_json: r.try_get(19)?,
+        shadow_rules: r.try_get(20)?,
+        format: r.try_get(21)?,
+        seen: r.try_get::<_, Option<Vec<u8>>>(22)?.unwrap_or_default(),
+        // Read by hash from `decision_blobs` when a reader needs them.
+        blobs: Vec::new(),
+    })
 }

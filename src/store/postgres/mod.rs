@@ -51,7 +51,9 @@ use tokio_postgres::config::Host;
 
 pub use approvals::PgApprovalStore;
 pub use holds::{PgHolds, cardholder_of, read_facts};
-pub use journal::{PgJournal, read_decision_blobs, read_decisions};
+pub use journal::{
+    PgJournal, count_decisions, for_each_decision, read_decision_blobs, read_decisions,
+};
 pub use schema::MIGRATIONS;
 
 use crate::approvals::{Approvals, ApprovalsConfig, Clock, Mode};
