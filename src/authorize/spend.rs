@@ -22,7 +22,7 @@ use crate::ledger::SpendSnapshot;
 use crate::signals;
 
 /// Window time of an authorization: its `created`, or now when Stripe sent none.
-fn at(a: &Authorizer, auth: &AuthRequest<'_>) -> i64 {
+pub(super) fn at(a: &Authorizer, auth: &AuthRequest<'_>) -> i64 {
     if auth.created > 0 {
         auth.created
     } else {
@@ -66,10 +66,9 @@ impl SpendView for Past {
 pub(super) fn snapshot(a: &Authorizer, auth: &AuthRequest<'_>) -> Past {
     Past {
         snapshot: a.ledger.as_ref().map(|l| l.snapshot(auth, at(a, auth))),
-        signals: a
-            .signals
-            .as_ref()
-            .map_or(Signals::NONE, |s| s.read(&signals::Key::of(auth), a.now())),
+        signals: a.signals.as_ref().map_or(Signals::NONE, |s| {
+            s.read(&signals::Key::of(auth), at(a, auth))
+        }),
     }
 }
 
@@ -87,7 +86,7 @@ fn observe(a: &Authorizer, d: &Decided<'_>, decision: &Decision) {
             0
         },
         declined: !decision.approved,
-        now: d.now,
+        now: d.at,
     });
 }
 
@@ -100,6 +99,8 @@ pub(super) struct Decided<'a> {
     pub past: &'a Past,
     /// The clock `decide()` read.
     pub now: i64,
+    /// The window time the snapshot and the signals went by.
+    pub at: i64,
     pub card_override: Option<&'a Controls>,
     pub cardholder_override: Option<&'a Controls>,
     /// An allowance covered this retry.

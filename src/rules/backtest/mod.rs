@@ -444,13 +444,17 @@ impl<'a> Replay<'a> {
         }
         let review_allowed = matches!(&item.recorded, Recorded::Exact(s) if s.review_allowed);
         // The ledger's window time, as `authorize::spend` takes it.
-        let at = if auth.created > 0 { auth.created } else { now };
+        let at = match &item.recorded {
+            Recorded::Exact(s) => s.at,
+            Recorded::Approximate { .. } if auth.created > 0 => auth.created,
+            Recorded::Approximate { .. } => now,
+        };
         let deltas = self
             .deltas
             .get(auth.cardholder.id)
             .map_or(&[][..], |d| &d[..]);
         let run = |deltas: &[Delta]| {
-            let view = View::new(base.clone(), deltas, auth.card.id, at, now);
+            let view = View::new(base.clone(), deltas, auth.card.id, at);
             let ctx = Context::new(&auth, &program, self.candidate, &view, now).with_approvals(
                 card_override.as_deref(),
                 cardholder_override.as_deref(),
@@ -478,7 +482,6 @@ impl<'a> Replay<'a> {
             let delta = Delta {
                 card: auth.card.id.into(),
                 at,
-                now,
                 currency: auth.currency,
                 category: auth.merchant.category.into(),
                 mcc: auth.merchant.category_code.into(),
