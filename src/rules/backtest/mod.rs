@@ -579,3 +579,39 @@ fn outcome(d: &Decision) -> Outcome {
         rule,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn o(approved: bool, amount: Option<i64>, reason: &str) -> Outcome {
+        Outcome {
+            approved,
+            amount,
+            reason: reason.into(),
+            rule: None,
+        }
+    }
+
+    #[test]
+    fn a_recheck_cut_applies_to_the_candidate_only_where_it_wants_more_than_the_room() {
+        let cut_to_3000 = o(true, Some(3000), "spending_limit");
+        let full = o(true, None, "approved");
+        assert_eq!(cut(full.clone(), true, &cut_to_3000), cut_to_3000);
+        assert_eq!(
+            cut(o(true, Some(4000), "rule:cap"), true, &cut_to_3000),
+            cut_to_3000
+        );
+        let small = o(true, Some(2000), "rule:cap");
+        assert_eq!(
+            cut(small.clone(), true, &cut_to_3000),
+            small,
+            "fits the room"
+        );
+        let declined = o(false, None, "rule:x");
+        assert_eq!(cut(declined.clone(), true, &cut_to_3000), declined);
+        let refused = o(false, None, "spending_limit");
+        assert_eq!(cut(full.clone(), true, &refused), refused, "no room at all");
+        assert_eq!(cut(full.clone(), false, &refused), full, "no cut recorded");
+    }
+}
