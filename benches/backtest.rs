@@ -13,8 +13,10 @@
 //!   `decide()` with the candidate, knock-on tracked — once, timed end to end.
 //!   The candidate declines about 1 % of the traffic, so knock-on is exercised.
 //!
-//! Run: `cargo bench --bench backtest` (add `BACKTEST_ROWS=1000000` for the 1 M
-//! figure; it needs about 4 GB of temporary disk, removed afterwards).
+//! Run: `cargo bench --bench backtest`. For the 1 M figure, `BACKTEST_ROWS=1000000`
+//! (about 4 GB of temporary disk, removed afterwards) or, where disk is short,
+//! `BACKTEST_ROWS=100000 BACKTEST_PASSES=10` (the same log replayed ten times in one
+//! replay). `DECIDE_LOOP=…` counts instructions instead (see [`decide_loop`]).
 
 #![allow(
     clippy::unwrap_used,
@@ -130,9 +132,24 @@ fn decide_with_signals(c: &mut Criterion) {
         decide(&ctx).approved,
         "no rule may match: all are evaluated"
     );
+    let bundled_only = RuleSet::from_toml(&bundled).unwrap();
     let mut g = c.benchmark_group("signals");
     g.measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_millis(500));
+    // The same decision without the signal rules, measured in the same run: on a
+    // shared machine the difference is the figure to read.
+    g.bench_function("decide_bundled_only", |b| {
+        b.iter(|| {
+            let ctx = cardgate::decision::Context::new(
+                black_box(&auth),
+                &program,
+                &bundled_only,
+                &spend,
+                NOW,
+            );
+            black_box(decide(&ctx))
+        });
+    });
     g.bench_function("decide_bundled_plus_10_signal_rules", |b| {
         b.iter(|| {
             let ctx =
@@ -242,10 +259,16 @@ fn write_log(dir: &std::path::Path, rows: usize) {
 }
 
 fn backtest_replay() {
-    let rows: usize = std::env::var("BACKTEST_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let rows = env("BACKTEST_ROWS", 100_000);
+    // Passes over the same log, one replay (the knock-on state carries over): a
+    // million replayed rows without a million-row file where disk is short.
+    let passes = env("BACKTEST_PASSES", 1);
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     write_log(dir.path(), rows);
@@ -260,33 +283,86 @@ fn backtest_replay() {
     ))
     .unwrap();
     let program = ProgramControls::default();
+    // Reading alone, for the split between the store and the replay.
+    let started = Instant::now();
+    let mut bytes = 0usize;
+    store::for_each_decision(&path, &DecisionFilter::default(), |row| {
+        bytes += row.event_json.len();
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    let read = started.elapsed();
     let started = Instant::now();
     let blobs: HashMap<i64, Vec<u8>> = store::read_decision_blobs(&path).unwrap();
     let mut replay = Replay::new(&candidate, &program, blobs);
     let mut index = 0;
-    store::for_each_decision(&path, &DecisionFilter::default(), |row| {
-        replay.push_logged(index, &row);
-        index += 1;
-        ControlFlow::Continue(())
-    })
-    .unwrap();
+    for _ in 0..passes {
+        store::for_each_decision(&path, &DecisionFilter::default(), |row| {
+            replay.push_logged(index, &row);
+            index += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    }
     let report = replay.finish();
     let took = started.elapsed();
+    let rows = rows * passes;
     assert_eq!(report.replayed, rows, "{report}");
     #[expect(clippy::cast_precision_loss, reason = "a row count printed as a rate")]
     let rate = rows as f64 / took.as_secs_f64();
     println!(
-        "backtest/replay: {rows} decisions replayed in {:.2} s ({rate:.0}/s; {} changed, {} knock-on; log {} MB written in {:.1} s)",
+        "backtest/replay: {rows} decisions replayed ({passes} pass(es)) in {:.2} s ({rate:.0}/s; \
+         {} changed, {} knock-on; one pass reading alone {:.2} s, {} MB of events; log {} MB \
+         written in {:.1} s)",
         took.as_secs_f64(),
         report.changes.total(),
         report.knock_on.total(),
+        read.as_secs_f64(),
+        bytes / 1_000_000,
         size / 1_000_000,
         written.as_secs_f64()
     );
 }
 
+/// `DECIDE_LOOP=bundled:N` or `signals:N`: N decisions and exit, for counting
+/// instructions under `valgrind --tool=callgrind` (stable on a loaded machine):
+/// (Ir at N − Ir at 0) / N is the cost of one `decide()`.
+fn decide_loop(spec: &str) {
+    let (which, n) = spec.split_once(':').unwrap();
+    let n: u64 = n.parse().unwrap();
+    let bundled =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/rules.toml")).unwrap();
+    let src = if which == "signals" {
+        format!("{bundled}\n{SIGNAL_RULES}")
+    } else {
+        bundled
+    };
+    let set = RuleSet::from_toml(&src).unwrap();
+    let mut body = std::fs::read(FIXTURE).unwrap();
+    let doc = cardgate::stripe::parse_document(&mut body).unwrap();
+    let event = cardgate::stripe::Event::read(&doc).unwrap();
+    let auth = event.authorization_request().unwrap();
+    let program = ProgramControls::default();
+    let spend = Quiet(Signals {
+        first_seen: 90 * 86_400,
+        amount_avg_30d: 3_000,
+        amount_max_30d: 20_000,
+        last_country: *b"US",
+        seconds_since_last: 600,
+        ..Signals::NONE
+    });
+    for _ in 0..n {
+        let ctx = cardgate::decision::Context::new(black_box(&auth), &program, &set, &spend, NOW);
+        black_box(decide(&ctx));
+    }
+}
+
 fn main() {
     cardgate::metrics::install();
+    if let Ok(spec) = std::env::var("DECIDE_LOOP") {
+        decide_loop(&spec);
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
     decide_with_signals(&mut c);
     c.final_summary();

@@ -270,6 +270,7 @@ impl Authorizer {
                 raw,
                 past: &past,
                 now,
+                at: spend::at(self, &auth),
                 card_override: approved.card_override(),
                 cardholder_override: approved.cardholder_override(),
                 review_allowed: approved.allowance.is_some(),

@@ -67,6 +67,7 @@ fn seen_of(a: &Authorizer, d: &Decided<'_>, cut: bool, blobs: &mut Vec<(i64, Arc
     let past = d.past;
     let mut s = Seen {
         now: d.now,
+        at: d.at,
         velocity: past.card_velocity(),
         review_allowed: d.review_allowed,
         recheck_cut: cut,

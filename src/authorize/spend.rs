@@ -22,7 +22,7 @@ use crate::ledger::{HoldsError, SpendSnapshot};
 use crate::signals;
 
 /// Window time of an authorization: its `created`, or now when Stripe sent none.
-fn at(a: &Authorizer, auth: &AuthRequest<'_>) -> i64 {
+pub(super) fn at(a: &Authorizer, auth: &AuthRequest<'_>) -> i64 {
     if auth.created > 0 {
         auth.created
     } else {
@@ -87,10 +87,9 @@ pub(super) async fn snapshot(
     };
     Ok(Past {
         snapshot,
-        signals: a
-            .signals
-            .as_ref()
-            .map_or(Signals::NONE, |s| s.read(&signals::Key::of(auth), a.now())),
+        signals: a.signals.as_ref().map_or(Signals::NONE, |s| {
+            s.read(&signals::Key::of(auth), at(a, auth))
+        }),
     })
 }
 
@@ -108,7 +107,7 @@ fn observe(a: &Authorizer, d: &Decided<'_>, decision: &Decision) {
             0
         },
         declined: !decision.approved,
-        now: d.now,
+        now: d.at,
     });
 }
 
@@ -121,6 +120,8 @@ pub(super) struct Decided<'a> {
     pub past: &'a Past,
     /// The clock `decide()` read.
     pub now: i64,
+    /// The window time the snapshot and the signals went by.
+    pub at: i64,
     pub card_override: Option<&'a Controls>,
     pub cardholder_override: Option<&'a Controls>,
     /// An allowance covered this retry.

@@ -60,7 +60,8 @@ pub struct LoggedDecision {
     pub decided_at: i64,
     /// The verified event body, byte for byte.
     pub event_json: Vec<u8>,
-    /// Spend the decision saw (card and cardholder totals per interval).
+    /// Spend the decision saw as JSON window totals — rows written before exact
+    /// replay; `{}` since (the totals are in `seen`).
     pub spend_json: String,
     /// Shadow rules that matched, as a JSON array of names; `None` when none did
     /// (or the rules were not reached).

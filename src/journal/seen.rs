@@ -45,6 +45,9 @@ pub const LEGACY_FORMAT: i64 = 0;
 pub struct Seen {
     /// The clock `decide()` read, Unix seconds.
     pub now: i64,
+    /// The request's window time: its `created`, else `now` (what the ledger's
+    /// windows and the signals go by).
+    pub at: i64,
     /// The card's totals per window ([`WINDOWS`] order), all categories, in
     /// the authorization's currency.
     pub card: [i64; 5],
@@ -93,6 +96,7 @@ impl Seen {
             | (u8::from(self.cardholder_override.is_some()) * CARDHOLDER_OVERRIDE);
         w.0.push(flags);
         w.int(self.now);
+        w.int(self.now.wrapping_sub(self.at));
         for v in self.card.iter().chain(&self.cardholder) {
             w.int(*v);
         }
@@ -137,8 +141,10 @@ impl Seen {
     pub fn decode(bytes: &[u8]) -> Result<Seen, CodecError> {
         let mut r = Dec { buf: bytes, at: 0 };
         let flags = r.byte()?;
+        let now = r.int()?;
         let mut s = Seen {
-            now: r.int()?,
+            now,
+            at: now.wrapping_sub(r.int()?),
             review_allowed: flags & REVIEW_ALLOWED != 0,
             recheck_cut: flags & RECHECK_CUT != 0,
             ..Seen::default()
@@ -584,6 +590,7 @@ mod tests {
     fn seen_round_trips_and_refuses_truncation() {
         let s = Seen {
             now: 1_764_000_000,
+            at: 1_763_999_990,
             card: [1, 2, 3, 4, -5],
             cardholder: [6, 7, 8, 9, i64::MAX],
             velocity: (3, 9),

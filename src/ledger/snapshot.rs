@@ -1,7 +1,7 @@
 //! The copy of a card's and cardholder's window totals that `decide()` reads
-//! without any lock.
+//! without any lock. (What the decision read of it is recorded by
+//! `authorize/record.rs` into the decision log's replay record, `journal::seen`.)
 
-use super::WINDOWS;
 use super::entry::CatKey;
 use crate::decision::{CategorySet, Currency, Interval, Scope, SpendView};
 
@@ -64,30 +64,6 @@ impl SpendSnapshot {
                 .collect(),
             velocity,
         }
-    }
-
-    /// Unfiltered totals per interval in `currency`, for the decision log:
-    /// `{"card":{"daily":…},"cardholder":{…},"velocity":{"1h":…,"24h":…}}`.
-    pub fn to_json(&self, currency: Currency) -> serde_json::Value {
-        let mut card = serde_json::Map::new();
-        let mut holder = serde_json::Map::new();
-        for interval in WINDOWS {
-            card.insert(
-                interval.as_str().into(),
-                self.spent(Scope::Card, interval, None, currency).into(),
-            );
-            holder.insert(
-                interval.as_str().into(),
-                self.spent(Scope::Cardholder, interval, None, currency)
-                    .into(),
-            );
-        }
-        serde_json::json!({
-            "currency": currency.as_str(),
-            "card": card,
-            "cardholder": holder,
-            "velocity": {"1h": self.velocity.0, "24h": self.velocity.1},
-        })
     }
 }
 

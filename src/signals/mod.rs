@@ -51,7 +51,8 @@ const DAY: i64 = 86_400;
 
 /// Where the pipeline gets signals from and reports decisions to.
 pub trait SignalSource: Send + Sync {
-    /// The signals of `key`'s card and cardholder for a decision at `now`.
+    /// The signals of `key`'s card and cardholder for a request at `now` (its
+    /// window time: `created`, as the ledger's windows go by).
     fn read(&self, key: &Key<'_>, now: i64) -> Signals;
     /// Adds a decided request.
     fn note(&self, obs: &Observation<'_>);
@@ -92,7 +93,7 @@ pub struct Observation<'a> {
     pub approved_amount: i64,
     /// Declined?
     pub declined: bool,
-    /// The decision's clock, Unix seconds.
+    /// The request's window time (`created`, else the decision's clock).
     pub now: i64,
 }
 

@@ -241,7 +241,7 @@ pub fn rebuild_signals(path: &Path, state: &SignalState, now: i64) -> Result<usi
         // Rows from before the replay record lack the merchant's network id: keyed
         // by name, as the signals would for a merchant without one.
         let (merchant, at) = match &seen {
-            Some(s) => (s.merchant, s.now),
+            Some(s) => (s.merchant, s.at),
             None => (signals::merchant_key(&name), r.get(7).map_err(&err)?),
         };
         let approved: bool = r.get(3).map_err(&err)?;

@@ -444,13 +444,17 @@ impl<'a> Replay<'a> {
         }
         let review_allowed = matches!(&item.recorded, Recorded::Exact(s) if s.review_allowed);
         // The ledger's window time, as `authorize::spend` takes it.
-        let at = if auth.created > 0 { auth.created } else { now };
+        let at = match &item.recorded {
+            Recorded::Exact(s) => s.at,
+            Recorded::Approximate { .. } if auth.created > 0 => auth.created,
+            Recorded::Approximate { .. } => now,
+        };
         let deltas = self
             .deltas
             .get(auth.cardholder.id)
             .map_or(&[][..], |d| &d[..]);
         let run = |deltas: &[Delta]| {
-            let view = View::new(base.clone(), deltas, auth.card.id, at, now);
+            let view = View::new(base.clone(), deltas, auth.card.id, at);
             let ctx = Context::new(&auth, &program, self.candidate, &view, now).with_approvals(
                 card_override.as_deref(),
                 cardholder_override.as_deref(),
@@ -478,7 +482,6 @@ impl<'a> Replay<'a> {
             let delta = Delta {
                 card: auth.card.id.into(),
                 at,
-                now,
                 currency: auth.currency,
                 category: auth.merchant.category.into(),
                 mcc: auth.merchant.category_code.into(),
@@ -574,5 +577,41 @@ fn outcome(d: &Decision) -> Outcome {
         amount: d.amount.filter(|_| d.approved),
         reason,
         rule,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn o(approved: bool, amount: Option<i64>, reason: &str) -> Outcome {
+        Outcome {
+            approved,
+            amount,
+            reason: reason.into(),
+            rule: None,
+        }
+    }
+
+    #[test]
+    fn a_recheck_cut_applies_to_the_candidate_only_where_it_wants_more_than_the_room() {
+        let cut_to_3000 = o(true, Some(3000), "spending_limit");
+        let full = o(true, None, "approved");
+        assert_eq!(cut(full.clone(), true, &cut_to_3000), cut_to_3000);
+        assert_eq!(
+            cut(o(true, Some(4000), "rule:cap"), true, &cut_to_3000),
+            cut_to_3000
+        );
+        let small = o(true, Some(2000), "rule:cap");
+        assert_eq!(
+            cut(small.clone(), true, &cut_to_3000),
+            small,
+            "fits the room"
+        );
+        let declined = o(false, None, "rule:x");
+        assert_eq!(cut(declined.clone(), true, &cut_to_3000), declined);
+        let refused = o(false, None, "spending_limit");
+        assert_eq!(cut(full.clone(), true, &refused), refused, "no room at all");
+        assert_eq!(cut(full.clone(), false, &refused), full, "no cut recorded");
     }
 }

@@ -17,10 +17,9 @@ use crate::ledger::window_start;
 #[derive(Debug, Clone)]
 pub(super) struct Delta {
     pub card: Box<str>,
-    /// Window time of the changed authorization (its `created`).
+    /// Window time of the changed authorization (its `created`): the spend
+    /// windows and the 1 h / 24 h signals it counts in.
     pub at: i64,
-    /// The clock its decision read (for the 1 h / 24 h signals).
-    pub now: i64,
     pub currency: Currency,
     pub category: Box<str>,
     pub mcc: Box<str>,
@@ -55,7 +54,7 @@ pub(super) struct View<'c, 'd> {
 }
 
 impl<'c, 'd> View<'c, 'd> {
-    pub fn new(base: Base<'c>, deltas: &'d [Delta], card: &'d str, at: i64, now: i64) -> Self {
+    pub fn new(base: Base<'c>, deltas: &'d [Delta], card: &'d str, at: i64) -> Self {
         let mut v = View {
             base,
             deltas,
@@ -65,7 +64,7 @@ impl<'c, 'd> View<'c, 'd> {
         };
         // The signals that depend on answers follow the candidate's earlier changes.
         for d in deltas.iter().filter(|d| &*d.card == card) {
-            let age = now - d.now;
+            let age = at - d.at;
             if age < 86_400 {
                 v.base.signals.card_amount_24h += d.amount;
                 v.base.signals.card_declines_24h += d.declines;
