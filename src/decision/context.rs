@@ -3,7 +3,7 @@
 //! and cardholder already spent, and the time. Everything a rule may read is here, so
 //! `decide()` needs nothing else and does no I/O.
 
-use super::controls::{Controls, Currency, Interval, MerchantCategory, Presence, ProgramControls};
+use super::controls::{Controls, Currency, Interval, MerchantCategory, ProgramControls};
 use super::verdict::Rules;
 
 /// Card status (`issuing.card.status`).
@@ -164,8 +164,10 @@ pub struct AuthRequest<'a> {
     pub cashback_amount: i64,
     /// `chip` | `contactless` | `keyed_in` | `online` | `swipe`.
     pub authorization_method: &'a str,
-    /// `card_presence`.
-    pub card_presence: Option<Presence>,
+    /// `card_presence` as sent: `present`, `not_present`, a value Stripe added
+    /// later (kept, never refused), or `""` when absent or null (before
+    /// 2026-04-22.dahlia).
+    pub card_presence: &'a str,
     /// `apple_pay` | `google_pay` | `samsung_pay`, or `""`.
     pub wallet: &'a str,
     /// Merchant fields.

@@ -287,12 +287,12 @@ fn check_controls(
     {
         return decline(Reason::CountryNotAllowed, "allowed_merchant_countries");
     }
-    if let Some(set) = c.blocked_card_presences.filter(|s| !s.is_empty())
+    if let Some(set) = c.blocked_card_presences.as_ref().filter(|s| !s.is_empty())
         && set.contains(auth.card_presence)
     {
         return decline(Reason::CardPresenceBlocked, "blocked_card_presences");
     }
-    if let Some(set) = c.allowed_card_presences.filter(|s| !s.is_empty())
+    if let Some(set) = c.allowed_card_presences.as_ref().filter(|s| !s.is_empty())
         && !set.contains(auth.card_presence)
     {
         return decline(Reason::CardPresenceNotAllowed, "allowed_card_presences");

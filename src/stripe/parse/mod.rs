@@ -239,11 +239,10 @@ fn read_request<'v>(o: &Obj<'v>) -> Result<AuthRequest<'v>, ParseError> {
         cashback_amount,
         authorization_method: opt_str(o, OBJ, "authorization_method")?,
         card_presence: match opt_str(o, OBJ, "card_presence")? {
-            "" => None,
+            s if s.is_empty() || Presence::parse(s).is_some() => s,
             s => {
-                Some(Presence::parse(s).ok_or_else(|| {
-                    err(OBJ, "card_presence", Problem::Invalid("unknown presence"))
-                })?)
+                unknown_enum("card_presence", s);
+                s
             }
         },
         wallet: opt_str(o, OBJ, "wallet")?,
@@ -327,9 +326,11 @@ fn read_controls(o: &Obj<'_>, p: &str) -> Result<Controls, ParseError> {
             }
         })
     };
-    let presences = |key| -> Result<Option<PresenceSet>, ParseError> {
+    let presences = |key: &'static str| -> Result<Option<PresenceSet>, ParseError> {
         opt_strings(sc, p, key, |s, set: &mut PresenceSet| {
-            set.insert(Presence::parse(s).ok_or(Problem::Invalid("unknown card presence"))?);
+            if !set.insert_str(s) {
+                unknown_enum(key, s);
+            }
             Ok(())
         })
     };
@@ -350,11 +351,14 @@ fn read_controls(o: &Obj<'_>, p: &str) -> Result<Controls, ParseError> {
                 .as_object()
                 .ok_or_else(|| at(err("", "", Problem::WrongType("object"))))?;
             unique_keys(&l, "", "").map_err(at)?;
-            let interval = req_str(&l, "", "interval").map_err(at)?;
+            let raw = req_str(&l, "", "interval").map_err(at)?;
+            let (interval, known) = Interval::parse_open(raw);
+            if !known {
+                unknown_enum("spending_limits.interval", raw);
+            }
             spending_limits.push(SpendingLimit {
                 amount: req_i64(&l, "", "amount").map_err(at)?,
-                interval: Interval::parse(interval)
-                    .ok_or_else(|| at(err("", "interval", Problem::Invalid("unknown interval"))))?,
+                interval,
                 categories: opt_strings(&l, "", "categories", |s, set: &mut CategorySet| {
                     set.insert_name(s);
                     Ok(())
@@ -377,6 +381,15 @@ fn read_controls(o: &Obj<'_>, p: &str) -> Result<Controls, ParseError> {
             _ => Some(req_currency(sc, p, "spending_limits_currency")?),
         },
     })
+}
+
+/// Counts and logs an enum value Stripe added after this code was written. The
+/// value is kept (never a 400: Stripe would answer every such purchase with its
+/// fallback); `field` is one of the bounded labels of
+/// `cardgate_unknown_enum_values_total`, the value goes only to the log.
+fn unknown_enum(field: &'static str, value: &str) {
+    metrics::counter!(crate::metrics::UNKNOWN_ENUM_VALUES, "field" => field).increment(1);
+    tracing::warn!(field, value, "unknown enum value kept as sent");
 }
 
 // === field helpers: absent and null are the same to Stripe ===
