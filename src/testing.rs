@@ -5,7 +5,7 @@
 
 use crate::decision::{
     AuthRequest, Card, CardStatus, Cardholder, CardholderStatus, Controls, Currency, Interval,
-    Merchant, SpendingLimit, Verification,
+    Merchant, Signals, SpendingLimit, Verification,
 };
 
 /// `usd`.
@@ -56,6 +56,7 @@ pub fn auth(id: &str, amount: i64) -> AuthRequest<'_> {
             controls: Controls::default(),
         },
         verification: Verification::default(),
+        signals: Signals::default(),
     }
 }
 

@@ -4,6 +4,7 @@
 //! `decide()` needs nothing else and does no I/O.
 
 use super::controls::{Controls, Currency, Interval, MerchantCategory, ProgramControls};
+use super::signals::Signals;
 use super::verdict::Rules;
 
 /// Card status (`issuing.card.status`).
@@ -142,7 +143,7 @@ pub struct Verification<'a> {
 
 /// One `issuing_authorization.request`: the pending request and everything around it
 /// that decisions use. Amounts are in the smallest unit of `currency` (the card's).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuthRequest<'a> {
     /// `iauth_…`
     pub id: &'a str,
@@ -178,6 +179,8 @@ pub struct AuthRequest<'a> {
     pub cardholder: Cardholder<'a>,
     /// Verification checks.
     pub verification: Verification<'a>,
+    /// Risk assessments, fraud-challenge flag, fuel, fleet, network data, token.
+    pub signals: Signals<'a>,
 }
 
 /// Which spend a limit counts: the card's or its cardholder's (all cards).

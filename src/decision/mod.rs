@@ -23,6 +23,7 @@ pub mod categories;
 mod context;
 mod controls;
 mod outcome;
+mod signals;
 mod verdict;
 
 pub use context::{
@@ -35,6 +36,7 @@ pub use controls::{
     category_by_name,
 };
 pub use outcome::{Decision, FallbackCause, Level, Reason, Source};
+pub use signals::{SignalInt, SignalStr, Signals};
 pub use verdict::{Action, Matched, NoRules, Rules, Verdict};
 
 /// Judges one authorization request. Pure: the same context gives the same decision.

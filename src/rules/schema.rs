@@ -9,14 +9,43 @@
 
 use std::fmt::Debug;
 
-use crate::decision::{Context, Interval, Scope};
+use crate::decision::{Context, Interval, Scope, SignalInt, SignalStr};
 
 /// A field a path resolves to, by type.
 pub(crate) enum Field<S: Schema> {
     Str(S::StrField),
     Int(S::IntField),
     Bool(S::BoolField),
+    Double(S::DoubleField),
+    /// A decimal string (`"12.345"`), compared as an exact decimal.
+    Decimal(S::StrField),
 }
+
+#[expect(
+    clippy::expl_impl_clone_on_copy,
+    reason = "derive would demand `S: Copy`; the fields are Copy whatever S is"
+)]
+impl<S: Schema> Clone for Field<S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<S: Schema> Copy for Field<S> {}
+impl<S: Schema> Debug for Field<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Field::Str(x) => write!(f, "Str({x:?})"),
+            Field::Int(x) => write!(f, "Int({x:?})"),
+            Field::Bool(x) => write!(f, "Bool({x:?})"),
+            Field::Double(x) => write!(f, "Double({x:?})"),
+            Field::Decimal(x) => write!(f, "Decimal({x:?})"),
+        }
+    }
+}
+
+/// A schema without double fields (its `DoubleField`): no value exists.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum NoField {}
 
 /// One kind of context rules are written against.
 pub(crate) trait Schema: Debug + Clone + Send + Sync + Sized + 'static {
@@ -28,6 +57,8 @@ pub(crate) trait Schema: Debug + Clone + Send + Sync + Sized + 'static {
     type IntField: Debug + Clone + Copy + Send + Sync + 'static;
     /// Bool fields.
     type BoolField: Debug + Clone + Copy + Send + Sync + 'static;
+    /// Double fields ([`NoField`] when the context has none).
+    type DoubleField: Debug + Clone + Copy + Send + Sync + 'static;
 
     /// Actions a rule of this schema may take.
     const ACTIONS: &'static [&'static str];
@@ -53,6 +84,16 @@ pub(crate) trait Schema: Debug + Clone + Send + Sync + Sized + 'static {
     fn str<'c>(ctx: &'c Self::Ctx<'_>, f: Self::StrField) -> &'c str;
     fn int(ctx: &Self::Ctx<'_>, f: Self::IntField) -> i64;
     fn bool(ctx: &Self::Ctx<'_>, f: Self::BoolField) -> bool;
+    fn double(ctx: &Self::Ctx<'_>, f: Self::DoubleField) -> f64 {
+        let _ = (ctx, f);
+        0.0
+    }
+    /// `has(path)`: whether the payload carried the field (not absent, not
+    /// null). Fields every payload has are always present.
+    fn has(ctx: &Self::Ctx<'_>, f: Field<Self>) -> bool {
+        let _ = (ctx, f);
+        true
+    }
     /// The string map's entries (empty when the context has none).
     fn meta<'c>(ctx: &'c Self::Ctx<'_>) -> &'c [(&'c str, &'c str)];
     /// Number of items.
@@ -68,10 +109,18 @@ pub(crate) trait Schema: Debug + Clone + Send + Sync + Sized + 'static {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Auth;
 
-/// The only bool field of the authorization context.
+/// Bool fields of the authorization context.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum AuthBool {
     IsAmountControllable,
+    VerifiedByFraudChallenge,
+}
+
+/// Double fields of the authorization context.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AuthDouble {
+    /// `risk_assessment.fraud_risk.score`.
+    FraudRiskScore,
 }
 
 impl Schema for Auth {
@@ -79,6 +128,7 @@ impl Schema for Auth {
     type StrField = StrField;
     type IntField = IntField;
     type BoolField = AuthBool;
+    type DoubleField = AuthDouble;
     const ACTIONS: &'static [&'static str] = &["approve", "decline", "cap", "review"];
     const MATCHES_METRIC: &'static str = crate::metrics::RULE_MATCHES;
     const ERRORS_METRIC: &'static str = crate::metrics::RULE_ERRORS;
@@ -119,6 +169,29 @@ impl Schema for Auth {
             "velocity.card.count_24h" => I(IF::VelocityDay),
             "now.hour" => I(IF::NowHour),
             "now.weekday" => I(IF::NowWeekday),
+            // --- issue 17: Stripe's signals, 2024-06-20 → 2026-10-28.endive ---
+            "card_presence" => S(SF::CardPresence),
+            "verified_by_fraud_challenge" => Field::Bool(AuthBool::VerifiedByFraudChallenge),
+            "risk_assessment.fraud_risk.score" => Field::Double(AuthDouble::FraudRiskScore),
+            // Stripe renamed `risk_level` to `level` (dahlia); rules may use either.
+            "risk_assessment.fraud_risk.risk_level" => S(SF::Signal(SignalStr::FraudRiskLevel)),
+            "risk_assessment.card_testing_risk.risk_level" => {
+                S(SF::Signal(SignalStr::CardTestingRiskLevel))
+            }
+            "risk_assessment.merchant_dispute_risk.risk_level" => {
+                S(SF::Signal(SignalStr::MerchantDisputeRiskLevel))
+            }
+            p if let Some(sig) = SignalStr::ALL.iter().find(|x| x.path() == p) => {
+                if sig.is_decimal() {
+                    Field::Decimal(SF::Signal(*sig))
+                } else {
+                    S(SF::Signal(*sig))
+                }
+            }
+            p if let Some(sig) = SignalInt::ALL.iter().find(|x| x.path() == p) => {
+                I(IF::Signal(*sig))
+            }
+            // --- end issue 17 ---
             _ => {
                 let (scope, window) = path
                     .strip_prefix("spend.card.")
@@ -149,6 +222,19 @@ impl Schema for Auth {
                 | "velocity"
                 | "velocity.card"
                 | "now"
+                // issue 17
+                | "risk_assessment"
+                | "risk_assessment.fraud_risk"
+                | "risk_assessment.card_testing_risk"
+                | "risk_assessment.merchant_dispute_risk"
+                | "fuel"
+                | "fleet"
+                | "fleet.cardholder_prompt_data"
+                | "fleet.reported_breakdown"
+                | "fleet.reported_breakdown.fuel"
+                | "fleet.reported_breakdown.non_fuel"
+                | "fleet.reported_breakdown.tax"
+                | "network_data"
         )
     }
 
@@ -164,6 +250,34 @@ impl Schema for Auth {
     fn bool(ctx: &Context<'_>, f: AuthBool) -> bool {
         match f {
             AuthBool::IsAmountControllable => ctx.auth.is_amount_controllable,
+            AuthBool::VerifiedByFraudChallenge => ctx
+                .auth
+                .signals
+                .verified_by_fraud_challenge
+                .unwrap_or(false),
+        }
+    }
+    #[inline]
+    fn double(ctx: &Context<'_>, f: AuthDouble) -> f64 {
+        match f {
+            AuthDouble::FraudRiskScore => ctx.auth.signals.fraud_risk_score.unwrap_or(0.0),
+        }
+    }
+    fn has(ctx: &Context<'_>, f: Field<Self>) -> bool {
+        let a = ctx.auth;
+        match f {
+            Field::Str(StrField::Signal(s)) | Field::Decimal(StrField::Signal(s)) => {
+                a.signals.str(s).is_some()
+            }
+            Field::Str(StrField::CardPresence) => !a.card_presence.is_empty(),
+            Field::Str(StrField::Wallet) => !a.wallet.is_empty(),
+            Field::Int(IntField::Signal(i)) => a.signals.int(i).is_some(),
+            Field::Int(IntField::NetworkRiskScore) => a.network_risk_score.is_some(),
+            Field::Double(AuthDouble::FraudRiskScore) => a.signals.fraud_risk_score.is_some(),
+            Field::Bool(AuthBool::VerifiedByFraudChallenge) => {
+                a.signals.verified_by_fraud_challenge.is_some()
+            }
+            _ => true,
         }
     }
     #[inline]
@@ -196,6 +310,8 @@ pub(crate) enum StrField {
     ExpiryCheck,
     AddressPostalCodeCheck,
     ThreeDSecure,
+    CardPresence,
+    Signal(SignalStr),
 }
 
 impl StrField {
@@ -224,6 +340,8 @@ impl StrField {
             StrField::ExpiryCheck => a.verification.expiry_check,
             StrField::AddressPostalCodeCheck => a.verification.address_postal_code_check,
             StrField::ThreeDSecure => a.verification.three_d_secure,
+            StrField::CardPresence => a.card_presence,
+            StrField::Signal(s) => a.signals.str(s).unwrap_or(""),
         }
     }
 }
@@ -240,6 +358,7 @@ pub(crate) enum IntField {
     VelocityDay,
     NowHour,
     NowWeekday,
+    Signal(SignalInt),
 }
 
 impl IntField {
@@ -257,6 +376,7 @@ impl IntField {
             IntField::NowHour => ctx.now.rem_euclid(86_400) / 3_600,
             // 1970-01-01 was a Thursday (4); 0 = Sunday.
             IntField::NowWeekday => (ctx.now.div_euclid(86_400) + 4).rem_euclid(7),
+            IntField::Signal(s) => a.signals.int(s).unwrap_or(0),
         }
     }
 }

@@ -355,3 +355,4 @@ fn loading_a_10_mb_file_from_disk_is_refused_without_reading_it_whole() {
 }
 
 mod differential;
+mod signals;

@@ -274,6 +274,7 @@ fn read_request<'v>(o: &Obj<'v>) -> Result<AuthRequest<'v>, ParseError> {
             controls: read_controls(ch, CH_SC)?,
         },
         verification,
+        signals: signals::read_signals(o)?,
     })
 }
 
@@ -462,6 +463,32 @@ pub(crate) fn opt_str<'v>(o: &Obj<'v>, path: &str, key: &str) -> Result<&'v str,
     }
 }
 
+/// An optional string field that keeps "absent or null" apart from `""`.
+pub(crate) fn some_str<'v>(
+    o: &Obj<'v>,
+    path: &str,
+    key: &str,
+) -> Result<Option<&'v str>, ParseError> {
+    match field(o, key) {
+        None => Ok(None),
+        Some(v) => v
+            .into_string()
+            .map(Some)
+            .ok_or_else(|| err(path, key, Problem::WrongType("string"))),
+    }
+}
+
+/// An optional number (integer or float), as a double.
+pub(crate) fn opt_f64(o: &Obj<'_>, path: &str, key: &str) -> Result<Option<f64>, ParseError> {
+    match field(o, key) {
+        None => Ok(None),
+        Some(v) => v
+            .cast_f64()
+            .map(Some)
+            .ok_or_else(|| err(path, key, Problem::WrongType("number"))),
+    }
+}
+
 /// A required integer field.
 pub(crate) fn req_i64(o: &Obj<'_>, path: &str, key: &str) -> Result<i64, ParseError> {
     opt_i64(o, path, key)?.ok_or_else(|| err(path, key, Problem::Missing))
@@ -551,5 +578,6 @@ pub(crate) fn req_currency(o: &Obj<'_>, path: &str, key: &str) -> Result<Currenc
         .ok_or_else(|| err(path, key, Problem::Invalid("not a 3-letter currency code")))
 }
 
+mod signals;
 #[cfg(test)]
 mod tests;
