@@ -170,6 +170,7 @@ const REASONS: &[&str] = &[
     "currency_mismatch",
     "rule",
     "review",
+    "challenge",
     "fallback:deadline",
     "fallback:internal",
     "fallback:ledger",

@@ -66,6 +66,12 @@ impl Interpreter {
                 "approve" => Action::Approve,
                 "decline" => Action::Decline,
                 "review" => Action::Review,
+                "challenge" => {
+                    Action::Challenge(match r.on_verified.as_ref().map(|o| o.get_ref().as_str()) {
+                        Some("skip") => crate::decision::OnVerified::Skip,
+                        _ => crate::decision::OnVerified::Approve,
+                    })
+                }
                 "cap" => Action::Cap(r.amount.as_ref().map(|a| *a.get_ref()).unwrap_or(0)),
                 other => return Err(format!("action {other}")),
             };
@@ -95,7 +101,8 @@ impl Interpreter {
     /// Evaluates like [`super::RuleSet::evaluate`]: first decisive match, every
     /// shadow match; an error or a non-bool result does not match.
     pub fn evaluate(&self, ctx: &Context<'_>) -> Verdict {
-        self.verdict(&self.activation(ctx))
+        let verified = ctx.auth.signals.verified_by_fraud_challenge == Some(true);
+        self.verdict(&self.activation(ctx), verified)
     }
 
     /// The interpreter's context for one payment approval request.
@@ -110,13 +117,18 @@ impl Interpreter {
 
     /// [`Interpreter::evaluate`] for payment rules.
     pub fn evaluate_payment(&self, ctx: &crate::payments::PaymentContext<'_>) -> Verdict {
-        self.verdict(&self.payment_activation(ctx))
+        self.verdict(&self.payment_activation(ctx), false)
     }
 
-    fn verdict(&self, act: &cel::Context<'_, '_>) -> Verdict {
+    /// `verified`: the request is a verified fraud-challenge retry, which
+    /// `challenge` rules with `on_verified = "skip"` pass over.
+    fn verdict(&self, act: &cel::Context<'_, '_>, verified: bool) -> Verdict {
         let matches = |p: &Program| matches!(p.execute(act), Ok(Value::Bool(true)));
         let mut v = Verdict::default();
         for (name, action, p) in &self.decisive {
+            if verified && *action == Action::Challenge(crate::decision::OnVerified::Skip) {
+                continue;
+            }
             if matches(p) {
                 v.decisive = Some(Matched {
                     name: name.clone(),

@@ -88,6 +88,12 @@ pub(crate) trait Schema: Debug + Clone + Send + Sync + Sized + 'static {
         let _ = (ctx, f);
         0.0
     }
+    /// The request is the retry a cardholder verified through a fraud
+    /// challenge: `challenge` rules with `on_verified = "skip"` pass over it.
+    fn challenge_verified(ctx: &Self::Ctx<'_>) -> bool {
+        let _ = ctx;
+        false
+    }
     /// `has(path)`: whether the payload carried the field (not absent, not
     /// null). Fields every payload has are always present.
     fn has(ctx: &Self::Ctx<'_>, f: Field<Self>) -> bool {
@@ -129,7 +135,7 @@ impl Schema for Auth {
     type IntField = IntField;
     type BoolField = AuthBool;
     type DoubleField = AuthDouble;
-    const ACTIONS: &'static [&'static str] = &["approve", "decline", "cap", "review"];
+    const ACTIONS: &'static [&'static str] = &["approve", "decline", "cap", "review", "challenge"];
     const MATCHES_METRIC: &'static str = crate::metrics::RULE_MATCHES;
     const ERRORS_METRIC: &'static str = crate::metrics::RULE_ERRORS;
     const META: Option<&'static str> = Some("card.metadata");
@@ -262,6 +268,10 @@ impl Schema for Auth {
         match f {
             AuthDouble::FraudRiskScore => ctx.auth.signals.fraud_risk_score.unwrap_or(0.0),
         }
+    }
+    #[inline]
+    fn challenge_verified(ctx: &Context<'_>) -> bool {
+        ctx.auth.signals.verified_by_fraud_challenge == Some(true)
     }
     fn has(ctx: &Context<'_>, f: Field<Self>) -> bool {
         let a = ctx.auth;

@@ -291,7 +291,7 @@ action = "cap"
         "b 11:16 type error: cannot compare int with string using >",
         "c 16:29 unknown list `nope`",
         "d 21:17 syntax error",
-        "e 27:10 unknown action `block` (approve, decline, cap or review)",
+        "e 27:10 unknown action `block` (approve, decline, cap, review or challenge)",
         "a 30:8 duplicate rule name (first defined on line 5)",
         "f 36:31 invalid regex",
         "g 41:21 unsupported: macros",

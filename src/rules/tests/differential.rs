@@ -434,12 +434,18 @@ fn guard() -> BoxedStrategy<String> {
 
 /// One rule: guards and arbitrary conditions in an `&&` chain (guard anywhere
 /// in it, or none), decisive or shadow.
-fn gen_rule() -> impl Strategy<Value = (String, bool)> {
+fn gen_rule() -> impl Strategy<Value = (String, bool, &'static str)> {
     (
         prop::collection::vec(prop_oneof![2 => guard(), 1 => boolean(2)], 1..4),
         prop::bool::weighted(0.2),
+        prop::sample::select(vec![
+            "action = \"decline\"\n",
+            "action = \"decline\"\n",
+            "action = \"challenge\"\n",
+            "action = \"challenge\"\non_verified = \"skip\"\n",
+        ]),
     )
-        .prop_map(|(parts, shadow)| (parts.join(" && "), shadow))
+        .prop_map(|(parts, shadow, action)| (parts.join(" && "), shadow, action))
 }
 
 proptest! {
@@ -453,9 +459,9 @@ proptest! {
         ctxs in prop::collection::vec(gen_ctx(), 1..6),
     ) {
         let mut src = LISTS.to_string();
-        for (i, (when, shadow)) in rules.iter().enumerate() {
+        for (i, (when, shadow, action)) in rules.iter().enumerate() {
             write!(src,
-                "[[rule]]\nname = \"r{i}\"\nwhen = '{when}'\naction = \"decline\"\n{}",
+                "[[rule]]\nname = \"r{i}\"\nwhen = '{when}'\n{action}{}",
                 if *shadow { "mode = \"shadow\"\n" } else { "" }
             ).unwrap();
         }

@@ -195,3 +195,55 @@ fn decimal_comparisons_are_type_checked() {
         assert!(err.contains(msg), "`{when}`: {err}");
     }
 }
+
+/// A `challenge` rule declines asking for an SMS challenge; the retry the
+/// cardholder verified is approved by it (`on_verified = "approve"`, the
+/// default) or passed over to the later rules (`"skip"`).
+#[test]
+fn challenge_rules_never_challenge_a_verified_retry() {
+    use crate::decision::{OnVerified, decide};
+    let rules = |on_verified: &str| {
+        format!(
+            "[[rule]]\nname = \"sms\"\nwhen = 'amount > 1000'\naction = \"challenge\"\n{on_verified}\
+             [[rule]]\nname = \"later\"\nwhen = 'merchant.country == \"US\"'\naction = \"decline\"\n"
+        )
+    };
+    let run = |src: &str, verified: Option<bool>| {
+        let set = RuleSet::from_toml_unmetered(src).unwrap();
+        let mut a = auth();
+        a.signals.verified_by_fraud_challenge = verified;
+        let program = ProgramControls::default();
+        let ctx = Context::new(&a, &program, &set, &crate::decision::NoSpend, NOW);
+        let d = decide(&ctx);
+        (
+            d.approved,
+            d.reason.as_str(),
+            set.evaluate(&ctx).decisive.map(|m| m.action),
+        )
+    };
+    let approve = rules("");
+    let challenge = Some(crate::decision::Action::Challenge(OnVerified::Approve));
+    assert_eq!(run(&approve, None), (false, "challenge", challenge));
+    assert_eq!(run(&approve, Some(false)), (false, "challenge", challenge));
+    assert_eq!(run(&approve, Some(true)), (true, "approved", challenge));
+    let skip = rules("on_verified = \"skip\"\n");
+    let skipping = Some(crate::decision::Action::Challenge(OnVerified::Skip));
+    assert_eq!(run(&skip, None), (false, "challenge", skipping));
+    assert_eq!(
+        run(&skip, Some(true)),
+        (false, "rule", Some(crate::decision::Action::Decline))
+    );
+    let err = RuleSet::from_toml_unmetered(&rules("on_verified = \"maybe\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("on_verified `maybe`"), "{err}");
+    let err = RuleSet::from_toml_unmetered(
+        "[[rule]]\nname = \"d\"\nwhen = 'true'\naction = \"decline\"\non_verified = \"skip\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("only valid with action = \"challenge\""),
+        "{err}"
+    );
+}
