@@ -151,6 +151,9 @@ pub struct Event<'v> {
     pub event_type: &'v str,
     /// Unix seconds.
     pub created: i64,
+    /// `api_version`: the version the object was rendered in, which the answer
+    /// must be written in (`""` when absent).
+    pub api_version: &'v str,
     /// `data.object`.
     object: Obj<'v>,
 }
@@ -161,6 +164,7 @@ impl std::fmt::Debug for Event<'_> {
             .field("id", &self.id)
             .field("event_type", &self.event_type)
             .field("created", &self.created)
+            .field("api_version", &self.api_version)
             .finish_non_exhaustive()
     }
 }
@@ -178,6 +182,7 @@ impl<'v> Event<'v> {
             id: req_str(&root, "", "id")?,
             event_type: req_str(&root, "", "type")?,
             created: opt_i64(&root, "", "created")?.unwrap_or(0),
+            api_version: opt_str(&root, "", "api_version")?,
             object: req_obj(&data, "data", "object")?,
         })
     }
