@@ -240,3 +240,66 @@ async fn unknown_enum_values_are_decided_and_counted() {
         );
     }
 }
+
+/// Issue 17 acceptance: a stand-in authorization the network approved while
+/// cardgate was not asked (`network_fallback`) is in the ledger after a restart
+/// and counts against the card's limit.
+#[tokio::test]
+async fn a_stand_in_approval_counts_against_the_limit_after_restart() {
+    let now = common::now();
+    let mut created = common::fixture("issuing_authorization.created.json");
+    created["id"] = json!("evt_stand_in");
+    let o = &mut created["data"]["object"];
+    o["id"] = json!("iauth_stand_in");
+    o["created"] = json!(now);
+    o["amount"] = json!(20_000);
+    o["merchant_amount"] = json!(20_000);
+    o["request_history"][0]["reason"] = json!("network_fallback");
+    o["request_history"][0]["amount"] = json!(20_000);
+
+    let server = Server::start(&base_config(), &[]);
+    server.ready().await;
+    let reply = post_signed(&server, &serde_json::to_vec(&created).unwrap(), &[SECRET]).await;
+    assert_eq!(reply.status, 200);
+    let metrics = common::get(&server.url("/metrics")).await.unwrap();
+    assert_eq!(
+        common::metric(
+            &String::from_utf8_lossy(&metrics.body),
+            "cardgate_stand_in_authorizations_total{reason=\"network_fallback\",outcome=\"approved\",ours=\"none\"}"
+        ),
+        1.0
+    );
+    let dir = server.stop();
+
+    let server = Server::start_in(dir, &base_config(), &[]);
+    server.ready().await;
+    let mut request = common::request();
+    let o = &mut request["data"]["object"];
+    o["created"] = json!(now);
+    o["pending_request"]["amount"] = json!(10_000);
+    o["pending_request"]["merchant_amount"] = json!(10_000);
+    o["card"]["spending_controls"]["spending_limits"] =
+        json!([{"amount": 25_000, "interval": "daily", "categories": null}]);
+    let body = decide(&server, &request).await.json();
+    assert_eq!(
+        (&body["approved"], &body["metadata"]["reason"]),
+        (&json!(false), &json!("spending_limit")),
+        "20 000 held by the stand-in + 10 000 > 25 000: {body}"
+    );
+    // Without the stand-in the same request fits.
+    the_remaining_room_still_fits(&server, now).await;
+}
+
+async fn the_remaining_room_still_fits(server: &Server, now: i64) {
+    let mut request = common::request();
+    request["id"] = json!("evt_fits");
+    let o = &mut request["data"]["object"];
+    o["id"] = json!("iauth_fits");
+    o["created"] = json!(now);
+    o["pending_request"]["amount"] = json!(5_000);
+    o["pending_request"]["merchant_amount"] = json!(5_000);
+    o["card"]["spending_controls"]["spending_limits"] =
+        json!([{"amount": 25_000, "interval": "daily", "categories": null}]);
+    let body = decide(server, &request).await.json();
+    assert_eq!(body["approved"], true, "20 000 + 5 000 fits 25 000: {body}");
+}

@@ -1,6 +1,15 @@
 //! The lifecycle step: `issuing_authorization.created`/`.updated` and
 //! `issuing_transaction.created` become ledger facts, applied and journaled.
 //! Never fails the request: failures are a log line and a metric.
+//!
+//! Stand-ins: an `issuing_authorization.created` is the truth about an
+//! authorization, also one the network or Stripe decided without cardgate's
+//! answer (network stand-in, `network_fallback`, webhook timeout or error). The
+//! ledger takes its state from the event whatever cardgate answered: a stand-in
+//! approval holds and counts against later limits, a stand-in decline holds
+//! nothing (and releases cardgate's own hold if it had approved), `expired`
+//! releases the hold and a later capture still counts. Such events are counted
+//! in `cardgate_stand_in_authorizations_total` and logged.
 
 use super::Authorizer;
 use crate::journal::{Durability, Write};
@@ -35,6 +44,25 @@ pub(super) async fn apply(a: &Authorizer, event: &Event<'_>) {
             return count("invalid");
         }
     };
+    if let Some(s) = stripe::stand_in(event) {
+        let ours = ledger.reserved(&fact);
+        let outcome = if s.approved { "approved" } else { "declined" };
+        metrics::counter!(
+            m::STAND_IN_AUTHORIZATIONS,
+            "reason" => s.reason,
+            "outcome" => outcome,
+            "ours" => if ours { "approved" } else { "none" },
+        )
+        .increment(1);
+        tracing::warn!(
+            event = event.id,
+            authorization = record_of(&fact),
+            reason = s.reason,
+            outcome,
+            cardgate_approved = ours,
+            "stand-in authorization: the ledger follows the network's outcome"
+        );
+    }
     let applied = match ledger.apply(&fact) {
         Ok(a) => a,
         Err(e) => {
