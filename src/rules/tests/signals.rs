@@ -247,3 +247,29 @@ fn challenge_rules_never_challenge_a_verified_retry() {
         "{err}"
     );
 }
+
+/// The bundled config/rules.toml challenges the clover example (fraud level
+/// `elevated`) and nothing older; its verified retry is approved.
+#[test]
+fn bundled_rules_challenge_on_fraud_risk_level() {
+    use crate::decision::decide;
+    let src =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/rules.toml")).unwrap();
+    let set = RuleSet::from_toml_unmetered(&src).unwrap();
+    let program = ProgramControls::default();
+    for v in VERSIONS {
+        let mut body = version(v);
+        let doc = parse_document(&mut body).unwrap();
+        let ev = Event::read(&doc).unwrap();
+        let mut a = ev.authorization_request().unwrap();
+        let verified = a.signals.verified_by_fraud_challenge;
+        a.signals.verified_by_fraud_challenge = None;
+        let ctx = Context::new(&a, &program, &set, &crate::decision::NoSpend, NOW);
+        let d = decide(&ctx);
+        let challenged = v == "2025-11-17.clover";
+        assert_eq!(d.reason.as_str() == "challenge", challenged, "{v}: {d:?}");
+        a.signals.verified_by_fraud_challenge = verified;
+        let ctx = Context::new(&a, &program, &set, &crate::decision::NoSpend, NOW);
+        assert!(decide(&ctx).approved, "{v}");
+    }
+}
