@@ -246,7 +246,9 @@ impl Emulator {
 
     fn event(&mut self, kind: &str, object: Value, previous: Option<Value>, now: i64) -> Value {
         let id = self.ids.next("evt");
-        events::event(&id, kind, object, previous, now, &self.api_version)
+        let mut event = events::event(&id, kind, object, previous, now, &self.api_version);
+        crate::simulate::versions::shape(&self.api_version, &mut event);
+        event
     }
 
     /// The authorization `id`, for a change.

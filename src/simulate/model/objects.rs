@@ -57,6 +57,11 @@ impl Emulator {
                 "network_risk_score": p.network_risk_score,
             })
         });
+        let risk = a
+            .pending
+            .as_ref()
+            .and_then(|p| p.network_risk_score)
+            .or_else(|| a.history.first().and_then(|h| h.network_risk_score));
         Ok(json!({
             "id": a.id,
             "object": "issuing.authorization",
@@ -71,6 +76,7 @@ impl Emulator {
             "created": a.created,
             "currency": a.currency,
             "fleet": null,
+            "fraud_disputability_likelihood": "neutral",
             "fuel": null,
             "livemode": false,
             "merchant_amount": a.merchant_amount,
@@ -84,6 +90,7 @@ impl Emulator {
             },
             "pending_request": pending,
             "request_history": history,
+            "risk_assessment": risk_assessment(risk),
             "status": a.status,
             "token": null,
             "transactions": transactions,
@@ -143,4 +150,27 @@ impl Emulator {
             "wallet": null,
         }))
     }
+}
+
+/// The emulated account has Advanced Fraud Tools: a risk assessment from the
+/// network's score (1–99), so rules on it meet realistic values; the level
+/// bands follow Stripe's guide (a score above 25 is high risk).
+fn risk_assessment(network_risk_score: Option<i64>) -> Value {
+    let score = network_risk_score.unwrap_or(0).clamp(0, 100);
+    let level = match score {
+        0 => "not_assessed",
+        1..=25 => "low",
+        26..=50 => "normal",
+        51..=75 => "elevated",
+        _ => "highest",
+    };
+    json!({
+        "card_testing_risk": {
+            "invalid_account_number_decline_rate_past_hour": 0,
+            "invalid_credentials_decline_rate_past_hour": 0,
+            "level": "normal",
+        },
+        "fraud_risk": {"level": level, "score": f64::from(i32::try_from(score).unwrap_or(0))},
+        "merchant_dispute_risk": {"dispute_rate": 0, "level": "low"},
+    })
 }
