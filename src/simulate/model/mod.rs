@@ -123,6 +123,11 @@ struct Authorization {
     stan: String,
     /// Sum of captured amounts (positive).
     captured: i64,
+    /// The SMS fraud challenge cardgate asked for: its status (`pending`,
+    /// `verified`, `rejected`) and when the cardholder answered.
+    fraud_challenge: Option<(&'static str, Option<i64>)>,
+    /// This is the retry after a verified challenge at the same merchant.
+    verified_by_fraud_challenge: Option<bool>,
 }
 
 #[derive(Debug, Clone)]

@@ -62,7 +62,7 @@ impl Emulator {
             .as_ref()
             .and_then(|p| p.network_risk_score)
             .or_else(|| a.history.first().and_then(|h| h.network_risk_score));
-        Ok(json!({
+        let mut object = json!({
             "id": a.id,
             "object": "issuing.authorization",
             "amount": a.amount,
@@ -94,18 +94,17 @@ impl Emulator {
             "status": a.status,
             "token": null,
             "transactions": transactions,
-            "verification_data": {
-                "address_line1_check": "not_provided",
-                "address_postal_code_check": "match",
-                "authentication_exemption": null,
-                "cvc_check": "match",
-                "expiry_check": "match",
-                "postal_code": null,
-                "three_d_secure": null,
-            },
-            "verified_by_fraud_challenge": null,
+            "verification_data": verification_data(),
+            "verified_by_fraud_challenge": a.verified_by_fraud_challenge,
             "wallet": a.wallet,
-        }))
+        });
+        // Only an authorization cardgate challenged has the list (the example
+        // events, never challenged, do not).
+        if let Some((status, _)) = a.fraud_challenge {
+            object["fraud_challenges"] =
+                json!([{"channel": "sms", "status": status, "undeliverable_reason": null}]);
+        }
+        Ok(object)
     }
 
     /// Authorizations, newest id last, optionally only those of one card.
@@ -172,5 +171,18 @@ fn risk_assessment(network_risk_score: Option<i64>) -> Value {
         },
         "fraud_risk": {"level": level, "score": f64::from(i32::try_from(score).unwrap_or(0))},
         "merchant_dispute_risk": {"dispute_rate": 0, "level": "low"},
+    })
+}
+
+/// The emulated checks: CVC and expiry match, postal code matches, no 3DS.
+fn verification_data() -> Value {
+    json!({
+        "address_line1_check": "not_provided",
+        "address_postal_code_check": "match",
+        "authentication_exemption": null,
+        "cvc_check": "match",
+        "expiry_check": "match",
+        "postal_code": null,
+        "three_d_secure": null,
     })
 }
