@@ -165,7 +165,7 @@ pub struct Config {
     pub webhook_secrets: Vec<String>,
     /// Signature timestamp tolerance in seconds.
     pub tolerance_seconds: u64,
-    /// `Stripe-Version` header sent with each decision.
+    /// `Stripe-Version` of a decision whose event has no `api_version` (else the event's).
     pub stripe_version: String,
     /// Deadline budget per request.
     pub deadline: Duration,

@@ -65,6 +65,13 @@ pub const BUILD_INFO: &str = "cardgate_build_info";
 /// (Stripe answered 4xx, e.g. after the window), `failed` (transport, 5xx, after
 /// every retry).
 pub const LEGACY_CALLS: &str = "cardgate_legacy_calls_total";
+/// Counter `{field}`: enum values in a request that this build does not know
+/// (Stripe's enums are open), kept as sent; `field` names the enum, never the value.
+pub const UNKNOWN_ENUM_VALUES: &str = "cardgate_unknown_enum_values_total";
+/// Counter `{reason, outcome, ours}`: `issuing_authorization.created` events whose
+/// outcome the network or Stripe decided without cardgate's answer (stand-in);
+/// `ours` is `approved` when cardgate had approved it, else `none`.
+pub const STAND_IN_AUTHORIZATIONS: &str = "cardgate_stand_in_authorizations_total";
 
 /// Webhook latency buckets: fine from 50 µs (a decision's real cost) up to the 2 s
 /// Stripe window, so p99 and the fallback cliff both show.
@@ -167,6 +174,7 @@ const REASONS: &[&str] = &[
     "currency_mismatch",
     "rule",
     "review",
+    "challenge",
     "fallback:deadline",
     "fallback:internal",
     "fallback:ledger",
@@ -236,6 +244,22 @@ const RULE_MODES: &[&str] = &["decisive", "shadow"];
 /// `http::legacy`.
 const LEGACY_RESULTS: &[&str] = &["ok", "rejected", "failed"];
 const PAYMENT_OUTCOMES: &[&str] = &["approve", "decline"];
+/// `stripe::parse::unknown_enum`: the enum fields whose unknown values are counted.
+const UNKNOWN_ENUM_FIELDS: &[&str] = &[
+    "card_presence",
+    "allowed_card_presences",
+    "blocked_card_presences",
+    "spending_limits.interval",
+];
+/// `stripe::STAND_IN_REASONS`.
+const STAND_IN_REASON_LABELS: &[&str] = &[
+    "network_fallback",
+    "webhook_timeout",
+    "webhook_error",
+    "card_active",
+];
+const STAND_IN_OUTCOMES: &[&str] = &["approved", "declined"];
+const STAND_IN_OURS: &[&str] = &["approved", "none", "unknown"];
 
 const fn family(name: &'static str, kind: Kind, labels: &'static [Label]) -> Family {
     Family {
@@ -339,6 +363,20 @@ pub const FAMILIES: &[Family] = &[
         LEGACY_CALLS,
         Kind::Counter,
         &[label("result", LEGACY_RESULTS)],
+    ),
+    family(
+        UNKNOWN_ENUM_VALUES,
+        Kind::Counter,
+        &[label("field", UNKNOWN_ENUM_FIELDS)],
+    ),
+    family(
+        STAND_IN_AUTHORIZATIONS,
+        Kind::Counter,
+        &[
+            label("reason", STAND_IN_REASON_LABELS),
+            label("outcome", STAND_IN_OUTCOMES),
+            label("ours", STAND_IN_OURS),
+        ],
     ),
 ];
 

@@ -5,7 +5,7 @@
 
 use crate::decision::{
     AuthRequest, Card, CardStatus, Cardholder, CardholderStatus, Controls, Currency, Interval,
-    Merchant, Presence, SpendingLimit, Verification,
+    Merchant, RiskSignals, SpendingLimit, Verification,
 };
 
 /// `usd`.
@@ -29,7 +29,7 @@ pub fn auth(id: &str, amount: i64) -> AuthRequest<'_> {
         network_risk_score: Some(12),
         cashback_amount: 0,
         authorization_method: "online",
-        card_presence: Some(Presence::NotPresent),
+        card_presence: "not_present",
         wallet: "",
         merchant: Merchant {
             category: "computer_software_stores",
@@ -56,6 +56,7 @@ pub fn auth(id: &str, amount: i64) -> AuthRequest<'_> {
             controls: Controls::default(),
         },
         verification: Verification::default(),
+        signals: RiskSignals::default(),
     }
 }
 

@@ -96,10 +96,11 @@ async fn a_duplicated_key_the_decision_reads_is_a_400_naming_its_path() {
     .await;
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["error"]["path"], "livemode");
-    // An object it never opens is not its business.
+    // An object it never opens is not its business (`network_data` is opened
+    // since the rules read it, issue 17).
     let r = common::post_signed(
         &server,
-        &with_twin("data/object/network_data/transaction_id", json!("0")),
+        &with_twin("data/object/card/wallets/apple_pay/eligible", json!(false)),
         &[common::SECRET],
     )
     .await;

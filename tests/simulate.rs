@@ -802,3 +802,73 @@ async fn legacy_calls_after_the_window_are_rejected() {
             .contains("authorization_not_pending")
     );
 }
+
+/// Issue 17: the fraud-challenge flow end to end. cardgate's `challenge` rule
+/// declines with `send_fraud_challenges`; the emulator records the SMS challenge;
+/// the cardholder says YES through the test helper; the retry at the same
+/// merchant arrives `verified_by_fraud_challenge: true` and is approved.
+#[tokio::test]
+async fn a_challenged_purchase_is_approved_after_the_cardholder_verifies() {
+    let (t, dir) = data_dir();
+    let rules = t.path().join("challenge-rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"sms-over-100\"\nwhen = 'amount > 10000'\naction = \"challenge\"\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        &common::base_config(),
+        &[
+            ("CARDGATE_DATA_DIR", dir.to_str().unwrap()),
+            ("CARDGATE_RULES", rules.to_str().unwrap()),
+        ],
+    );
+    server.ready().await;
+    let sim = Sim::start(
+        &server.url("/webhooks/stripe"),
+        &["--window-ms", "30000", "--api-version", "2025-11-17.clover"],
+    );
+    let card = sim.card(&[]).await;
+
+    let first = sim.authorize(&card, 15_000, &[]).await;
+    assert_eq!(first["approved"], false, "{first}");
+    assert_eq!(reasons(&first), ["webhook_declined"]);
+    assert_eq!(first["fraud_challenges"][0]["status"], "pending");
+    assert_eq!(first["metadata"], json!({}), "a challenge sets no metadata");
+    let id = first["id"].as_str().unwrap();
+
+    // Unverified, a second try is challenged again.
+    let again = sim.authorize(&card, 15_000, &[]).await;
+    assert_eq!(again["approved"], false);
+    assert_eq!(again["verified_by_fraud_challenge"], Value::Null);
+
+    let (s, answered) = sim
+        .post(
+            &format!("/v1/test_helpers/issuing/authorizations/{id}/fraud_challenges/respond"),
+            &[("confirmed", "true")],
+        )
+        .await;
+    assert_eq!(s, 200, "{answered}");
+    assert_eq!(answered["fraud_challenges"][0]["status"], "verified");
+    let (s, err) = sim
+        .post(
+            &format!("/v1/test_helpers/issuing/authorizations/{id}/fraud_challenges/respond"),
+            &[("confirmed", "true")],
+        )
+        .await;
+    assert_eq!(s, 400, "{err}");
+
+    let retry = sim.authorize(&card, 15_000, &[]).await;
+    assert_eq!(retry["verified_by_fraud_challenge"], true, "{retry}");
+    assert_eq!(
+        (retry["approved"].clone(), retry["status"].clone()),
+        (json!(true), json!("pending"))
+    );
+    assert_eq!(reasons(&retry), ["webhook_approved"]);
+    assert_eq!(
+        ledger(&dir, &card, retry["id"].as_str().unwrap()),
+        ("pending".into(), 15_000, 15_000)
+    );
+    // The challenged ones held nothing.
+    assert_eq!(ledger(&dir, &card, id).1, 0);
+}

@@ -3,6 +3,15 @@
 //! An invalid event is a log line and a metric (redelivery cannot fix it); a
 //! shared store that cannot record the fact fails the request, so Stripe delivers
 //! the event again.
+//!
+//! Stand-ins: an `issuing_authorization.created` is the truth about an
+//! authorization, also one the network or Stripe decided without cardgate's
+//! answer (network stand-in, `network_fallback`, webhook timeout or error). The
+//! ledger takes its state from the event whatever cardgate answered: a stand-in
+//! approval holds and counts against later limits, a stand-in decline holds
+//! nothing (and releases cardgate's own hold if it had approved), `expired`
+//! releases the hold and a later capture still counts. Such events are counted
+//! in `cardgate_stand_in_authorizations_total` and logged.
 
 use super::Authorizer;
 use crate::journal::{Durability, Write};
@@ -45,6 +54,27 @@ pub(super) async fn apply(a: &Authorizer, event: &Event<'_>) -> Result<(), Strin
             return Ok(());
         }
     };
+    if let Some(s) = stripe::stand_in(event) {
+        // Only a backend that can tell without a round trip says (the in-memory
+        // ledger); a shared store counts "unknown".
+        let ours = ledger.reserved(&fact);
+        let outcome = if s.approved { "approved" } else { "declined" };
+        metrics::counter!(
+            m::STAND_IN_AUTHORIZATIONS,
+            "reason" => s.reason,
+            "outcome" => outcome,
+            "ours" => match ours { Some(true) => "approved", Some(false) => "none", None => "unknown" },
+        )
+        .increment(1);
+        tracing::warn!(
+            event = event.id,
+            authorization = record_of(&fact),
+            reason = s.reason,
+            outcome,
+            cardgate_approved = ?ours,
+            "stand-in authorization: the ledger follows the network's outcome"
+        );
+    }
     let applied = match ledger.apply(&fact).await {
         Ok(a) => a,
         Err(HoldsError::Invalid(e)) => {

@@ -52,8 +52,12 @@ use crate::stripe::{self, Event, Secrets};
 /// What the pipeline answers. `http/` turns it into a status and a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// A decision body for Stripe (`{"approved", "amount"?, "metadata"}`).
-    Decision(Bytes),
+    /// A decision body for Stripe (`{"approved", "amount"?, "metadata"}`), and
+    /// the `Stripe-Version` to answer in: the request event's `api_version`
+    /// (the body's shape did not change from 2024-06-20 to 2026-10-28.endive, so
+    /// one encoding serves every version), or `None` to answer in the
+    /// configured version (an event without a usable `api_version`).
+    Decision(Bytes, Option<Box<str>>),
     /// A non-request event was taken (`{"received":true}`), or a decision went out
     /// another way (legacy mode).
     Received,
@@ -84,6 +88,8 @@ pub struct Finished<'a> {
     pub decision: &'a Decision,
     /// The rule-set version that decided.
     pub ruleset: &'a str,
+    /// The request event's `api_version` (`""` when absent).
+    pub api_version: &'a str,
 }
 
 /// The pipeline's inputs that do not change per request: secrets, policy, the live
@@ -209,23 +215,9 @@ impl Authorizer {
         let raw = self.journal.as_ref().map(|_| body.clone());
 
         // verify
-        let verified = match stripe::verify(
-            signature,
-            Vec::from(body),
-            &self.secrets,
-            self.now(),
-            self.tolerance_seconds,
-        ) {
+        let verified = match self.verify(signature, body) {
             Ok(v) => v,
-            Err(e) => {
-                metrics::counter!(m::SIGNATURE_FAILURES, "code" => e.code()).increment(1);
-                tracing::warn!(code = e.code(), "webhook signature rejected: {e}");
-                return Answer::Rejected {
-                    code: e.code(),
-                    message: e.to_string(),
-                    path: None,
-                };
-            }
+            Err(rejected) => return rejected,
         };
         clock.lap(m::Stage::Verify);
 
@@ -296,6 +288,7 @@ impl Authorizer {
             auth: &auth,
             decision: &decision,
             ruleset: rules.version(),
+            api_version: event.api_version,
         });
         clock.lap(m::Stage::Respond);
         let elapsed = start.elapsed();
@@ -313,6 +306,27 @@ impl Authorizer {
             "decision"
         );
         answer
+    }
+
+    /// The verify step: the signature over the body as received, or the 400 to
+    /// answer.
+    fn verify(&self, signature: Option<&[u8]>, body: Bytes) -> Result<stripe::Verified, Answer> {
+        stripe::verify(
+            signature,
+            Vec::from(body),
+            &self.secrets,
+            self.now(),
+            self.tolerance_seconds,
+        )
+        .map_err(|e| {
+            metrics::counter!(m::SIGNATURE_FAILURES, "code" => e.code()).increment(1);
+            tracing::warn!(code = e.code(), "webhook signature rejected: {e}");
+            Answer::Rejected {
+                code: e.code(),
+                message: e.to_string(),
+                path: None,
+            }
+        })
     }
 
     /// The snapshot and decide steps: a spend snapshot that cannot be read in time
@@ -353,7 +367,23 @@ impl Authorizer {
     reason = "the shape of every `finish` step, `FnOnce(Finished) -> Answer`"
 )]
 fn respond(f: Finished<'_>) -> Answer {
-    Answer::Decision(Bytes::from(stripe::encode_decision(f.decision, f.ruleset)))
+    Answer::Decision(
+        Bytes::from(stripe::encode_decision(f.decision, f.ruleset)),
+        answer_version(f.api_version),
+    )
+}
+
+/// The version to answer in: the event's, when it looks like one of Stripe's
+/// (`2024-06-20`, `2026-10-28.endive`: digits, letters, `-`, `.`, at most 40
+/// bytes); else `None`, for the configured one. Stripe requires the answer's
+/// `Stripe-Version` and reads the body in that version.
+fn answer_version(v: &str) -> Option<Box<str>> {
+    let plausible = !v.is_empty()
+        && v.len() <= 40
+        && v.as_bytes()[0].is_ascii_digit()
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    plausible.then(|| v.into())
 }
 
 fn parse_failed(e: &stripe::ParseError) -> Answer {

@@ -208,6 +208,10 @@ pub(crate) struct EmulatorArgs {
     /// The account's timeout setting: "approve" or "decline".
     #[arg(long, default_value = "decline")]
     pub(crate) timeout_fallback: String,
+    /// The Stripe API version the account is pinned to: events are shaped as
+    /// that version (2024-06-20 to 2026-10-28.endive).
+    #[arg(long, default_value = crate::simulate::cli::API_VERSION)]
+    pub(crate) api_version: String,
 }
 
 #[allow(

@@ -21,6 +21,7 @@ fn emulator_config(
         window_ms: args.window_ms,
         timeout_fallback: args.timeout_fallback,
         namespace,
+        api_version: args.api_version,
     }
 }
 

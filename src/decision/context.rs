@@ -3,7 +3,8 @@
 //! and cardholder already spent, and the time. Everything a rule may read is here, so
 //! `decide()` needs nothing else and does no I/O.
 
-use super::controls::{Controls, Currency, Interval, MerchantCategory, Presence, ProgramControls};
+use super::controls::{Controls, Currency, Interval, MerchantCategory, ProgramControls};
+use super::signals::RiskSignals;
 use super::verdict::Rules;
 
 /// Card status (`issuing.card.status`).
@@ -142,7 +143,7 @@ pub struct Verification<'a> {
 
 /// One `issuing_authorization.request`: the pending request and everything around it
 /// that decisions use. Amounts are in the smallest unit of `currency` (the card's).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuthRequest<'a> {
     /// `iauth_…`
     pub id: &'a str,
@@ -164,8 +165,10 @@ pub struct AuthRequest<'a> {
     pub cashback_amount: i64,
     /// `chip` | `contactless` | `keyed_in` | `online` | `swipe`.
     pub authorization_method: &'a str,
-    /// `card_presence`.
-    pub card_presence: Option<Presence>,
+    /// `card_presence` as sent: `present`, `not_present`, a value Stripe added
+    /// later (kept, never refused), or `""` when absent or null (before
+    /// 2026-04-22.dahlia).
+    pub card_presence: &'a str,
     /// `apple_pay` | `google_pay` | `samsung_pay`, or `""`.
     pub wallet: &'a str,
     /// Merchant fields.
@@ -176,6 +179,8 @@ pub struct AuthRequest<'a> {
     pub cardholder: Cardholder<'a>,
     /// Verification checks.
     pub verification: Verification<'a>,
+    /// Risk assessments, fraud-challenge flag, fuel, fleet, network data, token.
+    pub signals: RiskSignals<'a>,
 }
 
 /// Which spend a limit counts: the card's or its cardholder's (all cards).

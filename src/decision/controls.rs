@@ -178,7 +178,7 @@ pub enum Presence {
 }
 
 impl Presence {
-    /// Parses Stripe's value.
+    /// Parses Stripe's value; `None` for a value Stripe added after this code.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "present" => Some(Presence::Present),
@@ -188,11 +188,17 @@ impl Presence {
     }
 }
 
-/// A set of [`Presence`] values.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// A set of `card_presence` values.
+///
+/// Stripe's enum is open: a value it adds later is kept verbatim in `unknown`,
+/// so the list stays non-empty (an allow-list of only new values must not turn
+/// into "unset" and allow everything) and still matches an authorization
+/// reporting the same value, as [`CategorySet`] does for new category names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PresenceSet {
     present: bool,
     not_present: bool,
+    unknown: Vec<Box<str>>,
 }
 
 impl PresenceSet {
@@ -204,18 +210,39 @@ impl PresenceSet {
         }
     }
 
-    /// Membership; an unknown presence (`None`) is in no set.
-    pub fn contains(&self, p: Option<Presence>) -> bool {
-        match p {
+    /// Adds Stripe's string; returns false when the value is not one we know (it
+    /// is still kept and matched by name).
+    pub fn insert_str(&mut self, s: &str) -> bool {
+        if let Some(p) = Presence::parse(s) {
+            self.insert(p);
+            true
+        } else {
+            if !self.unknown.iter().any(|u| &**u == s) {
+                self.unknown.push(s.into());
+            }
+            false
+        }
+    }
+
+    /// Membership of the authorization's `card_presence` as sent (`""` when
+    /// absent or null, which is in no set).
+    pub fn contains(&self, p: &str) -> bool {
+        match Presence::parse(p) {
             Some(Presence::Present) => self.present,
             Some(Presence::NotPresent) => self.not_present,
-            None => false,
+            None => !p.is_empty() && self.unknown.iter().any(|u| &**u == p),
         }
     }
 
     /// True when nothing was inserted.
     pub fn is_empty(&self) -> bool {
-        !self.present && !self.not_present
+        !self.present && !self.not_present && self.unknown.is_empty()
+    }
+
+    /// Values outside the ones this build knows, kept verbatim (for the decision
+    /// log's encoding of controls, `journal::seen`).
+    pub fn unknown_names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.unknown.iter().map(|n| &**n)
     }
 }
 
@@ -247,7 +274,8 @@ impl Interval {
         Interval::AllTime,
     ];
 
-    /// Parses Stripe's enum string.
+    /// Parses Stripe's enum string; `None` for a value we do not know (see
+    /// [`Interval::parse_open`] for the payload's reading of it).
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "per_authorization" => Interval::PerAuthorization,
@@ -258,6 +286,17 @@ impl Interval {
             "all_time" => Interval::AllTime,
             _ => return None,
         })
+    }
+
+    /// Reads an interval from a payload, where Stripe may send a value added after
+    /// this code: an unknown interval counts as `all_time`, the window that
+    /// contains every other, so the limit still guards (as tightly as any known
+    /// window could) instead of being dropped. Returns whether the value was known.
+    pub fn parse_open(s: &str) -> (Self, bool) {
+        match Interval::parse(s) {
+            Some(i) => (i, true),
+            None => (Interval::AllTime, false),
+        }
     }
 
     /// Stripe's enum string.

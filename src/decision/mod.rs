@@ -12,7 +12,9 @@
 //!    program MCC blocks, spending limits);
 //!    then the card's and cardholder's control overrides set through the admin API;
 //! 3. rules, in file order: the first decisive match wins (a `review` match
-//!    declines unless an approved allowance covers this exact retry);
+//!    declines unless an approved allowance covers this exact retry; a
+//!    `challenge` match declines asking for an SMS fraud challenge, unless this
+//!    is the verified retry);
 //! 4. default approve.
 //!
 //! A limit (or a `cap` rule) below the requested amount declines, unless
@@ -23,6 +25,7 @@ pub mod categories;
 mod context;
 mod controls;
 mod outcome;
+mod signals;
 mod verdict;
 
 pub use context::{
@@ -35,7 +38,8 @@ pub use controls::{
     category_by_name,
 };
 pub use outcome::{Decision, FallbackCause, Level, Reason, Source};
-pub use verdict::{Action, Matched, NoRules, Rules, Verdict};
+pub use signals::{RiskSignals, SignalInt, SignalStr};
+pub use verdict::{Action, Matched, NoRules, OnVerified, Rules, Verdict};
 
 /// Judges one authorization request. Pure: the same context gives the same decision.
 pub fn decide(ctx: &Context<'_>) -> Decision {
@@ -123,32 +127,51 @@ fn decide_inner(ctx: &Context<'_>, verdict: &mut Verdict) -> Decision {
     }
 
     *verdict = ctx.rules.evaluate(ctx);
-    if let Some(m) = verdict.decisive.clone() {
-        match m.action {
-            Action::Approve => {
-                let mut d = grant.finish();
-                if d.source.is_none() {
-                    d.source = Some(Source::Rule(m.name));
-                }
-                return d;
+    match verdict.decisive.clone() {
+        Some(m) => apply_rule(ctx, m, grant),
+        None => grant.finish(),
+    }
+}
+
+/// What the decisive rule `m` makes of the grant that passed every control.
+fn apply_rule(ctx: &Context<'_>, m: Matched, mut grant: Grant<'_>) -> Decision {
+    let auth = ctx.auth;
+    match m.action {
+        Action::Approve => {
+            let mut d = grant.finish();
+            if d.source.is_none() {
+                d.source = Some(Source::Rule(m.name));
             }
-            Action::Decline => return Decision::decline(Reason::Rule, Source::Rule(m.name)),
-            // An approved allowance for exactly this retry lets the review rule pass.
-            Action::Review if ctx.review_allowed => {
-                let mut d = grant.finish();
-                if d.source.is_none() {
-                    d.source = Some(Source::Rule(m.name));
-                }
-                return d;
+            return d;
+        }
+        Action::Decline => return Decision::decline(Reason::Rule, Source::Rule(m.name)),
+        // An approved allowance for exactly this retry lets the review rule pass.
+        Action::Review if ctx.review_allowed => {
+            let mut d = grant.finish();
+            if d.source.is_none() {
+                d.source = Some(Source::Rule(m.name));
             }
-            Action::Review => return Decision::decline(Reason::Review, Source::Rule(m.name)),
-            Action::Cap(cap) => {
-                if let Err(()) = grant.limit_to(cap) {
-                    return Decision::decline(Reason::Rule, Source::Rule(m.name));
-                }
-                if grant.amount == cap && cap < auth.amount {
-                    grant.partial = Some((Reason::Rule, Source::Rule(m.name)));
-                }
+            return d;
+        }
+        Action::Review => return Decision::decline(Reason::Review, Source::Rule(m.name)),
+        // A verified retry is never challenged again; `Skip` rules never
+        // reach here for one (the rule set passes over them).
+        Action::Challenge(_) if auth.signals.verified_by_fraud_challenge == Some(true) => {
+            let mut d = grant.finish();
+            if d.source.is_none() {
+                d.source = Some(Source::Rule(m.name));
+            }
+            return d;
+        }
+        Action::Challenge(_) => {
+            return Decision::decline(Reason::Challenge, Source::Rule(m.name));
+        }
+        Action::Cap(cap) => {
+            if let Err(()) = grant.limit_to(cap) {
+                return Decision::decline(Reason::Rule, Source::Rule(m.name));
+            }
+            if grant.amount == cap && cap < auth.amount {
+                grant.partial = Some((Reason::Rule, Source::Rule(m.name)));
             }
         }
     }
@@ -287,12 +310,12 @@ fn check_controls(
     {
         return decline(Reason::CountryNotAllowed, "allowed_merchant_countries");
     }
-    if let Some(set) = c.blocked_card_presences.filter(|s| !s.is_empty())
+    if let Some(set) = c.blocked_card_presences.as_ref().filter(|s| !s.is_empty())
         && set.contains(auth.card_presence)
     {
         return decline(Reason::CardPresenceBlocked, "blocked_card_presences");
     }
-    if let Some(set) = c.allowed_card_presences.filter(|s| !s.is_empty())
+    if let Some(set) = c.allowed_card_presences.as_ref().filter(|s| !s.is_empty())
         && !set.contains(auth.card_presence)
     {
         return decline(Reason::CardPresenceNotAllowed, "allowed_card_presences");

@@ -40,6 +40,9 @@ pub enum Reason {
     Rule,
     /// A `review` rule declined it pending a human review.
     Review,
+    /// A `challenge` rule declined it and asked Stripe for an SMS fraud
+    /// challenge; the only answer that carries `send_fraud_challenges`.
+    Challenge,
     /// The fallback answer: the decision could not be made in time or failed.
     Fallback(FallbackCause),
 }
@@ -87,6 +90,7 @@ impl Reason {
             Reason::CurrencyMismatch => "currency_mismatch",
             Reason::Rule => "rule",
             Reason::Review => "review",
+            Reason::Challenge => "challenge",
             Reason::Fallback(FallbackCause::Deadline) => "fallback:deadline",
             Reason::Fallback(FallbackCause::Internal) => "fallback:internal",
             Reason::Fallback(FallbackCause::Ledger) => "fallback:ledger",

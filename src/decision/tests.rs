@@ -209,6 +209,60 @@ fn countries_and_presence() {
     );
 }
 
+/// Stripe's presence enum is open: a value added after this code is kept, so an
+/// allow-list of only new values still restricts (it is not "unset"), a block
+/// list naming the new value declines it, and an unknown presence on the
+/// authorization is in no list of known values.
+#[test]
+fn unknown_card_presences_are_kept_not_dropped() {
+    let mut a = auth();
+    let mut p = PresenceSet::default();
+    assert!(!p.insert_str("hologram"));
+    a.card.controls.allowed_card_presences = Some(p.clone());
+    check(
+        &a,
+        (
+            false,
+            None,
+            "card_presence_not_allowed",
+            Some("card.allowed_card_presences"),
+        ),
+    );
+    a.card_presence = "hologram";
+    check(&a, (true, None, "approved", None));
+
+    let mut a = auth();
+    a.card_presence = "hologram";
+    a.cardholder.controls.blocked_card_presences = Some(p);
+    check(
+        &a,
+        (
+            false,
+            None,
+            "card_presence_blocked",
+            Some("cardholder.blocked_card_presences"),
+        ),
+    );
+
+    let mut a = auth();
+    a.card_presence = "hologram";
+    let mut known = PresenceSet::default();
+    known.insert(Presence::NotPresent);
+    a.card.controls.blocked_card_presences = Some(known.clone());
+    check(&a, (true, None, "approved", None));
+    a.card.controls.blocked_card_presences = None;
+    a.card.controls.allowed_card_presences = Some(known);
+    check(
+        &a,
+        (
+            false,
+            None,
+            "card_presence_not_allowed",
+            Some("card.allowed_card_presences"),
+        ),
+    );
+}
+
 #[test]
 fn per_authorization_limit_declines_or_partially_approves() {
     let mut a = auth();

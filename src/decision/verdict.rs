@@ -36,6 +36,32 @@ pub enum Action {
     Cap(i64),
     /// Decline now and open a human review.
     Review,
+    /// Decline and ask Stripe to text the cardholder (`send_fraud_challenges:
+    /// ["sms"]`); a verified retry is treated as `on_verified` says.
+    Challenge(OnVerified),
+}
+
+/// What a `challenge` rule does with the retry the cardholder verified
+/// (`verified_by_fraud_challenge: true`): it never challenges it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnVerified {
+    /// The rule approves the verified retry (the default: Stripe recommends
+    /// not applying one's own risk rules to it; spending controls and limits,
+    /// checked before rules, still apply).
+    #[default]
+    Approve,
+    /// The rule is skipped for the verified retry: later rules judge it.
+    Skip,
+}
+
+impl OnVerified {
+    /// As written in the rules file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnVerified::Approve => "approve",
+            OnVerified::Skip => "skip",
+        }
+    }
 }
 
 impl Action {
@@ -46,6 +72,7 @@ impl Action {
             Action::Decline => "decline",
             Action::Cap(_) => "cap",
             Action::Review => "review",
+            Action::Challenge(_) => "challenge",
         }
     }
 }

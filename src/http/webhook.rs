@@ -58,10 +58,13 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> 
 /// Maps the pipeline's answer to HTTP.
 pub fn respond(state: &AppState, answer: Answer) -> Response<Body> {
     match answer {
-        Answer::Decision(body) => {
+        Answer::Decision(body, version) => {
             let mut resp = json_bytes(StatusCode::OK, body);
-            if let Some(v) = &state.stripe_version {
-                resp.headers_mut().insert("stripe-version", v.clone());
+            let version = version
+                .and_then(|v| hyper::header::HeaderValue::from_str(&v).ok())
+                .or_else(|| state.stripe_version.clone());
+            if let Some(v) = version {
+                resp.headers_mut().insert("stripe-version", v);
             }
             resp
         }

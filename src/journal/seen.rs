@@ -354,14 +354,24 @@ impl Enc {
         }
     }
 
-    fn presences(&mut self, set: Option<PresenceSet>) {
-        self.0.push(match set {
-            None => 0,
-            Some(s) => {
-                1 | (u8::from(s.contains(Some(Presence::Present))) * 2)
-                    | (u8::from(s.contains(Some(Presence::NotPresent))) * 4)
+    fn presences(&mut self, set: Option<&PresenceSet>) {
+        let Some(s) = set else {
+            self.0.push(0);
+            return;
+        };
+        // Values Stripe added after this build (kept by name) follow as strings.
+        let unknown: Vec<&str> = s.unknown_names().collect();
+        self.0.push(
+            1 | (u8::from(s.contains("present")) * 2)
+                | (u8::from(s.contains("not_present")) * 4)
+                | (u8::from(!unknown.is_empty()) * 8),
+        );
+        if !unknown.is_empty() {
+            self.len(unknown.len());
+            for u in unknown {
+                self.str(u);
             }
-        });
+        }
     }
 
     fn controls(&mut self, c: &Controls) {
@@ -369,8 +379,8 @@ impl Enc {
         self.categories(c.blocked_categories.as_ref());
         self.countries(c.allowed_merchant_countries.as_ref());
         self.countries(c.blocked_merchant_countries.as_ref());
-        self.presences(c.allowed_card_presences);
-        self.presences(c.blocked_card_presences);
+        self.presences(c.allowed_card_presences.as_ref());
+        self.presences(c.blocked_card_presences.as_ref());
         self.len(c.spending_limits.len());
         for l in &c.spending_limits {
             self.int(l.amount);
@@ -497,6 +507,11 @@ impl<'a> Dec<'a> {
         }
         if b & 4 != 0 {
             s.insert(Presence::NotPresent);
+        }
+        if b & 8 != 0 {
+            for _ in 0..self.len()? {
+                s.insert_str(self.str()?);
+            }
         }
         Ok(Some(s))
     }

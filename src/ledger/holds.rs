@@ -58,6 +58,14 @@ pub trait Holds: Send + Sync {
     /// True when the backend's facts are durable once `reserve`/`apply` answered,
     /// so the journal need not make them durable again.
     fn durable(&self) -> bool;
+
+    /// Whether this backend's own reserve approved the authorization `fact` is
+    /// about, when it can tell without a round trip (for counting stand-ins that
+    /// override cardgate's answer); `None` when it cannot.
+    fn reserved(&self, fact: &Fact) -> Option<bool> {
+        let _ = fact;
+        None
+    }
 }
 
 impl Holds for Ledger {
@@ -94,5 +102,9 @@ impl Holds for Ledger {
 
     fn durable(&self) -> bool {
         false
+    }
+
+    fn reserved(&self, fact: &Fact) -> Option<bool> {
+        Some(Ledger::reserved(self, fact))
     }
 }

@@ -204,6 +204,17 @@ impl Ledger {
         result
     }
 
+    /// Whether this instance approved (reserved for) the authorization `fact`
+    /// is about: for telling a stand-in that overrides cardgate's answer from
+    /// one that replaces a missing answer.
+    pub fn reserved(&self, fact: &Fact) -> bool {
+        self.holders.get(fact.cardholder()).is_some_and(|h| {
+            h.records
+                .get(fact.record_id().as_str())
+                .is_some_and(|r| !r.reserves.is_empty())
+        })
+    }
+
     /// Spend the card and cardholder of `auth` had at `at` (Unix seconds; the
     /// authorization's `created`), for `decide()`. A copy: no lock is kept.
     pub fn snapshot(&self, auth: &AuthRequest<'_>, at: i64) -> SpendSnapshot {

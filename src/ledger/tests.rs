@@ -397,3 +397,53 @@ proptest! {
         prop_assert_eq!(l.holds(), reference.holds());
     }
 }
+
+/// Stand-ins (issue 17 #5): the `.created` event is the truth whatever cardgate
+/// answered. An approval the network gave while cardgate was not asked holds
+/// and counts; a network decline of what cardgate approved releases its hold;
+/// `expired` releases and a capture after it still counts.
+#[test]
+fn stand_in_outcomes_override_cardgate_answer() {
+    // Approved without cardgate: holds, counts against the next request.
+    let l = Ledger::new();
+    let stand_in = auth_event("e1", T, "iauth_si", AuthStatus::Pending, 7000, 1);
+    assert!(!l.reserved(&stand_in));
+    l.apply(&stand_in).unwrap();
+    assert_eq!(card_daily(&l), 7000);
+    let d = decide_and_reserve(&l, "evt_2", &auth("iauth_2", 6000, daily(10_000)));
+    assert_eq!((d.approved, d.reason), (false, Reason::SpendingLimit));
+
+    // cardgate approved, the network declined: nothing held.
+    let l = Ledger::new();
+    let d = decide_and_reserve(&l, "evt_1", &auth("iauth_1", 6000, daily(10_000)));
+    assert!(d.approved);
+    let declined = Fact::Authorization {
+        event_id: "e2".into(),
+        event_created: T + 1,
+        auth: meta("iauth_1"),
+        approved: false,
+        status: AuthStatus::Closed,
+        amount: 6000,
+        approved_requests: 0,
+    };
+    assert!(l.reserved(&declined));
+    l.apply(&declined).unwrap();
+    assert_eq!((card_daily(&l), l.holds()), (0, 0));
+
+    // Expired releases the hold; a late capture is spend again.
+    let l = Ledger::new();
+    l.apply(&stand_in).unwrap();
+    l.apply(&auth_event(
+        "e3",
+        T + 5,
+        "iauth_si",
+        AuthStatus::Expired,
+        7000,
+        1,
+    ))
+    .unwrap();
+    assert_eq!((card_daily(&l), l.holds()), (0, 0));
+    l.apply(&txn("e4", "ipi_1", Some("iauth_si"), -7000))
+        .unwrap();
+    assert_eq!(card_daily(&l), 7000);
+}

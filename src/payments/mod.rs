@@ -335,6 +335,7 @@ impl Schema for PaymentSchema {
     type StrField = PaymentStr;
     type IntField = PaymentInt;
     type BoolField = PaymentBool;
+    type DoubleField = crate::rules::schema::NoField;
     const ACTIONS: &'static [&'static str] = &["approve", "decline"];
     const MATCHES_METRIC: &'static str = crate::metrics::PAYMENT_RULE_MATCHES;
     const ERRORS_METRIC: &'static str = crate::metrics::PAYMENT_RULE_ERRORS;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use cel::common::ast::{CallExpr, ComprehensionExpr, Expr, IdedExpr, LiteralValue, operators};
 
 use super::error::CompileErrorKind;
-use super::eval::{Arith, Bool, Cmp, Double, Int, IntSet, Str, StrSet, Uint};
+use super::eval::{Arith, Bool, Cmp, Dec, Decimal, Double, Int, IntSet, Str, StrSet, Uint};
 use super::schema::{Field, Schema};
 
 /// A declared `[lists]` entry, pre-built. An empty list is usable as either type.
@@ -39,6 +39,8 @@ enum Typed<S: Schema> {
     Uint(Uint<S>),
     Double(Double<S>),
     Str(Str<S>),
+    /// A decimal-string field, or a literal compared with one.
+    Decimal(Dec<S>),
     /// A list: `lists.<name>` or a constant list literal.
     List(List),
     /// `card.metadata`.
@@ -55,6 +57,7 @@ impl<S: Schema> Typed<S> {
             Typed::Uint(_) => "uint",
             Typed::Double(_) => "double",
             Typed::Str(_) => "string",
+            Typed::Decimal(_) => "decimal",
             Typed::List(_) => "list",
             Typed::Meta => "map(string, string)",
             Typed::Items => "list(item)",
@@ -141,8 +144,8 @@ impl<S: Schema> Compiler<'_, S> {
         if let Expr::Select(sel) = &e.expr
             && sel.test
         {
-            // `has(x.f)`: only metadata keys can be absent; every other field
-            // always exists in the context.
+            // `has(x.f)`: a metadata key, or a context field the payload may
+            // leave out (the schema says which can be absent).
             return match segments(&sel.operand) {
                 Some(p) if S::META.is_some_and(|m| p.join(".") == m) => Ok(Typed::Bool(
                     Bool::HasMeta(Box::new(Str::Const(sel.field.as_str().into()))),
@@ -151,6 +154,9 @@ impl<S: Schema> Compiler<'_, S> {
                     let mut full = p.join(".");
                     full.push('.');
                     full.push_str(&sel.field);
+                    if let Some(f) = S::resolve(&full) {
+                        return Ok(Typed::Bool(Bool::Has(f)));
+                    }
                     match self.resolve(e.id, &full)? {
                         // Context fields are always present.
                         Typed::Meta
@@ -180,6 +186,8 @@ impl<S: Schema> Compiler<'_, S> {
             Field::Str(f) => Typed::Str(Str::Field(f)),
             Field::Int(f) => Typed::Int(Int::Field(f)),
             Field::Bool(f) => Typed::Bool(Bool::Field(f)),
+            Field::Double(f) => Typed::Double(Double::Field(f)),
+            Field::Decimal(f) => Typed::Decimal(Dec::Field(f)),
         };
         // The item variable shadows context fields of the same name, as in CEL.
         if let Some(var) = self.item_var {
@@ -385,6 +393,20 @@ impl<S: Schema> Compiler<'_, S> {
                 };
                 let (a, b) = (self.expr(&args[0])?, self.expr(&args[1])?);
                 Ok(Typed::Bool(match (a, b) {
+                    (Typed::Decimal(a), b) => {
+                        Bool::CmpDec(op, a.into(), decimal_operand(args[1].id, &b)?.into())
+                    }
+                    (a, Typed::Decimal(b)) => {
+                        Bool::CmpDec(op, decimal_operand(args[0].id, &a)?.into(), b.into())
+                    }
+                    // As the `cel` interpreter (and cel-go) do: an int meets a
+                    // double as the nearest double, so `score > 75` works.
+                    (Typed::Double(a), Typed::Int(b)) => {
+                        Bool::CmpDouble(op, a.into(), Double::FromInt(b.into()).into())
+                    }
+                    (Typed::Int(a), Typed::Double(b)) => {
+                        Bool::CmpDouble(op, Double::FromInt(a.into()).into(), b.into())
+                    }
                     (Typed::Int(a), Typed::Int(b)) => Bool::CmpInt(op, a.into(), b.into()),
                     (Typed::Uint(a), Typed::Uint(b)) => Bool::CmpUint(op, a.into(), b.into()),
                     (Typed::Double(a), Typed::Double(b)) => Bool::CmpDouble(op, a.into(), b.into()),
@@ -558,6 +580,7 @@ impl<S: Schema> Compiler<'_, S> {
             ("double", Typed::Int(i)) => Typed::Double(Double::FromInt(i.into())),
             ("double", Typed::Uint(u)) => Typed::Double(Double::FromUint(u.into())),
             ("string", Typed::Str(s)) => Typed::Str(s),
+            ("string", Typed::Decimal(Dec::Field(f))) => Typed::Str(Str::Field(f)),
             ("bool", Typed::Bool(b)) => Typed::Bool(b),
             (_, t) => {
                 return Err(unsupported(
@@ -669,6 +692,40 @@ fn literal_list(id: u64, items: &[IdedExpr]) -> Res<List> {
         len: items.len(),
         strs: ints.is_empty().then(|| Arc::new(StrSet::new(strs))),
         ints: (items.is_empty() || !ints.is_empty()).then(|| Arc::new(IntSet::new(ints))),
+    })
+}
+
+/// The other side of a comparison with a decimal: a decimal, or a literal read
+/// exactly as a decimal (an int, a double as written, or a decimal string).
+fn decimal_operand<S: Schema>(id: u64, t: &Typed<S>) -> Res<Dec<S>> {
+    let lit = match t {
+        Typed::Decimal(d) => return Ok(d.clone()),
+        Typed::Int(Int::Const(i)) => Some(Decimal::from_int(*i)),
+        Typed::Int(Int::Neg(i)) => match &**i {
+            Int::Const(i) => i.checked_neg().map(Decimal::from_int),
+            _ => None,
+        },
+        Typed::Double(Double::Const(d)) => Decimal::from_double(*d),
+        Typed::Double(Double::Neg(d)) => match &**d {
+            Double::Const(d) => Decimal::from_double(-*d),
+            _ => None,
+        },
+        Typed::Str(Str::Const(s)) => Decimal::parse(s),
+        _ => {
+            return Err(type_err(
+                id,
+                format!(
+                    "a decimal compares with a decimal field or a number or decimal-string literal, not {}",
+                    t.type_name()
+                ),
+            ));
+        }
+    };
+    lit.map(Dec::Const).ok_or_else(|| {
+        type_err(
+            id,
+            "not an exact decimal (at most 20 integer and 18 fractional digits)".into(),
+        )
     })
 }
 

@@ -59,7 +59,8 @@ pub enum CompileErrorKind {
     /// A `matches` pattern that does not compile.
     #[error("invalid regex: {0}")]
     Regex(String),
-    /// `action` is not approve, decline, cap or review; or `amount` is missing/misplaced.
+    /// `action` is not approve, decline, cap, review or challenge; or `amount` or
+    /// `on_verified` is missing/misplaced.
     #[error("{0}")]
     Action(String),
     /// `mode` is not `shadow`.

@@ -351,6 +351,7 @@ impl<S: Schema> Uint<S> {
 #[derive(Debug, Clone)]
 pub(crate) enum Double<S: Schema> {
     Const(f64),
+    Field(S::DoubleField),
     Neg(Box<Double<S>>),
     Bin(Arith, Box<Double<S>>, Box<Double<S>>),
     Cond(Box<Bool<S>>, Box<Double<S>>, Box<Double<S>>),
@@ -366,6 +367,7 @@ impl<S: Schema> Double<S> {
     pub fn eval(&self, ctx: &S::Ctx<'_>) -> R<f64> {
         match self {
             Double::Const(d) => Ok(*d),
+            Double::Field(f) => Ok(S::double(ctx, *f)),
             Double::Neg(a) => Ok(-a.eval(ctx)?),
             Double::Bin(op, a, b) => {
                 let (a, b) = (a.eval(ctx)?, b.eval(ctx)?);
@@ -391,6 +393,79 @@ impl<S: Schema> Double<S> {
     }
 }
 
+/// An exact decimal, as Stripe's decimal strings (`fuel.quantity_decimal`) are:
+/// the value times 10^18 in an `i128`, so `"0.1" + "0.2" == "0.3"` would hold
+/// and no comparison goes through a binary fraction. 18 fractional digits cover
+/// Stripe's (at most 12); the integer part may have up to 20 digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Decimal(i128);
+
+impl Decimal {
+    const SCALE: u32 = 18;
+
+    /// Parses `[-+]digits[.digits]`; `None` for anything else or out of range.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (neg, digits) = match s.as_bytes().first()? {
+            b'-' => (true, &s[1..]),
+            b'+' => (false, &s[1..]),
+            _ => (false, s),
+        };
+        let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+        if (int.is_empty() && frac.is_empty())
+            || int.len() > 20
+            || frac.len() > Self::SCALE as usize
+            || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        let mut v: i128 = 0;
+        for b in int.bytes() {
+            v = v * 10 + i128::from(b - b'0');
+        }
+        for i in 0..Self::SCALE as usize {
+            let d = frac.as_bytes().get(i).map_or(0, |b| b - b'0');
+            v = v * 10 + i128::from(d);
+        }
+        Some(Decimal(if neg { -v } else { v }))
+    }
+
+    /// An int literal.
+    pub fn from_int(i: i64) -> Self {
+        Decimal(i128::from(i) * 10i128.pow(Self::SCALE))
+    }
+
+    /// A double literal, read as the shortest decimal that round-trips to it
+    /// (what was written: `75.1` is 75.1, not the binary fraction nearest it).
+    pub fn from_double(d: f64) -> Option<Self> {
+        if !d.is_finite() {
+            return None;
+        }
+        Decimal::parse(&format!("{d}"))
+    }
+}
+
+/// A decimal-valued expression: a decimal-string field or a constant.
+#[derive(Debug, Clone)]
+pub(crate) enum Dec<S: Schema> {
+    Const(Decimal),
+    /// A decimal string field; absent reads as 0, malformed is a
+    /// [`RuntimeError::Conversion`].
+    Field(S::StrField),
+}
+
+impl<S: Schema> Dec<S> {
+    #[inline]
+    pub fn eval(&self, ctx: &S::Ctx<'_>) -> R<Decimal> {
+        match self {
+            Dec::Const(d) => Ok(*d),
+            Dec::Field(f) => match S::str(ctx, *f) {
+                "" => Ok(Decimal(0)),
+                s => Decimal::parse(s).ok_or(RuntimeError::Conversion),
+            },
+        }
+    }
+}
+
 /// A bool-valued expression: what every `when` compiles to.
 #[derive(Debug, Clone)]
 pub(crate) enum Bool<S: Schema> {
@@ -405,6 +480,9 @@ pub(crate) enum Bool<S: Schema> {
     CmpUint(Cmp, Box<Uint<S>>, Box<Uint<S>>),
     CmpDouble(Cmp, Box<Double<S>>, Box<Double<S>>),
     CmpStr(Cmp, Box<Str<S>>, Box<Str<S>>),
+    CmpDec(Cmp, Box<Dec<S>>, Box<Dec<S>>),
+    /// `has(field)`: the payload carried it.
+    Has(super::schema::Field<S>),
     StrIn(Box<Str<S>>, std::sync::Arc<StrSet>),
     IntIn(Box<Int<S>>, std::sync::Arc<IntSet>),
     StartsWith(Box<Str<S>>, Box<Str<S>>),
@@ -461,6 +539,8 @@ impl<S: Schema> Bool<S> {
                 Ok(op.apply(&a, &b))
             }
             Bool::CmpStr(op, a, b) => Ok(op.apply(a.eval(ctx)?, b.eval(ctx)?)),
+            Bool::CmpDec(op, a, b) => Ok(op.apply(&a.eval(ctx)?, &b.eval(ctx)?)),
+            Bool::Has(f) => Ok(S::has(ctx, *f)),
             Bool::StrIn(s, set) => Ok(set.contains(s.eval(ctx)?)),
             Bool::IntIn(i, set) => Ok(set.contains(i.eval(ctx)?)),
             Bool::StartsWith(s, p) => Ok(s.eval(ctx)?.starts_with(p.eval(ctx)?)),
@@ -509,5 +589,26 @@ impl<S: Schema> Bool<S> {
                 Ok(n == 1)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod decimal_tests {
+    use super::Decimal;
+
+    #[test]
+    fn decimals_compare_exactly() {
+        let d = |s| Decimal::parse(s).unwrap();
+        assert!(d("12.345") > d("12.344999999999999999"));
+        assert_eq!(d("1.50"), d("1.5"));
+        assert_eq!(d("-0.25"), Decimal::from_double(-0.25).unwrap());
+        assert_eq!(Decimal::from_double(75.1), Some(d("75.1")));
+        assert_eq!(Decimal::from_int(3), d("3"));
+        assert_eq!(d(".5"), d("0.5"));
+        for bad in ["", "-", ".", "1e3", "1.2.3", "abc", "1.0000000000000000001"] {
+            assert_eq!(Decimal::parse(bad), None, "{bad}");
+        }
+        assert_eq!(Decimal::from_double(f64::NAN), None);
+        assert_eq!(Decimal::from_double(1e300), None);
     }
 }

@@ -28,6 +28,8 @@ pub(super) struct RawRule {
     pub action: Spanned<String>,
     pub amount: Option<Spanned<i64>>,
     pub mode: Option<Spanned<String>>,
+    /// `challenge` only: `approve` (default) or `skip` for a verified retry.
+    pub on_verified: Option<Spanned<String>>,
     // Documentation for humans; kept so `rules test` can show it.
     pub description: Option<String>,
 }

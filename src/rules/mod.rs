@@ -14,10 +14,11 @@
 //! [[rule]]
 //! name   = "cap-fuel"
 //! when   = 'merchant.category_code == "5542" && is_amount_controllable'
-//! action = "cap"          # approve | decline | cap (needs `amount`) | review
+//! action = "cap"          # approve | decline | cap (needs `amount`) | review | challenge
 //! amount = 10000
 //! mode   = "shadow"       # optional: evaluated and counted, never decides
 //! description = "…"       # optional
+//! on_verified = "skip"    # challenge only: approve (default) | skip
 //! ```
 //!
 //! # Evaluation order
@@ -330,8 +331,14 @@ impl<S: Schema> Compiled<S> {
         shadow: &index::Index<S>,
     ) -> Verdict {
         let mut verdict = Verdict::default();
+        let verified = S::challenge_verified(ctx);
         decisive.visit(ctx, |i| {
             let rule = &self.decisive[i];
+            // A verified retry passes over a `skip` challenge rule: not
+            // evaluated, as if absent (see `decision::OnVerified`).
+            if verified && rule.action == Action::Challenge(crate::decision::OnVerified::Skip) {
+                return false;
+            }
             if rule.eval(ctx, self.metered) {
                 rule.matches.increment(1);
                 verdict.decisive = Some(Matched {
@@ -562,7 +569,9 @@ type Span = std::ops::Range<usize>;
 
 fn parse_action(r: &file::RawRule, allowed: &[&str]) -> Result<Action, (Span, CompileErrorKind)> {
     let written = r.action.get_ref().as_str();
-    if !allowed.contains(&written) && ["approve", "decline", "cap", "review"].contains(&written) {
+    if !allowed.contains(&written)
+        && ["approve", "decline", "cap", "review", "challenge"].contains(&written)
+    {
         return Err((
             r.action.span(),
             CompileErrorKind::Action(format!(
@@ -575,6 +584,22 @@ fn parse_action(r: &file::RawRule, allowed: &[&str]) -> Result<Action, (Span, Co
         "approve" => Action::Approve,
         "decline" => Action::Decline,
         "review" => Action::Review,
+        "challenge" => {
+            Action::Challenge(match r.on_verified.as_ref().map(|o| o.get_ref().as_str()) {
+                None | Some("approve") => crate::decision::OnVerified::Approve,
+                Some("skip") => crate::decision::OnVerified::Skip,
+                Some(other) => {
+                    return Err((
+                        r.on_verified
+                            .as_ref()
+                            .map_or(r.action.span(), toml::Spanned::span),
+                        CompileErrorKind::Action(format!(
+                            "on_verified `{other}` must be \"approve\" or \"skip\""
+                        )),
+                    ));
+                }
+            })
+        }
         "cap" => match &r.amount {
             Some(a) if *a.get_ref() >= 0 => Action::Cap(*a.get_ref()),
             Some(a) => {
@@ -596,11 +621,19 @@ fn parse_action(r: &file::RawRule, allowed: &[&str]) -> Result<Action, (Span, Co
             return Err((
                 r.action.span(),
                 CompileErrorKind::Action(format!(
-                    "unknown action `{other}` (approve, decline, cap or review)"
+                    "unknown action `{other}` (approve, decline, cap, review or challenge)"
                 )),
             ));
         }
     };
+    if let (Some(o), false) = (&r.on_verified, matches!(action, Action::Challenge(_))) {
+        return Err((
+            o.span(),
+            CompileErrorKind::Action(
+                "`on_verified` is only valid with action = \"challenge\"".into(),
+            ),
+        ));
+    }
     if let (Some(a), false) = (&r.amount, matches!(action, Action::Cap(_))) {
         return Err((
             a.span(),

@@ -66,6 +66,12 @@ impl Interpreter {
                 "approve" => Action::Approve,
                 "decline" => Action::Decline,
                 "review" => Action::Review,
+                "challenge" => {
+                    Action::Challenge(match r.on_verified.as_ref().map(|o| o.get_ref().as_str()) {
+                        Some("skip") => crate::decision::OnVerified::Skip,
+                        _ => crate::decision::OnVerified::Approve,
+                    })
+                }
                 "cap" => Action::Cap(r.amount.as_ref().map(|a| *a.get_ref()).unwrap_or(0)),
                 other => return Err(format!("action {other}")),
             };
@@ -95,7 +101,8 @@ impl Interpreter {
     /// Evaluates like [`super::RuleSet::evaluate`]: first decisive match, every
     /// shadow match; an error or a non-bool result does not match.
     pub fn evaluate(&self, ctx: &Context<'_>) -> Verdict {
-        self.verdict(&self.activation(ctx))
+        let verified = ctx.auth.signals.verified_by_fraud_challenge == Some(true);
+        self.verdict(&self.activation(ctx), verified)
     }
 
     /// The interpreter's context for one payment approval request.
@@ -110,13 +117,18 @@ impl Interpreter {
 
     /// [`Interpreter::evaluate`] for payment rules.
     pub fn evaluate_payment(&self, ctx: &crate::payments::PaymentContext<'_>) -> Verdict {
-        self.verdict(&self.payment_activation(ctx))
+        self.verdict(&self.payment_activation(ctx), false)
     }
 
-    fn verdict(&self, act: &cel::Context<'_, '_>) -> Verdict {
+    /// `verified`: the request is a verified fraud-challenge retry, which
+    /// `challenge` rules with `on_verified = "skip"` pass over.
+    fn verdict(&self, act: &cel::Context<'_, '_>, verified: bool) -> Verdict {
         let matches = |p: &Program| matches!(p.execute(act), Ok(Value::Bool(true)));
         let mut v = Verdict::default();
         for (name, action, p) in &self.decisive {
+            if verified && *action == Action::Challenge(crate::decision::OnVerified::Skip) {
+                continue;
+            }
             if matches(p) {
                 v.decisive = Some(Matched {
                     name: name.clone(),
@@ -213,9 +225,95 @@ pub fn bind(c: &mut cel::Context<'_, 'static>, ctx: &Context<'_>, lists: Value) 
         ),
         ("lists", lists),
     ];
-    for (name, v) in vars.into_iter().chain(history(ctx)) {
+    for (name, v) in vars.into_iter().chain(history(ctx)).chain(signals(ctx)) {
         c.add_variable_from_value(name, v);
     }
+}
+
+/// A map from entries keyed by their remaining path segments.
+fn build(entries: Vec<(Vec<&'static str>, Value)>) -> Value {
+    let mut leaves: Vec<(&str, Value)> = Vec::new();
+    let mut groups: std::collections::BTreeMap<&str, Vec<(Vec<&'static str>, Value)>> =
+        std::collections::BTreeMap::new();
+    for (parts, v) in entries {
+        if parts.len() == 1 {
+            leaves.push((parts[0], v));
+        } else {
+            groups
+                .entry(parts[0])
+                .or_default()
+                .push((parts[1..].to_vec(), v));
+        }
+    }
+    for (k, g) in groups {
+        leaves.push((k, build(g)));
+    }
+    map(leaves)
+}
+
+/// Stripe's signals (issue 17) as the compiled rules read them: absent reads as
+/// `""` / `0` / `false`; decimal strings as doubles (the interpreter has no
+/// decimal type, so the differential tests generate only decimals a double
+/// holds exactly).
+fn signals(ctx: &Context<'_>) -> Vec<(&'static str, Value)> {
+    use crate::decision::{SignalInt, SignalStr};
+    let sig = &ctx.auth.signals;
+    let leaf = |path: &str| -> Value {
+        if let Some(s) = SignalStr::ALL.iter().find(|s| s.path() == path) {
+            let v = sig.str(*s).unwrap_or("");
+            if s.is_decimal() {
+                return Value::Float(v.parse().unwrap_or(0.0));
+            }
+            return Value::from(v);
+        }
+        if let Some(i) = SignalInt::ALL.iter().find(|i| i.path() == path) {
+            return Value::Int(sig.int(*i).unwrap_or(0));
+        }
+        match path {
+            "risk_assessment.fraud_risk.score" => Value::Float(sig.fraud_risk_score.unwrap_or(0.0)),
+            other => panic!("no signal {other}"),
+        }
+    };
+    // Nested maps from the dotted paths.
+    let mut paths: Vec<&'static str> = SignalStr::ALL.iter().map(|s| s.path()).collect();
+    paths.extend(SignalInt::ALL.iter().map(|i| i.path()));
+    paths.push("risk_assessment.fraud_risk.score");
+    let mut roots: Vec<(&'static str, Value)> = Vec::new();
+    let mut tree: std::collections::BTreeMap<&'static str, Vec<(Vec<&'static str>, Value)>> =
+        std::collections::BTreeMap::new();
+    // `risk_level` is the pre-dahlia name of each `level`: both read the same.
+    let aliases = [
+        "risk_assessment.fraud_risk.risk_level",
+        "risk_assessment.card_testing_risk.risk_level",
+        "risk_assessment.merchant_dispute_risk.risk_level",
+    ];
+    for p in paths.into_iter().chain(aliases) {
+        let parts: Vec<&'static str> = p.split('.').collect();
+        let v = leaf(p.strip_suffix("risk_level").map_or(p, |_| match p {
+            "risk_assessment.fraud_risk.risk_level" => "risk_assessment.fraud_risk.level",
+            "risk_assessment.card_testing_risk.risk_level" => {
+                "risk_assessment.card_testing_risk.level"
+            }
+            _ => "risk_assessment.merchant_dispute_risk.level",
+        }));
+        if parts.len() == 1 {
+            roots.push((p, v));
+        } else {
+            tree.entry(parts[0])
+                .or_default()
+                .push((parts[1..].to_vec(), v));
+        }
+    }
+    for (root, entries) in tree {
+        roots.push((root, build(entries)));
+    }
+    let a = ctx.auth;
+    roots.push(("card_presence", Value::from(a.card_presence)));
+    roots.push((
+        "verified_by_fraud_challenge",
+        Value::Bool(sig.verified_by_fraud_challenge.unwrap_or(false)),
+    ));
+    roots
 }
 
 /// The variables read from past spend and the clock rather than the request.

@@ -9,14 +9,43 @@
 
 use std::fmt::Debug;
 
-use crate::decision::{Context, Interval, Scope};
+use crate::decision::{Context, Interval, Scope, SignalInt, SignalStr};
 
 /// A field a path resolves to, by type.
 pub(crate) enum Field<S: Schema> {
     Str(S::StrField),
     Int(S::IntField),
     Bool(S::BoolField),
+    Double(S::DoubleField),
+    /// A decimal string (`"12.345"`), compared as an exact decimal.
+    Decimal(S::StrField),
 }
+
+#[expect(
+    clippy::expl_impl_clone_on_copy,
+    reason = "derive would demand `S: Copy`; the fields are Copy whatever S is"
+)]
+impl<S: Schema> Clone for Field<S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<S: Schema> Copy for Field<S> {}
+impl<S: Schema> Debug for Field<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Field::Str(x) => write!(f, "Str({x:?})"),
+            Field::Int(x) => write!(f, "Int({x:?})"),
+            Field::Bool(x) => write!(f, "Bool({x:?})"),
+            Field::Double(x) => write!(f, "Double({x:?})"),
+            Field::Decimal(x) => write!(f, "Decimal({x:?})"),
+        }
+    }
+}
+
+/// A schema without double fields (its `DoubleField`): no value exists.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum NoField {}
 
 /// One kind of context rules are written against.
 pub(crate) trait Schema: Debug + Clone + Send + Sync + Sized + 'static {
@@ -28,6 +57,8 @@ pub(crate) trait Schema: Debug + Clone + Send + Sync + Sized + 'static {
     type IntField: Debug + Clone + Copy + Send + Sync + 'static;
     /// Bool fields.
     type BoolField: Debug + Clone + Copy + Send + Sync + 'static;
+    /// Double fields ([`NoField`] when the context has none).
+    type DoubleField: Debug + Clone + Copy + Send + Sync + 'static;
 
     /// Actions a rule of this schema may take.
     const ACTIONS: &'static [&'static str];
@@ -53,6 +84,22 @@ pub(crate) trait Schema: Debug + Clone + Send + Sync + Sized + 'static {
     fn str<'c>(ctx: &'c Self::Ctx<'_>, f: Self::StrField) -> &'c str;
     fn int(ctx: &Self::Ctx<'_>, f: Self::IntField) -> i64;
     fn bool(ctx: &Self::Ctx<'_>, f: Self::BoolField) -> bool;
+    fn double(ctx: &Self::Ctx<'_>, f: Self::DoubleField) -> f64 {
+        let _ = (ctx, f);
+        0.0
+    }
+    /// The request is the retry a cardholder verified through a fraud
+    /// challenge: `challenge` rules with `on_verified = "skip"` pass over it.
+    fn challenge_verified(ctx: &Self::Ctx<'_>) -> bool {
+        let _ = ctx;
+        false
+    }
+    /// `has(path)`: whether the payload carried the field (not absent, not
+    /// null). Fields every payload has are always present.
+    fn has(ctx: &Self::Ctx<'_>, f: Field<Self>) -> bool {
+        let _ = (ctx, f);
+        true
+    }
     /// The string map's entries (empty when the context has none).
     fn meta<'c>(ctx: &'c Self::Ctx<'_>) -> &'c [(&'c str, &'c str)];
     /// Number of items.
@@ -68,11 +115,20 @@ pub(crate) trait Schema: Debug + Clone + Send + Sync + Sized + 'static {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Auth;
 
-/// The bool fields of the authorization context.
+/// Bool fields of the authorization context.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum AuthBool {
     IsAmountControllable,
+    VerifiedByFraudChallenge,
+    /// `history.card.new_merchant` (a behavioural signal).
     NewMerchant,
+}
+
+/// Double fields of the authorization context.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AuthDouble {
+    /// `risk_assessment.fraud_risk.score`.
+    FraudRiskScore,
 }
 
 impl Schema for Auth {
@@ -80,7 +136,8 @@ impl Schema for Auth {
     type StrField = StrField;
     type IntField = IntField;
     type BoolField = AuthBool;
-    const ACTIONS: &'static [&'static str] = &["approve", "decline", "cap", "review"];
+    type DoubleField = AuthDouble;
+    const ACTIONS: &'static [&'static str] = &["approve", "decline", "cap", "review", "challenge"];
     const MATCHES_METRIC: &'static str = crate::metrics::RULE_MATCHES;
     const ERRORS_METRIC: &'static str = crate::metrics::RULE_ERRORS;
     const META: Option<&'static str> = Some("card.metadata");
@@ -121,18 +178,43 @@ impl Schema for Auth {
             "now.hour" => I(IF::NowHour),
             "now.weekday" => I(IF::NowWeekday),
             // Behavioural signals (issue 16, `crate::signals`).
-            "velocity.cardholder.count_1h" => I(IF::Signal(Signal::CardholderCount1h)),
-            "velocity.cardholder.count_24h" => I(IF::Signal(Signal::CardholderCount24h)),
-            "velocity.card.amount_24h" => I(IF::Signal(Signal::CardAmount24h)),
-            "velocity.card.declines_1h" => I(IF::Signal(Signal::CardDeclines1h)),
-            "velocity.card.declines_24h" => I(IF::Signal(Signal::CardDeclines24h)),
-            "velocity.card.distinct_merchants_1h" => I(IF::Signal(Signal::DistinctMerchants1h)),
-            "history.card.first_seen" => I(IF::Signal(Signal::FirstSeen)),
+            "velocity.cardholder.count_1h" => I(IF::Behaviour(Behaviour::CardholderCount1h)),
+            "velocity.cardholder.count_24h" => I(IF::Behaviour(Behaviour::CardholderCount24h)),
+            "velocity.card.amount_24h" => I(IF::Behaviour(Behaviour::CardAmount24h)),
+            "velocity.card.declines_1h" => I(IF::Behaviour(Behaviour::CardDeclines1h)),
+            "velocity.card.declines_24h" => I(IF::Behaviour(Behaviour::CardDeclines24h)),
+            "velocity.card.distinct_merchants_1h" => {
+                I(IF::Behaviour(Behaviour::DistinctMerchants1h))
+            }
+            "history.card.first_seen" => I(IF::Behaviour(Behaviour::FirstSeen)),
             "history.card.new_merchant" => Field::Bool(AuthBool::NewMerchant),
-            "history.card.amount_avg_30d" => I(IF::Signal(Signal::AmountAvg30d)),
-            "history.card.amount_max_30d" => I(IF::Signal(Signal::AmountMax30d)),
+            "history.card.amount_avg_30d" => I(IF::Behaviour(Behaviour::AmountAvg30d)),
+            "history.card.amount_max_30d" => I(IF::Behaviour(Behaviour::AmountMax30d)),
             "history.card.last_country" => S(SF::LastCountry),
-            "history.card.seconds_since_last" => I(IF::Signal(Signal::SecondsSinceLast)),
+            "history.card.seconds_since_last" => I(IF::Behaviour(Behaviour::SecondsSinceLast)),
+            // --- issue 17: Stripe's signals, 2024-06-20 → 2026-10-28.endive ---
+            "card_presence" => S(SF::CardPresence),
+            "verified_by_fraud_challenge" => Field::Bool(AuthBool::VerifiedByFraudChallenge),
+            "risk_assessment.fraud_risk.score" => Field::Double(AuthDouble::FraudRiskScore),
+            // Stripe renamed `risk_level` to `level` (dahlia); rules may use either.
+            "risk_assessment.fraud_risk.risk_level" => S(SF::Signal(SignalStr::FraudRiskLevel)),
+            "risk_assessment.card_testing_risk.risk_level" => {
+                S(SF::Signal(SignalStr::CardTestingRiskLevel))
+            }
+            "risk_assessment.merchant_dispute_risk.risk_level" => {
+                S(SF::Signal(SignalStr::MerchantDisputeRiskLevel))
+            }
+            p if let Some(sig) = SignalStr::ALL.iter().find(|x| x.path() == p) => {
+                if sig.is_decimal() {
+                    Field::Decimal(SF::Signal(*sig))
+                } else {
+                    S(SF::Signal(*sig))
+                }
+            }
+            p if let Some(sig) = SignalInt::ALL.iter().find(|x| x.path() == p) => {
+                I(IF::Signal(*sig))
+            }
+            // --- end issue 17 ---
             _ => {
                 let (scope, window) = path
                     .strip_prefix("spend.card.")
@@ -166,6 +248,19 @@ impl Schema for Auth {
                 | "velocity.cardholder"
                 | "history"
                 | "history.card"
+                // issue 17
+                | "risk_assessment"
+                | "risk_assessment.fraud_risk"
+                | "risk_assessment.card_testing_risk"
+                | "risk_assessment.merchant_dispute_risk"
+                | "fuel"
+                | "fleet"
+                | "fleet.cardholder_prompt_data"
+                | "fleet.reported_breakdown"
+                | "fleet.reported_breakdown.fuel"
+                | "fleet.reported_breakdown.non_fuel"
+                | "fleet.reported_breakdown.tax"
+                | "network_data"
         )
     }
 
@@ -181,7 +276,39 @@ impl Schema for Auth {
     fn bool(ctx: &Context<'_>, f: AuthBool) -> bool {
         match f {
             AuthBool::IsAmountControllable => ctx.auth.is_amount_controllable,
+            AuthBool::VerifiedByFraudChallenge => ctx
+                .auth
+                .signals
+                .verified_by_fraud_challenge
+                .unwrap_or(false),
             AuthBool::NewMerchant => ctx.spend.signals().new_merchant,
+        }
+    }
+    #[inline]
+    fn double(ctx: &Context<'_>, f: AuthDouble) -> f64 {
+        match f {
+            AuthDouble::FraudRiskScore => ctx.auth.signals.fraud_risk_score.unwrap_or(0.0),
+        }
+    }
+    #[inline]
+    fn challenge_verified(ctx: &Context<'_>) -> bool {
+        ctx.auth.signals.verified_by_fraud_challenge == Some(true)
+    }
+    fn has(ctx: &Context<'_>, f: Field<Self>) -> bool {
+        let a = ctx.auth;
+        match f {
+            Field::Str(StrField::Signal(s)) | Field::Decimal(StrField::Signal(s)) => {
+                a.signals.str(s).is_some()
+            }
+            Field::Str(StrField::CardPresence) => !a.card_presence.is_empty(),
+            Field::Str(StrField::Wallet) => !a.wallet.is_empty(),
+            Field::Int(IntField::Signal(i)) => a.signals.int(i).is_some(),
+            Field::Int(IntField::NetworkRiskScore) => a.network_risk_score.is_some(),
+            Field::Double(AuthDouble::FraudRiskScore) => a.signals.fraud_risk_score.is_some(),
+            Field::Bool(AuthBool::VerifiedByFraudChallenge) => {
+                a.signals.verified_by_fraud_challenge.is_some()
+            }
+            _ => true,
         }
     }
     #[inline]
@@ -215,6 +342,8 @@ pub(crate) enum StrField {
     AddressPostalCodeCheck,
     ThreeDSecure,
     LastCountry,
+    CardPresence,
+    Signal(SignalStr),
 }
 
 impl StrField {
@@ -244,6 +373,8 @@ impl StrField {
             StrField::AddressPostalCodeCheck => a.verification.address_postal_code_check,
             StrField::ThreeDSecure => a.verification.three_d_secure,
             StrField::LastCountry => ctx.spend.signals().last_country(),
+            StrField::CardPresence => a.card_presence,
+            StrField::Signal(s) => a.signals.str(s).unwrap_or(""),
         }
     }
 }
@@ -260,12 +391,14 @@ pub(crate) enum IntField {
     VelocityDay,
     NowHour,
     NowWeekday,
-    Signal(Signal),
+    Signal(SignalInt),
+    /// A behavioural signal (`decision::Signals`, issue 16).
+    Behaviour(Behaviour),
 }
 
 /// The integer behavioural signals (`decision::Signals`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Signal {
+pub(crate) enum Behaviour {
     CardholderCount1h,
     CardholderCount24h,
     CardAmount24h,
@@ -278,20 +411,20 @@ pub(crate) enum Signal {
     SecondsSinceLast,
 }
 
-impl Signal {
+impl Behaviour {
     #[inline]
     fn get(self, s: &crate::decision::Signals) -> i64 {
         match self {
-            Signal::CardholderCount1h => s.cardholder_count_1h,
-            Signal::CardholderCount24h => s.cardholder_count_24h,
-            Signal::CardAmount24h => s.card_amount_24h,
-            Signal::CardDeclines1h => s.card_declines_1h,
-            Signal::CardDeclines24h => s.card_declines_24h,
-            Signal::DistinctMerchants1h => s.card_distinct_merchants_1h,
-            Signal::FirstSeen => s.first_seen,
-            Signal::AmountAvg30d => s.amount_avg_30d,
-            Signal::AmountMax30d => s.amount_max_30d,
-            Signal::SecondsSinceLast => s.seconds_since_last,
+            Behaviour::CardholderCount1h => s.cardholder_count_1h,
+            Behaviour::CardholderCount24h => s.cardholder_count_24h,
+            Behaviour::CardAmount24h => s.card_amount_24h,
+            Behaviour::CardDeclines1h => s.card_declines_1h,
+            Behaviour::CardDeclines24h => s.card_declines_24h,
+            Behaviour::DistinctMerchants1h => s.card_distinct_merchants_1h,
+            Behaviour::FirstSeen => s.first_seen,
+            Behaviour::AmountAvg30d => s.amount_avg_30d,
+            Behaviour::AmountMax30d => s.amount_max_30d,
+            Behaviour::SecondsSinceLast => s.seconds_since_last,
         }
     }
 }
@@ -311,7 +444,8 @@ impl IntField {
             IntField::NowHour => ctx.now.rem_euclid(86_400) / 3_600,
             // 1970-01-01 was a Thursday (4); 0 = Sunday.
             IntField::NowWeekday => (ctx.now.div_euclid(86_400) + 4).rem_euclid(7),
-            IntField::Signal(s) => s.get(ctx.spend.signals()),
+            IntField::Behaviour(s) => s.get(ctx.spend.signals()),
+            IntField::Signal(s) => a.signals.int(s).unwrap_or(0),
         }
     }
 }

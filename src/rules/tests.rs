@@ -291,7 +291,7 @@ action = "cap"
         "b 11:16 type error: cannot compare int with string using >",
         "c 16:29 unknown list `nope`",
         "d 21:17 syntax error",
-        "e 27:10 unknown action `block` (approve, decline, cap or review)",
+        "e 27:10 unknown action `block` (approve, decline, cap, review or challenge)",
         "a 30:8 duplicate rule name (first defined on line 5)",
         "f 36:31 invalid regex",
         "g 41:21 unsupported: macros",
@@ -355,3 +355,4 @@ fn loading_a_10_mb_file_from_disk_is_refused_without_reading_it_whole() {
 }
 
 mod differential;
+mod signals;

@@ -14,7 +14,7 @@ use super::service::{Simulator, SimulatorConfig, SimulatorConfigError, WebhookSe
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, Env, Overrides};
 
-/// The Stripe API version the emulated account is pinned to.
+/// The Stripe API version the emulated account is pinned to by default.
 pub const API_VERSION: &str = "2026-10-28.endive";
 
 /// The emulator's command-line options, shared by `simulate serve` and `run`.
@@ -32,6 +32,8 @@ pub struct EmulatorOptions {
     pub timeout_fallback: String,
     /// Namespace in every id (`--namespace`); default from the clock.
     pub namespace: Option<String>,
+    /// The Stripe API version events are shaped as (`--api-version`).
+    pub api_version: String,
 }
 
 /// The options, validated: what a [`Simulator`] is built from.
@@ -43,6 +45,8 @@ pub struct Setup {
     pub fallback: TimeoutFallback,
     /// Namespace in every id.
     pub namespace: String,
+    /// The API version the account is pinned to.
+    pub api_version: String,
 }
 
 /// Why the emulator could not start.
@@ -63,6 +67,11 @@ pub enum SetupError {
     /// `--timeout-fallback` is neither `approve` nor `decline`.
     #[error("--timeout-fallback {0:?} must be approve or decline")]
     TimeoutFallback(String),
+    /// `--api-version` is not a version the emulator can shape.
+    #[error(
+        "--api-version {0:?} must be a Stripe API version from 2024-06-20 on (YYYY-MM-DD[.name])"
+    )]
+    ApiVersion(String),
     /// `--namespace` is empty or not alphanumeric.
     #[error("--namespace must be letters and digits")]
     Namespace,
@@ -95,10 +104,14 @@ impl EmulatorOptions {
         if namespace.is_empty() || !namespace.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(SetupError::Namespace);
         }
+        if !super::versions::supported(&self.api_version) {
+            return Err(SetupError::ApiVersion(self.api_version.clone()));
+        }
         Ok(Setup {
             config,
             fallback,
             namespace,
+            api_version: self.api_version.clone(),
         })
     }
 
@@ -124,7 +137,7 @@ impl EmulatorOptions {
 impl Setup {
     /// A fresh, empty account.
     pub fn emulator(&self) -> Emulator {
-        Emulator::new(&self.namespace, self.fallback, API_VERSION)
+        Emulator::new(&self.namespace, self.fallback, &self.api_version)
     }
 }
 
@@ -250,6 +263,7 @@ mod tests {
             window_ms: 2000,
             timeout_fallback: "decline".into(),
             namespace: Some("t1".into()),
+            api_version: API_VERSION.into(),
         }
     }
 
@@ -309,6 +323,13 @@ mod tests {
                 ..options()
             }),
             "webhook secret must start with whsec_"
+        );
+        assert_eq!(
+            refused(EmulatorOptions {
+                api_version: "2023-10-16".into(),
+                ..options()
+            }),
+            "--api-version \"2023-10-16\" must be a Stripe API version from 2024-06-20 on (YYYY-MM-DD[.name])"
         );
     }
 

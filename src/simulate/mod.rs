@@ -31,6 +31,7 @@ pub mod events;
 pub mod model;
 pub mod scenario;
 pub mod service;
+pub mod versions;
 
 pub use cli::{EmulatorOptions, RunReport, Setup, SetupError};
 pub use model::{

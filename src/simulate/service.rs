@@ -387,6 +387,20 @@ pub fn interpret(reply: &Reply) -> (WebhookAnswer, Option<Value>) {
             metadata,
         );
     }
+    match obj.get("send_fraud_challenges") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(c)) if !approved && c.iter().all(|x| x == "sms") && !c.is_empty() => {
+            return (WebhookAnswer::Challenge, metadata);
+        }
+        Some(_) => {
+            return (
+                WebhookAnswer::Error(
+                    "`send_fraud_challenges` must be [\"sms\"] with `approved: false`".into(),
+                ),
+                metadata,
+            );
+        }
+    }
     (WebhookAnswer::Decision { approved, amount }, metadata)
 }
 
@@ -497,7 +511,31 @@ mod tests {
             interpret(&reply(200, true, r#"{"received":true}"#)).0,
             WebhookAnswer::NoDecision
         );
+        assert_eq!(
+            interpret(&reply(
+                200,
+                true,
+                r#"{"approved":false,"send_fraud_challenges":["sms"]}"#
+            ))
+            .0,
+            WebhookAnswer::Challenge
+        );
         for (status, version, body) in [
+            (
+                200,
+                true,
+                r#"{"approved":true,"send_fraud_challenges":["sms"]}"#,
+            ),
+            (
+                200,
+                true,
+                r#"{"approved":false,"send_fraud_challenges":["email"]}"#,
+            ),
+            (
+                200,
+                true,
+                r#"{"approved":false,"send_fraud_challenges":[]}"#,
+            ),
             (500, true, r#"{"approved":true}"#),
             (200, true, "not json"),
             (200, true, r#"{"approved":"yes"}"#),

@@ -138,6 +138,46 @@ fn authorization(event: &Event<'_>, o: &Obj<'_>) -> Result<Fact, ParseError> {
     })
 }
 
+/// How the outcome of an `issuing_authorization.created` came about, when it was
+/// not from cardgate's answer: the last `request_history` entry's `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StandIn {
+    /// `network_fallback` (basil on), `webhook_timeout`, `webhook_error`, or
+    /// `card_active` (the network answered for an unavailable Stripe before basil).
+    pub reason: &'static str,
+    /// What the network or Stripe decided.
+    pub approved: bool,
+}
+
+/// The reasons a `.created` outcome was decided without cardgate's answer; see
+/// `shared/reference/stripe-api-versions.md` §5. Stripe's own declines
+/// (`spending_controls`, `suspected_fraud`, …) are not stand-ins: cardgate was
+/// not asked, but nothing was held either.
+pub const STAND_IN_REASONS: [&str; 4] = [
+    "network_fallback",
+    "webhook_timeout",
+    "webhook_error",
+    "card_active",
+];
+
+/// For an `issuing_authorization.created`, whether its outcome was decided
+/// without cardgate's answer (a stand-in); `None` for other events and for
+/// outcomes Stripe took from the webhook (`webhook_approved`/`_declined`).
+pub fn stand_in(event: &Event<'_>) -> Option<StandIn> {
+    if event.event_type != AUTHORIZATION_CREATED {
+        return None;
+    }
+    let o = event.object();
+    let last = opt_array(o, OBJ, "request_history").ok()??.iter().last()?;
+    let last = last.as_object()?;
+    let reason = last.get("reason")?.into_string()?;
+    let reason = STAND_IN_REASONS.into_iter().find(|r| *r == reason)?;
+    Some(StandIn {
+        reason,
+        approved: opt_bool(o, OBJ, "approved").ok()?,
+    })
+}
+
 fn transaction(event: &Event<'_>, o: &Obj<'_>) -> Result<Fact, ParseError> {
     let AuthMeta {
         id,
@@ -245,6 +285,46 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn stand_ins_are_recognized_by_their_last_request_reason() {
+        let read = |reason: &str, approved: bool, kind: &str| {
+            let mut v: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(format!(
+                    "{}/tests/fixtures/events/issuing_authorization.created.json",
+                    env!("CARGO_MANIFEST_DIR")
+                ))
+                .unwrap(),
+            )
+            .unwrap();
+            v["type"] = kind.into();
+            v["data"]["object"]["approved"] = approved.into();
+            v["data"]["object"]["request_history"][0]["reason"] = reason.into();
+            let mut buf = serde_json::to_vec(&v).unwrap();
+            let doc = parse_document(&mut buf).unwrap();
+            stand_in(&Event::read(&doc).unwrap())
+        };
+        assert_eq!(read("webhook_approved", true, AUTHORIZATION_CREATED), None);
+        assert_eq!(
+            read("spending_controls", false, AUTHORIZATION_CREATED),
+            None
+        );
+        assert_eq!(
+            read("network_fallback", true, AUTHORIZATION_CREATED),
+            Some(StandIn {
+                reason: "network_fallback",
+                approved: true
+            })
+        );
+        assert_eq!(
+            read("webhook_timeout", false, AUTHORIZATION_CREATED),
+            Some(StandIn {
+                reason: "webhook_timeout",
+                approved: false
+            })
+        );
+        assert_eq!(read("network_fallback", true, AUTHORIZATION_UPDATED), None);
     }
 
     #[test]

@@ -11,7 +11,8 @@ mod signature;
 
 pub use legacy::{LegacyCall, legacy_call};
 pub use lifecycle::{
-    AUTHORIZATION_CREATED, AUTHORIZATION_UPDATED, TRANSACTION_CREATED, lifecycle_fact,
+    AUTHORIZATION_CREATED, AUTHORIZATION_UPDATED, STAND_IN_REASONS, StandIn, TRANSACTION_CREATED,
+    lifecycle_fact, stand_in,
 };
 pub use parse::{Document, Event, ParseError, Problem, parse_document};
 pub use response::encode_decision;

@@ -1,5 +1,7 @@
 //! Encoding cardgate's answer in the shape Stripe accepts for a real-time
-//! authorization: `{"approved": bool, "amount"?: int, "metadata": {...}}`. The JSON is
+//! authorization: `{"approved": bool, "amount"?: int, "send_fraud_challenges"?:
+//! ["sms"], "metadata": {...}}`. Only a decline by a `challenge` rule carries
+//! `send_fraud_challenges` (Stripe documents it with `approved: false` only). The JSON is
 //! written by hand into one buffer: the shape is fixed and tiny, and this runs for
 //! every authorization.
 
@@ -16,6 +18,9 @@ pub fn encode_decision(decision: &Decision, ruleset: &str) -> Vec<u8> {
     if let (true, Some(amount)) = (decision.approved, decision.amount) {
         out.extend_from_slice(b",\"amount\":");
         out.extend_from_slice(itoa::Buffer::new().format(amount).as_bytes());
+    }
+    if !decision.approved && decision.reason == Reason::Challenge {
+        out.extend_from_slice(b",\"send_fraud_challenges\":[\"sms\"]");
     }
     out.extend_from_slice(b",\"metadata\":{\"reason\":\"");
     let mut value = String::with_capacity(64);
@@ -104,6 +109,28 @@ mod tests {
             json(&Decision::fallback(false, FallbackCause::Deadline)),
             serde_json::json!({"approved": false, "metadata": {"reason": "fallback:deadline", "ruleset": "v1"}})
         );
+    }
+
+    #[test]
+    fn only_a_challenge_decline_asks_for_a_fraud_challenge() {
+        let challenge = Decision::decline(Reason::Challenge, Source::Rule(Arc::from("sca")));
+        assert_eq!(
+            json(&challenge),
+            serde_json::json!({"approved": false, "send_fraud_challenges": ["sms"], "metadata":
+                {"reason": "challenge", "rule": "sca", "ruleset": "v1"}})
+        );
+        // A verified retry the challenge rule lets through is a plain approval.
+        let mut approved = challenge.clone();
+        approved.approved = true;
+        assert!(json(&approved).get("send_fraud_challenges").is_none());
+        for d in [
+            Decision::approve(),
+            Decision::decline(Reason::Review, Source::Rule(Arc::from("r"))),
+            Decision::decline(Reason::Rule, Source::Rule(Arc::from("r"))),
+            Decision::fallback(false, FallbackCause::Deadline),
+        ] {
+            assert!(json(&d).get("send_fraud_challenges").is_none(), "{d:?}");
+        }
     }
 
     #[test]

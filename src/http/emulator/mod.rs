@@ -445,6 +445,27 @@ async fn route(api: &EmulatorApi, req: Request<Incoming>) -> Response<Body> {
         (&Method::POST, ["test_helpers", "issuing", "authorizations", id, verb]) => {
             helper(sim, id, verb, &params, now).await
         }
+        (
+            &Method::POST,
+            [
+                "test_helpers",
+                "issuing",
+                "authorizations",
+                id,
+                "fraud_challenges",
+                "respond",
+            ],
+        ) => match bool_param(&params, "confirmed") {
+            Ok(Some(confirmed)) => {
+                sim.with_model(|m| m.respond_fraud_challenge(id, confirmed, now))
+            }
+            Ok(None) => Err(bad(
+                "parameter_missing",
+                "confirmed",
+                "Missing required param: confirmed.",
+            )),
+            Err(e) => Err(e),
+        },
         _ => Err(SimError {
             code: "resource_missing",
             param: None,

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use proptest::prelude::*;
 
 use super::*;
+use crate::decision::{SignalInt, SignalStr};
 use crate::rules::reference::Interpreter;
 
 const LISTS: &str = "[lists]\ncountries = [\"US\", \"FR\", \"KP\"]\ncodes = [5734, 5542, 7995]\nmany = [\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"US\"]\n";
@@ -21,6 +22,8 @@ fn leaf_int() -> BoxedStrategy<String> {
         Just("velocity.card.count_24h".to_string()),
         Just("now.hour".to_string()),
         Just("now.weekday".to_string()),
+        Just("risk_assessment.merchant_dispute_risk.dispute_rate".to_string()),
+        Just("fleet.cardholder_prompt_data.odometer".to_string()),
         (-3i64..5).prop_map(|i| i.to_string()),
         Just("9223372036854775807".to_string()),
         Just("(-9223372036854775807 - 1)".to_string()),
@@ -45,6 +48,12 @@ fn leaf_str() -> BoxedStrategy<String> {
         Just("verification.cvc_check".to_string()),
         Just("card.metadata.tier".to_string()),
         Just("card.metadata[\"region\"]".to_string()),
+        Just("card_presence".to_string()),
+        Just("risk_assessment.fraud_risk.level".to_string()),
+        Just("risk_assessment.card_testing_risk.risk_level".to_string()),
+        Just("fuel.type".to_string()),
+        Just("token".to_string()),
+        Just("network_data.transaction_id".to_string()),
         prop::sample::select(vec![
             "\"US\"",
             "\"\"",
@@ -68,15 +77,41 @@ fn leaf_uint() -> BoxedStrategy<String> {
 }
 
 fn leaf_double() -> BoxedStrategy<String> {
-    prop::sample::select(vec!["0.0", "1.5", "-2.25", "1e300", "42.5", "3.0"])
-        .prop_map(str::to_string)
+    prop::sample::select(vec![
+        "0.0",
+        "1.5",
+        "-2.25",
+        "1e300",
+        "42.5",
+        "3.0",
+        "risk_assessment.fraud_risk.score",
+        "75.5",
+    ])
+    .prop_map(str::to_string)
+    .boxed()
+}
+
+/// Decimal-string fields against literals a double holds exactly (the
+/// interpreter reads the field as a double, the compiled rule as a decimal).
+fn decimal_cmp() -> BoxedStrategy<String> {
+    (
+        prop::sample::select(vec!["fuel.quantity_decimal", "fuel.unit_cost_decimal"]),
+        prop::sample::select(CMP.to_vec()),
+        prop::sample::select(vec!["12.5", "0.25", "100.0", "-3.75", "0.0", "3.5"]),
+    )
+        .prop_map(|(f, op, lit)| format!("({f} {op} {lit})"))
         .boxed()
 }
 
 fn leaf_bool() -> BoxedStrategy<String> {
-    prop::sample::select(vec!["true", "false", "is_amount_controllable"])
-        .prop_map(str::to_string)
-        .boxed()
+    prop::sample::select(vec![
+        "true",
+        "false",
+        "is_amount_controllable",
+        "verified_by_fraud_challenge",
+    ])
+    .prop_map(str::to_string)
+    .boxed()
 }
 
 const ARITH: [&str; 5] = ["+", "-", "*", "/", "%"];
@@ -159,6 +194,8 @@ fn boolean(d: u32) -> BoxedStrategy<String> {
         2 => (int(d - 1), cmp(), int(d - 1)).prop_map(|(a, op, b)| format!("({a} {op} {b})")),
         1 => (uint(d - 1), cmp(), uint(d - 1)).prop_map(|(a, op, b)| format!("({a} {op} {b})")),
         1 => (double(d - 1), cmp(), double(d - 1)).prop_map(|(a, op, b)| format!("({a} {op} {b})")),
+        1 => (double(d - 1), cmp(), int(d - 1)).prop_map(|(a, op, b)| format!("({a} {op} {b})")),
+        1 => decimal_cmp(),
         2 => (string(d - 1), cmp(), string(d - 1)).prop_map(|(a, op, b)| format!("({a} {op} {b})")),
         1 => string(d - 1).prop_map(|s| format!("({s} in lists.countries)")),
         1 => string(d - 1).prop_map(|s| format!("({s} in lists.many)")),
@@ -195,6 +232,12 @@ struct Gen {
     now: i64,
     spend: i64,
     velocity: (i64, i64),
+    presence: &'static str,
+    fraud_level: Option<&'static str>,
+    score: Option<f64>,
+    verified: Option<bool>,
+    quantity: Option<&'static str>,
+    dispute_rate: Option<i64>,
 }
 
 fn gen_ctx() -> impl Strategy<Value = Gen> {
@@ -237,6 +280,16 @@ fn gen_ctx() -> impl Strategy<Value = Gen> {
             ),
         ),
         (0i64..4_000_000_000, -5i64..100_000, (0i64..50, 0i64..500)),
+        (
+            prop::sample::select(vec!["", "present", "not_present", "hologram"]),
+            prop::option::of(prop::sample::select(vec!["low", "elevated", "highest", ""])),
+            prop::option::of(prop::sample::select(vec![0.0, 31.42, 75.5, 75.0, 99.9])),
+            prop::option::of(any::<bool>()),
+            prop::option::of(prop::sample::select(vec![
+                "12.5", "0.25", "100", "-3.75", "3.5",
+            ])),
+            prop::option::of(0i64..100),
+        ),
     )
         .prop_map(
             |(
@@ -244,6 +297,7 @@ fn gen_ctx() -> impl Strategy<Value = Gen> {
                 (category, mcc, country, city, name),
                 (method, wallet, cvc, card_type, mut metadata),
                 (now, spend, velocity),
+                (presence, fraud_level, score, verified, quantity, dispute_rate),
             )| {
                 // Stripe metadata keys are unique.
                 metadata.sort_by_key(|(k, _)| *k);
@@ -266,6 +320,12 @@ fn gen_ctx() -> impl Strategy<Value = Gen> {
                     now,
                     spend,
                     velocity,
+                    presence,
+                    fraud_level,
+                    score,
+                    verified,
+                    quantity,
+                    dispute_rate,
                 }
             },
         )
@@ -287,6 +347,23 @@ fn auth_of(g: &Gen) -> AuthRequest<'_> {
     a.verification.cvc_check = g.cvc;
     a.card.card_type = g.card_type;
     a.card.metadata = g.metadata.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    a.card_presence = g.presence;
+    a.signals.set_str(SignalStr::FraudRiskLevel, g.fraud_level);
+    a.signals
+        .set_str(SignalStr::CardTestingRiskLevel, g.fraud_level);
+    a.signals
+        .set_str(SignalStr::FuelType, g.fraud_level.map(|_| "diesel"));
+    a.signals
+        .set_str(SignalStr::FuelQuantityDecimal, g.quantity);
+    a.signals
+        .set_str(SignalStr::FuelUnitCostDecimal, g.quantity.map(|_| "3.5"));
+    a.signals
+        .set_str(SignalStr::Token, g.verified.map(|_| "intok_1"));
+    a.signals.fraud_risk_score = g.score;
+    a.signals.verified_by_fraud_challenge = g.verified;
+    a.signals.set_int(SignalInt::DisputeRate, g.dispute_rate);
+    a.signals
+        .set_int(SignalInt::FleetOdometer, g.dispute_rate.map(|d| d * 1000));
     a
 }
 
@@ -357,12 +434,18 @@ fn guard() -> BoxedStrategy<String> {
 
 /// One rule: guards and arbitrary conditions in an `&&` chain (guard anywhere
 /// in it, or none), decisive or shadow.
-fn gen_rule() -> impl Strategy<Value = (String, bool)> {
+fn gen_rule() -> impl Strategy<Value = (String, bool, &'static str)> {
     (
         prop::collection::vec(prop_oneof![2 => guard(), 1 => boolean(2)], 1..4),
         prop::bool::weighted(0.2),
+        prop::sample::select(vec![
+            "action = \"decline\"\n",
+            "action = \"decline\"\n",
+            "action = \"challenge\"\n",
+            "action = \"challenge\"\non_verified = \"skip\"\n",
+        ]),
     )
-        .prop_map(|(parts, shadow)| (parts.join(" && "), shadow))
+        .prop_map(|(parts, shadow, action)| (parts.join(" && "), shadow, action))
 }
 
 proptest! {
@@ -376,9 +459,9 @@ proptest! {
         ctxs in prop::collection::vec(gen_ctx(), 1..6),
     ) {
         let mut src = LISTS.to_string();
-        for (i, (when, shadow)) in rules.iter().enumerate() {
+        for (i, (when, shadow, action)) in rules.iter().enumerate() {
             write!(src,
-                "[[rule]]\nname = \"r{i}\"\nwhen = '{when}'\naction = \"decline\"\n{}",
+                "[[rule]]\nname = \"r{i}\"\nwhen = '{when}'\n{action}{}",
                 if *shadow { "mode = \"shadow\"\n" } else { "" }
             ).unwrap();
         }

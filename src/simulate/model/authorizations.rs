@@ -88,7 +88,19 @@ impl Emulator {
             network_transaction_id,
             stan,
             captured: 0,
+            fraud_challenge: None,
+            verified_by_fraud_challenge: None,
         };
+        // The retry after a verified SMS challenge: same card, same merchant,
+        // within the hour Stripe allows (stripe-api-versions.md §4).
+        if self.authorizations.values().any(|a| {
+            a.card == auth.card
+                && a.merchant.name == auth.merchant.name
+                && a.merchant.network_id == auth.merchant.network_id
+                && matches!(a.fraud_challenge, Some(("verified", Some(at))) if now - at <= 3_600)
+        }) {
+            auth.verified_by_fraud_challenge = Some(true);
+        }
         // Stripe declines these itself, before any real-time request
         // (`spending-controls.md`, status table).
         let stripe_decline = match (card.status.as_str(), holder_status.as_str()) {
@@ -201,6 +213,7 @@ impl Emulator {
             ));
         };
         let fallback = self.fallback == TimeoutFallback::Approve;
+        let challenged = pending.api.is_none() && matches!(answer, WebhookAnswer::Challenge);
         // The API call wins over a direct answer (realtime-authorizations.md §7).
         let (approved, amount, reason, message, metadata) = match (&pending.api, answer) {
             (Some(api), _) => {
@@ -225,6 +238,7 @@ impl Emulator {
                 };
                 (approved, amount, reason, None, None)
             }
+            (None, WebhookAnswer::Challenge) => (false, None, "webhook_declined", None, None),
             (None, WebhookAnswer::Timeout) => (fallback, None, "webhook_timeout", None, None),
             (None, WebhookAnswer::NoDecision) => (
                 fallback,
@@ -251,7 +265,33 @@ impl Emulator {
         {
             apply_metadata(&mut a.metadata, md);
         }
+        if challenged && let Some(a) = self.authorizations.get_mut(id) {
+            a.fraud_challenge = Some(("pending", None));
+        }
         self.decide(id, approved, amount, reason, message, now)
+    }
+
+    /// The test helper `…/fraud_challenges/respond`: the cardholder answered the
+    /// SMS (`confirmed`: YES, it was them). A verified challenge lets the retry
+    /// at the same merchant within the hour arrive `verified_by_fraud_challenge`.
+    pub fn respond_fraud_challenge(
+        &mut self,
+        id: &str,
+        confirmed: bool,
+        now: i64,
+    ) -> Result<Value, SimError> {
+        let a = self
+            .authorizations
+            .get_mut(id)
+            .ok_or_else(|| SimError::missing("authorization", id))?;
+        if !matches!(a.fraud_challenge, Some(("pending", _))) {
+            return Err(SimError::state(
+                "fraud_challenge_not_pending",
+                format!("authorization {id} has no pending fraud challenge"),
+            ));
+        }
+        a.fraud_challenge = Some((if confirmed { "verified" } else { "rejected" }, Some(now)));
+        self.authorization(id)
     }
 
     /// Records the decision on the outstanding request and builds its event.

@@ -259,6 +259,9 @@ pub enum WebhookAnswer {
     /// 200 without a decision in the body: the endpoint means to call the
     /// deprecated approve/decline API, and no call arrived within the window.
     NoDecision,
+    /// `approved: false` with `send_fraud_challenges: ["sms"]`: a decline, and
+    /// the cardholder is texted (the authorization's `fraud_challenges`).
+    Challenge,
     /// No answer within the timeout.
     Timeout,
     /// Non-200, unreadable body, or invalid fields; the text is `reason_message`.

@@ -123,6 +123,11 @@ struct Authorization {
     stan: String,
     /// Sum of captured amounts (positive).
     captured: i64,
+    /// The SMS fraud challenge cardgate asked for: its status (`pending`,
+    /// `verified`, `rejected`) and when the cardholder answered.
+    fraud_challenge: Option<(&'static str, Option<i64>)>,
+    /// This is the retry after a verified challenge at the same merchant.
+    verified_by_fraud_challenge: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -246,7 +251,9 @@ impl Emulator {
 
     fn event(&mut self, kind: &str, object: Value, previous: Option<Value>, now: i64) -> Value {
         let id = self.ids.next("evt");
-        events::event(&id, kind, object, previous, now, &self.api_version)
+        let mut event = events::event(&id, kind, object, previous, now, &self.api_version);
+        crate::simulate::versions::shape(&self.api_version, &mut event);
+        event
     }
 
     /// The authorization `id`, for a change.

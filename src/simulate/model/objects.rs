@@ -57,7 +57,12 @@ impl Emulator {
                 "network_risk_score": p.network_risk_score,
             })
         });
-        Ok(json!({
+        let risk = a
+            .pending
+            .as_ref()
+            .and_then(|p| p.network_risk_score)
+            .or_else(|| a.history.first().and_then(|h| h.network_risk_score));
+        let mut object = json!({
             "id": a.id,
             "object": "issuing.authorization",
             "amount": a.amount,
@@ -71,6 +76,7 @@ impl Emulator {
             "created": a.created,
             "currency": a.currency,
             "fleet": null,
+            "fraud_disputability_likelihood": "neutral",
             "fuel": null,
             "livemode": false,
             "merchant_amount": a.merchant_amount,
@@ -84,21 +90,21 @@ impl Emulator {
             },
             "pending_request": pending,
             "request_history": history,
+            "risk_assessment": risk_assessment(risk),
             "status": a.status,
             "token": null,
             "transactions": transactions,
-            "verification_data": {
-                "address_line1_check": "not_provided",
-                "address_postal_code_check": "match",
-                "authentication_exemption": null,
-                "cvc_check": "match",
-                "expiry_check": "match",
-                "postal_code": null,
-                "three_d_secure": null,
-            },
-            "verified_by_fraud_challenge": null,
+            "verification_data": verification_data(),
+            "verified_by_fraud_challenge": a.verified_by_fraud_challenge,
             "wallet": a.wallet,
-        }))
+        });
+        // Only an authorization cardgate challenged has the list (the example
+        // events, never challenged, do not).
+        if let Some((status, _)) = a.fraud_challenge {
+            object["fraud_challenges"] =
+                json!([{"channel": "sms", "status": status, "undeliverable_reason": null}]);
+        }
+        Ok(object)
     }
 
     /// Authorizations, newest id last, optionally only those of one card.
@@ -143,4 +149,40 @@ impl Emulator {
             "wallet": null,
         }))
     }
+}
+
+/// The emulated account has Advanced Fraud Tools: a risk assessment from the
+/// network's score (1–99), so rules on it meet realistic values; the level
+/// bands follow Stripe's guide (a score above 25 is high risk).
+fn risk_assessment(network_risk_score: Option<i64>) -> Value {
+    let score = network_risk_score.unwrap_or(0).clamp(0, 100);
+    let level = match score {
+        0 => "not_assessed",
+        1..=25 => "low",
+        26..=50 => "normal",
+        51..=75 => "elevated",
+        _ => "highest",
+    };
+    json!({
+        "card_testing_risk": {
+            "invalid_account_number_decline_rate_past_hour": 0,
+            "invalid_credentials_decline_rate_past_hour": 0,
+            "level": "normal",
+        },
+        "fraud_risk": {"level": level, "score": f64::from(i32::try_from(score).unwrap_or(0))},
+        "merchant_dispute_risk": {"dispute_rate": 0, "level": "low"},
+    })
+}
+
+/// The emulated checks: CVC and expiry match, postal code matches, no 3DS.
+fn verification_data() -> Value {
+    json!({
+        "address_line1_check": "not_provided",
+        "address_postal_code_check": "match",
+        "authentication_exemption": null,
+        "cvc_check": "match",
+        "expiry_check": "match",
+        "postal_code": null,
+        "three_d_secure": null,
+    })
 }

@@ -29,11 +29,36 @@ impl OracleAuth {
     }
 }
 
-/// What the oracle expects of one request.
+/// What the oracle expects of one request (or what it got).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Expected {
     Approve(i64),
     Decline,
+    /// A decline asking for an SMS fraud challenge (cardgate's `challenge`
+    /// rule action). The oracle judges limits, not rules: a challenge agrees
+    /// with any expectation (it is a decline that holds nothing, and when the
+    /// limits would have approved, a rule asked the cardholder first).
+    Challenge,
+}
+
+impl Expected {
+    /// Whether `actual` is what `self` (the oracle's expectation) allows.
+    pub(super) fn admits(self, actual: Expected) -> bool {
+        actual == self || actual == Expected::Challenge
+    }
+}
+
+#[cfg(test)]
+mod expected_tests {
+    use super::Expected::{Approve, Challenge, Decline};
+
+    #[test]
+    fn a_challenge_agrees_with_any_expectation_and_nothing_else_changes() {
+        assert!(Approve(5).admits(Challenge) && Decline.admits(Challenge));
+        assert!(Approve(5).admits(Approve(5)) && Decline.admits(Decline));
+        assert!(!Approve(5).admits(Decline) && !Decline.admits(Approve(5)));
+        assert!(!Approve(5).admits(Approve(4)));
+    }
 }
 
 /// The expected outcome of every request of one cardholder, from the limits.

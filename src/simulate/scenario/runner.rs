@@ -460,10 +460,12 @@ fn record(sum: &mut Summary, a: &Authorized, requested: i64, expected: Expected,
     sum.approved_amount += a.granted;
     let actual = if a.approved {
         Expected::Approve(a.granted)
+    } else if a.cardgate_reason.as_deref() == Some("challenge") {
+        Expected::Challenge
     } else {
         Expected::Decline
     };
-    if actual != expected {
+    if !expected.admits(actual) {
         sum.disagreements += 1;
         if sum.disagreement_samples.len() < SAMPLES {
             sum.disagreement_samples.push(format!(

@@ -151,6 +151,9 @@ pub struct Event<'v> {
     pub event_type: &'v str,
     /// Unix seconds.
     pub created: i64,
+    /// `api_version`: the version the object was rendered in, which the answer
+    /// must be written in (`""` when absent).
+    pub api_version: &'v str,
     /// `data.object`.
     object: Obj<'v>,
 }
@@ -161,6 +164,7 @@ impl std::fmt::Debug for Event<'_> {
             .field("id", &self.id)
             .field("event_type", &self.event_type)
             .field("created", &self.created)
+            .field("api_version", &self.api_version)
             .finish_non_exhaustive()
     }
 }
@@ -178,6 +182,7 @@ impl<'v> Event<'v> {
             id: req_str(&root, "", "id")?,
             event_type: req_str(&root, "", "type")?,
             created: opt_i64(&root, "", "created")?.unwrap_or(0),
+            api_version: opt_str(&root, "", "api_version")?,
             object: req_obj(&data, "data", "object")?,
         })
     }
@@ -239,11 +244,10 @@ fn read_request<'v>(o: &Obj<'v>) -> Result<AuthRequest<'v>, ParseError> {
         cashback_amount,
         authorization_method: opt_str(o, OBJ, "authorization_method")?,
         card_presence: match opt_str(o, OBJ, "card_presence")? {
-            "" => None,
+            s if s.is_empty() || Presence::parse(s).is_some() => s,
             s => {
-                Some(Presence::parse(s).ok_or_else(|| {
-                    err(OBJ, "card_presence", Problem::Invalid("unknown presence"))
-                })?)
+                unknown_enum("card_presence", s);
+                s
             }
         },
         wallet: opt_str(o, OBJ, "wallet")?,
@@ -275,6 +279,7 @@ fn read_request<'v>(o: &Obj<'v>) -> Result<AuthRequest<'v>, ParseError> {
             controls: read_controls(ch, CH_SC)?,
         },
         verification,
+        signals: signals::read_signals(o)?,
     })
 }
 
@@ -327,9 +332,11 @@ fn read_controls(o: &Obj<'_>, p: &str) -> Result<Controls, ParseError> {
             }
         })
     };
-    let presences = |key| -> Result<Option<PresenceSet>, ParseError> {
+    let presences = |key: &'static str| -> Result<Option<PresenceSet>, ParseError> {
         opt_strings(sc, p, key, |s, set: &mut PresenceSet| {
-            set.insert(Presence::parse(s).ok_or(Problem::Invalid("unknown card presence"))?);
+            if !set.insert_str(s) {
+                unknown_enum(key, s);
+            }
             Ok(())
         })
     };
@@ -350,11 +357,14 @@ fn read_controls(o: &Obj<'_>, p: &str) -> Result<Controls, ParseError> {
                 .as_object()
                 .ok_or_else(|| at(err("", "", Problem::WrongType("object"))))?;
             unique_keys(&l, "", "").map_err(at)?;
-            let interval = req_str(&l, "", "interval").map_err(at)?;
+            let raw = req_str(&l, "", "interval").map_err(at)?;
+            let (interval, known) = Interval::parse_open(raw);
+            if !known {
+                unknown_enum("spending_limits.interval", raw);
+            }
             spending_limits.push(SpendingLimit {
                 amount: req_i64(&l, "", "amount").map_err(at)?,
-                interval: Interval::parse(interval)
-                    .ok_or_else(|| at(err("", "interval", Problem::Invalid("unknown interval"))))?,
+                interval,
                 categories: opt_strings(&l, "", "categories", |s, set: &mut CategorySet| {
                     set.insert_name(s);
                     Ok(())
@@ -377,6 +387,15 @@ fn read_controls(o: &Obj<'_>, p: &str) -> Result<Controls, ParseError> {
             _ => Some(req_currency(sc, p, "spending_limits_currency")?),
         },
     })
+}
+
+/// Counts and logs an enum value Stripe added after this code was written. The
+/// value is kept (never a 400: Stripe would answer every such purchase with its
+/// fallback); `field` is one of the bounded labels of
+/// `cardgate_unknown_enum_values_total`, the value goes only to the log.
+fn unknown_enum(field: &'static str, value: &str) {
+    metrics::counter!(crate::metrics::UNKNOWN_ENUM_VALUES, "field" => field).increment(1);
+    tracing::warn!(field, value, "unknown enum value kept as sent");
 }
 
 // === field helpers: absent and null are the same to Stripe ===
@@ -446,6 +465,32 @@ pub(crate) fn opt_str<'v>(o: &Obj<'v>, path: &str, key: &str) -> Result<&'v str,
         Some(v) => v
             .into_string()
             .ok_or_else(|| err(path, key, Problem::WrongType("string"))),
+    }
+}
+
+/// An optional string field that keeps "absent or null" apart from `""`.
+pub(crate) fn some_str<'v>(
+    o: &Obj<'v>,
+    path: &str,
+    key: &str,
+) -> Result<Option<&'v str>, ParseError> {
+    match field(o, key) {
+        None => Ok(None),
+        Some(v) => v
+            .into_string()
+            .map(Some)
+            .ok_or_else(|| err(path, key, Problem::WrongType("string"))),
+    }
+}
+
+/// An optional number (integer or float), as a double.
+pub(crate) fn opt_f64(o: &Obj<'_>, path: &str, key: &str) -> Result<Option<f64>, ParseError> {
+    match field(o, key) {
+        None => Ok(None),
+        Some(v) => v
+            .cast_f64()
+            .map(Some)
+            .ok_or_else(|| err(path, key, Problem::WrongType("number"))),
     }
 }
 
@@ -538,5 +583,6 @@ pub(crate) fn req_currency(o: &Obj<'_>, path: &str, key: &str) -> Result<Currenc
         .ok_or_else(|| err(path, key, Problem::Invalid("not a 3-letter currency code")))
 }
 
+mod signals;
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::decision::{Interval, Presence};
+use crate::decision::Interval;
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!(
@@ -53,7 +53,7 @@ fn reads_reference_request() {
     let mut body = fixture("issuing_authorization.request.json");
     let doc = parse_document(&mut body).unwrap();
     let a = Event::read(&doc).unwrap().authorization_request().unwrap();
-    assert_eq!(a.card_presence, Some(Presence::NotPresent));
+    assert_eq!(a.card_presence, "not_present");
     assert_eq!(a.network_risk_score, Some(12));
     assert_eq!(a.card.metadata, vec![("cost_center", "eng-tools")]);
     assert_eq!(a.verification.cvc_check, "match");
@@ -164,19 +164,6 @@ fn errors_name_the_field_path() {
                 Some(serde_json::json!(["bakeries", 3])),
             ),
             "data.object.card.spending_controls.blocked_categories[1]: expected string",
-        ),
-        (
-            edited(
-                &[
-                    "data",
-                    "object",
-                    "card",
-                    "spending_controls",
-                    "spending_limits",
-                ],
-                Some(serde_json::json!([{"amount": 5, "interval": "hourly"}])),
-            ),
-            "data.object.card.spending_controls.spending_limits[0].interval: invalid value: unknown interval",
         ),
         (
             edited(
@@ -321,6 +308,11 @@ fn every_key_of_an_object_read_counts_even_one_no_decision_reads() {
             "data.object.merchant_data.url",
             "data.object.merchant_data.url",
         ),
+        // Opened for the rules' `network_data.*` fields (issue 17).
+        (
+            "data.object.network_data.transaction_id",
+            "data.object.network_data.transaction_id",
+        ),
     ] {
         let body = duplicated(REQUEST, path, "null");
         assert_eq!(read(body).unwrap_err(), format!("{want}: duplicate key"));
@@ -331,7 +323,7 @@ fn every_key_of_an_object_read_counts_even_one_no_decision_reads() {
 fn objects_the_parser_never_opens_are_not_checked() {
     for path in [
         "request.id",
-        "data.object.network_data.transaction_id",
+        "data.object.card.wallets.apple_pay",
         "data.object.card.cardholder.billing.address",
     ] {
         let body = duplicated(REQUEST, path, "null");
@@ -365,4 +357,161 @@ fn lifecycle_events_refuse_duplicate_keys_too() {
             "{file}"
         );
     }
+}
+
+/// Every enum field the parser reads or keeps, as a path into `data.object`
+/// (`[]` = each element of the list there, `[0]` = the first element).
+const ENUM_FIELDS: &[&str] = &[
+    "status",
+    "authorization_method",
+    "card_presence",
+    "wallet",
+    "fraud_disputability_likelihood",
+    "merchant_data.category",
+    "card.status",
+    "card.type",
+    "card.cardholder.status",
+    "card.cardholder.type",
+    "verification_data.cvc_check",
+    "verification_data.expiry_check",
+    "verification_data.address_postal_code_check",
+    "verification_data.address_line1_check",
+    "verification_data.three_d_secure.result",
+    "risk_assessment.fraud_risk.level",
+    "risk_assessment.card_testing_risk.level",
+    "risk_assessment.card_testing_risk.risk_level",
+    "risk_assessment.merchant_dispute_risk.level",
+    "risk_assessment.merchant_dispute_risk.risk_level",
+    "fuel.type",
+    "fuel.unit",
+    "fleet.purchase_type",
+    "fleet.service_type",
+    "card.spending_controls.allowed_card_presences[]",
+    "card.spending_controls.blocked_card_presences[]",
+    "card.spending_controls.allowed_categories[]",
+    "card.spending_controls.blocked_categories[]",
+    "card.spending_controls.spending_limits[0].interval",
+    "card.spending_controls.spending_limits[0].categories[]",
+    "card.cardholder.spending_controls.allowed_card_presences[]",
+    "card.cardholder.spending_controls.blocked_card_presences[]",
+    "card.cardholder.spending_controls.spending_limits[0].interval",
+];
+
+/// Sets `path` (see [`ENUM_FIELDS`]) under `data.object` of `v` to `value`,
+/// creating objects and lists on the way.
+fn set_enum(v: &mut serde_json::Value, path: &str, value: &str) {
+    set_at(
+        &mut v["data"]["object"],
+        &path.split('.').collect::<Vec<_>>(),
+        value,
+    );
+}
+
+fn set_at(cur: &mut serde_json::Value, parts: &[&str], value: &str) {
+    let Some((part, rest)) = parts.split_first() else {
+        return;
+    };
+    if !cur.is_object() {
+        *cur = serde_json::json!({});
+    }
+    let (key, index) = match part.split_once('[') {
+        Some((k, i)) => (k, Some(i.trim_end_matches(']'))),
+        None => (*part, None),
+    };
+    let slot = &mut cur[key];
+    match index {
+        None if rest.is_empty() => *slot = value.into(),
+        None => set_at(slot, rest, value),
+        Some("") => *slot = serde_json::json!([value]),
+        Some(_) => {
+            if slot.as_array().is_none_or(Vec::is_empty) {
+                *slot = serde_json::json!([{"amount": 5000, "interval": "daily"}]);
+            }
+            set_at(&mut slot[0], rest, value);
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 400, ..Default::default() })]
+
+    /// Stripe's enums are open: any value it adds later, in any enum field, is
+    /// read (and decided), never refused as a parse error (the 400 Stripe would
+    /// answer with its fallback).
+    #[test]
+    fn unknown_enum_values_never_refuse_the_body(
+        fields in proptest::sample::subsequence(ENUM_FIELDS, 1..=ENUM_FIELDS.len()),
+        values in proptest::collection::vec("[a-z_]{0,24}", ENUM_FIELDS.len()),
+        base in proptest::sample::select(vec![
+            "events/issuing_authorization.request.json",
+            "events/issuing_authorization.request.spending_controls.json",
+            "versions/2024-06-20.issuing_authorization.request.json",
+            "versions/2025-11-17.clover.issuing_authorization.request.json",
+            "versions/2026-10-28.endive.issuing_authorization.request.json",
+        ]),
+    ) {
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(format!(
+            "{}/tests/fixtures/{base}",
+            env!("CARGO_MANIFEST_DIR")
+        )).unwrap()).unwrap();
+        for (f, value) in fields.iter().zip(&values) {
+            set_enum(&mut v, f, value);
+        }
+        let mut body = serde_json::to_vec(&v).unwrap();
+        let doc = parse_document(&mut body).unwrap();
+        let ev = Event::read(&doc).unwrap();
+        let a = ev.authorization_request();
+        proptest::prop_assert!(a.is_ok(), "{:?} with {:?}", a.err(), fields);
+        let a = a.unwrap();
+        let program = crate::decision::ProgramControls::default();
+        let ctx = crate::decision::Context::new(
+            &a, &program, &crate::decision::NoRules, &crate::decision::NoSpend, 0,
+        );
+        let _ = crate::decision::decide(&ctx);
+    }
+}
+
+/// An interval Stripe adds later is read as `all_time`: the window containing
+/// every other, so the limit keeps guarding (never silently disabled).
+#[test]
+fn an_unknown_interval_reads_as_all_time() {
+    let body = edited(
+        &[
+            "data",
+            "object",
+            "card",
+            "spending_controls",
+            "spending_limits",
+        ],
+        Some(serde_json::json!([{"amount": 5, "interval": "fortnightly"}])),
+    );
+    let mut body = body;
+    let doc = parse_document(&mut body).unwrap();
+    let a = Event::read(&doc).unwrap().authorization_request().unwrap();
+    assert_eq!(
+        a.card.controls.spending_limits[0].interval,
+        Interval::AllTime
+    );
+    assert_eq!(a.card.controls.spending_limits[0].amount, 5);
+    let program = crate::decision::ProgramControls::default();
+    let ctx = crate::decision::Context::new(
+        &a,
+        &program,
+        &crate::decision::NoRules,
+        &crate::decision::NoSpend,
+        0,
+    );
+    let d = crate::decision::decide(&ctx);
+    assert_eq!((d.approved, d.reason.as_str()), (false, "spending_limit"));
+}
+
+#[test]
+fn an_unknown_card_presence_is_kept_as_sent() {
+    let mut body = edited(
+        &["data", "object", "card_presence"],
+        Some("hologram".into()),
+    );
+    let doc = parse_document(&mut body).unwrap();
+    let a = Event::read(&doc).unwrap().authorization_request().unwrap();
+    assert_eq!(a.card_presence, "hologram");
 }
