@@ -138,6 +138,9 @@ pub const MIGRATIONS: &[&str] = &[
          used_at    INTEGER,
          used_by    TEXT
      );",
+    // 4: API key expiry (Unix seconds; NULL: never, which keys created before
+    // this migration keep).
+    "ALTER TABLE api_keys ADD COLUMN expires_at INTEGER;",
 ];
 
 /// Opens the file read-write, checks it, migrates it and proves it writable.

@@ -72,6 +72,22 @@ pub(super) fn parse_params(body: &[u8], is_json: bool) -> Result<Value, SimError
     Ok(arrays(root))
 }
 
+/// Fuzzing entry point (`fuzz/fuzz_targets/emulator_params.rs`): reads `body` as
+/// the emulator does and runs every typed reader over the result, so a body no
+/// reader can panic on is a body no emulator route can panic on. Not an API.
+#[doc(hidden)]
+pub fn fuzz_decode(body: &[u8], is_json: bool) -> Result<Value, SimError> {
+    let p = parse_params(body, is_json)?;
+    // Each reader sees the same object: one refusing it must not stop the others
+    // from being exercised.
+    let _ = new_cardholder(&p);
+    let _ = new_card(&p);
+    let _ = new_authorization(&p);
+    let _ = api_decision(&p, true);
+    let _ = api_decision(&p, false);
+    Ok(p)
+}
+
 /// Objects whose keys are exactly 0..n become arrays (Stripe's `a[0][b]` form).
 fn arrays(v: Value) -> Value {
     match v {

@@ -116,6 +116,9 @@ pub const MIGRATIONS: &[&str] = &[
          used_at    BIGINT,
          used_by    TEXT
      );",
+    // 2: API key expiry (Unix seconds; NULL: never, which keys created before
+    // this migration keep).
+    "ALTER TABLE api_keys ADD COLUMN expires_at BIGINT;",
 ];
 
 /// The advisory-lock key migrations run under (any constant every cardgate
