@@ -75,8 +75,9 @@ pub const MAX_EXPR_BYTES: usize = 8 * 1024;
 /// Deepest expression tree a `when` may have. The byte limit alone does not bound
 /// it: `1+1+…` is as deep as it is long (4 096 levels in 8 KiB), and the compiler
 /// and the evaluator recurse once per level, so such a rule overflowed the stack
-/// and aborted the process (issue 15, fuzzing). `&&`/`||` chains are balanced by
-/// the parser and stay shallow; 100 levels is far past any rule a person writes.
+/// and aborted the process (issue 15, found writing the rules fuzz target).
+/// `&&`/`||` chains are balanced by the parser and stay shallow; 100 levels is far
+/// past any rule a person writes.
 pub const MAX_EXPR_DEPTH: usize = 100;
 /// Stack of the thread a rule set compiles on (see `Compiled::build`): room for
 /// the parser's deepest recursion over an 8 KiB `when`, in a debug build, with a

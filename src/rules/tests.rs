@@ -354,7 +354,7 @@ fn loading_a_10_mb_file_from_disk_is_refused_without_reading_it_whole() {
     assert!(err.contains("10485760 bytes"), "{err}");
 }
 
-/// Issue 15 (fuzzing, `fuzz/fuzz_targets/rules_cel.rs`): `1+1+…+1` within the
+/// Issue 15 (found writing `fuzz/fuzz_targets/rules_cel.rs`): `1+1+…+1` within the
 /// 8 KiB `when` limit is 4 096 levels deep, and the compiler recursed once per
 /// level: compiling it overflowed the stack and aborted the process (a rule set
 /// published over the admin API took the server down). Compiled here on a thread
