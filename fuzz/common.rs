@@ -18,7 +18,10 @@ pub struct Spend;
 
 impl SpendView for Spend {
     fn spent(&self, scope: Scope, interval: Interval, _: Option<&CategorySet>, _: Currency) -> i64 {
-        let i = Interval::ALL.iter().position(|x| *x == interval).unwrap_or(0);
+        let i = Interval::ALL
+            .iter()
+            .position(|x| *x == interval)
+            .unwrap_or(0);
         let k = if scope == Scope::Card { 1 } else { 2 };
         i64::try_from(i).unwrap_or(0) * 1000 * k
     }
@@ -55,7 +58,8 @@ pub fn check_index_agrees(set: &RuleSet) {
         let indexed = set.evaluate(&ctx);
         let linear = set.evaluate_linear(&ctx);
         assert_eq!(
-            indexed, linear,
+            indexed,
+            linear,
             "indexed and linear evaluation disagree\n{}",
             set.source()
         );

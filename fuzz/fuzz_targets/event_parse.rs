@@ -40,7 +40,10 @@ fuzz_target!(|data: &[u8]| {
     let d = decide(&ctx);
     if let Some(partial) = d.amount {
         assert!(d.approved, "partial amount on a decline: {d:?}");
-        assert!(auth.is_amount_controllable, "partial of a fixed amount: {d:?}");
+        assert!(
+            auth.is_amount_controllable,
+            "partial of a fixed amount: {d:?}"
+        );
         assert!(
             partial > 0 && partial < auth.amount && partial >= auth.cashback_amount,
             "partial {partial} of {} (cash-back {})",

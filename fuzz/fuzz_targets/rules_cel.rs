@@ -26,8 +26,14 @@ fuzz_target!(|data: &[u8]| {
     shadow.insert("name".into(), "fuzz-shadow".into());
     shadow.insert("mode".into(), "shadow".into());
     let mut lists = toml::Table::new();
-    lists.insert("countries".into(), toml::Value::Array(vec!["US".into(), "KP".into()]));
-    lists.insert("codes".into(), toml::Value::Array(vec![5734.into(), 5542.into()]));
+    lists.insert(
+        "countries".into(),
+        toml::Value::Array(vec!["US".into(), "KP".into()]),
+    );
+    lists.insert(
+        "codes".into(),
+        toml::Value::Array(vec![5734.into(), 5542.into()]),
+    );
     let mut file = toml::Table::new();
     file.insert("lists".into(), lists.into());
     file.insert(
