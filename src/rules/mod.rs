@@ -79,10 +79,11 @@ pub const MAX_EXPR_BYTES: usize = 8 * 1024;
 /// `&&`/`||` chains are balanced by the parser and stay shallow; 100 levels is far
 /// past any rule a person writes.
 pub const MAX_EXPR_DEPTH: usize = 100;
-/// Stack of the thread a rule set compiles on (see `Compiled::build`): room for
-/// the parser's deepest recursion over an 8 KiB `when`, in a debug build, with a
-/// wide margin. Only the pages the parser touches are ever mapped.
-const BUILD_STACK: usize = 256 * 1024 * 1024;
+/// Stack of the thread a rule set compiles on (see `Compiled::build`): the
+/// parser's deepest recursion over an 8 KiB `when` fits in 16 MiB in a debug
+/// build (4 MiB does not; `a_deeply_nested_when_overflowed_the_stack`), release
+/// needs far less; 4x that for margin. Only the pages used are ever mapped.
+const BUILD_STACK: usize = 64 * 1024 * 1024;
 /// Most entries over all `[lists]`.
 pub const MAX_LIST_ENTRIES: usize = 1_000_000;
 

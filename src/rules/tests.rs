@@ -384,6 +384,15 @@ fn a_deeply_nested_when_overflowed_the_stack() {
         let err = compile(when).unwrap_err();
         assert!(err.contains("nested deeper than 100 levels"), "{err}");
     }
+    // The parser folds unary chains (one byte a level) and caps parentheses at
+    // 96: whatever it answers, compiling them returns.
+    for when in [
+        format!("{}true", "!".repeat(MAX_EXPR_BYTES - 4)),
+        format!("{}1 > 0", "-".repeat(MAX_EXPR_BYTES - 5)),
+        format!("{}true{}", "(".repeat(95), ")".repeat(95)),
+    ] {
+        let _ = compile(when);
+    }
     // Shallow enough, or balanced by the parser (`&&` chains), still compiles.
     assert_eq!(compile(format!("{} > 0", chain(90, "amount", "+"))), Ok(1));
     assert_eq!(
