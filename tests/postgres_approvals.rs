@@ -21,7 +21,9 @@ async fn a_tool_may_migrate_an_empty_database_and_a_server_sees_its_keys() {
         return;
     };
     // `keys create` before any replica ever started.
-    let tool = open_approvals_tool(&url).await.unwrap();
+    let tool = open_approvals_tool(&url, cardgate::approvals::ApprovalsConfig::default())
+        .await
+        .unwrap();
     let (id, secret) = tool
         .create_key(&Actor::cli(), Role::Agent, Some("bot"))
         .await

@@ -37,7 +37,9 @@ fn version(src: &str) -> String {
 
 /// An admin key created straight in the database (as `keys create` will).
 async fn admin_key(url: &str) -> String {
-    let tool = open_approvals_tool(url).await.unwrap();
+    let tool = open_approvals_tool(url, cardgate::approvals::ApprovalsConfig::default())
+        .await
+        .unwrap();
     tool.create_key(&Actor::cli(), Role::Admin, Some("admin"))
         .await
         .unwrap()

@@ -286,6 +286,14 @@ pub enum Action {
         /// secret can be shown to the requester then, and never stored.
         #[serde(default)]
         pending: Option<(String, String)>,
+        /// Unix seconds the key expires at. Absent from requests stored before
+        /// keys could expire, and then never written (their JSON is unchanged).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<i64>,
+        /// Or its lifetime in seconds, counted from its creation (for a gated
+        /// creation: from the approval that creates it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_in: Option<i64>,
     },
     /// Revoke an API key.
     RevokeApiKey {
@@ -389,12 +397,19 @@ impl Action {
                 }
                 Ok(())
             }
-            Action::CreateApiKey { role, name, .. } => {
+            Action::CreateApiKey {
+                role,
+                name,
+                expires_at,
+                expires_in,
+                ..
+            } => {
                 if Role::parse(role).is_none() {
                     return Err(format!(
                         "role {role:?} is not one of admin, reviewer, analyst, agent"
                     ));
                 }
+                super::KeyExpiry::from_fields(*expires_at, *expires_in)?;
                 name.as_deref().map_or(Ok(()), |n| text("name", n))
             }
             Action::RevokeApiKey { id: k }

@@ -5,6 +5,14 @@
 //! is stored: a fast hash is enough because the input is high-entropy (there is
 //! nothing to brute-force), and the plaintext is printed once and never again.
 //! The stored hash is compared in constant time.
+//!
+//! A key may expire: at a time (`expires_at`) or after a lifetime counted from its
+//! creation (`expires_in`, `keys create --expires-in 90d`); `[approvals]
+//! max_key_lifetime` gives keys asked without one that lifetime and refuses longer
+//! ones. Expiry is judged by the approvals clock, the one request expiry reads,
+//! and an expired key is refused as such (`api_key_expired`), not as unknown.
+
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -92,6 +100,62 @@ fn no_randomness(e: getrandom::Error) -> Error {
     Error::Storage(format!("no randomness: {e}"))
 }
 
+/// When a new key is asked to expire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyExpiry {
+    /// Not asked: never, or `[approvals] max_key_lifetime` after creation.
+    #[default]
+    Unset,
+    /// At this Unix time.
+    At(i64),
+    /// This many seconds after creation.
+    After(i64),
+}
+
+impl KeyExpiry {
+    /// The API's two optional fields as one choice; both at once is refused.
+    pub fn from_fields(expires_at: Option<i64>, expires_in: Option<i64>) -> Result<Self, String> {
+        match (expires_at, expires_in) {
+            (Some(_), Some(_)) => Err("give expires_at or expires_in, not both".into()),
+            (Some(at), None) => Ok(KeyExpiry::At(at)),
+            (None, Some(secs)) if secs <= 0 => Err(format!(
+                "expires_in {secs} must be a positive number of seconds"
+            )),
+            (None, Some(secs)) => Ok(KeyExpiry::After(secs)),
+            (None, None) => Ok(KeyExpiry::Unset),
+        }
+    }
+
+    /// The Unix time a key created at `now` expires (`None`: never), under an
+    /// optional longest lifetime. Refuses an expiry that is not after `now` or
+    /// that `max_lifetime` does not allow, naming the limit.
+    pub fn resolve(self, now: i64, max_lifetime: Option<Duration>) -> Result<Option<i64>, String> {
+        let max = max_lifetime.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let at = match self {
+            KeyExpiry::Unset => return Ok(max.map(|m| now.saturating_add(m))),
+            KeyExpiry::At(at) => at,
+            KeyExpiry::After(secs) => now.saturating_add(secs),
+        };
+        if at <= now {
+            return Err(format!(
+                "expires_at {at} is not in the future (now is {now})"
+            ));
+        }
+        if let (Some(m), Some(limit)) = (max, max_lifetime)
+            && at.saturating_sub(now) > m
+        {
+            return Err(format!(
+                "the key would live {}; [approvals] max_key_lifetime allows at most {}",
+                humantime::format_duration(Duration::from_secs(
+                    at.saturating_sub(now).unsigned_abs()
+                )),
+                humantime::format_duration(limit),
+            ));
+        }
+        Ok(Some(at))
+    }
+}
+
 /// A fresh key id and secret, and the hash that is all the store keeps.
 pub(super) fn fresh() -> Result<(String, String, String), Error> {
     let secret = generate().map_err(no_randomness)?;
@@ -109,13 +173,37 @@ impl Approvals {
         role: Role,
         name: Option<&str>,
     ) -> Result<(String, String), Error> {
-        let (id, secret, hash) = fresh()?;
-        self.insert_key(actor, id.clone(), role, name.map(str::to_string), hash)
-            .await?;
-        Ok((id, secret))
+        self.create_expiring_key(actor, role, name, KeyExpiry::Unset)
+            .await
+            .map(|(key, secret)| (key.id, secret))
     }
 
-    /// Stores key `id` with `hash` and records who created it.
+    /// [`create_key`](Self::create_key) with an expiry; returns the key and its
+    /// secret (shown once).
+    pub async fn create_expiring_key(
+        &self,
+        actor: &Actor,
+        role: Role,
+        name: Option<&str>,
+        expiry: KeyExpiry,
+    ) -> Result<(ApiKey, String), Error> {
+        let (id, secret, hash) = fresh()?;
+        let key = self
+            .insert_key(actor, id, role, name.map(str::to_string), hash, expiry)
+            .await?;
+        Ok((key, secret))
+    }
+
+    /// The expiry a key asked for now would get, or why it is refused (400).
+    pub(super) fn key_expiry(&self, expiry: KeyExpiry) -> Result<Option<i64>, Error> {
+        expiry
+            .resolve(self.now(), self.settings.max_key_lifetime)
+            .map_err(super::invalid)
+    }
+
+    /// Stores key `id` with `hash` and records who created it. The expiry is
+    /// resolved now, at creation: a lifetime counts from here, not from when a
+    /// gated creation was asked for.
     pub(super) async fn insert_key(
         &self,
         actor: &Actor,
@@ -123,8 +211,10 @@ impl Approvals {
         role: Role,
         name: Option<String>,
         hash: String,
+        expiry: KeyExpiry,
     ) -> Result<ApiKey, Error> {
         let now = self.now();
+        let expires_at = self.key_expiry(expiry)?;
         let key = ApiKey {
             id,
             name,
@@ -132,8 +222,12 @@ impl Approvals {
             created: now,
             created_by: actor.key_id.clone(),
             revoked_at: None,
+            expires_at,
         };
-        let details = serde_json::json!({"role": role.as_str(), "name": key.name});
+        let mut details = serde_json::json!({"role": role.as_str(), "name": key.name});
+        if let Some(at) = key.expires_at {
+            details["expires_at"] = at.into();
+        }
         self.commit_unguarded(vec![
             Change::InsertKey {
                 key: key.clone(),
@@ -164,6 +258,9 @@ impl Approvals {
         }
         if key.revoked_at.is_some() {
             return Err(AuthError::Revoked);
+        }
+        if key.expired(self.now()) {
+            return Err(AuthError::Expired);
         }
         Ok(Actor {
             key_id: key.id,

@@ -40,7 +40,7 @@ use serde_json::Value;
 
 use crate::rules::RuleSetError;
 pub use action::{Action, ActionKind, AllowanceSpec, OverrideSpec, RuleInput, RuleUpdate, Scope};
-pub use keys::Role;
+pub use keys::{KeyExpiry, Role};
 pub use model::{
     Actor, Allowance, ApiKey, ApiObject, ApprovalRequest, ControlOverride, EventRecord, Executed,
     HistoryEntry, HistoryFilter, Page, RequestFilter, Status, tagged,
@@ -60,6 +60,8 @@ pub enum AuthError {
     Unknown,
     /// The key was revoked.
     Revoked,
+    /// The key's `expires_at` has passed (by the approvals clock).
+    Expired,
     /// The database could not be read.
     Storage,
 }

@@ -158,6 +158,16 @@ pub struct ApiKey {
     pub created_by: String,
     /// Set once revoked.
     pub revoked_at: Option<i64>,
+    /// Unix seconds from which the key no longer authenticates (judged by the
+    /// approvals clock); `None`: never expires.
+    pub expires_at: Option<i64>,
+}
+
+impl ApiKey {
+    /// Whether the key has expired at `now` (Unix seconds, the approvals clock).
+    pub fn expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
 }
 
 impl ApiObject for ApiKey {
@@ -598,6 +608,7 @@ impl Serialize for Executed {
             role: Role,
             name: Option<&'a str>,
             created: i64,
+            expires_at: Option<i64>,
             #[serde(skip_serializing_if = "Option::is_none")]
             secret: Option<&'a str>,
         }
@@ -633,6 +644,7 @@ impl Serialize for Executed {
                 role: key.role,
                 name: key.name.as_deref(),
                 created: key.created,
+                expires_at: key.expires_at,
                 secret: secret.as_deref(),
             }
             .serialize(s),

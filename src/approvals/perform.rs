@@ -9,8 +9,8 @@ use serde_json::json;
 
 use super::model::{Executed, RulesetChange};
 use super::{
-    Action, ActionKind, Actor, Approvals, Control, Error, PendingKey, Role, action, history,
-    invalid,
+    Action, ActionKind, Actor, Approvals, Control, Error, KeyExpiry, PendingKey, Role, action,
+    history, invalid,
 };
 use crate::rules::RuleSet;
 use crate::rules::published::Rulesets;
@@ -100,7 +100,14 @@ impl Approvals {
             // A gated key creation gets its secret now, shown only in this answer;
             // only its hash waits in the request.
             let mut pending_key = None;
-            if let Action::CreateApiKey { role, name, .. } = action {
+            if let Action::CreateApiKey {
+                role,
+                name,
+                expires_at,
+                expires_in,
+                ..
+            } = action
+            {
                 let (id, secret, hash) = super::keys::fresh()?;
                 pending_key = Some(PendingKey {
                     id: id.clone(),
@@ -110,6 +117,8 @@ impl Approvals {
                     role,
                     name,
                     pending: Some((id, hash)),
+                    expires_at,
+                    expires_in,
                 };
             }
             let request = self
@@ -120,10 +129,20 @@ impl Approvals {
                 pending_key,
             });
         }
-        if let Action::CreateApiKey { role, name, .. } = &action {
+        if let Action::CreateApiKey {
+            role,
+            name,
+            expires_at,
+            expires_in,
+            ..
+        } = &action
+        {
             let role = Role::parse(role).ok_or_else(|| invalid("role"))?;
+            let expiry = KeyExpiry::from_fields(*expires_at, *expires_in).map_err(invalid)?;
             let (id, secret, hash) = super::keys::fresh()?;
-            let key = self.insert_key(actor, id, role, name.clone(), hash).await?;
+            let key = self
+                .insert_key(actor, id, role, name.clone(), hash, expiry)
+                .await?;
             return Ok(Executed::KeyCreated {
                 key,
                 secret: Some(secret),
@@ -173,9 +192,17 @@ impl Approvals {
             Action::DeactivateApprovalRule { id } | Action::DeleteApprovalRule { id } => {
                 self.get_rule(id).await?;
             }
-            Action::SetControlOverride(_)
-            | Action::AuthorizationAllowance(_)
-            | Action::CreateApiKey { .. } => {}
+            Action::CreateApiKey {
+                expires_at,
+                expires_in,
+                ..
+            } => {
+                // Over the longest lifetime or already past: refused now, not
+                // after a reviewer approved it.
+                let expiry = KeyExpiry::from_fields(*expires_at, *expires_in).map_err(invalid)?;
+                self.key_expiry(expiry)?;
+            }
+            Action::SetControlOverride(_) | Action::AuthorizationAllowance(_) => {}
         }
         Ok(())
     }
@@ -205,13 +232,16 @@ impl Approvals {
                 role,
                 name,
                 pending,
+                expires_at,
+                expires_in,
             } => {
                 let role = Role::parse(role).ok_or_else(|| invalid("role"))?;
                 let Some((id, hash)) = pending else {
                     return Err(invalid("key creation without a generated key"));
                 };
+                let expiry = KeyExpiry::from_fields(*expires_at, *expires_in).map_err(invalid)?;
                 let key = self
-                    .insert_key(actor, id.clone(), role, name.clone(), hash.clone())
+                    .insert_key(actor, id.clone(), role, name.clone(), hash.clone(), expiry)
                     .await?;
                 Ok(Executed::KeyCreated { key, secret: None })
             }

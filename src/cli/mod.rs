@@ -53,6 +53,11 @@ pub(crate) enum Command {
     /// (default 10 s) and, kept alive, its next request within [http] idle_timeout
     /// (default 60 s); when every slot is taken, a new client evicts the connection
     /// that has waited longest without a request in flight.
+    ///
+    /// API keys: a key past its expires_at (keys create --expires-in, or
+    /// expires_at/expires_in on POST /v1/api_keys) gets 401 api_key_expired, by the
+    /// approvals clock; [approvals] max_key_lifetime (e.g. "90d") gives keys created
+    /// without an expiry that lifetime and refuses longer ones.
     Serve {
         /// Config file (TOML).
         #[arg(long, default_value = config::DEFAULT_PATH)]
@@ -332,10 +337,17 @@ pub(crate) enum KeysCommand {
         /// A label for the key.
         #[arg(long)]
         name: Option<String>,
+        /// Expire the key this long after now: 1h, 90d, "1h 30m" (humantime).
+        /// An expired key is refused with 401 api_key_expired. Without it the key
+        /// never expires, unless [approvals] max_key_lifetime in --config is set:
+        /// then it gets that lifetime, and a longer --expires-in is refused.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
         #[command(flatten)]
         dir: DataDirArgs,
     },
-    /// List keys (ids, roles, names; never secrets).
+    /// List keys (ids, roles, state: active, revoked or expired; expiry as Unix
+    /// seconds and UTC, or "never"; names; never secrets).
     List {
         #[command(flatten)]
         dir: DataDirArgs,

@@ -14,48 +14,78 @@ use crate::clock::Clock;
 use crate::ledger::Ledger;
 use crate::store;
 
-/// Opens the approvals service for a tool on the configured store.
+/// Opens the approvals service for a tool on the configured store, with the
+/// config's `[approvals]` settings (`keys create` applies `max_key_lifetime`).
 async fn open_tool(d: DataDirArgs) -> anyhow::Result<crate::approvals::Approvals> {
+    let settings =
+        crate::config::ApprovalsConfig::from_config_file(&d.config, &crate::config::ProcessEnv)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     match app::store_location(d.data_dir, &d.config).map_err(anyhow::Error::msg)? {
-        app::StoreLocation::Sqlite(dir) => crate::store::approvals::open_tool(&dir)
+        app::StoreLocation::Sqlite(dir) => crate::store::approvals::open_tool_with(&dir, settings)
             .await
             .context("opening the key store"),
-        app::StoreLocation::Postgres(url) => crate::store::open_shared_approvals_tool(&url)
-            .await
-            .context("opening the key store"),
+        app::StoreLocation::Postgres(url) => {
+            crate::store::open_shared_approvals_tool(&url, settings)
+                .await
+                .context("opening the key store")
+        }
     }
 }
 
 pub(super) fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
-    use crate::approvals::{Actor, Role};
+    use crate::approvals::{Actor, KeyExpiry, Role};
     // The key store's interface is async (a backend may be a network database).
     let runtime = super::runtime()?;
     runtime.block_on(async move {
         match command {
-            KeysCommand::Create { role, name, dir } => {
+            KeysCommand::Create {
+                role,
+                name,
+                expires_in,
+                dir,
+            } => {
                 let Some(role) = Role::parse(&role) else {
-                    anyhow::bail!("role {role:?} is not one of admin, reviewer, analyst, agent");
+                    anyhow::bail!(
+                        "role {role:?} is not one of admin, reviewer, analyst, agent, payments"
+                    );
+                };
+                let expiry = match expires_in {
+                    None => KeyExpiry::Unset,
+                    Some(d) if d.as_secs() == 0 => {
+                        anyhow::bail!("--expires-in must be at least 1s")
+                    }
+                    Some(d) => KeyExpiry::After(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
                 };
                 let a = open_tool(dir).await?;
-                let (id, secret) = a
-                    .create_key(&Actor::cli(), role, name.as_deref())
+                let (key, secret) = a
+                    .create_expiring_key(&Actor::cli(), role, name.as_deref(), expiry)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
-                eprintln!("created {id} ({}); the key is shown once:", role.as_str());
+                eprintln!(
+                    "created {} ({}, expires {}); the key is shown once:",
+                    key.id,
+                    role.as_str(),
+                    expiry_text(key.expires_at)
+                );
                 println!("{secret}");
             }
             KeysCommand::List { dir } => {
                 let a = open_tool(dir).await?;
+                let now = a.now();
                 for k in a.list_keys().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+                    let state = if k.revoked_at.is_some() {
+                        "revoked"
+                    } else if k.expired(now) {
+                        "expired"
+                    } else {
+                        "active "
+                    };
                     println!(
-                        "{}  {:<8}  {}  {}",
+                        "{}  {:<8}  {}  expires {}  {}",
                         k.id,
                         k.role.as_str(),
-                        if k.revoked_at.is_none() {
-                            "active "
-                        } else {
-                            "revoked"
-                        },
+                        state,
+                        expiry_text(k.expires_at),
                         k.name.as_deref().unwrap_or("")
                     );
                 }
@@ -70,6 +100,21 @@ pub(super) fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `never`, or the Unix time and its UTC date.
+fn expiry_text(expires_at: Option<i64>) -> String {
+    match expires_at {
+        None => "never".into(),
+        Some(at) => {
+            let utc = u64::try_from(at)
+                .ok()
+                .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
+                .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+                .unwrap_or_default();
+            format!("{at} {utc}").trim_end().to_string()
+        }
+    }
 }
 
 pub(super) fn ledger_show(

@@ -12,6 +12,7 @@
 //! retry_initial_ms = 1000            # first retry delay, doubled per attempt
 //! retry_max_ms = 3600000             # cap on one delay
 //! max_attempts = 12                  # then the delivery is marked failed
+//! max_key_lifetime = "90d"           # optional: keys without expiry get it, longer are refused
 //! ```
 //!
 //! `CARDGATE_APPROVALS_CLOCK_OFFSET_SECONDS` (tests only) shifts the clock that
@@ -35,6 +36,7 @@ pub(super) struct ApprovalsSection {
     retry_initial_ms: u64,
     retry_max_ms: u64,
     max_attempts: u32,
+    max_key_lifetime: Option<String>,
 }
 
 impl Default for ApprovalsSection {
@@ -48,6 +50,7 @@ impl Default for ApprovalsSection {
             retry_initial_ms: 1000,
             retry_max_ms: 3_600_000,
             max_attempts: 12,
+            max_key_lifetime: None,
         }
     }
 }
@@ -73,6 +76,9 @@ pub struct ApprovalsConfig {
     pub max_attempts: u32,
     /// Test-only clock shift, seconds.
     pub clock_offset: i64,
+    /// The longest an API key may live: keys created without an expiry get it,
+    /// longer ones are refused. `None`: keys may live forever.
+    pub max_key_lifetime: Option<Duration>,
     /// The authorization rules file `serve` loaded (`--rules`), which an approved
     /// publish or list change rewrites so it survives a restart; `None` keeps such
     /// changes in memory only. Set by `serve`, not by the config file.
@@ -142,6 +148,23 @@ impl ApprovalsConfig {
                 0
             }),
         };
+        let max_key_lifetime = s.max_key_lifetime.as_deref().and_then(|v| {
+            match humantime::parse_duration(v.trim()) {
+                Ok(d) if d.as_secs() >= 1 => Some(d),
+                Ok(_) => {
+                    problems.push(format!(
+                        "approvals.max_key_lifetime {v:?} must be at least 1 s"
+                    ));
+                    None
+                }
+                Err(e) => {
+                    problems.push(format!(
+                        "approvals.max_key_lifetime {v:?} is not a duration like \"90d\" or \"12h\": {e}"
+                    ));
+                    None
+                }
+            }
+        });
         ApprovalsConfig {
             request_expiry: Duration::from_secs(s.request_expiry_seconds),
             review_expiry: Duration::from_secs(s.review_expiry_seconds),
@@ -152,7 +175,41 @@ impl ApprovalsConfig {
             retry_max: Duration::from_millis(s.retry_max_ms),
             max_attempts: s.max_attempts,
             clock_offset,
+            max_key_lifetime,
             rules_file: None,
+        }
+    }
+
+    /// The `[approvals]` section of the config file at `path` alone, validated,
+    /// with `env`'s overrides: what `cardgate keys` applies. Only this section is
+    /// read, so a key can be managed with a config that `serve` would refuse for
+    /// another reason (no webhook secret on this machine); a missing file gives
+    /// the defaults, as `keys` finds its data directory without one.
+    pub fn from_config_file(path: &std::path::Path, env: &dyn Env) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        struct OnlyApprovals {
+            #[serde(default)]
+            approvals: Option<toml::Value>,
+        }
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+        };
+        let file: OnlyApprovals =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let section = match file.approvals {
+            None => ApprovalsSection::default(),
+            Some(v) => v
+                .try_into()
+                .map_err(|e| format!("{}: [approvals]: {e}", path.display()))?,
+        };
+        let mut problems = Vec::new();
+        let settings = ApprovalsConfig::build(section, env, &mut problems);
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(format!("{}: {}", path.display(), problems.join("; ")))
         }
     }
 
@@ -232,6 +289,28 @@ mod tests {
         assert_eq!(s.backoff(2), Duration::from_secs(2));
         assert_eq!(s.backoff(4), Duration::from_secs(8));
         assert_eq!(s.backoff(40), Duration::from_hours(1));
+    }
+
+    #[test]
+    fn max_key_lifetime_is_a_humantime_duration() {
+        let build = |v: &str| {
+            let mut p = Vec::new();
+            let sec = ApprovalsSection {
+                max_key_lifetime: Some(v.into()),
+                ..ApprovalsSection::default()
+            };
+            let s = ApprovalsConfig::build(sec, &HashMap::new(), &mut p);
+            (s.max_key_lifetime, p)
+        };
+        assert_eq!(build("90d"), (Some(Duration::from_hours(90 * 24)), vec![]));
+        assert_eq!(build(" 1h 30m "), (Some(Duration::from_mins(90)), vec![]));
+        for bad in ["", "90", "ninety days", "0s", "-1d"] {
+            let (d, p) = build(bad);
+            assert_eq!(d, None, "{bad:?}");
+            assert_eq!(p.len(), 1, "{bad:?}: {p:?}");
+            assert!(p[0].contains("max_key_lifetime"), "{p:?}");
+        }
+        assert_eq!(ApprovalsConfig::default().max_key_lifetime, None);
     }
 
     #[test]

@@ -5,10 +5,11 @@
 //! and its errors to status codes; it holds no state of its own.
 //!
 //! Errors are `{"error":{"code","type","message"[,"param"]}}`: 400 bad input
-//! (unknown fields are named in `param`), 401 no/unknown/revoked key, 403 wrong
+//! (unknown fields are named in `param`), 401 no/unknown/revoked/expired key, 403 wrong
 //! role, `approval_required` or `action_blocked`, 404, 409 forbidden transition,
 //! 413 body too large, 422 rule set that does not compile. Never a 5xx for bad input.
 
+mod bodies;
 mod routes;
 
 use std::sync::Arc;
@@ -18,18 +19,18 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderMap};
 use hyper::{Method, Request, Response, StatusCode};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::respond::json_bytes;
 use super::{AppState, Body};
 use crate::approvals::{
-    Action, ActionKind, Actor, AllowanceSpec, ApiObject, Approvals, AuthError, Error, EventRecord,
-    HistoryFilter, LiveRules, OverrideSpec, Page, RequestFilter, Role, RuleInput, RuleUpdate,
-    Status, tagged,
+    Action, ActionKind, Actor, ApiObject, Approvals, AuthError, Error, EventRecord, HistoryFilter,
+    LiveRules, OverrideSpec, Page, RequestFilter, Role, RuleInput, RuleUpdate, Status, tagged,
 };
 use crate::rules::RuleSet;
+#[doc(hidden)]
+pub use bodies::{FUZZ_BODIES, fuzz_decode};
 use routes::{Lookup, Query};
 pub use routes::{ROUTES, Route};
 
@@ -262,25 +263,9 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
             ok(list(&all_shown(&keys), false, "/v1/api_keys"))
         }
         (&Method::POST, ["api_keys"]) => {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct In {
-                role: String,
-                #[serde(default)]
-                name: Option<String>,
-            }
             need(&actor, &[Role::Admin])?;
-            let b: In = json_body(req).await?;
-            perform(
-                st,
-                actor,
-                Action::CreateApiKey {
-                    role: b.role,
-                    name: b.name,
-                    pending: None,
-                },
-            )
-            .await
+            let b: bodies::NewKey = json_body(req).await?;
+            perform(st, actor, b.into_action()).await
         }
         (&Method::POST, ["api_keys", id, "revoke"]) => {
             need(&actor, &[Role::Admin])?;
@@ -359,18 +344,12 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
                 verb @ ("submit" | "approve" | "deny" | "cancel"),
             ],
         ) => {
-            #[derive(Deserialize, Default)]
-            #[serde(deny_unknown_fields)]
-            struct In {
-                #[serde(default)]
-                reason: Option<String>,
-            }
             if matches!(*verb, "approve" | "deny") {
                 need(&actor, &[Role::Admin, Role::Reviewer])?;
             }
-            let b: In = if *verb == "cancel" {
+            let b: bodies::Reason = if *verb == "cancel" {
                 empty_body(req).await?;
-                In::default()
+                bodies::Reason::default()
             } else {
                 optional_json_body(req).await?
             };
@@ -427,13 +406,8 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
             )
         }
         (&Method::POST, ["lists", name]) => {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct In {
-                values: Vec<Value>,
-            }
             need(&actor, &[Role::Admin, Role::Agent])?;
-            let b: In = json_body(req).await?;
+            let b: bodies::ListValues = json_body(req).await?;
             perform(
                 st,
                 actor,
@@ -462,30 +436,9 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
             ))
         }
         (&Method::POST, ["authorization_allowances"]) => {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct In {
-                card: String,
-                merchant: String,
-                amount: i64,
-                currency: String,
-            }
             need(&actor, &[Role::Admin, Role::Agent])?;
-            let b: In = json_body(req).await?;
-            perform(
-                st,
-                actor,
-                Action::AuthorizationAllowance(AllowanceSpec {
-                    card: b.card,
-                    merchant: b.merchant,
-                    amount: b.amount,
-                    currency: b.currency,
-                    authorization: None,
-                    rule: None,
-                    details: None,
-                }),
-            )
-            .await
+            let b: bodies::NewAllowance = json_body(req).await?;
+            perform(st, actor, Action::AuthorizationAllowance(b.into_spec())).await
         }
         _ => Err(no_route(&path)),
     }
@@ -572,6 +525,11 @@ async fn authenticate(a: &Arc<Approvals>, headers: &HeaderMap) -> Result<Actor> 
             StatusCode::UNAUTHORIZED,
             "api_key_revoked",
             "this API key was revoked",
+        )),
+        Err(AuthError::Expired) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "api_key_expired",
+            "this API key has expired",
         )),
         Err(AuthError::Unknown) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,

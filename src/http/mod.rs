@@ -42,6 +42,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
+#[doc(hidden)]
+pub use api::{FUZZ_BODIES as FUZZ_API_BODIES, fuzz_decode as fuzz_api_body};
 pub use api::{ROUTES as API_ROUTES, Route as ApiRoute};
 pub(crate) use conn::Timeouts;
 use conn::{Registry, Watched};

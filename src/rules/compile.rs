@@ -10,6 +10,7 @@
 //! (`int(x)`, `uint(x)`, `double(x)` convert), `&&`/`||`/`!`/ternary conditions
 //! need bools, and a `when` must be a bool.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -81,6 +82,7 @@ pub(super) fn compile_when<S: Schema>(
     let c = Compiler::<S> {
         lists,
         item_var: None,
+        depth: Cell::new(0),
         _schema: std::marker::PhantomData,
     };
     match c.expr(expr)? {
@@ -99,11 +101,33 @@ struct Compiler<'l, S> {
     lists: &'l BTreeMap<String, List>,
     /// Inside a macro: the name of its item variable.
     item_var: Option<&'l str>,
+    /// Nodes open on the way down to the one being compiled (see
+    /// [`super::MAX_EXPR_DEPTH`]).
+    depth: Cell<usize>,
     _schema: std::marker::PhantomData<S>,
 }
 
 impl<S: Schema> Compiler<'_, S> {
+    /// Every recursion of the compiler passes here, so the depth check bounds
+    /// both this stack and the evaluator's (its tree has the same shape).
     fn expr(&self, e: &IdedExpr) -> Res<Typed<S>> {
+        let depth = self.depth.get() + 1;
+        if depth > super::MAX_EXPR_DEPTH {
+            return Err(unsupported(
+                e.id,
+                format!(
+                    "expression nested deeper than {} levels; split the rule or use a list",
+                    super::MAX_EXPR_DEPTH
+                ),
+            ));
+        }
+        self.depth.set(depth);
+        let typed = self.expr_node(e);
+        self.depth.set(depth - 1);
+        typed
+    }
+
+    fn expr_node(&self, e: &IdedExpr) -> Res<Typed<S>> {
         match &e.expr {
             Expr::Literal(lit) => literal(e.id, lit),
             Expr::Ident(_) | Expr::Select(_) => self.path(e),
@@ -290,6 +314,7 @@ impl<S: Schema> Compiler<'_, S> {
         let inner = Compiler::<S> {
             lists: self.lists,
             item_var: Some(c.iter_var.as_str()),
+            depth: Cell::new(self.depth.get()),
             _schema: std::marker::PhantomData,
         };
         let body = Box::new(inner.bool(body, &format!("the body of {kind}()"))?);

@@ -74,6 +74,18 @@ pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_RULES: usize = 10_000;
 /// Longest `when` expression, in bytes: bounds parse time and tree depth.
 pub const MAX_EXPR_BYTES: usize = 8 * 1024;
+/// Deepest expression tree a `when` may have. The byte limit alone does not bound
+/// it: `1+1+…` is as deep as it is long (4 096 levels in 8 KiB), and the compiler
+/// and the evaluator recurse once per level, so such a rule overflowed the stack
+/// and aborted the process (issue 15, found writing the rules fuzz target).
+/// `&&`/`||` chains are balanced by the parser and stay shallow; 100 levels is far
+/// past any rule a person writes.
+pub const MAX_EXPR_DEPTH: usize = 100;
+/// Stack of the thread a rule set compiles on (see `Compiled::build`): the
+/// parser's deepest recursion over an 8 KiB `when` fits in 16 MiB in a debug
+/// build (4 MiB does not; `a_deeply_nested_when_overflowed_the_stack`), release
+/// needs far less; 4x that for margin. Only the pages used are ever mapped.
+const BUILD_STACK: usize = 64 * 1024 * 1024;
 /// Most entries over all `[lists]`.
 pub const MAX_LIST_ENTRIES: usize = 1_000_000;
 
@@ -363,11 +375,32 @@ impl<S: Schema> Compiled<S> {
         verdict
     }
 
+    /// Compiles `src` on a thread of its own with a [`BUILD_STACK`] stack: the
+    /// `cel` parser recurses once per level of a left-nested chain (`1+1+…`, up
+    /// to 4 096 levels in a `when` of [`MAX_EXPR_BYTES`]) before the compiler can
+    /// refuse it at [`MAX_EXPR_DEPTH`], and on the caller's stack (2 MiB on a
+    /// tokio thread) that overflowed and aborted the process.
+    pub(crate) fn build(src: &str, metered: bool) -> Result<Self, RuleSetError> {
+        std::thread::scope(|scope| {
+            match std::thread::Builder::new()
+                .name("rules-compile".into())
+                .stack_size(BUILD_STACK)
+                .spawn_scoped(scope, || Self::build_here(src, metered))
+            {
+                Ok(thread) => thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                // No thread to be had (resource limits): compile here, as before.
+                Err(_) => Self::build_here(src, metered),
+            }
+        })
+    }
+
     #[expect(
         clippy::too_many_lines,
         reason = "every rule checked in one pass, so that one build reports every error in the file"
     )]
-    pub(crate) fn build(src: &str, metered: bool) -> Result<Self, RuleSetError> {
+    fn build_here(src: &str, metered: bool) -> Result<Self, RuleSetError> {
         if src.len() > MAX_FILE_BYTES {
             return Err(file_error(CompileErrorKind::FileTooLarge {
                 size: src.len(),

@@ -354,5 +354,52 @@ fn loading_a_10_mb_file_from_disk_is_refused_without_reading_it_whole() {
     assert!(err.contains("10485760 bytes"), "{err}");
 }
 
+/// Issue 15 (found writing `fuzz/fuzz_targets/rules_cel.rs`): `1+1+…+1` within the
+/// 8 KiB `when` limit is 4 096 levels deep, and the compiler recursed once per
+/// level: compiling it overflowed the stack and aborted the process (a rule set
+/// published over the admin API took the server down). Compiled here on a thread
+/// with the 2 MiB stack tokio gives the blocking threads publishes compile on.
+#[test]
+fn a_deeply_nested_when_overflowed_the_stack() {
+    let compile = |when: String| {
+        std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || {
+                let src =
+                    format!("[[rule]]\nname = \"deep\"\nwhen = '{when}'\naction = \"decline\"\n");
+                RuleSet::from_toml_unmetered(&src)
+                    .map(|s| s.len())
+                    .map_err(|e| e.to_string())
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    };
+    let chain = |n: usize, term: &str, op: &str| vec![term; n].join(op);
+    for when in [
+        format!("{} > 0", chain(MAX_EXPR_BYTES / 2 - 4, "1", "+")),
+        format!("{} > 0", chain(MAX_EXPR_BYTES / 7 - 1, "amount", "+")),
+        format!("{} == 0", chain(MAX_EXPR_BYTES / 2 - 5, "1", "*")),
+    ] {
+        let err = compile(when).unwrap_err();
+        assert!(err.contains("nested deeper than 100 levels"), "{err}");
+    }
+    // The parser folds unary chains (one byte a level) and caps parentheses at
+    // 96: whatever it answers, compiling them returns.
+    for when in [
+        format!("{}true", "!".repeat(MAX_EXPR_BYTES - 4)),
+        format!("{}1 > 0", "-".repeat(MAX_EXPR_BYTES - 5)),
+        format!("{}true{}", "(".repeat(95), ")".repeat(95)),
+    ] {
+        let _ = compile(when);
+    }
+    // Shallow enough, or balanced by the parser (`&&` chains), still compiles.
+    assert_eq!(compile(format!("{} > 0", chain(90, "amount", "+"))), Ok(1));
+    assert_eq!(
+        compile(chain(MAX_EXPR_BYTES / 15, "amount > 1", " && ")),
+        Ok(1)
+    );
+}
+
 mod differential;
 mod signals;

@@ -145,7 +145,7 @@ pub const MIGRATIONS: &[&str] = &[
     "ALTER TABLE decisions ADD COLUMN format INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE decisions ADD COLUMN seen BLOB;
      CREATE TABLE decision_blobs (hash INTEGER PRIMARY KEY, body BLOB NOT NULL);",
-    // 5 (pgsync): published authorization rule sets (`crate::rules::published`); the
+    // 5: published authorization rule sets (`crate::rules::published`); the
     // newest row is the live set, the `--rules` file only seeds an empty table.
     "CREATE TABLE rulesets (
          seq          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -154,6 +154,9 @@ pub const MIGRATIONS: &[&str] = &[
          published_at INTEGER NOT NULL,
          actor        TEXT NOT NULL
      );",
+    // 6: API key expiry (Unix seconds; NULL: never, which keys created before
+    // this migration keep).
+    "ALTER TABLE api_keys ADD COLUMN expires_at INTEGER;",
 ];
 
 /// The first schema version with the exact-replay columns (`format`, `seen`) and

@@ -18,6 +18,8 @@ fn request() -> ApprovalRequest {
             role: "agent".into(),
             name: Some("bot".into()),
             pending: Some(("key_9".into(), "hash".into())),
+            expires_at: None,
+            expires_in: None,
         },
         status: Status::Succeeded,
         requested_by: Actor {
@@ -108,11 +110,12 @@ fn keys_rules_history_overrides_and_allowances_keep_their_fields() {
         created: 1,
         created_by: "cli".into(),
         revoked_at: Some(2),
+        expires_at: Some(3),
     };
     assert_eq!(
         show(&key),
         json!({"id": "key_1", "object": "api_key", "name": null, "role": "reviewer",
-               "created": 1, "created_by": "cli", "revoked_at": 2})
+               "created": 1, "created_by": "cli", "revoked_at": 2, "expires_at": 3})
     );
     let rule = ApprovalRule {
         id: "aprule_1".into(),
@@ -202,6 +205,7 @@ fn executed_actions_answer_as_they_always_have() {
         created: 1,
         created_by: "key_0".into(),
         revoked_at: None,
+        expires_at: None,
     };
     let created = |secret: Option<&str>| {
         serde_json::to_value(Executed::KeyCreated {
@@ -212,7 +216,8 @@ fn executed_actions_answer_as_they_always_have() {
     };
     assert_eq!(
         created(None),
-        json!({"id": "key_1", "object": "api_key", "role": "agent", "name": "bot", "created": 1})
+        json!({"id": "key_1", "object": "api_key", "role": "agent", "name": "bot", "created": 1,
+               "expires_at": null})
     );
     assert_eq!(created(Some("cgk_x"))["secret"], "cgk_x");
     let cases = [

@@ -13,6 +13,9 @@
 
 mod params;
 
+#[doc(hidden)]
+pub use params::fuzz_decode as fuzz_params;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -69,7 +69,28 @@ pub(super) fn parse_params(body: &[u8], is_json: bool) -> Result<Value, SimError
                 .or_insert_with(|| Value::Object(serde_json::Map::new()));
         }
     }
-    Ok(arrays(root))
+    // Only nested `a[0]=…` become arrays: the body itself stays an object even
+    // when its keys are 0..n (`0=x`, `[]=x`), which every reader expects.
+    Ok(match root {
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, arrays(v))).collect()),
+        other => other,
+    })
+}
+
+/// Fuzzing entry point (`fuzz/fuzz_targets/emulator_params.rs`): reads `body` as
+/// the emulator does and runs every typed reader over the result, so a body no
+/// reader can panic on is a body no emulator route can panic on. Not an API.
+#[doc(hidden)]
+pub fn fuzz_decode(body: &[u8], is_json: bool) -> Result<Value, SimError> {
+    let p = parse_params(body, is_json)?;
+    // Each reader sees the same object: one refusing it must not stop the others
+    // from being exercised.
+    let _ = new_cardholder(&p);
+    let _ = new_card(&p);
+    let _ = new_authorization(&p);
+    let _ = api_decision(&p, true);
+    let _ = api_decision(&p, false);
+    Ok(p)
 }
 
 /// Objects whose keys are exactly 0..n become arrays (Stripe's `a[0][b]` form).
@@ -408,5 +429,25 @@ mod tests {
         assert!(parse_params(b"a[b=1", false).is_err());
         assert!(parse_params(b"a=1&a[b]=2", false).is_err());
         assert!(int_param(&json!({"amount": "12x"}), "amount").is_err());
+    }
+
+    /// Issue 15 (fuzzing, `fuzz/fuzz_targets/emulator_params.rs`, input `[]`): a
+    /// form body whose top-level keys were 0..n became a JSON array, not the
+    /// object every reader expects.
+    #[test]
+    fn form_keys_like_indexes_turned_the_body_into_an_array() {
+        for body in [&b"[]"[..], b"0=x", b"[]=x&[]=y", b"0[a]=1"] {
+            let v = parse_params(body, false).unwrap();
+            assert!(v.is_object(), "{:?} → {v}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(
+            parse_params(b"0=x&1=y", false).unwrap(),
+            json!({"0": "x", "1": "y"})
+        );
+        // Nested indexes still make arrays.
+        assert_eq!(
+            parse_params(b"a[0]=x&a[1]=y", false).unwrap(),
+            json!({"a": ["x", "y"]})
+        );
     }
 }

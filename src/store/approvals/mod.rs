@@ -250,6 +250,17 @@ pub async fn open_tool(dir: &Path) -> Result<Approvals, StoreError> {
     start(dir, ApprovalsConfig::default(), Clock::system(), Mode::Tool).await
 }
 
+/// [`open_tool`] with the config's `[approvals]` settings (`keys create` applies
+/// `max_key_lifetime`), on the approvals clock with its test offset, so the
+/// command line judges key expiry exactly as the server does.
+pub async fn open_tool_with(
+    dir: &Path,
+    settings: ApprovalsConfig,
+) -> Result<Approvals, StoreError> {
+    let clock = Clock::with_offset(settings.clock_offset);
+    start(dir, settings, clock, Mode::Tool).await
+}
+
 async fn start(
     dir: &Path,
     settings: ApprovalsConfig,

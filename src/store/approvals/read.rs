@@ -70,7 +70,7 @@ fn sql_limit(limit: usize) -> i64 {
 
 // === keys ===
 
-const KEY_COLUMNS: &str = "id, name, role, created, created_by, revoked_at, hash";
+const KEY_COLUMNS: &str = "id, name, role, created, created_by, revoked_at, hash, expires_at";
 
 fn key_row(r: &Row<'_>) -> Sql<(ApiKey, String)> {
     Ok((
@@ -81,6 +81,7 @@ fn key_row(r: &Row<'_>) -> Sql<(ApiKey, String)> {
             created: r.get(3)?,
             created_by: r.get(4)?,
             revoked_at: r.get(5)?,
+            expires_at: r.get(7)?,
         },
         r.get(6)?,
     ))

@@ -12,7 +12,8 @@ use crate::approvals::model::{HistoryFilter, Page};
 use crate::approvals::policy::Combinator;
 use crate::approvals::{
     Action, Actor, AllowanceKey, AllowanceSpec, ApprovalStore, Approvals, ApprovalsConfig,
-    AuthError, Change, Clock, Control, Error, Executed, LiveRules, Role, RuleInput, Status,
+    AuthError, Change, Clock, Control, Error, Executed, KeyExpiry, LiveRules, Role, RuleInput,
+    Status,
 };
 use crate::rules::RuleSet;
 use crate::store::postgres::{self as pg, PgApprovalStore, testing::TestServer};
@@ -64,7 +65,11 @@ impl Backend {
     async fn open_tool(&self) -> Approvals {
         match self {
             Backend::Sqlite(dir) => open_tool(dir.path()).await.unwrap(),
-            Backend::Postgres { url, .. } => pg::open_approvals_tool(url).await.unwrap(),
+            Backend::Postgres { url, .. } => {
+                pg::open_approvals_tool(url, ApprovalsConfig::default())
+                    .await
+                    .unwrap()
+            }
         }
     }
 
@@ -144,6 +149,8 @@ on_both_backends!(
     a_guard_that_no_longer_holds_writes_nothing,
     concurrent_approvals_run_the_action_once,
     a_requester_cannot_approve_with_a_reviewer_key_it_minted,
+    api_keys_never_expire,
+    max_key_lifetime_bounds_every_new_key,
 );
 
 struct Fixture {
@@ -547,6 +554,8 @@ async fn a_requester_cannot_approve_with_a_reviewer_key_it_minted(b: Backend) {
                 role,
                 name: None,
                 pending: None,
+                expires_at: None,
+                expires_in: None,
             };
             match a.perform(&by, action, rules).await.unwrap() {
                 Executed::KeyCreated {
@@ -591,4 +600,155 @@ async fn a_requester_cannot_approve_with_a_reviewer_key_it_minted(b: Backend) {
     // The independent reviewer (created by the command line before the request).
     let done = f.a.approve(&f.reviewer, &id, None, &f.rules).await.unwrap();
     assert_eq!(done.status, Status::Succeeded, "{done:?}");
+}
+
+/// Issue 15 #6: keys lived forever. A key created with a lifetime authenticates
+/// until the approvals clock reaches its `expires_at`, then is refused as expired
+/// (not as unknown); a key without one never expires; both survive a reopen.
+async fn api_keys_never_expire(b: Backend) {
+    let clock = Clock::with_offset(0);
+    let a = b
+        .open_with_clock(ApprovalsConfig::default(), clock.clone())
+        .await;
+    let (forever, forever_secret) = a
+        .create_key(&Actor::cli(), Role::Analyst, None)
+        .await
+        .unwrap();
+    let (key, secret) = a
+        .create_expiring_key(
+            &Actor::cli(),
+            Role::Agent,
+            Some("short"),
+            KeyExpiry::After(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(key.expires_at, Some(key.created + 60));
+    clock.advance(59);
+    assert_eq!(a.authenticate(&secret).await.unwrap().key_id, key.id);
+    clock.advance(1);
+    assert_eq!(a.authenticate(&secret).await, Err(AuthError::Expired));
+    assert_eq!(
+        a.authenticate(&forever_secret).await.unwrap().key_id,
+        forever
+    );
+    // Revoked wins over expired: the more deliberate refusal is reported.
+    a.revoke_key_cli(&key.id).await.unwrap();
+    assert_eq!(a.authenticate(&secret).await, Err(AuthError::Revoked));
+    drop(a);
+
+    let a = b.open_with_clock(ApprovalsConfig::default(), clock).await;
+    let keys = a.list_keys().await.unwrap();
+    let expiry = |id: &str| keys.iter().find(|k| k.id == id).unwrap().expires_at;
+    assert_eq!(expiry(&key.id), Some(key.created + 60));
+    assert_eq!(expiry(&forever), None);
+    // An absolute expiry, and through the API's path (`perform`).
+    let at = a.now() + 3600;
+    let created = a
+        .perform(
+            &Actor::cli(),
+            Action::CreateApiKey {
+                role: "reviewer".into(),
+                name: None,
+                pending: None,
+                expires_at: Some(at),
+                expires_in: None,
+            },
+            &(Arc::new(ArcSwap::from_pointee(RuleSet::empty())) as Arc<dyn LiveRules>),
+        )
+        .await
+        .unwrap();
+    let Executed::KeyCreated { key, .. } = created else {
+        panic!("{created:?}");
+    };
+    assert_eq!(key.expires_at, Some(at));
+    let history = a
+        .history(&HistoryFilter::default(), &Page::default())
+        .await
+        .unwrap()
+        .0;
+    let created = history.iter().find(|h| h.object_id == key.id).unwrap();
+    assert_eq!(created.details["expires_at"], at);
+}
+
+/// `[approvals] max_key_lifetime`: a key asked without expiry gets it, a shorter
+/// one is kept, a longer one (or one already past, or both fields at once) is
+/// refused as invalid before anything is stored.
+async fn max_key_lifetime_bounds_every_new_key(b: Backend) {
+    let settings = ApprovalsConfig {
+        max_key_lifetime: Some(std::time::Duration::from_hours(1)),
+        ..ApprovalsConfig::default()
+    };
+    let a = b.open_with_clock(settings, Clock::with_offset(0)).await;
+    let cli = Actor::cli();
+    let create = |expiry| a.create_expiring_key(&cli, Role::Agent, None, expiry);
+    let (k, _) = create(KeyExpiry::Unset).await.unwrap();
+    assert_eq!(k.expires_at, Some(k.created + 3600));
+    let (k, _) = create(KeyExpiry::After(1800)).await.unwrap();
+    assert_eq!(k.expires_at, Some(k.created + 1800));
+    let (k, _) = create(KeyExpiry::After(3600)).await.unwrap();
+    assert_eq!(k.expires_at, Some(k.created + 3600));
+    for refused in [
+        KeyExpiry::After(3601),
+        KeyExpiry::At(a.now() + 7200),
+        KeyExpiry::At(a.now()),
+    ] {
+        match create(refused).await {
+            Err(Error::Invalid { message }) => {
+                assert!(
+                    message.contains("max_key_lifetime") || message.contains("not in the future"),
+                    "{message}"
+                );
+            }
+            other => panic!("{refused:?}: {other:?}"),
+        }
+    }
+    let rules: Arc<dyn LiveRules> = Arc::new(ArcSwap::from_pointee(RuleSet::empty()));
+    for (at, secs) in [
+        (Some(a.now() + 60), Some(60)),
+        (None, Some(86_400)),
+        (None, Some(0)),
+    ] {
+        let action = Action::CreateApiKey {
+            role: "agent".into(),
+            name: None,
+            pending: None,
+            expires_at: at,
+            expires_in: secs,
+        };
+        let got = a.perform(&Actor::cli(), action, &rules).await;
+        assert!(
+            matches!(got, Err(Error::Invalid { .. })),
+            "{at:?} {secs:?}: {got:?}"
+        );
+    }
+    assert_eq!(a.list_keys().await.unwrap().len(), 3);
+}
+
+/// A key stored before keys could expire (schema without `expires_at`) is
+/// migrated to one that never expires, and still authenticates.
+#[tokio::test]
+async fn keys_from_before_expiry_keep_no_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, hash) = {
+        let s = crate::approvals::keys::generate().unwrap();
+        let h = crate::approvals::keys::hash(&s);
+        (s, h)
+    };
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(crate::store::FILE_NAME)).unwrap();
+        // Migrations 1-3 made the key table; expiry came later.
+        for sql in &crate::store::MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch("PRAGMA user_version = 3").unwrap();
+        conn.execute(
+            "INSERT INTO api_keys (id, name, role, hash, created, created_by) VALUES ('key_old', NULL, 'admin', ?1, 1, 'cli')",
+            [&hash],
+        )
+        .unwrap();
+    }
+    let a = open_tool(dir.path()).await.unwrap();
+    assert_eq!(a.authenticate(&secret).await.unwrap().key_id, "key_old");
+    assert_eq!(a.list_keys().await.unwrap()[0].expires_at, None);
 }

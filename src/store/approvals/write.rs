@@ -42,8 +42,8 @@ fn one(tx: &Transaction<'_>, change: &Change) -> Result<()> {
     match change {
         Change::InsertKey { key, hash } => {
             tx.execute(
-                "INSERT INTO api_keys (id, name, role, hash, created, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![key.id, key.name, key.role.as_str(), hash, key.created, key.created_by],
+                "INSERT INTO api_keys (id, name, role, hash, created, created_by, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![key.id, key.name, key.role.as_str(), hash, key.created, key.created_by, key.expires_at],
             )
             .map_err(backend)?;
         }

@@ -293,8 +293,14 @@ pub async fn open_approvals_with_clock(
 
 /// Opens the service for a command-line tool beside running servers: no start-up
 /// recovery (see [`Mode::Tool`]).
-pub async fn open_approvals_tool(url: &str) -> Result<Approvals, PostgresError> {
-    start(url, ApprovalsConfig::default(), Clock::system(), Mode::Tool).await
+pub async fn open_approvals_tool(
+    url: &str,
+    settings: ApprovalsConfig,
+) -> Result<Approvals, PostgresError> {
+    // The approvals clock with its test offset, so the command line judges key
+    // expiry exactly as the server does.
+    let clock = Clock::with_offset(settings.clock_offset);
+    start(url, settings, clock, Mode::Tool).await
 }
 
 async fn start(

@@ -154,6 +154,9 @@ pub const MIGRATIONS: &[&str] = &[
          FOR EACH STATEMENT EXECUTE FUNCTION cardgate_changed('keys');
      CREATE TRIGGER approval_rules_changed AFTER INSERT OR UPDATE OR DELETE ON approval_rules
          FOR EACH STATEMENT EXECUTE FUNCTION cardgate_changed('approval_rules');",
+    // 5: API key expiry (Unix seconds; NULL: never, which keys created before
+    // this migration keep).
+    "ALTER TABLE api_keys ADD COLUMN expires_at BIGINT;",
 ];
 
 /// The advisory-lock key migrations run under (any constant every cardgate

@@ -77,7 +77,7 @@ async fn cursor<C: GenericClient + Sync>(
 
 // === keys ===
 
-const KEY_COLUMNS: &str = "id, name, role, created, created_by, revoked_at, hash";
+const KEY_COLUMNS: &str = "id, name, role, created, created_by, revoked_at, hash, expires_at";
 
 fn key_row(r: &Row) -> Result<(ApiKey, String)> {
     Ok((
@@ -88,6 +88,7 @@ fn key_row(r: &Row) -> Result<(ApiKey, String)> {
             created: get(r, 3)?,
             created_by: get(r, 4)?,
             revoked_at: get(r, 5)?,
+            expires_at: get(r, 7)?,
         },
         get(r, 6)?,
     ))

@@ -80,8 +80,8 @@ async fn one(tx: &Transaction<'_>, change: &Change) -> Result<()> {
     match change {
         Change::InsertKey { key, hash } => {
             tx.execute(
-                "INSERT INTO api_keys (id, name, role, hash, created, created_by) VALUES ($1, $2, $3, $4, $5, $6)",
-                &[&key.id, &key.name, &key.role.as_str(), hash, &key.created, &key.created_by],
+                "INSERT INTO api_keys (id, name, role, hash, created, created_by, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[&key.id, &key.name, &key.role.as_str(), hash, &key.created, &key.created_by, &key.expires_at],
             )
             .await
             .map_err(write_error)?;
