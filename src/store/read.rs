@@ -132,10 +132,13 @@ pub fn for_each_decision(
                 approved, approved_amount, reason, rule, ruleset, latency_us,
                 decided_at, event_json, spend_json, shadow_rules, {}
          FROM decisions
-         WHERE decided_at >= ?1 AND decided_at < ?2 AND (?3 IS NULL OR cardholder = ?3)
+         WHERE +decided_at >= ?1 AND +decided_at < ?2 AND (?3 IS NULL OR cardholder = ?3)
          ORDER BY id",
         if exact { "format, seen" } else { "0, NULL" }
     );
+    // The unary `+` keeps SQLite off the `decided_at` index: through it, `ORDER BY
+    // id` would sort every row, events included, before the first one is
+    // returned; the rowid scan streams them in order.
     let mut stmt = conn.prepare(&sql).map_err(&err)?;
     let mut rows = stmt
         .query(params![
@@ -221,7 +224,7 @@ pub fn rebuild_signals(path: &Path, state: &SignalState, now: i64) -> Result<usi
     let sql = format!(
         "SELECT card, cardholder, amount, approved, approved_amount, merchant_country,
                 merchant_name, decided_at, {}
-         FROM decisions WHERE decided_at >= ?1 ORDER BY id",
+         FROM decisions WHERE +decided_at >= ?1 ORDER BY id",
         if exact { "seen" } else { "NULL" }
     );
     let mut stmt = conn.prepare(&sql).map_err(&err)?;
