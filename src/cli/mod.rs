@@ -70,8 +70,9 @@ pub(crate) enum Command {
         /// CARDGATE_DATA_DIR and [store] data_dir (default ./data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Rules file (TOML + CEL). Reloaded when it changes and on SIGHUP; the
-        /// admin API's POST /v1/rulesets replaces it in memory until then.
+        /// Rules file (TOML + CEL). Reloaded when it changes and on SIGHUP; a
+        /// rule set published with POST /v1/rulesets is written over it
+        /// (atomically) before it goes live, so it survives a restart.
         #[arg(long, env = "CARDGATE_RULES", default_value = "config/rules.toml")]
         rules: PathBuf,
         /// Payment approval rules (POST /v1/payment_approvals), same format with
