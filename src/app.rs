@@ -136,7 +136,14 @@ pub async fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Bui
         tracing::warn!("[store] enabled = false: no ledger, interval limits see no past spend");
         tracing::warn!("[store] enabled = false: no admin API (it keeps its state in the store)");
     }
-    let state = AppState::new(config, authorizer).with_payment_rules(payment_rules);
+    let decisions = config.store.enabled.then(|| {
+        Arc::new(crate::store::decisions::SqliteDecisionLog::new(
+            &config.store.data_dir,
+        )) as Arc<dyn crate::journal::DecisionLog>
+    });
+    let state = AppState::new(config, authorizer)
+        .with_payment_rules(payment_rules)
+        .with_decision_log(decisions);
     Ok(Built {
         state: Arc::new(state),
         paths,

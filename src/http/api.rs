@@ -9,6 +9,8 @@
 //! role, `approval_required` or `action_blocked`, 404, 409 forbidden transition,
 //! 413 body too large, 422 rule set that does not compile. Never a 5xx for bad input.
 
+mod decisions;
+mod review;
 mod routes;
 
 use std::sync::Arc;
@@ -483,6 +485,12 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
                 }),
             )
             .await
+        }
+        // --- the decision log: explorer and review (read-only) ---
+        (&Method::GET, ["decisions"]) => decisions::search(state, &actor, &query).await,
+        (&Method::GET, ["decisions", id]) => decisions::show(state, &actor, id).await,
+        (&Method::GET, ["approval_requests", id, "review"]) => {
+            review::review(state, &actor, &a, id, &query).await
         }
         _ => Err(no_route(&path)),
     }

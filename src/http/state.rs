@@ -27,6 +27,9 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Sends decisions as approve/decline calls in legacy mode; `None` in realtime.
     pub legacy: Option<Arc<super::legacy::LegacyClient>>,
+    /// The decision log read back (decisions explorer, review backtest); `None`
+    /// when the store is off.
+    decisions: Option<Arc<dyn crate::journal::DecisionLog>>,
     ready: AtomicBool,
 }
 
@@ -44,6 +47,7 @@ impl AppState {
             config,
             payment_rules: ArcSwap::from_pointee(PaymentRuleSet::empty()),
             metrics: crate::metrics::install(),
+            decisions: None,
             ready: AtomicBool::new(false),
         }
     }
@@ -64,6 +68,18 @@ impl AppState {
     pub fn with_payment_rules(self, rules: PaymentRuleSet) -> Self {
         self.payment_rules.store(Arc::new(rules));
         self
+    }
+
+    /// Sets where the admin API reads the decision log back.
+    #[must_use]
+    pub fn with_decision_log(mut self, log: Option<Arc<dyn crate::journal::DecisionLog>>) -> Self {
+        self.decisions = log;
+        self
+    }
+
+    /// The decision log, read back; `None` when the store is off.
+    pub fn decision_log(&self) -> Option<&Arc<dyn crate::journal::DecisionLog>> {
+        self.decisions.as_ref()
     }
 
     /// Whether `/readyz` answers 200.

@@ -9,7 +9,7 @@ use super::schema::integrity;
 use super::{LoggedDecision, StoreError, sqlite};
 use crate::ledger::Fact;
 
-fn read_only(path: &Path) -> Result<Connection, StoreError> {
+pub(super) fn read_only(path: &Path) -> Result<Connection, StoreError> {
     if !path.exists() {
         return Err(StoreError::Sqlite {
             path: path.to_path_buf(),
