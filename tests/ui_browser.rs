@@ -197,8 +197,13 @@ async fn reviewer_sees_diff_and_backtest_then_approves_and_an_analyst_explores_d
         "{stdout}"
     );
     // The diff shows the changed cap and the added rule.
-    assert!(stdout.contains("diff: +2 −1"), "{stdout}");
-    assert!(stdout.contains("amount = 5000"), "{stdout}");
+    assert!(stdout.contains("diff - amount = 10000"), "{stdout}");
+    assert!(stdout.contains("diff + amount = 5000"), "{stdout}");
+    assert!(
+        stdout.contains(r#"diff + name   = "no-big-software""#),
+        "{stdout}"
+    );
+    assert!(stdout.contains("backtest beside approve: true"), "{stdout}");
     // The backtest beside Approve: 2 of the 3 recorded decisions change (the fuel
     // cap and the large software purchase), by the rules responsible.
     assert!(stdout.contains("backtest: 2 of 3"), "{stdout}");
@@ -210,7 +215,11 @@ async fn reviewer_sees_diff_and_backtest_then_approves_and_an_analyst_explores_d
     assert!(stdout.contains("buttons hidden: true"), "{stdout}");
     // The explorer found the fuel decision by its rule and explained it.
     assert!(stdout.contains("explorer rows: 1"), "{stdout}");
-    assert!(stdout.contains("decided by rule: cap-fuel"), "{stdout}");
+    assert!(stdout.contains("decided by rule: cap-fuel\n"), "{stdout}");
+    assert!(
+        stdout.contains("rule set: 8d4d68ce6f9c (no longer live)"),
+        "{stdout}"
+    );
 
     let after = current().await;
     assert_ne!(after, before, "the approved rule set is live");

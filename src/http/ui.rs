@@ -16,6 +16,7 @@ const INDEX: &str = include_str!("ui/index.html");
 const APP: &str = include_str!("ui/app.js");
 const REVIEW: &str = include_str!("ui/review.js");
 const EXPLORER: &str = include_str!("ui/explorer.js");
+const ICON: &str = include_str!("ui/favicon.svg");
 
 /// Serves the page and its script.
 pub fn handle<B>(req: &Request<B>) -> Response<Body> {
@@ -38,6 +39,7 @@ pub fn handle<B>(req: &Request<B>) -> Response<Body> {
         "/ui/app.js" => ("text/javascript; charset=utf-8", APP),
         "/ui/review.js" => ("text/javascript; charset=utf-8", REVIEW),
         "/ui/explorer.js" => ("text/javascript; charset=utf-8", EXPLORER),
+        "/ui/favicon.svg" => ("image/svg+xml", ICON),
         other => {
             return json_error(
                 StatusCode::NOT_FOUND,

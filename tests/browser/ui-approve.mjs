@@ -97,8 +97,10 @@ try {
   await page.keyboard.press('Enter');
   await page.locator('#explain:not(.hidden)').waitFor(T);
   const text = (await page.textContent('#x-body')).replace(/\s+/g, ' ');
-  const m = text.match(/Decided by rule ?(\S+)/);
-  console.log(`decided by rule: ${m ? m[1] : '?'}`);
+  const fact = async (name) => (await page.locator(`#x-body dt:text-is("${name}") + dd`).textContent()).trim();
+  console.log(`decided by rule: ${await fact('Decided by rule')}`);
+  console.log(`shadow matches: ${await fact('Shadow matches')}`);
+  console.log(`rule set: ${await fact('Rule set')}`);
   console.log(`explanation: ${text.slice(0, 400)}`);
   await page.screenshot({ path: shot('explorer.png'), fullPage: true });
   if (errors.length) { throw new Error('page errors: ' + errors.join('; ')); }

@@ -165,7 +165,7 @@ function render(r) {
 
 // What a finished (or not yet submitted) request shows instead of the buttons.
 function closedOutcome(r) {
-  const out = [el('h3', { text: 'Outcome' }), el('p', {}, badge(r.status))];
+  const out = [el('h3', { class: 'first', text: 'Outcome' }), el('p', {}, badge(r.status))];
   const pairs = [];
   if (r.status === 'pending') pairs.push(['Waiting for', 'the requester to submit it with a reason']);
   if (r.review) {

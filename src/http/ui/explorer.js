@@ -53,7 +53,7 @@
     const parts = [];
     for (const [k, v] of Object.entries(s)) {
       if (v === null || (Array.isArray(v) && v.length === 0)) continue;
-      if (k === 'spending_limits') parts.push('spending_limits: ' + v.map((l) => money(l.amount, '') + ' ' + l.interval + (l.categories && l.categories.length ? ' (' + l.categories.join(', ') + ')' : '')).join('; '));
+      if (k === 'spending_limits') parts.push('spending_limits: ' + v.map((l) => money(l.amount, s.spending_limits_currency) + ' ' + l.interval + (l.categories && l.categories.length ? ' (' + l.categories.join(', ') + ')' : '')).join('; '));
       else parts.push(k + ': ' + (Array.isArray(v) ? v.join(', ') : String(v)));
     }
     return parts.length ? parts.join('\n') : 'none set';

@@ -83,7 +83,7 @@
   }
 
   function overrideView(o) {
-    const limits = (s) => (s && s.spending_limits && s.spending_limits.length) ? s.spending_limits.map((l) => money(l.amount, '') + ' ' + l.interval).join(', ') : '—';
+    const limits = (s) => (s && s.spending_limits && s.spending_limits.length) ? s.spending_limits.map((l) => (l.amount / 100).toFixed(2) + ' ' + l.interval).join(', ') : '—';
     const list = (v) => (v && v.length) ? v.join(', ') : '—';
     const out = [el('h3', { text: 'Control override for ' + o.scope + ' ' + o.id })];
     out.push(table(['', 'Proposed', 'In force now'], [
