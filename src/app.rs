@@ -204,7 +204,16 @@ pub async fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Bui
         rulesets = Some(s.rulesets);
         sync_url = s.sync_url;
     }
-    let mut state = AppState::new(config, authorizer).with_payment_rules(payment_rules);
+    // The explorer and the review backtest read the SQLite log; with a shared
+    // store they are not wired yet (issue 14's remaining work).
+    let decisions = (config.store.enabled && config.store.url.is_none()).then(|| {
+        Arc::new(crate::store::decisions::SqliteDecisionLog::new(
+            &config.store.data_dir,
+        )) as Arc<dyn crate::journal::DecisionLog>
+    });
+    let mut state = AppState::new(config, authorizer)
+        .with_payment_rules(payment_rules)
+        .with_decision_log(decisions);
     if let Some(r) = rulesets {
         state = state.with_rulesets(r);
     }

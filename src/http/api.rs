@@ -10,6 +10,8 @@
 //! 413 body too large, 422 rule set that does not compile. Never a 5xx for bad input.
 
 mod bodies;
+mod decisions;
+mod review;
 mod routes;
 
 use std::sync::Arc;
@@ -439,6 +441,12 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Result<(Stat
             need(&actor, &[Role::Admin, Role::Agent])?;
             let b: bodies::NewAllowance = json_body(req).await?;
             perform(st, actor, Action::AuthorizationAllowance(b.into_spec())).await
+        }
+        // --- the decision log: explorer and review (read-only) ---
+        (&Method::GET, ["decisions"]) => decisions::search(state, &actor, &query).await,
+        (&Method::GET, ["decisions", id]) => decisions::show(state, &actor, id).await,
+        (&Method::GET, ["approval_requests", id, "review"]) => {
+            review::review(state, &actor, &a, id, &query).await
         }
         _ => Err(no_route(&path)),
     }

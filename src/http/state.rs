@@ -30,6 +30,9 @@ pub struct AppState {
     /// The store's published rule sets (with a store): the truth the live set
     /// follows; the rules file seeds it and mirrors it.
     pub rulesets: Option<Arc<crate::rules::published::Rulesets>>,
+    /// The decision log read back (decisions explorer, review backtest); `None`
+    /// when the store is off.
+    decisions: Option<Arc<dyn crate::journal::DecisionLog>>,
     ready: AtomicBool,
     /// Whether the shared store (PostgreSQL) answers; always true without one.
     store_ok: AtomicBool,
@@ -50,6 +53,7 @@ impl AppState {
             payment_rules: ArcSwap::from_pointee(PaymentRuleSet::empty()),
             metrics: crate::metrics::install(),
             rulesets: None,
+            decisions: None,
             ready: AtomicBool::new(false),
             store_ok: AtomicBool::new(true),
         }
@@ -78,6 +82,18 @@ impl AppState {
     pub fn with_rulesets(mut self, rulesets: Arc<crate::rules::published::Rulesets>) -> Self {
         self.rulesets = Some(rulesets);
         self
+    }
+
+    /// Sets where the admin API reads the decision log back.
+    #[must_use]
+    pub fn with_decision_log(mut self, log: Option<Arc<dyn crate::journal::DecisionLog>>) -> Self {
+        self.decisions = log;
+        self
+    }
+
+    /// The decision log, read back; `None` when the store is off.
+    pub fn decision_log(&self) -> Option<&Arc<dyn crate::journal::DecisionLog>> {
+        self.decisions.as_ref()
     }
 
     /// Whether `/readyz` answers 200: serving, and the shared store answers.

@@ -1,5 +1,6 @@
-//! `/ui/`: the reviewer page, two static files compiled into the binary (no build
-//! step, nothing fetched from elsewhere). The page holds the API key in
+//! `/ui/`: the reviewer and analyst page (approval requests with what they change,
+//! and the decisions explorer), static files under `ui/` compiled into the binary
+//! (no build step, nothing fetched from elsewhere). The page holds the API key in
 //! `sessionStorage` and sends it as a bearer header on each `fetch`: no cookies,
 //! so a cross-site form cannot act with the reviewer's authority (no CSRF), and
 //! the content security policy allows only this origin's script.
@@ -11,8 +12,11 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::Body;
 use super::respond::json_error;
 
-const INDEX: &str = include_str!("../../ui/index.html");
-const APP: &str = include_str!("../../ui/app.js");
+const INDEX: &str = include_str!("ui/index.html");
+const APP: &str = include_str!("ui/app.js");
+const REVIEW: &str = include_str!("ui/review.js");
+const EXPLORER: &str = include_str!("ui/explorer.js");
+const ICON: &str = include_str!("ui/favicon.svg");
 
 /// Serves the page and its script.
 pub fn handle<B>(req: &Request<B>) -> Response<Body> {
@@ -33,6 +37,9 @@ pub fn handle<B>(req: &Request<B>) -> Response<Body> {
         }
         "/ui/" | "/ui/index.html" => ("text/html; charset=utf-8", INDEX),
         "/ui/app.js" => ("text/javascript; charset=utf-8", APP),
+        "/ui/review.js" => ("text/javascript; charset=utf-8", REVIEW),
+        "/ui/explorer.js" => ("text/javascript; charset=utf-8", EXPLORER),
+        "/ui/favicon.svg" => ("image/svg+xml", ICON),
         other => {
             return json_error(
                 StatusCode::NOT_FOUND,

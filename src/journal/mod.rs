@@ -9,6 +9,7 @@
 //! knows SQL. *Why a trait:* a second backend (`PostgreSQL` for replicas) is an added
 //! module, and the pipeline can be driven in tests and benches without a database.
 
+mod search;
 pub mod seen;
 
 use std::future::Future;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 pub use crate::config::Durability;
 use crate::ledger::Fact;
+pub use search::{DecisionLog, DecisionQuery, LogReadError, MAX_SEARCH};
 
 /// One row of the decision log: what was asked, what was answered, and what the
 /// decision saw, so the backtest can replay it against another rule set.

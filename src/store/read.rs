@@ -13,7 +13,7 @@ use crate::journal::seen::Seen;
 use crate::ledger::Fact;
 use crate::signals::{self, SignalSource, SignalState};
 
-fn read_only(path: &Path) -> Result<Connection, StoreError> {
+pub(super) fn read_only(path: &Path) -> Result<Connection, StoreError> {
     if !path.exists() {
         return Err(StoreError::Sqlite {
             path: path.to_path_buf(),

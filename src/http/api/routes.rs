@@ -74,6 +74,23 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/control_overrides", &[]),
     route("GET", "/v1/authorization_allowances", &[]),
     route("POST", "/v1/authorization_allowances", &[]),
+    // The decisions explorer and the review page (issue 18).
+    route(
+        "GET",
+        "/v1/decisions",
+        &[
+            "authorization",
+            "card",
+            "cardholder",
+            "reason",
+            "rule",
+            "since",
+            "limit",
+            "starting_after",
+        ],
+    ),
+    route("GET", "/v1/decisions/{id}", &[]),
+    route("GET", "/v1/approval_requests/{id}/review", &["days"]),
 ];
 
 /// What the table says about a request.
