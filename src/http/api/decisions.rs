@@ -180,7 +180,7 @@ fn explanation(d: &LoggedDecision, live_ruleset: &str) -> Value {
     let controls = |v: &Value| {
         if v.is_object() { v.clone() } else { json!({}) }
     };
-    let spend: Value = serde_json::from_str(&d.spend_json).unwrap_or_else(|_| json!({}));
+    let spend = spend_seen(d);
     let by_rule = d.reason == "rule" || d.reason == "review";
     let decisive = if by_rule { json!(d.rule) } else { Value::Null };
     let decided_by = if d.reason == "approved" && d.rule.is_none() {
@@ -213,6 +213,34 @@ fn explanation(d: &LoggedDecision, live_ruleset: &str) -> Value {
         "latency_us": d.latency_us,
     });
     out
+}
+
+/// The spend the decision saw: from its replay record (`journal::seen`) when it
+/// has one, else the window totals older rows kept as JSON.
+fn spend_seen(d: &LoggedDecision) -> Value {
+    use crate::journal::seen::{SEEN_FORMAT, Seen, WINDOWS};
+    let decoded = (d.format == SEEN_FORMAT && !d.seen.is_empty())
+        .then(|| Seen::decode(&d.seen).ok())
+        .flatten();
+    let Some(seen) = decoded else {
+        return serde_json::from_str(&d.spend_json).unwrap_or_else(|_| json!({}));
+    };
+    let windows = |totals: &[i64; 5]| {
+        WINDOWS
+            .iter()
+            .zip(totals)
+            .map(|(w, t)| (w.as_str().to_string(), json!(t)))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    json!({
+        "currency": d.currency,
+        "card": windows(&seen.card),
+        "cardholder": windows(&seen.cardholder),
+        "velocity": {"1h": seen.velocity.0, "24h": seen.velocity.1},
+        "category_limits": seen.filtered,
+        "recheck_cut": seen.recheck_cut,
+        "allowance": seen.review_allowed,
+    })
 }
 
 #[cfg(test)]
