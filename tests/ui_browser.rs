@@ -216,8 +216,9 @@ async fn reviewer_sees_diff_and_backtest_then_approves_and_an_analyst_explores_d
     // The explorer found the fuel decision by its rule and explained it.
     assert!(stdout.contains("explorer rows: 1"), "{stdout}");
     assert!(stdout.contains("decided by rule: cap-fuel\n"), "{stdout}");
+    // The decisions were made under the bundled rules, replaced since.
     assert!(
-        stdout.contains("rule set: 8d4d68ce6f9c (no longer live)"),
+        stdout.contains(&format!("rule set: {before} (no longer live)")),
         "{stdout}"
     );
 
