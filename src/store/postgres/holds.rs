@@ -568,6 +568,17 @@ pub async fn read_facts(db: &Database, cardholder: Option<&str>) -> Result<Vec<F
         .collect()
 }
 
+/// Authorizations holding funds now, over all replicas (the
+/// `cardgate_ledger_holds` gauge; the in-memory ledger's `Ledger::holds`).
+pub async fn count_open_holds(db: &Database) -> Result<i64, String> {
+    let client = db.client().await?;
+    client
+        .query_one("SELECT count(*) FROM ledger_records WHERE held > 0", &[])
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(|e| error_text(&e))
+}
+
 /// The cardholder of `card`, from the stored facts.
 pub async fn cardholder_of(db: &Database, card: &str) -> Result<Option<String>, String> {
     let client = db.client().await?;
