@@ -7,6 +7,10 @@
 //! card's limit is cut by it), serves the copied decisions under their ids, and
 //! answers a request Stripe delivers again after the move with the hold it
 //! already has.
+//!
+//! Also here, on the same helpers: `cardgate_ledger_holds` with a shared store
+//! counts the open holds of all replicas (it read 0 there before: no replica
+//! keeps the ledger in memory).
 #![allow(
     clippy::unwrap_used,
     reason = "a panic is the test failure, with its line (clippy.toml covers #[test] fns, not helpers)"
@@ -249,4 +253,48 @@ async fn store_copy_moves_ledger_and_decision_log_verified_and_a_replica_sees_th
     let (copied, stdout, stderr) = store_copy(&data, &url);
     assert!(!copied, "{stdout}");
     assert!(stderr.contains("already holds"), "{stderr}");
+}
+
+/// `cardgate_ledger_holds` on `server`'s /metrics.
+async fn holds_gauge(server: &Server) -> f64 {
+    let r = common::get(&server.url("/metrics")).await.unwrap();
+    common::metric(&String::from_utf8_lossy(&r.body), "cardgate_ledger_holds")
+}
+
+#[tokio::test]
+async fn ledger_holds_gauge_counts_every_replicas_open_holds_with_a_shared_store() {
+    let Some((_pg, url)) = common::postgres::database() else {
+        return;
+    };
+    let env = [("CARDGATE_DATABASE_URL", url.as_str())];
+    let (a, b) = (
+        Server::start(&base_config(), &env),
+        Server::start(&base_config(), &env),
+    );
+    a.ready().await;
+    b.ready().await;
+    // Two holds through one replica, one of them then released.
+    assert_eq!(
+        post(&a, &request("g1", 1000, false)).await["approved"],
+        true
+    );
+    assert_eq!(
+        post(&a, &request("g2", 2000, false)).await["approved"],
+        true
+    );
+    post(&a, &updated("g2", "reversed")).await;
+    // The other replica, which decided nothing, reports the one still open, as
+    // does the first (each reads it every few seconds in its store probe).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = (holds_gauge(&a).await, holds_gauge(&b).await);
+        if seen == (1.0, 1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cardgate_ledger_holds on the two replicas: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
