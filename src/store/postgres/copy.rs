@@ -413,28 +413,12 @@ pub async fn copy(from: &Path, url: &str) -> Result<Copied, CopyError> {
     let fail = |e: tokio_postgres::Error| db.error(error_text(&e));
     let mut client = db.client().await.map_err(|m| db.error(m))?;
     let tx = client.transaction().await.map_err(fail)?;
-    let names = TABLES
-        .iter()
-        .map(|t| t.name)
-        .chain(LEDGER_TABLES.iter().copied());
-    for name in names {
-        // Locked before counting, so nothing starts writing between the check
-        // and the copy (a replica started too early waits, then finds the rows).
-        tx.batch_execute(&format!("LOCK TABLE {name} IN EXCLUSIVE MODE"))
-            .await
-            .map_err(fail)?;
-        let rows: i64 = tx
-            .query_one(&format!("SELECT count(*) FROM {name}"), &[])
-            .await
-            .map_err(fail)?
-            .get(0);
-        if rows > 0 {
-            return Err(CopyError::NotEmpty {
-                db: db.name().to_string(),
-                table: name,
-                rows,
-            });
-        }
+    if let Some((table, rows)) = first_non_empty(&tx).await.map_err(fail)? {
+        return Err(CopyError::NotEmpty {
+            db: db.name().to_string(),
+            table,
+            rows,
+        });
     }
     for (t, rows) in TABLES.iter().zip(&source) {
         copy_table(&tx, t, rows).await.map_err(fail)?;
@@ -490,6 +474,30 @@ pub async fn copy(from: &Path, url: &str) -> Result<Copied, CopyError> {
         target,
         skipped_facts,
     })
+}
+
+/// Locks every table a copy fills and answers the first that holds rows. Locked
+/// before counting, so nothing starts writing between the check and the copy (a
+/// replica started too early waits, then finds the rows).
+async fn first_non_empty(
+    tx: &tokio_postgres::Transaction<'_>,
+) -> Result<Option<(&'static str, i64)>, tokio_postgres::Error> {
+    let names = TABLES
+        .iter()
+        .map(|t| t.name)
+        .chain(LEDGER_TABLES.iter().copied());
+    for name in names {
+        tx.batch_execute(&format!("LOCK TABLE {name} IN EXCLUSIVE MODE"))
+            .await?;
+        let rows: i64 = tx
+            .query_one(&format!("SELECT count(*) FROM {name}"), &[])
+            .await?
+            .try_get(0)?;
+        if rows > 0 {
+            return Ok(Some((name, rows)));
+        }
+    }
+    Ok(None)
 }
 
 /// Inserts one approvals or rule-set table's rows, ids kept.
