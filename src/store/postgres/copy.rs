@@ -11,8 +11,8 @@
 //! already holds any of these rows is refused: a copy never merges.
 //!
 //! **Ledger.** Facts are read through the store's reader (`store::read_facts`)
-//! and applied in arrival order through `cardgate_apply`, the path a replica's
-//! lifecycle events take, so the database derives its per-authorization records
+//! and applied in arrival order through `cardgate_apply`, the function a
+//! replica's lifecycle events go through (a thousand per statement), so the database derives its per-authorization records
 //! (`ledger_records`) itself. Each approved request's answer is remembered
 //! (`ledger_requests`) from its hold, so a request Stripe delivers again after the
 //! move holds once. Declined answers were never stored by SQLite: a redelivered
@@ -38,6 +38,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags};
 use tokio_postgres::types::ToSql;
 
+use super::holds::FactColumns;
 use super::{Database, PostgresError, error_text};
 use crate::journal::LoggedDecision;
 use crate::ledger::{Fact, Ledger};
@@ -548,17 +549,66 @@ async fn move_sequence(
     .map(drop)
 }
 
+/// Facts per `cardgate_apply` batch: one round trip each.
+const FACT_BATCH: usize = 1000;
+
 /// Applies the facts in arrival order through `cardgate_apply` (the database
-/// derives each authorization's record), then remembers each approved request's
-/// answer from its hold.
+/// derives each authorization's record), [`FACT_BATCH`] per statement, then
+/// remembers each approved request's answer from its hold.
 async fn copy_facts(
     tx: &tokio_postgres::Transaction<'_>,
     facts: &[Fact],
 ) -> Result<(), tokio_postgres::Error> {
+    // `ORDER BY n` keeps arrival order: PostgreSQL calls a volatile function of
+    // the select list after sorting, row by row (facts of one record depend on
+    // the order they were applied in: `seq`).
+    let apply = tx
+        .prepare(
+            "SELECT count(*) FROM (
+                 SELECT cardgate_apply(e, k, ch, rid, card, created, cur, cat, mcc, cn, cm,
+                                       amt, ec, ap, st, ar, txn, au)
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::bigint[], $7::text[], $8::text[], $9::text[], $10::int[],
+                             $11::int[], $12::bigint[], $13::bigint[], $14::bool[],
+                             $15::text[], $16::int[], $17::text[], $18::text[])
+                      WITH ORDINALITY AS f(e, k, ch, rid, card, created, cur, cat, mcc, cn,
+                                           cm, amt, ec, ap, st, ar, txn, au, n)
+                 ORDER BY n) applied",
+        )
+        .await?;
     let mut progress = Progress::new("ledger_facts", u64::try_from(facts.len()).unwrap_or(0));
-    for fact in facts {
-        super::holds::apply_with(tx, fact).await?;
-        progress.add(1);
+    for chunk in facts.chunks(FACT_BATCH) {
+        let rows: Vec<FactColumns<'_>> = chunk.iter().map(FactColumns::of).collect();
+        macro_rules! column {
+            ($field:ident) => {
+                rows.iter().map(|r| &r.$field).collect::<Vec<_>>()
+            };
+        }
+        tx.query_one(
+            &apply,
+            &[
+                &column!(event_id),
+                &column!(kind),
+                &column!(cardholder),
+                &column!(record),
+                &column!(card),
+                &column!(created),
+                &column!(currency),
+                &column!(category),
+                &column!(mcc),
+                &column!(cat_name),
+                &column!(cat_mcc),
+                &column!(amount),
+                &column!(event_created),
+                &column!(approved),
+                &column!(status),
+                &column!(approved_requests),
+                &column!(txn_id),
+                &column!(authorization),
+            ],
+        )
+        .await?;
+        progress.add(chunk.len());
     }
     progress.print();
     // The answer a first delivery got, as `cardgate_reserve` records it: the
