@@ -110,3 +110,57 @@ fn print(c: &Copied) -> bool {
     }
     same
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{CardholderTotals, Counted, CurrencyTotals};
+
+    fn copied() -> Copied {
+        let mut totals = LedgerTotals::default();
+        totals.currencies.insert(
+            "usd".into(),
+            CurrencyTotals {
+                authorizations: 2,
+                open_holds: 1,
+                held: 300,
+                spend: 700,
+                captured: 400,
+            },
+        );
+        totals.cardholders.insert(
+            "ich_1".into(),
+            CardholderTotals {
+                authorizations: 2,
+                spend: 700,
+            },
+        );
+        Copied {
+            counted: vec![Counted {
+                table: "ledger_facts",
+                source: 3,
+                target: 3,
+            }],
+            source: totals.clone(),
+            target: totals,
+            skipped_facts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_copy_verifies_only_when_every_count_and_total_matches() {
+        assert!(print(&copied()));
+        let mut rows = copied();
+        rows.counted[0].target = 2;
+        assert!(!print(&rows));
+        let mut held = copied();
+        held.target.currencies.get_mut("usd").unwrap().held = 0;
+        assert!(!print(&held));
+        let mut holder = copied();
+        holder.target.cardholders.get_mut("ich_1").unwrap().spend = 699;
+        assert!(!print(&holder));
+        let mut missing = copied();
+        missing.target.cardholders.clear();
+        assert!(!print(&missing));
+    }
+}
