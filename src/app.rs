@@ -25,7 +25,7 @@ use crate::ledger::Ledger;
 use crate::payments::PaymentRuleSet;
 use crate::rules::{LoadError, RuleSet};
 use crate::store::{
-    Database, DatabaseOptions, PgHolds, PgJournal, PostgresError, Store, StoreError,
+    Database, DatabaseOptions, PgDecisionLog, PgHolds, PgJournal, PostgresError, Store, StoreError,
 };
 
 /// Why cardgate did not start. Each names what it could not use.
@@ -204,13 +204,15 @@ pub async fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Bui
         rulesets = Some(s.rulesets);
         sync_url = s.sync_url;
     }
-    // The explorer and the review backtest read the SQLite log; with a shared
-    // store they are not wired yet (issue 14's remaining work).
-    let decisions = (config.store.enabled && config.store.url.is_none()).then(|| {
-        Arc::new(crate::store::decisions::SqliteDecisionLog::new(
-            &config.store.data_dir,
-        )) as Arc<dyn crate::journal::DecisionLog>
-    });
+    // The explorer and the review backtest read the log where the journal writes
+    // it: the shared database, or the SQLite file of the data dir.
+    let decisions: Option<Arc<dyn crate::journal::DecisionLog>> = match &database {
+        Some(db) => Some(Arc::new(PgDecisionLog::new(db.clone()))),
+        None if config.store.enabled => Some(Arc::new(
+            crate::store::decisions::SqliteDecisionLog::new(&config.store.data_dir),
+        )),
+        None => None,
+    };
     let mut state = AppState::new(config, authorizer)
         .with_payment_rules(payment_rules)
         .with_decision_log(decisions);
@@ -329,11 +331,14 @@ fn background(state: &Arc<AppState>, paths: &RulePaths) -> JoinSet<()> {
 /// Keeps `/readyz` in step with the shared store: 503 while it does not answer
 /// (a load balancer then stops sending traffic here; Stripe's deliveries that
 /// still arrive get the fallback), 200 again as soon as it does — no restart.
+/// Every [`HOLDS_EVERY`] probes it also reads the open holds of all replicas into
+/// `cardgate_ledger_holds` (with a shared store no process holds the ledger in
+/// memory to count them).
 async fn probe_store(db: Database, state: Arc<AppState>) {
     let mut tick = tokio::time::interval(STORE_PROBE);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut up = true;
-    loop {
+    for n in 0u64.. {
         tick.tick().await;
         let answer = db.ping(STORE_PROBE).await;
         match (&answer, up) {
@@ -343,6 +348,29 @@ async fn probe_store(db: Database, state: Arc<AppState>) {
         }
         up = answer.is_ok();
         state.set_store_ok(up);
+        if up && n % HOLDS_EVERY == 0 {
+            read_open_holds(&db).await;
+        }
+    }
+}
+
+/// Probes between two reads of the open holds: the count scans the per-authorization
+/// records, so it runs every few seconds, not every second (the gauge may lag by that).
+const HOLDS_EVERY: u64 = 5;
+
+/// Sets `cardgate_ledger_holds` from the database; a failed or slow read leaves the
+/// last value (readiness already reports a database that does not answer).
+async fn read_open_holds(db: &Database) {
+    match tokio::time::timeout(STORE_PROBE, crate::store::count_open_holds(db)).await {
+        Ok(Ok(n)) => {
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "a gauge; f64 is exact up to 2^53 holds"
+            )]
+            metrics::gauge!(crate::metrics::LEDGER_HOLDS).set(n as f64);
+        }
+        Ok(Err(e)) => tracing::warn!(db = %db.name(), "open holds not read: {e}"),
+        Err(_) => tracing::warn!(db = %db.name(), "open holds not read in time"),
     }
 }
 

@@ -5,6 +5,10 @@
 //! keys; `GET /v1/approval_requests/{id}/review` shows an authorization allowance
 //! with the declined decision it changes and a control override with the recent
 //! decisions it would decline.
+//!
+//! Each test body runs on both backends: the SQLite data dir, and PostgreSQL
+//! (`CARDGATE_DATABASE_URL`, issue 14), where the log is the shared `decisions`
+//! table.
 #![allow(
     clippy::unwrap_used,
     reason = "a panic is the test failure, with its line (clippy.toml covers #[test] fns, not helpers)"
@@ -70,13 +74,52 @@ async fn authorize(server: &Server, n: u32, amount: i64, card: &str) -> Value {
         .json()
 }
 
-async fn start() -> (Server, Keys) {
+/// Where a test's server keeps its state.
+enum Backend {
+    Sqlite,
+    /// A fresh database's URL; `_server` keeps the test server up while held.
+    Postgres {
+        _server: std::sync::Arc<cardgate::store::postgres::testing::TestServer>,
+        url: String,
+    },
+}
+
+impl Backend {
+    /// PostgreSQL, or `None` when the test is skipped (no server installed and
+    /// `CARDGATE_REQUIRE_POSTGRES` unset).
+    fn postgres() -> Option<Backend> {
+        let (server, url) = common::postgres::database()?;
+        Some(Backend::Postgres {
+            _server: server,
+            url,
+        })
+    }
+
+    async fn key(&self, dir: &std::path::Path, role: &str) -> String {
+        use cardgate::approvals::{Actor, ApprovalsConfig, Role};
+        match self {
+            Backend::Sqlite => create_key(dir, role).1,
+            Backend::Postgres { url, .. } => {
+                let tool =
+                    cardgate::store::open_shared_approvals_tool(url, ApprovalsConfig::default())
+                        .await
+                        .unwrap();
+                tool.create_key(&Actor::cli(), Role::parse(role).unwrap(), Some(role))
+                    .await
+                    .unwrap()
+                    .1
+            }
+        }
+    }
+}
+
+async fn start(backend: &Backend) -> (Server, Keys) {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys {
-        admin: create_key(dir.path(), "admin").1,
-        agent: create_key(dir.path(), "agent").1,
-        analyst: create_key(dir.path(), "analyst").1,
-        payments: create_key(dir.path(), "payments").1,
+        admin: backend.key(dir.path(), "admin").await,
+        agent: backend.key(dir.path(), "agent").await,
+        analyst: backend.key(dir.path(), "analyst").await,
+        payments: backend.key(dir.path(), "payments").await,
     };
     // Over 100.00 goes to review; over 50.00 is also noted by a shadow rule.
     let rules = dir.path().join("explore-rules.toml");
@@ -87,14 +130,29 @@ async fn start() -> (Server, Keys) {
     )
     .unwrap();
     let rules = rules.to_str().unwrap().to_string();
-    let server = Server::start_in(dir, &base_config(), &[("CARDGATE_RULES", &rules)]);
+    let mut env = vec![("CARDGATE_RULES", rules.as_str())];
+    if let Backend::Postgres { url, .. } = backend {
+        env.push(("CARDGATE_DATABASE_URL", url));
+    }
+    let server = Server::start_in(dir, &base_config(), &env);
     server.ready().await;
     (server, keys)
 }
 
 #[tokio::test]
 async fn analysts_search_and_explain_decisions_and_automation_keys_cannot() {
-    let (server, k) = start().await;
+    explore(&Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn analysts_search_and_explain_decisions_on_postgres() {
+    if let Some(backend) = Backend::postgres() {
+        explore(&backend).await;
+    }
+}
+
+async fn explore(backend: &Backend) {
+    let (server, k) = start(backend).await;
     assert_eq!(authorize(&server, 1, 4250, "ic_a").await["approved"], true);
     assert_eq!(authorize(&server, 2, 8000, "ic_a").await["approved"], true);
     let declined = authorize(&server, 3, 20000, "ic_b").await;
@@ -179,7 +237,18 @@ async fn analysts_search_and_explain_decisions_and_automation_keys_cannot() {
 
 #[tokio::test]
 async fn review_shows_the_decision_an_allowance_or_an_override_changes() {
-    let (server, k) = start().await;
+    review_subjects(&Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn review_shows_the_decision_an_allowance_or_an_override_changes_on_postgres() {
+    if let Some(backend) = Backend::postgres() {
+        review_subjects(&backend).await;
+    }
+}
+
+async fn review_subjects(backend: &Backend) {
+    let (server, k) = start(backend).await;
     authorize(&server, 1, 8000, "ic_a").await;
     authorize(&server, 2, 3000, "ic_a").await;
     authorize(&server, 3, 20000, "ic_a").await;
@@ -263,4 +332,77 @@ async fn review_shows_the_decision_an_allowance_or_an_override_changes() {
     )
     .await;
     assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn review_backtests_a_proposed_rule_set_on_the_logged_decisions() {
+    backtest_review(&Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn review_backtests_a_proposed_rule_set_on_postgres() {
+    if let Some(backend) = Backend::postgres() {
+        backtest_review(&backend).await;
+    }
+}
+
+/// A publish held for approval: its review replays the logged decisions through
+/// the proposed set (the log read through `DecisionLog::recent` and `blobs`).
+async fn backtest_review(backend: &Backend) {
+    let (server, k) = start(backend).await;
+    assert_eq!(authorize(&server, 1, 4250, "ic_a").await["approved"], true);
+    assert_eq!(authorize(&server, 2, 8000, "ic_a").await["approved"], true);
+    assert_eq!(
+        authorize(&server, 3, 20000, "ic_b").await["approved"],
+        false
+    );
+    until(&server, &k.analyst, "/v1/decisions", |b| {
+        b["data"].as_array().is_some_and(|d| d.len() == 3)
+    })
+    .await;
+    let rule = json!({"action": "publish_ruleset", "control": "require_approval", "active": true});
+    let r = send(
+        "POST",
+        &server.url("/v1/approval_rules"),
+        &[("authorization", format!("Bearer {}", k.admin))],
+        serde_json::to_vec(&rule).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // Declines anything over 60.00: the approved 80.00 would now be declined.
+    let proposed = "[[rule]]\nname = \"tight\"\nwhen = 'amount > 6000'\naction = \"decline\"\n";
+    let r = send(
+        "POST",
+        &server.url("/v1/rulesets"),
+        &[("authorization", format!("Bearer {}", k.admin))],
+        proposed.as_bytes().to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    let id = r.json()["error"]["approval_request"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, review) = get(
+        &server,
+        &k.analyst,
+        &format!("/v1/approval_requests/{id}/review"),
+    )
+    .await;
+    assert_eq!(status, 200, "{review}");
+    let report = &review["ruleset"]["backtest"]["report"];
+    assert_eq!(report["replayed"], 3, "{review}");
+    assert_eq!(report["changed"]["approve_to_decline"], 1, "{review}");
+    assert_eq!(report["changed"]["decline_to_approve"], 0, "{review}");
+    let flipped: Vec<&Value> = report["examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["before"]["approved"] == true && e["after"]["approved"] == false)
+        .collect();
+    assert_eq!(flipped.len(), 1, "{review}");
+    assert_eq!(flipped[0]["authorization"], "iauth_explore_2");
+    assert_eq!(flipped[0]["after"]["rule"], "tight");
 }

@@ -35,19 +35,24 @@ pub struct DecisionQuery {
 #[error("the decision log could not be read: {0}")]
 pub struct LogReadError(pub String);
 
-/// Read access to the decision log. Blocking: callers on the runtime use
-/// `spawn_blocking`.
+/// What a [`DecisionLog`] read resolves to. (`journal/mod.rs` does not
+/// re-export it; implementations spell the type out.)
+pub type LogFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, LogReadError>> + Send + 'a>>;
+
+/// Read access to the decision log. Async, because one backend is a network
+/// database (PostgreSQL); the SQLite one reads on the blocking pool.
 pub trait DecisionLog: Send + Sync {
     /// Rows matching `q`, newest first, at most `q.limit`, and whether more match.
-    fn search(&self, q: &DecisionQuery) -> Result<(Vec<LoggedDecision>, bool), LogReadError>;
+    fn search<'a>(&'a self, q: &'a DecisionQuery) -> LogFuture<'a, (Vec<LoggedDecision>, bool)>;
 
     /// The row with this id.
-    fn get(&self, id: i64) -> Result<Option<LoggedDecision>, LogReadError>;
+    fn get(&self, id: i64) -> LogFuture<'_, Option<LoggedDecision>>;
 
     /// Rows decided at or after `since`, oldest first, at most `max` (the newest
     /// `max` of them when more match) and whether some were left out.
-    fn recent(&self, since: i64, max: usize) -> Result<(Vec<LoggedDecision>, bool), LogReadError>;
+    fn recent(&self, since: i64, max: usize) -> LogFuture<'_, (Vec<LoggedDecision>, bool)>;
 
     /// The bodies rows name by hash (`journal::seen`), for an exact replay.
-    fn blobs(&self) -> Result<std::collections::HashMap<i64, Vec<u8>>, LogReadError>;
+    fn blobs(&self) -> LogFuture<'_, std::collections::HashMap<i64, Vec<u8>>>;
 }

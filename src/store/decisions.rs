@@ -1,7 +1,8 @@
 //! [`journal::DecisionLog`] on SQLite: the decisions explorer's search and the
 //! review page's backtest window, read-only beside the writer (WAL: readers never
 //! block it). Each call opens its own connection; these are admin reads, seconds
-//! apart, not the hot path.
+//! apart, not the hot path. The reads are blocking methods of
+//! [`SqliteDecisionLog`]; the trait runs them on Tokio's blocking pool.
 
 use std::path::{Path, PathBuf};
 
@@ -78,15 +79,54 @@ fn failed(e: rusqlite::Error) -> LogReadError {
     LogReadError(e.to_string())
 }
 
+type LogFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, LogReadError>> + Send + 'a>>;
+
+/// Runs a blocking read on Tokio's blocking pool.
+fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, LogReadError> + Send + 'static,
+) -> LogFuture<'static, T> {
+    Box::pin(async move {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| LogReadError(format!("the read was interrupted: {e}")))?
+    })
+}
+
 impl DecisionLog for SqliteDecisionLog {
-    fn blobs(&self) -> Result<std::collections::HashMap<i64, Vec<u8>>, LogReadError> {
+    fn search<'a>(&'a self, q: &'a DecisionQuery) -> LogFuture<'a, (Vec<LoggedDecision>, bool)> {
+        let (log, q) = (self.clone(), q.clone());
+        blocking(move || log.search(&q))
+    }
+
+    fn get(&self, id: i64) -> LogFuture<'_, Option<LoggedDecision>> {
+        let log = self.clone();
+        blocking(move || log.get(id))
+    }
+
+    fn recent(&self, since: i64, max: usize) -> LogFuture<'_, (Vec<LoggedDecision>, bool)> {
+        let log = self.clone();
+        blocking(move || log.recent(since, max))
+    }
+
+    fn blobs(&self) -> LogFuture<'_, std::collections::HashMap<i64, Vec<u8>>> {
+        let log = self.clone();
+        blocking(move || log.blobs())
+    }
+}
+
+/// The blocking reads (the trait's bodies; tests call them directly).
+impl SqliteDecisionLog {
+    /// Every body the log names by hash.
+    pub fn blobs(&self) -> Result<std::collections::HashMap<i64, Vec<u8>>, LogReadError> {
         if !self.path.exists() {
             return Ok(std::collections::HashMap::new());
         }
         super::read_decision_blobs(&self.path).map_err(|e| LogReadError(e.to_string()))
     }
 
-    fn search(&self, q: &DecisionQuery) -> Result<(Vec<LoggedDecision>, bool), LogReadError> {
+    /// Rows matching `q`, newest first, and whether more match.
+    pub fn search(&self, q: &DecisionQuery) -> Result<(Vec<LoggedDecision>, bool), LogReadError> {
         let Some(conn) = self.open()? else {
             return Ok((Vec::new(), false));
         };
@@ -129,7 +169,8 @@ impl DecisionLog for SqliteDecisionLog {
         Ok((out, more))
     }
 
-    fn get(&self, id: i64) -> Result<Option<LoggedDecision>, LogReadError> {
+    /// The row with this id.
+    pub fn get(&self, id: i64) -> Result<Option<LoggedDecision>, LogReadError> {
         let Some(conn) = self.open()? else {
             return Ok(None);
         };
@@ -142,7 +183,12 @@ impl DecisionLog for SqliteDecisionLog {
         .map_err(failed)
     }
 
-    fn recent(&self, since: i64, max: usize) -> Result<(Vec<LoggedDecision>, bool), LogReadError> {
+    /// The newest `max` rows decided at or after `since`, oldest first.
+    pub fn recent(
+        &self,
+        since: i64,
+        max: usize,
+    ) -> Result<(Vec<LoggedDecision>, bool), LogReadError> {
         let Some(conn) = self.open()? else {
             return Ok((Vec::new(), false));
         };

@@ -30,7 +30,9 @@ use std::path::{Path, PathBuf};
 
 pub use crate::config::Durability;
 pub use crate::journal::{LoggedDecision, Write};
-pub use postgres::copy::{CopyError, Counted, copy};
+pub use postgres::copy::{
+    CardholderTotals, Copied, CopyError, Counted, CurrencyTotals, LedgerTotals, copy,
+};
 pub use postgres::sync as replicas;
 pub use read::{
     DecisionFilter, cardholder_of, count_decisions, for_each_decision, read_decision_blobs,
@@ -42,10 +44,10 @@ pub use writer::Store;
 // The PostgreSQL backend as `app` and `cli` use it. Named here, so that outside
 // `store/` no path can be mistaken for (or turn into) a use of the driver crate.
 pub use postgres::{
-    Database, Options as DatabaseOptions, PgHolds, PgJournal, PostgresError,
-    cardholder_of as shared_cardholder_of, open_approvals as open_shared_approvals,
-    open_approvals_tool as open_shared_approvals_tool, read_decisions as read_shared_decisions,
-    read_facts as read_shared_facts,
+    Database, Options as DatabaseOptions, PgDecisionLog, PgHolds, PgJournal, PostgresError,
+    cardholder_of as shared_cardholder_of, count_open_holds,
+    open_approvals as open_shared_approvals, open_approvals_tool as open_shared_approvals_tool,
+    read_decisions as read_shared_decisions, read_facts as read_shared_facts,
 };
 pub use postgres::{
     count_decisions as count_shared_decisions, for_each_decision as for_each_shared_decision,

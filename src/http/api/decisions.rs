@@ -42,31 +42,14 @@ pub(super) fn log(state: &AppState) -> Result<Arc<dyn DecisionLog>> {
     })
 }
 
-/// Runs a blocking read of the log off the runtime.
-pub(super) async fn read<T, F>(log: Arc<dyn DecisionLog>, f: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce(&dyn DecisionLog) -> std::result::Result<T, crate::journal::LogReadError>
-        + Send
-        + 'static,
-{
-    let out = tokio::task::spawn_blocking(move || f(&*log)).await;
-    match out {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "decision log read failed");
-            Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "storage",
-                "the decision log could not be read",
-            ))
-        }
-        Err(_) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "storage",
-            "the decision log read was interrupted",
-        )),
-    }
+/// The answer to a failed read of the log: logged here, a plain 500 to the caller.
+pub(super) fn read_failed(e: &crate::journal::LogReadError) -> ApiError {
+    tracing::error!(error = %e, "decision log read failed");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "storage",
+        "the decision log could not be read",
+    )
 }
 
 /// `GET /v1/decisions`.
@@ -115,7 +98,7 @@ pub(super) async fn search(
         before_id,
         limit,
     };
-    let (rows, more) = read(log(state)?, move |l| l.search(&q)).await?;
+    let (rows, more) = log(state)?.search(&q).await.map_err(|e| read_failed(&e))?;
     let data: Vec<Value> = rows.iter().map(summary).collect();
     ok(json!({"object": "list", "url": "/v1/decisions", "has_more": more, "data": data}))
 }
@@ -131,8 +114,10 @@ pub(super) async fn show(state: &AppState, actor: &Actor, id: &str) -> Result<(S
         )
     };
     let row_id = parse_id(id).ok_or_else(missing)?;
-    let row = read(log(state)?, move |l| l.get(row_id))
-        .await?
+    let row = log(state)?
+        .get(row_id)
+        .await
+        .map_err(|e| read_failed(&e))?
         .ok_or_else(missing)?;
     let live = state.rules().load().version().to_string();
     ok(explanation(&row, &live))

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
-use super::decisions::{READERS, log, read};
+use super::decisions::{READERS, log, read_failed};
 use super::routes::Query;
-use super::{Result, bad_param, need, ok};
+use super::{ApiError, Result, bad_param, need, ok};
 use crate::approvals::{Action, Actor, AllowanceSpec, Approvals, OverrideSpec, Scope};
 use crate::decision::ProgramControls;
 use crate::http::AppState;
@@ -96,12 +96,22 @@ async fn proposed_set(
     let since = state.now() - days * 86_400;
     let program = state.config.program.clone();
     let version = candidate.version().to_string();
-    let (report, truncated) = read(log(state)?, move |l| {
-        let (rows, truncated) = l.recent(since, MAX_REPLAYED)?;
-        let blobs = l.blobs()?;
-        Ok((backtest(&candidate, &program, &rows, blobs), truncated))
-    })
-    .await?;
+    let log = log(state)?;
+    let (rows, truncated) = log
+        .recent(since, MAX_REPLAYED)
+        .await
+        .map_err(|e| read_failed(&e))?;
+    let blobs = log.blobs().await.map_err(|e| read_failed(&e))?;
+    // The replay is CPU work over up to MAX_REPLAYED rows: off the runtime.
+    let report = tokio::task::spawn_blocking(move || backtest(&candidate, &program, &rows, blobs))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "backtest",
+                "the backtest was interrupted",
+            )
+        })?;
     Ok(json!({
         "live_version": live.version(),
         "proposed_version": version,
@@ -182,7 +192,7 @@ async fn override_subject(
         Scope::Card => q.card = Some(spec.id.clone()),
         Scope::Cardholder => q.cardholder = Some(spec.id.clone()),
     }
-    let (rows, _) = read(log(state)?, move |l| l.search(&q)).await?;
+    let (rows, _) = log(state)?.search(&q).await.map_err(|e| read_failed(&e))?;
     let per_auth = spec.spending_limits.iter().map(|l| l.amount).min();
     let recent: Vec<Value> = rows
         .iter()
@@ -223,7 +233,7 @@ async fn allowance_subject(state: &Arc<AppState>, spec: &AllowanceSpec) -> Resul
                 limit: 1,
                 ..DecisionQuery::default()
             };
-            let (rows, _) = read(log(state)?, move |l| l.search(&q)).await?;
+            let (rows, _) = log(state)?.search(&q).await.map_err(|e| read_failed(&e))?;
             rows.first().map(|d| {
                 json!({"authorization": d.authorization_id, "decided_at": d.decided_at,
                     "approved": d.approved, "reason": d.reason, "rule": d.rule,

@@ -179,95 +179,143 @@ impl Holds for PgHolds {
     }
 }
 
+/// A fact as the arguments of `cardgate_apply`, in its order.
+pub(super) struct FactColumns<'a> {
+    pub(super) event_id: &'a str,
+    pub(super) kind: &'static str,
+    pub(super) cardholder: &'a str,
+    pub(super) record: String,
+    pub(super) card: &'a str,
+    pub(super) created: i64,
+    pub(super) currency: &'a str,
+    pub(super) category: &'a str,
+    pub(super) mcc: &'a str,
+    pub(super) cat_name: Option<i32>,
+    pub(super) cat_mcc: Option<i32>,
+    pub(super) amount: i64,
+    pub(super) event_created: Option<i64>,
+    pub(super) approved: Option<bool>,
+    pub(super) status: Option<&'static str>,
+    pub(super) approved_requests: Option<i32>,
+    pub(super) txn_id: Option<&'a str>,
+    pub(super) authorization: Option<&'a str>,
+}
+
+impl<'a> FactColumns<'a> {
+    pub(super) fn of(fact: &'a Fact) -> Self {
+        let record = fact.record_id();
+        // (kind, auth-or-transaction columns, authorization state, transaction ids)
+        let (kind, cardholder, card, created, currency, category, mcc, amount) = match fact {
+            Fact::Reserve { auth, amount, .. } | Fact::Authorization { auth, amount, .. } => (
+                if matches!(fact, Fact::Reserve { .. }) {
+                    "reserve"
+                } else {
+                    "authorization"
+                },
+                &auth.cardholder,
+                &auth.card,
+                auth.created,
+                &auth.currency,
+                &auth.category,
+                &auth.mcc,
+                *amount,
+            ),
+            Fact::Transaction {
+                card,
+                cardholder,
+                created,
+                currency,
+                category,
+                mcc,
+                amount,
+                ..
+            } => (
+                "transaction",
+                cardholder,
+                card,
+                *created,
+                currency,
+                category,
+                mcc,
+                *amount,
+            ),
+        };
+        let (event_created, approved, status, approved_requests) = match fact {
+            Fact::Authorization {
+                event_created,
+                approved,
+                status,
+                approved_requests,
+                ..
+            } => (
+                Some(*event_created),
+                Some(*approved),
+                Some(status.as_str()),
+                Some(i32::try_from(*approved_requests).unwrap_or(i32::MAX)),
+            ),
+            _ => (None, None, None, None),
+        };
+        let (txn_id, authorization) = match fact {
+            Fact::Transaction {
+                txn_id,
+                authorization,
+                ..
+            } => (Some(txn_id.as_str()), authorization.as_deref()),
+            _ => (None, None),
+        };
+        let (cat_name, cat_mcc) = cat_ids(category, mcc);
+        FactColumns {
+            event_id: fact.event_id(),
+            kind,
+            cardholder,
+            record,
+            card,
+            created,
+            currency,
+            category,
+            mcc,
+            cat_name,
+            cat_mcc,
+            amount,
+            event_created,
+            approved,
+            status,
+            approved_requests,
+            txn_id,
+            authorization,
+        }
+    }
+}
+
 /// Calls `cardgate_apply` for one validated fact; answers its outcome text.
 pub(super) async fn apply_with(
     client: &impl tokio_postgres::GenericClient,
     fact: &Fact,
 ) -> Result<String, tokio_postgres::Error> {
-    let record = fact.record_id();
-    // (kind, auth-or-transaction columns, authorization state, transaction ids)
-    let (kind, cardholder, card, created, currency, category, mcc, amount) = match fact {
-        Fact::Reserve { auth, amount, .. } | Fact::Authorization { auth, amount, .. } => (
-            if matches!(fact, Fact::Reserve { .. }) {
-                "reserve"
-            } else {
-                "authorization"
-            },
-            &auth.cardholder,
-            &auth.card,
-            auth.created,
-            &auth.currency,
-            &auth.category,
-            &auth.mcc,
-            *amount,
-        ),
-        Fact::Transaction {
-            card,
-            cardholder,
-            created,
-            currency,
-            category,
-            mcc,
-            amount,
-            ..
-        } => (
-            "transaction",
-            cardholder,
-            card,
-            *created,
-            currency,
-            category,
-            mcc,
-            *amount,
-        ),
-    };
-    let (event_created, approved, status, requests) = match fact {
-        Fact::Authorization {
-            event_created,
-            approved,
-            status,
-            approved_requests,
-            ..
-        } => (
-            Some(*event_created),
-            Some(*approved),
-            Some(status.as_str()),
-            Some(i32::try_from(*approved_requests).unwrap_or(i32::MAX)),
-        ),
-        _ => (None, None, None, None),
-    };
-    let (txn_id, authorization) = match fact {
-        Fact::Transaction {
-            txn_id,
-            authorization,
-            ..
-        } => (Some(txn_id.as_str()), authorization.as_deref()),
-        _ => (None, None),
-    };
-    let (cn, cm) = cat_ids(category, mcc);
+    let c = FactColumns::of(fact);
     let row = client
         .query_one(
             "SELECT cardgate_apply($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
                                    $15, $16, $17, $18)",
             &[
-                &fact.event_id(),
-                &kind,
-                cardholder,
-                &record,
-                card,
-                &created,
-                currency,
-                category,
-                mcc,
-                &cn,
-                &cm,
-                &amount,
-                &event_created,
-                &approved,
-                &status,
-                &requests,
-                &txn_id,
-                &authorization,
+                &c.event_id,
+                &c.kind,
+                &c.cardholder,
+                &c.record,
+                &c.card,
+                &c.created,
+                &c.currency,
+                &c.category,
+                &c.mcc,
+                &c.cat_name,
+                &c.cat_mcc,
+                &c.amount,
+                &c.event_created,
+                &c.approved,
+                &c.status,
+                &c.approved_requests,
+                &c.txn_id,
+                &c.authorization,
             ],
         )
         .await?;
@@ -566,6 +614,17 @@ pub async fn read_facts(db: &Database, cardholder: Option<&str>) -> Result<Vec<F
     rows.iter()
         .map(|r| fact_of(r).map_err(|e| error_text(&e)))
         .collect()
+}
+
+/// Authorizations holding funds now, over all replicas (the
+/// `cardgate_ledger_holds` gauge; the in-memory ledger's `Ledger::holds`).
+pub async fn count_open_holds(db: &Database) -> Result<i64, String> {
+    let client = db.client().await?;
+    client
+        .query_one("SELECT count(*) FROM ledger_records WHERE held > 0", &[])
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(|e| error_text(&e))
 }
 
 /// The cardholder of `card`, from the stored facts.

@@ -201,7 +201,8 @@ async fn insert_decisions(
 }
 
 /// The columns [`decision_of`] reads, in its order.
-const DECISION_COLUMNS: &str = "id, event_id, authorization_id, card, cardholder, amount, currency,
+pub(super) const DECISION_COLUMNS: &str =
+    "id, event_id, authorization_id, card, cardholder, amount, currency,
     merchant_category, merchant_mcc, merchant_country, merchant_name, approved,
     approved_amount, reason, rule, ruleset, latency_us, decided_at, event_json, spend_json,
     shadow_rules, format, seen";
@@ -305,7 +306,9 @@ pub async fn read_decision_blobs(db: &Database) -> Result<HashMap<i64, Vec<u8>>,
         .map_err(|e| error_text(&e))
 }
 
-fn decision_of(r: &tokio_postgres::Row) -> Result<LoggedDecision, tokio_postgres::Error> {
+pub(super) fn decision_of(
+    r: &tokio_postgres::Row,
+) -> Result<LoggedDecision, tokio_postgres::Error> {
     Ok(LoggedDecision {
         id: r.try_get(0)?,
         event_id: r.try_get(1)?,

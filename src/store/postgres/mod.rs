@@ -16,7 +16,8 @@
 //! ([`PgApprovalStore`], `approvals/`), [`crate::ledger::Holds`] ([`PgHolds`],
 //! `holds.rs`: the database decides every hold, see `ledger_schema.rs`) and
 //! [`crate::journal::Journal`] ([`PgJournal`], `journal.rs`: the decision log with
-//! group commit).
+//! group commit) and [`crate::journal::DecisionLog`] ([`PgDecisionLog`],
+//! `decisions.rs`: the explorer's and the review backtest's reads).
 //!
 //! **Budget.** [`Options`] carries the `[store]` settings: the pool's size, and the
 //! session's `statement_timeout` and `synchronous_commit` (off in `async`
@@ -25,6 +26,7 @@
 
 mod approvals;
 pub mod copy;
+mod decisions;
 mod holds;
 mod journal;
 mod ledger_schema;
@@ -50,7 +52,8 @@ use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
 
 pub use approvals::PgApprovalStore;
-pub use holds::{PgHolds, cardholder_of, read_facts};
+pub use decisions::PgDecisionLog;
+pub use holds::{PgHolds, cardholder_of, count_open_holds, read_facts};
 pub use journal::{
     PgJournal, count_decisions, for_each_decision, read_decision_blobs, read_decisions,
 };
