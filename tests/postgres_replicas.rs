@@ -5,7 +5,8 @@
 //! HTTP/1.1 on 127.0.0.1: no overspend under a burst spread over replicas, a
 //! duplicate delivery held once and answered alike, lifecycle events on one
 //! replica releasing a hold another made, `kill -9` of a replica mid-burst
-//! losing no answered approval, and the database going down and coming back.
+//! losing no answered approval, the database going down and coming back, and a
+//! replica started while the database is down.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -49,6 +50,11 @@ impl Drop for Replica {
 /// Starts one replica on `url`; `webhook` adds lines to its `[webhook]` section.
 /// The data directory it is given must stay untouched.
 fn start(dir: &Path, url: &str, webhook: &str) -> Replica {
+    listening(spawn(dir, url, webhook, Stdio::inherit()))
+}
+
+/// Spawns `cardgate serve` on `url` (see [`start`]) without waiting for it.
+fn spawn(dir: &Path, url: &str, webhook: &str, stderr: Stdio) -> Child {
     let config = dir.join("cardgate.toml");
     std::fs::write(
         &config,
@@ -59,7 +65,7 @@ fn start(dir: &Path, url: &str, webhook: &str) -> Replica {
     std::fs::write(&rules, "").unwrap();
     let payment_rules = dir.join("payment_rules.toml");
     std::fs::write(&payment_rules, "").unwrap();
-    let mut child = Command::new(BIN)
+    Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&config)
         .env("CARDGATE_DATABASE_URL", url)
@@ -68,9 +74,14 @@ fn start(dir: &Path, url: &str, webhook: &str) -> Replica {
         .env("CARDGATE_PAYMENT_RULES", &payment_rules)
         .env("CARDGATE_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Reads a spawned replica's banner (blocking until it has bound its port) and
+/// waits until it is ready.
+fn listening(mut child: Child) -> Replica {
     let stdout = child.stdout.take().unwrap();
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).unwrap();
@@ -499,6 +510,99 @@ fn database_down_and_back_fallback_answers_readyz_503_and_recovery_without_resta
     .unwrap();
     assert_eq!(status, 200);
     drop(replica);
+}
+
+#[test]
+fn a_replica_started_while_the_database_is_down_waits_and_serves_once_it_is_back() {
+    let _serial = serial();
+    let Some(server) = cardgate::store::postgres::testing::private().unwrap() else {
+        return;
+    };
+    let url = server.database().unwrap();
+    server.stop().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn(dir.path(), &url, "", Stdio::piped());
+    // Its log, line by line, on a thread: the test waits on what the replica
+    // says, never on the clock.
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let waiting = |n: usize| {
+        let mut seen = 0;
+        while seen < n {
+            let line = lines.recv_timeout(Duration::from_secs(30)).unwrap();
+            if line.contains("shared store unreachable at start") {
+                seen += 1;
+            }
+        }
+    };
+    // Two attempts logged (and retried): it is waiting, not exiting, and has
+    // printed no banner, so nothing is bound.
+    waiting(2);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "serve exited while waiting"
+    );
+    server.restart().unwrap();
+    let replica = listening(child);
+    let (_, ok) = post(
+        replica.addr,
+        &auth_request("iauth_late", 500, 100_000, false),
+    )
+    .unwrap();
+    assert_eq!(ok["approved"], json!(true), "{ok}");
+    drop(replica);
+}
+
+#[test]
+fn a_bounded_wait_for_the_database_ends_in_a_clear_error() {
+    let _serial = serial();
+    let Some(server) = cardgate::store::postgres::testing::private().unwrap() else {
+        return;
+    };
+    let url = server.database().unwrap();
+    server.stop().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.toml"), "").unwrap();
+    std::fs::write(dir.path().join("payment_rules.toml"), "").unwrap();
+    std::fs::write(
+        dir.path().join("cardgate.toml"),
+        format!("[webhook]\nsecrets = [\"{SECRET}\"]\n"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--wait-for-database",
+            "1s",
+            "--config",
+        ])
+        .arg(dir.path().join("cardgate.toml"))
+        .env("CARDGATE_DATABASE_URL", &url)
+        .env("CARDGATE_RULES", dir.path().join("rules.toml"))
+        .env(
+            "CARDGATE_PAYMENT_RULES",
+            dir.path().join("payment_rules.toml"),
+        )
+        .env("CARDGATE_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "bound while the database was down");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the shared store did not answer within")
+            && err.contains("--wait-for-database"),
+        "{err}"
+    );
 }
 
 #[test]

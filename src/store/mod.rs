@@ -43,9 +43,8 @@ pub use writer::Store;
 // `store/` no path can be mistaken for (or turn into) a use of the driver crate.
 pub use postgres::{
     Database, Options as DatabaseOptions, PgHolds, PgJournal, PostgresError,
-    cardholder_of as shared_cardholder_of, open_approvals as open_shared_approvals,
-    open_approvals_tool as open_shared_approvals_tool, read_decisions as read_shared_decisions,
-    read_facts as read_shared_facts,
+    cardholder_of as shared_cardholder_of, open_approvals_tool as open_shared_approvals_tool,
+    read_decisions as read_shared_decisions, read_facts as read_shared_facts,
 };
 pub use postgres::{
     count_decisions as count_shared_decisions, for_each_decision as for_each_shared_decision,

@@ -69,7 +69,7 @@ fn pg(e: tokio_postgres::Error) -> ApprovalStoreError {
 impl ApprovalStore for PgApprovalStore {
     async fn apply(&self, changes: Vec<Change>) -> Result<(), ApprovalStoreError> {
         let mut c = self.client().await?;
-        write::apply(&mut c, &changes).await
+        write::apply(&mut c, &changes, self.db.commits_async()).await
     }
 
     async fn hold_execution(&self, id: &str) -> Result<ExecutionHold, ApprovalStoreError> {
