@@ -419,11 +419,9 @@ pub fn main() -> ExitCode {
                 data_dir,
                 admin_listen,
             },
-            app::RulePaths {
-                rules,
-                payment_rules,
-            },
-            wait_for_database.map_or(app::DatabaseWait::Forever, app::DatabaseWait::UpTo),
+            rules,
+            payment_rules,
+            wait_for_database,
         ),
         Command::Ledger {
             command:
@@ -544,9 +542,15 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn serve(
     config_path: &Path,
     overrides: &Overrides,
-    paths: app::RulePaths,
-    wait: app::DatabaseWait,
+    rules: PathBuf,
+    payment_rules: PathBuf,
+    wait_for_database: Option<std::time::Duration>,
 ) -> anyhow::Result<ExitCode> {
+    let paths = app::RulePaths {
+        rules,
+        payment_rules,
+    };
+    let wait = wait_for_database.map_or(app::DatabaseWait::Forever, app::DatabaseWait::UpTo);
     let config =
         match Config::load(config_path, &ProcessEnv, overrides).map_err(anyhow::Error::from) {
             Ok(c) => c,
