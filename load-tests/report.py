@@ -272,11 +272,12 @@ def wrk_table(results_path, machine_path, command):
             "`async` sets `synchronous_commit = off`), each run on a fresh database. "
             "PostgreSQL, the replicas and (for `x3`) nginx as a round-robin load balancer "
             "all run on the server's one core: on two cores the three-replica rows show "
-            "what the replicated set-up costs, not how it scales. What limits them: "
-            "`async` — CPU on that one core (two round trips to the database per decision, "
-            "each a context switch to a PostgreSQL backend; x3 adds nginx's proxy hop); "
-            "`sync` — the disk's fsync (see the machine line), shared by the clients' "
-            "concurrent commits through PostgreSQL's group commit."
+            "what the replicated set-up costs, not how it scales. Each decision makes two "
+            "round trips to the database (snapshot, reserve) plus its decision-log commit, "
+            "each a context switch to a PostgreSQL backend on that core; `sync` also waits "
+            "for the disk's fsync (the machine line gives its p50/p99). Where `sync` and "
+            "`async` are about equal, fsync is not what limits the row: CPU and the "
+            "round trips are."
         )
     out.append("")
     head = "| server (one core) | `[store]` |" + "".join(f" round {r} req/s | ratio |" for r in rounds)
