@@ -32,6 +32,14 @@ VARIANTS = {
     "cardgate-nostore": "enabled = false",
 }
 
+# wrk-only rows: cardgate on PostgreSQL (scripts/bench), not in the k6 tables.
+PG_VARIANTS = {
+    "cardgate-pg-async": 'PostgreSQL, durability = "async"',
+    "cardgate-pg": 'PostgreSQL, durability = "sync"',
+    "cardgate-pg-async-x3": '3 replicas + nginx LB, PostgreSQL, "async"',
+    "cardgate-pg-x3": '3 replicas + nginx LB, PostgreSQL, "sync"',
+}
+
 
 def buckets(path, metric):
     """Cumulative bucket counts {le: count} summed over label sets."""
@@ -242,7 +250,7 @@ def splice(path, name, heading, section_path):
 def wrk_table(results_path, machine_path, command):
     rows = [json.loads(l) for l in open(results_path) if l.strip()]
     machine = open(machine_path).read().strip()
-    order = ["nginx", "baseline", "cardgate-nostore", "cardgate-async", "cardgate"]
+    order = ["nginx", "baseline", "cardgate-nostore", "cardgate-async", "cardgate", *PG_VARIANTS]
     rounds = sorted({r["round"] for r in rows})
     by = {(r["target"], r["round"]): r for r in rows}
     out = [f"Measured by `{command}` on {machine}.", ""]
@@ -256,6 +264,21 @@ def wrk_table(results_path, machine_path, command):
         "server near it is measured by wrk, not by itself. Ratio = req/s ÷ the bare hyper "
         "baseline's in the same round."
     )
+    if any(r["target"] in PG_VARIANTS for r in rows):
+        out.append("")
+        out.append(
+            "The `cardgate-pg` rows keep every hold and decision in a throwaway PostgreSQL "
+            "(the server's defaults: fsync on; `sync` commits each hold before answering, "
+            "`async` sets `synchronous_commit = off`), each run on a fresh database. "
+            "PostgreSQL, the replicas and (for `x3`) nginx as a round-robin load balancer "
+            "all run on the server's one core: on two cores the three-replica rows show "
+            "what the replicated set-up costs, not how it scales. Each decision makes two "
+            "round trips to the database (snapshot, reserve) plus its decision-log commit, "
+            "each a context switch to a PostgreSQL backend on that core; `sync` also waits "
+            "for the disk's fsync (the machine line gives its p50/p99). Where `sync` and "
+            "`async` are about equal, fsync is not what limits the row: CPU and the "
+            "round trips are."
+        )
     out.append("")
     head = "| server (one core) | `[store]` |" + "".join(f" round {r} req/s | ratio |" for r in rounds)
     out.append(head + " p99 (last round) | bad answers | fallbacks |")
@@ -276,7 +299,7 @@ def wrk_table(results_path, machine_path, command):
         fbs = [m.get("fallbacks") for m in mine if m and m.get("fallbacks") is not None]
         fb = sum(fbs) if fbs else "–"
         bad = sum((m or {}).get("bad", 0) for m in mine)
-        store = VARIANTS.get(t, "–")
+        store = VARIANTS.get(t) or PG_VARIANTS.get(t, "–")
         out.append(f"| {t} | {store} |{cells} {fmt_s(last['p99_us'] / 1e6)} | {bad} | {fb} |")
     return "\n".join(out) + "\n"
 

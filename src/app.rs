@@ -43,6 +43,20 @@ pub enum StartError {
     /// The PostgreSQL store could not be opened or migrated.
     #[error("refusing to start: the shared store is unusable: {0}")]
     Database(#[source] PostgresError),
+    /// The PostgreSQL store did not answer within `--wait-for-database`.
+    #[error(
+        "refusing to start: the shared store did not answer within {:.1} s ({attempts} \
+         attempts; --wait-for-database): {source}",
+        waited.as_secs_f64()
+    )]
+    DatabaseWait {
+        /// Connection attempts made.
+        attempts: u32,
+        /// How long `serve` waited.
+        waited: std::time::Duration,
+        /// The last attempt's error.
+        source: PostgresError,
+    },
     /// The listen address could not be bound.
     #[error("binding {addr}: {source}")]
     Bind {
@@ -119,14 +133,79 @@ pub struct Built {
 /// seconds (the contract says five).
 const STORE_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Opens the PostgreSQL store for `serve`: one pool for holds and the decision log
-/// (sized and timed by `[store]`), migrated by whichever process comes first.
+/// How long `serve` waits at start for a shared store that does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseWait {
+    /// Until it answers (the default): a replica started during a database
+    /// outage joins when the database is back, like the running ones recover.
+    Forever,
+    /// At most this long, then the start fails (a supervisor restarts it).
+    UpTo(std::time::Duration),
+}
+
+/// The first pause between connection attempts at start; it doubles up to
+/// [`CONNECT_RETRY_MAX`], so an outage costs a log line every ten seconds, not
+/// a flood, and a database that is back is noticed within that.
+const CONNECT_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+const CONNECT_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connects and migrates, retrying while the server cannot be reached (one
+/// warning per attempt). A URL that does not parse or a schema newer than this
+/// build will not improve by waiting and fail at once.
+async fn connect_waiting(
+    url: &str,
+    options: &DatabaseOptions,
+    wait: DatabaseWait,
+) -> Result<Database, StartError> {
+    let started = tokio::time::Instant::now();
+    let mut pause = CONNECT_RETRY_FIRST;
+    let mut attempts = 0_u32;
+    loop {
+        attempts += 1;
+        let e = match Database::connect_with(url, options).await {
+            Ok(db) => {
+                if attempts > 1 {
+                    tracing::warn!(db = %db.name(), attempts, "shared store answers; starting");
+                }
+                return Ok(db);
+            }
+            Err(e @ (PostgresError::Url(_) | PostgresError::TooNew { .. })) => {
+                return Err(StartError::Database(e));
+            }
+            Err(e) => e,
+        };
+        let waited = started.elapsed();
+        if let DatabaseWait::UpTo(limit) = wait
+            && waited + pause > limit
+        {
+            return Err(StartError::DatabaseWait {
+                attempts,
+                waited,
+                source: e,
+            });
+        }
+        tracing::warn!(
+            attempt = attempts,
+            retry_in_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+            error = %e,
+            "shared store unreachable at start; waiting for it before listening"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(CONNECT_RETRY_MAX);
+    }
+}
+
+/// Opens the PostgreSQL store for `serve`: the replica's one pool (sized and
+/// timed by `[store]`) for holds, the decision log, approvals and rule sets,
+/// migrated by whichever process comes first. Waits for the server as `wait`
+/// says; nothing is bound meanwhile.
 ///
 /// # Errors
-/// The database cannot be reached, migrated or used.
+/// The database cannot be reached (within `wait`), migrated or used.
 pub async fn open_shared_store(
     config: &Config,
     url: &str,
+    wait: DatabaseWait,
 ) -> Result<(Arc<PgHolds>, Arc<PgJournal>, Database), StartError> {
     let options = DatabaseOptions {
         pool_size: config.store.pool_size,
@@ -134,9 +213,7 @@ pub async fn open_shared_store(
         synchronous_commit: config.store.durability == crate::config::Durability::Sync,
         ..DatabaseOptions::default()
     };
-    let db = Database::connect_with(url, &options)
-        .await
-        .map_err(StartError::Database)?;
+    let db = connect_waiting(url, &options, wait).await?;
     db.warm(options.pool_size).await;
     tracing::info!(db = %db.name(), pool = options.pool_size, "shared store opened");
     let holds = Arc::new(PgHolds::new(db.clone()));
@@ -150,6 +227,20 @@ pub async fn open_shared_store(
 /// # Errors
 /// A rules file, the store or the approvals tables cannot be used.
 pub async fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Built, StartError> {
+    build_with(config, paths, clock, DatabaseWait::Forever).await
+}
+
+/// [`build`], waiting for a shared store as `wait` says (`serve
+/// --wait-for-database`).
+///
+/// # Errors
+/// A rules file, the store or the approvals tables cannot be used.
+pub async fn build_with(
+    config: Config,
+    paths: RulePaths,
+    clock: Clock,
+    wait: DatabaseWait,
+) -> Result<Built, StartError> {
     crate::metrics::install();
     let file_rules = RuleSet::load(&paths.rules)?;
     let payment_rules = PaymentRuleSet::load(&paths.payment_rules)?;
@@ -168,7 +259,7 @@ pub async fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Bui
             tracing::warn!(
                 "behavioural signals (velocity.*, history.*) are per replica with a shared store"
             );
-            let (holds, journal, db) = open_shared_store(&config, url).await?;
+            let (holds, journal, db) = open_shared_store(&config, url, wait).await?;
             backend = Some(Backend::Shared(holds, journal));
             database = Some(db);
         } else {
@@ -176,7 +267,7 @@ pub async fn build(config: Config, paths: RulePaths, clock: Clock) -> Result<Bui
             signals = rebuilt_signals(&store, &clock)?;
             backend = Some(Backend::Local(ledger, store));
         }
-        let (live, opened) = open_shared(&config, &paths, file_rules).await?;
+        let (live, opened) = open_shared(&config, &paths, file_rules, database.as_ref()).await?;
         shared = Some(opened);
         live
     } else {
@@ -391,13 +482,15 @@ struct Shared {
     sync_url: Option<String>,
 }
 
-/// Opens approvals and the published rule sets (PostgreSQL when a database URL
-/// is set, else SQLite in the data dir); the `--rules` file seeds an empty store.
-/// Returns the set to make live: the store's newest.
+/// Opens approvals and the published rule sets (PostgreSQL, on the replica's
+/// one pool `database`, when a database URL is set, else SQLite in the data
+/// dir); the `--rules` file seeds an empty store. Returns the set to make live:
+/// the store's newest.
 async fn open_shared(
     config: &Config,
     paths: &RulePaths,
     file_rules: RuleSet,
+    database: Option<&Database>,
 ) -> Result<(RuleSet, Shared), StartError> {
     use crate::approvals::Approvals;
     use crate::rules::published::{RulesetStore, Rulesets};
@@ -406,25 +499,25 @@ async fn open_shared(
         ..config.approvals.clone()
     };
     let approvals_error = |e: String| StartError::Approvals(e);
-    let opened: (Approvals, Arc<dyn RulesetStore>, _) = if let Some(url) = config.store.url.clone()
-    {
-        let shared = crate::store::replicas::open(&url, settings)
-            .await
-            .map_err(|e| approvals_error(e.to_string()))?;
-        tracing::info!(
-            db = shared.name,
-            "approvals and rule sets in PostgreSQL, shared by replicas"
-        );
-        (shared.approvals, shared.rulesets, Some(url))
-    } else {
-        let dir = &config.store.data_dir;
-        let approvals = crate::store::approvals::open(dir, settings)
-            .await
-            .map_err(|e| approvals_error(e.to_string()))?;
-        let store =
-            crate::store::rulesets::SqliteRulesetStore::open(dir).map_err(StartError::Store)?;
-        (approvals, Arc::new(store), None)
-    };
+    let opened: (Approvals, Arc<dyn RulesetStore>, _) =
+        if let (Some(url), Some(db)) = (config.store.url.clone(), database) {
+            let shared = crate::store::replicas::open(db, settings)
+                .await
+                .map_err(|e| approvals_error(e.to_string()))?;
+            tracing::info!(
+                db = shared.name,
+                "approvals and rule sets in PostgreSQL, shared by replicas"
+            );
+            (shared.approvals, shared.rulesets, Some(url))
+        } else {
+            let dir = &config.store.data_dir;
+            let approvals = crate::store::approvals::open(dir, settings)
+                .await
+                .map_err(|e| approvals_error(e.to_string()))?;
+            let store =
+                crate::store::rulesets::SqliteRulesetStore::open(dir).map_err(StartError::Store)?;
+            (approvals, Arc::new(store), None)
+        };
     let (approvals, store, sync_url) = opened;
     let actor = format!("file:{}", paths.rules.display());
     let opened = Rulesets::open(

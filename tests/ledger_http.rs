@@ -4,8 +4,8 @@
 //! PostgreSQL (issue 14, a fresh database on the throwaway server of
 //! `tests/common/postgres.rs`; skipped without one unless required).
 //!
-//! Helpers live in this file (not `tests/common/`) so they stay independent of
-//! other suites' builders.
+//! The raw-HTTP client and payloads are `tests/common/raw.rs`, shared with
+//! `postgres_replicas.rs`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -24,12 +24,10 @@ use serde_json::{Value, json};
 
 mod common;
 
+use common::raw::{self, CARD, approved_amount, auth_request, card_daily_total, fixture, get, now};
+
 const SECRET: &str = "whsec_ledger_test_secret";
 const BIN: &str = env!("CARGO_BIN_EXE_cardgate");
-
-fn now() -> i64 {
-    cardgate::clock::Clock::system().now()
-}
 
 // === backends ===
 
@@ -133,82 +131,13 @@ fn stop(mut s: Server) {
 
 // === HTTP ===
 
-fn parse_response(out: &[u8]) -> Option<(u16, Value)> {
-    let text = std::str::from_utf8(out).ok()?;
-    let status = text.get(9..12)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n")?.1;
-    Some((status, serde_json::from_str(body).unwrap_or(Value::Null)))
-}
-
-fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return (0, Value::Null);
-    };
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    parse_response(&out).unwrap_or((0, Value::Null))
-}
-
-fn signed(body: &[u8]) -> Vec<u8> {
-    let sig = cardgate::stripe::sign_header(&[SECRET.to_string()], now(), body);
-    let mut raw = format!(
-        "POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-         Stripe-Signature: {sig}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    raw.extend_from_slice(body);
-    raw
-}
-
-/// Sends an event; `None` when the connection failed (server killed).
+/// Sends an event signed with this file's secret; `None` when the connection
+/// failed (server killed).
 fn post(addr: SocketAddr, event: &Value) -> Option<(u16, Value)> {
-    let raw = signed(&serde_json::to_vec(event).unwrap());
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.write_all(&raw).ok()?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).ok()?;
-    parse_response(&out)
+    raw::post(addr, SECRET, event)
 }
 
 // === payloads ===
-
-fn fixture(name: &str) -> Value {
-    let path = format!(
-        "{}/tests/fixtures/events/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-const CARD: &str = "ic_1SbsKNr3Lk8vT3cGAOiDXANR";
-
-/// An authorization request on the fixture card with a card-level daily limit.
-fn auth_request(id: &str, amount: i64, daily_limit: i64, controllable: bool) -> Value {
-    let mut e = fixture("issuing_authorization.request.json");
-    e["id"] = json!(format!("evt_{id}"));
-    let o = &mut e["data"]["object"];
-    o["id"] = json!(id);
-    o["created"] = json!(now());
-    o["pending_request"]["amount"] = json!(amount);
-    o["pending_request"]["merchant_amount"] = json!(amount);
-    o["pending_request"]["is_amount_controllable"] = json!(controllable);
-    o["card"]["spending_controls"]["spending_limits"] =
-        json!([{"amount": daily_limit, "interval": "daily", "categories": null}]);
-    o["card"]["spending_controls"]["spending_limits_currency"] = json!("usd");
-    e
-}
-
-fn approved_amount(resp: &Value, requested: i64) -> i64 {
-    match resp["approved"].as_bool() {
-        Some(true) => resp["amount"].as_i64().unwrap_or(requested),
-        _ => 0,
-    }
-}
 
 /// `cardgate ledger show` output.
 fn show(dir: &Path, at: i64) -> String {
@@ -233,13 +162,6 @@ fn show_on(dir: &Path, at: i64, backend: &Backend) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn card_daily_total(show: &str) -> i64 {
-    show.lines()
-        .find(|l| l.trim_start().starts_with("daily"))
-        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("card=")))
-        .map_or(0, |v| v.parse().unwrap())
 }
 
 // === tests ===

@@ -5,7 +5,8 @@
 //! HTTP/1.1 on 127.0.0.1: no overspend under a burst spread over replicas, a
 //! duplicate delivery held once and answered alike, lifecycle events on one
 //! replica releasing a hold another made, `kill -9` of a replica mid-burst
-//! losing no answered approval, and the database going down and coming back.
+//! losing no answered approval, the database going down and coming back, and a
+//! replica started while the database is down.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,8 +15,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use common::raw::{self, CARD, approved_amount, auth_request, card_daily_total, fixture, get, now};
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -26,11 +29,6 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "whsec_replica_test_secret";
 const BIN: &str = env!("CARGO_BIN_EXE_cardgate");
-const CARD: &str = "ic_1SbsKNr3Lk8vT3cGAOiDXANR";
-
-fn now() -> i64 {
-    cardgate::clock::Clock::system().now()
-}
 
 // === replicas ===
 
@@ -49,6 +47,11 @@ impl Drop for Replica {
 /// Starts one replica on `url`; `webhook` adds lines to its `[webhook]` section.
 /// The data directory it is given must stay untouched.
 fn start(dir: &Path, url: &str, webhook: &str) -> Replica {
+    listening(spawn(dir, url, webhook, Stdio::inherit()))
+}
+
+/// Spawns `cardgate serve` on `url` (see [`start`]) without waiting for it.
+fn spawn(dir: &Path, url: &str, webhook: &str, stderr: Stdio) -> Child {
     let config = dir.join("cardgate.toml");
     std::fs::write(
         &config,
@@ -59,7 +62,7 @@ fn start(dir: &Path, url: &str, webhook: &str) -> Replica {
     std::fs::write(&rules, "").unwrap();
     let payment_rules = dir.join("payment_rules.toml");
     std::fs::write(&payment_rules, "").unwrap();
-    let mut child = Command::new(BIN)
+    Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&config)
         .env("CARDGATE_DATABASE_URL", url)
@@ -68,9 +71,14 @@ fn start(dir: &Path, url: &str, webhook: &str) -> Replica {
         .env("CARDGATE_PAYMENT_RULES", &payment_rules)
         .env("CARDGATE_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Reads a spawned replica's banner (blocking until it has bound its port) and
+/// waits until it is ready.
+fn listening(mut child: Child) -> Replica {
     let stdout = child.stdout.take().unwrap();
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).unwrap();
@@ -109,69 +117,13 @@ fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 
 // === HTTP ===
 
-fn parse_response(out: &[u8]) -> Option<(u16, Value)> {
-    let text = std::str::from_utf8(out).ok()?;
-    let status = text.get(9..12)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n")?.1;
-    Some((status, serde_json::from_str(body).unwrap_or(Value::Null)))
-}
-
-fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return (0, Value::Null);
-    };
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    parse_response(&out).unwrap_or((0, Value::Null))
-}
-
-/// Sends a signed event; `None` when the connection failed (replica killed).
+/// Sends an event signed with this file's secret; `None` when the connection
+/// failed (replica killed).
 fn post(addr: SocketAddr, event: &Value) -> Option<(u16, Value)> {
-    let body = serde_json::to_vec(event).unwrap();
-    let sig = cardgate::stripe::sign_header(&[SECRET.to_string()], now(), &body);
-    let mut raw = format!(
-        "POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-         Stripe-Signature: {sig}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    raw.extend_from_slice(&body);
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.write_all(&raw).ok()?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).ok()?;
-    parse_response(&out)
+    raw::post(addr, SECRET, event)
 }
 
 // === payloads ===
-
-fn fixture(name: &str) -> Value {
-    let path = format!(
-        "{}/tests/fixtures/events/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-/// An authorization request on the fixture card with a card-level daily limit.
-fn auth_request(id: &str, amount: i64, daily_limit: i64, controllable: bool) -> Value {
-    let mut e = fixture("issuing_authorization.request.json");
-    e["id"] = json!(format!("evt_{id}"));
-    let o = &mut e["data"]["object"];
-    o["id"] = json!(id);
-    o["created"] = json!(now());
-    o["pending_request"]["amount"] = json!(amount);
-    o["pending_request"]["merchant_amount"] = json!(amount);
-    o["pending_request"]["is_amount_controllable"] = json!(controllable);
-    o["card"]["spending_controls"]["spending_limits"] =
-        json!([{"amount": daily_limit, "interval": "daily", "categories": null}]);
-    o["card"]["spending_controls"]["spending_limits_currency"] = json!("usd");
-    e
-}
 
 /// `issuing_authorization.updated`: authorization `id` (one approved request of
 /// `held`) now `status` with `amount` left.
@@ -189,13 +141,6 @@ fn auth_updated(evt: &str, id: &str, created: i64, status: &str, amount: i64, he
     e
 }
 
-fn approved_amount(resp: &Value, requested: i64) -> i64 {
-    match resp["approved"].as_bool() {
-        Some(true) => resp["amount"].as_i64().unwrap_or(requested),
-        _ => 0,
-    }
-}
-
 /// `cardgate ledger show` on the database at `url` (a CLI beside the replicas).
 fn show(url: &str, at: i64) -> String {
     let out = Command::new(BIN)
@@ -211,13 +156,6 @@ fn show(url: &str, at: i64) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn card_daily_total(show: &str) -> i64 {
-    show.lines()
-        .find(|l| l.trim_start().starts_with("daily"))
-        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("card=")))
-        .map_or(0, |v| v.parse().unwrap())
 }
 
 /// One test of this file at a time: each runs three replicas and a burst, and on
@@ -499,6 +437,99 @@ fn database_down_and_back_fallback_answers_readyz_503_and_recovery_without_resta
     .unwrap();
     assert_eq!(status, 200);
     drop(replica);
+}
+
+#[test]
+fn a_replica_started_while_the_database_is_down_waits_and_serves_once_it_is_back() {
+    let _serial = serial();
+    let Some(server) = cardgate::store::postgres::testing::private().unwrap() else {
+        return;
+    };
+    let url = server.database().unwrap();
+    server.stop().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn(dir.path(), &url, "", Stdio::piped());
+    // Its log, line by line, on a thread: the test waits on what the replica
+    // says, never on the clock.
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let waiting = |n: usize| {
+        let mut seen = 0;
+        while seen < n {
+            let line = lines.recv_timeout(Duration::from_secs(30)).unwrap();
+            if line.contains("shared store unreachable at start") {
+                seen += 1;
+            }
+        }
+    };
+    // Two attempts logged (and retried): it is waiting, not exiting, and has
+    // printed no banner, so nothing is bound.
+    waiting(2);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "serve exited while waiting"
+    );
+    server.restart().unwrap();
+    let replica = listening(child);
+    let (_, ok) = post(
+        replica.addr,
+        &auth_request("iauth_late", 500, 100_000, false),
+    )
+    .unwrap();
+    assert_eq!(ok["approved"], json!(true), "{ok}");
+    drop(replica);
+}
+
+#[test]
+fn a_bounded_wait_for_the_database_ends_in_a_clear_error() {
+    let _serial = serial();
+    let Some(server) = cardgate::store::postgres::testing::private().unwrap() else {
+        return;
+    };
+    let url = server.database().unwrap();
+    server.stop().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.toml"), "").unwrap();
+    std::fs::write(dir.path().join("payment_rules.toml"), "").unwrap();
+    std::fs::write(
+        dir.path().join("cardgate.toml"),
+        format!("[webhook]\nsecrets = [\"{SECRET}\"]\n"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--wait-for-database",
+            "1s",
+            "--config",
+        ])
+        .arg(dir.path().join("cardgate.toml"))
+        .env("CARDGATE_DATABASE_URL", &url)
+        .env("CARDGATE_RULES", dir.path().join("rules.toml"))
+        .env(
+            "CARDGATE_PAYMENT_RULES",
+            dir.path().join("payment_rules.toml"),
+        )
+        .env("CARDGATE_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "bound while the database was down");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the shared store did not answer within")
+            && err.contains("--wait-for-database"),
+        "{err}"
+    );
 }
 
 #[test]

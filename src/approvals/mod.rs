@@ -19,7 +19,10 @@
 //! ```
 //! A request found in `requires_execution` at start-up (the process stopped while
 //! running it) is marked `failed`, never re-run: running an action twice is worse
-//! than asking again.
+//! than asking again. With replicas on one database, "found at start-up" is not
+//! "stopped": the approving process holds the request's execution in the store
+//! ([`ApprovalStore::hold_execution`]) from before its approval commits until its
+//! result does, and recovery fails only the requests nobody holds.
 
 pub mod action;
 pub mod events;
@@ -48,7 +51,7 @@ pub use model::{
 pub use overrides::{AllowanceClaim, AllowanceKey, CLAIM_LEASE_SECS, ClaimGuard, OverrideTable};
 pub use perform::LiveRules;
 pub use policy::{ApprovalRule, Control, Reviewers};
-pub use store::{ApprovalStore, ApprovalStoreError, Change};
+pub use store::{ApprovalStore, ApprovalStoreError, Change, ExecutionHold, HeldExecution};
 
 pub use crate::clock::Clock;
 pub use crate::config::ApprovalsConfig;

@@ -349,11 +349,22 @@ impl Approvals {
         rules: &Arc<dyn LiveRules>,
     ) -> Result<ApprovalRequest, Error> {
         self.expire_due().await?;
-        let approved = self.take(id, actor, &Step::Approve(reason)).await?;
+        // Held before the approval commits, so no instant exists where another
+        // replica's recovery sees `requires_execution` with nobody holding it.
+        let hold = self.store.hold_execution(id).await?;
+        let approved = match self.take(id, actor, &Step::Approve(reason)).await {
+            Ok(approved) => approved,
+            Err(e) => {
+                hold.release().await;
+                return Err(e);
+            }
+        };
         let result = self
             .execute_approved(&approved.requested_by, &approved.action, rules)
             .await;
-        self.take(id, actor, &Step::Executed(&result)).await
+        let done = self.take(id, actor, &Step::Executed(&result)).await;
+        hold.release().await;
+        done
     }
 
     async fn execute_approved(
@@ -522,7 +533,7 @@ impl Approvals {
             // ledger's writer wait behind it.
             let reqs = match step {
                 Step::Expire => self.store.lapsed_requests(&Status::EXPIRING, now).await?,
-                _ => self.store.requests_in(Status::RequiresExecution).await?,
+                _ => self.abandoned().await?,
             };
             if reqs.is_empty() {
                 return Ok(0);
@@ -538,12 +549,30 @@ impl Approvals {
         Err(contended())
     }
 
+    /// Requests in `requires_execution` that no live process is executing. Read
+    /// before the store is asked: an execution holds its request from before its
+    /// approval commits until its result does, so one found unheld after it was
+    /// read in this status was abandoned — or has just finished, and then the
+    /// transition's status guard finds it moved on.
+    async fn abandoned(&self) -> Result<Vec<ApprovalRequest>, Error> {
+        let mut abandoned = Vec::new();
+        for req in self.store.requests_in(Status::RequiresExecution).await? {
+            if self.store.execution_held(&req.id).await? {
+                tracing::info!(request = %req.id, "approved action running elsewhere; not interrupted");
+            } else {
+                abandoned.push(req);
+            }
+        }
+        Ok(abandoned)
+    }
+
     /// Expires every open request past its `expires_at`; returns how many.
     pub async fn expire_due(&self) -> Result<usize, Error> {
         self.sweep(&Step::Expire).await
     }
 
-    /// Marks executions cut short by a stop as failed (see the module doc of
+    /// Marks executions cut short by a stop as failed, leaving alone those a live
+    /// process (another replica) is running (see the module doc of
     /// [`crate::approvals`]).
     pub(super) async fn recover(&self) -> Result<(), Error> {
         self.sweep(&Step::Interrupted).await.map(|_| ())

@@ -124,12 +124,73 @@ pub enum Change {
     },
 }
 
+/// A backend's mark that this process is executing an approved request (see
+/// [`ApprovalStore::hold_execution`]). Dropping it without [`release`] (a task
+/// aborted, a panic) must still free the mark, at the latest when the process
+/// or its connection ends.
+///
+/// [`release`]: HeldExecution::release
+#[async_trait]
+pub trait HeldExecution: Send + Sync {
+    /// Frees the mark: the request's result is committed (or it never started).
+    async fn release(self: Box<Self>);
+}
+
+/// What [`ApprovalStore::hold_execution`] answers: empty where one process owns
+/// the database and there is nobody to tell.
+#[derive(Default)]
+pub struct ExecutionHold(Option<Box<dyn HeldExecution>>);
+
+impl ExecutionHold {
+    /// A hold a backend keeps until released or dropped.
+    pub fn held(mark: Box<dyn HeldExecution>) -> Self {
+        ExecutionHold(Some(mark))
+    }
+
+    /// Frees the mark, if any.
+    pub async fn release(self) {
+        if let Some(mark) = self.0 {
+            mark.release().await;
+        }
+    }
+}
+
+impl std::fmt::Debug for ExecutionHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ExecutionHold")
+            .field(&self.0.is_some())
+            .finish()
+    }
+}
+
 /// The approvals database.
 #[async_trait]
 pub trait ApprovalStore: Send + Sync + std::fmt::Debug + 'static {
     /// Applies `changes` in order in one transaction, all or nothing; a failed
     /// guard answers [`ApprovalStoreError::Stale`].
     async fn apply(&self, changes: Vec<Change>) -> Result<(), ApprovalStoreError>;
+
+    // --- executions in flight ---
+
+    /// Marks request `id` as being executed by this process, from before its
+    /// approval commits until its result does, so that another process's
+    /// start-up recovery leaves it alone (it fails only requests nobody holds).
+    /// Waits while another process holds it: that is a concurrent approval of
+    /// the same request, which the caller then finds already approved.
+    ///
+    /// The default marks nothing: one process owns the database (SQLite), so
+    /// whatever recovery finds at start-up was left by a process that stopped.
+    async fn hold_execution(&self, id: &str) -> Result<ExecutionHold, ApprovalStoreError> {
+        let _ = id;
+        Ok(ExecutionHold::default())
+    }
+
+    /// Whether a live process holds request `id`'s execution
+    /// ([`hold_execution`](Self::hold_execution)). Default: no (one process).
+    async fn execution_held(&self, id: &str) -> Result<bool, ApprovalStoreError> {
+        let _ = id;
+        Ok(false)
+    }
 
     // --- keys ---
 

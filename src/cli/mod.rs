@@ -90,6 +90,12 @@ pub(crate) enum Command {
             default_value = "config/payment_rules.toml"
         )]
         payment_rules: PathBuf,
+        /// With a database URL: how long to wait at start for a PostgreSQL that
+        /// does not answer (30s, 5m; humantime) before exiting with an error.
+        /// Unset: wait until it answers, logging each attempt (every 0.5 s,
+        /// doubling to every 10 s). Nothing is bound while waiting.
+        #[arg(long, env = "CARDGATE_DATABASE_WAIT", value_parser = humantime::parse_duration)]
+        wait_for_database: Option<std::time::Duration>,
     },
     /// Inspect the spend ledger stored in the data directory.
     Ledger {
@@ -405,6 +411,7 @@ pub fn main() -> ExitCode {
             data_dir,
             rules,
             payment_rules,
+            wait_for_database,
         } => serve(
             &config,
             &Overrides {
@@ -412,10 +419,9 @@ pub fn main() -> ExitCode {
                 data_dir,
                 admin_listen,
             },
-            app::RulePaths {
-                rules,
-                payment_rules,
-            },
+            rules,
+            payment_rules,
+            wait_for_database,
         ),
         Command::Ledger {
             command:
@@ -536,8 +542,15 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn serve(
     config_path: &Path,
     overrides: &Overrides,
-    paths: app::RulePaths,
+    rules: PathBuf,
+    payment_rules: PathBuf,
+    wait_for_database: Option<std::time::Duration>,
 ) -> anyhow::Result<ExitCode> {
+    let paths = app::RulePaths {
+        rules,
+        payment_rules,
+    };
+    let wait = wait_for_database.map_or(app::DatabaseWait::Forever, app::DatabaseWait::UpTo);
     let config =
         match Config::load(config_path, &ProcessEnv, overrides).map_err(anyhow::Error::from) {
             Ok(c) => c,
@@ -549,7 +562,7 @@ fn serve(
         };
     let clock = crate::clock::Clock::system();
     runtime()?.block_on(async move {
-        let built = match app::build(config, paths, clock).await {
+        let built = match app::build_with(config, paths, clock, wait).await {
             Ok(b) => b,
             Err(e) if e.is_config() => {
                 eprintln!("error: {e}");

@@ -12,6 +12,7 @@
 )]
 
 pub mod postgres;
+pub mod raw;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;

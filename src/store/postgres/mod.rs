@@ -104,6 +104,8 @@ pub enum PostgresError {
 pub struct Database {
     pool: Pool,
     name: Arc<str>,
+    /// Sessions set `synchronous_commit = off` (`async` durability).
+    commits_async: bool,
 }
 
 impl std::fmt::Debug for Database {
@@ -189,9 +191,19 @@ impl Database {
                 db: name.to_string(),
                 message: e.to_string(),
             })?;
-        let db = Database { pool, name };
+        let db = Database {
+            pool,
+            name,
+            commits_async: !options.synchronous_commit,
+        };
         schema::migrate(&db).await?;
         Ok(db)
+    }
+
+    /// Whether the pool's sessions commit asynchronously (`async` durability):
+    /// writers that must stay durable turn it back on for their transaction.
+    pub fn commits_async(&self) -> bool {
+        self.commits_async
     }
 
     /// The database as `postgres://user@host:port/name` (no password).
@@ -313,6 +325,17 @@ async fn start(
     mode: Mode,
 ) -> Result<Approvals, PostgresError> {
     let db = Database::connect(url).await?;
+    approvals_on(&db, settings, clock, mode).await
+}
+
+/// The approvals service on an opened database (`serve` passes its one pool,
+/// see `sync.rs`; the functions above open one of their own).
+pub(crate) async fn approvals_on(
+    db: &Database,
+    settings: ApprovalsConfig,
+    clock: Clock,
+    mode: Mode,
+) -> Result<Approvals, PostgresError> {
     let store = PgApprovalStore::new(db.clone());
     Approvals::open(Arc::new(store), settings, clock, mode)
         .await

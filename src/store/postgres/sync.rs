@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use super::notify::{Changed, Listener};
 use super::rulesets::{PgClaimGuard, PgRulesetStore};
-use super::{Database, PgApprovalStore, PostgresError};
+use super::{Database, PostgresError};
 use crate::approvals::{Approvals, ApprovalsConfig, Clock, LiveRules, Mode};
 use crate::rules::published::{OpenError, RulesetStore};
 
@@ -37,23 +37,29 @@ pub struct Opened {
     pub name: String,
 }
 
-/// Connects to `url` (migrating it), opens approvals for `serve` with their
+/// Opens approvals for `serve` on the replica's one pool `db` (the pool holds
+/// and the decision log use, opened by `app::open_shared_store`), with their
 /// allowance claims guarded in the database, and the rule-set store.
 ///
+/// One pool, not one per use: the pool's sessions carry the decision path's
+/// `statement_timeout` and, in `async` durability, `synchronous_commit = off`.
+/// Approval statements are small indexed reads and writes that fit the same
+/// timeout; their transactions turn `synchronous_commit` back on for themselves
+/// (`approvals/write.rs`), and because WAL is flushed in order, that commit also
+/// makes durable a rule set published just before it on the same path (every
+/// publish is followed by its security-history row). The execution lock waits
+/// under a longer timeout of its own (`approvals/execution.rs`).
+///
 /// # Errors
-/// The database cannot be reached, migrated or read.
-pub async fn open(url: &str, settings: ApprovalsConfig) -> Result<Opened, PostgresError> {
-    let db = Database::connect(url).await?;
+/// The database cannot be read.
+pub async fn open(db: &Database, settings: ApprovalsConfig) -> Result<Opened, PostgresError> {
     let clock = Clock::with_offset(settings.clock_offset);
-    let store = Arc::new(PgApprovalStore::new(db.clone()));
-    let approvals = Approvals::open(store, settings, clock, Mode::Serve)
-        .await
-        .map_err(|e| db.error(e.to_string()))?;
+    let approvals = super::approvals_on(db, settings, clock, Mode::Serve).await?;
     approvals.guard_allowances(Arc::new(PgClaimGuard::new(db.clone())));
     Ok(Opened {
         approvals,
         name: db.name().to_string(),
-        rulesets: Arc::new(PgRulesetStore::new(db)),
+        rulesets: Arc::new(PgRulesetStore::new(db.clone())),
     })
 }
 

@@ -8,7 +8,12 @@
 //! claims the entries it returns (`FOR UPDATE SKIP LOCKED`, next attempt moved
 //! ahead by `read::CLAIM_MS`), so two replicas' outbox loops do not send the same
 //! entry; the attempt's `Change::Attempted` then sets the real next attempt.
+//!
+//! Another, because several processes share the database: an execution in
+//! flight is held with a session advisory lock (`execution.rs`), so a replica's
+//! start-up recovery fails only executions whose process is gone.
 
+mod execution;
 mod read;
 mod write;
 
@@ -20,7 +25,9 @@ use crate::approvals::model::{
     Allowance, ApiKey, ApprovalRequest, ControlOverride, Delivery, EventRecord, HistoryEntry,
     HistoryFilter, RequestFilter, Status,
 };
-use crate::approvals::{ActionKind, ApprovalRule, ApprovalStore, ApprovalStoreError, Change};
+use crate::approvals::{
+    ActionKind, ApprovalRule, ApprovalStore, ApprovalStoreError, Change, ExecutionHold,
+};
 
 /// Approvals' tables in one PostgreSQL database.
 #[derive(Clone, Debug)]
@@ -62,7 +69,15 @@ fn pg(e: tokio_postgres::Error) -> ApprovalStoreError {
 impl ApprovalStore for PgApprovalStore {
     async fn apply(&self, changes: Vec<Change>) -> Result<(), ApprovalStoreError> {
         let mut c = self.client().await?;
-        write::apply(&mut c, &changes).await
+        write::apply(&mut c, &changes, self.db.commits_async()).await
+    }
+
+    async fn hold_execution(&self, id: &str) -> Result<ExecutionHold, ApprovalStoreError> {
+        execution::hold(&self.db, id).await
+    }
+
+    async fn execution_held(&self, id: &str) -> Result<bool, ApprovalStoreError> {
+        execution::held(&self.db, id).await
     }
 
     async fn key_by_hash(

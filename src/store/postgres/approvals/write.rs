@@ -25,8 +25,21 @@ type Result<T> = std::result::Result<T, ApprovalStoreError>;
 /// Unique indexes that back a guard (see `schema.rs`).
 const GUARD_INDEXES: [&str; 2] = ["approval_rules_one_active", "approval_requests_one_open"];
 
-pub(super) async fn apply(client: &mut tokio_postgres::Client, changes: &[Change]) -> Result<()> {
+pub(super) async fn apply(
+    client: &mut tokio_postgres::Client,
+    changes: &[Change],
+    commits_async: bool,
+) -> Result<()> {
     let tx = client.transaction().await.map_err(pg)?;
+    // `serve` shares one pool with the decision path, whose sessions commit
+    // asynchronously in `async` durability; security history and approval state
+    // are committed durably all the same. (Only then: a session left alone keeps
+    // the server's setting, which may be stronger, e.g. `remote_apply`.)
+    if commits_async {
+        tx.batch_execute("SET LOCAL synchronous_commit = on")
+            .await
+            .map_err(pg)?;
+    }
     let mut outcome = Ok(());
     for change in changes {
         outcome = one(&tx, change).await;
