@@ -490,14 +490,17 @@ async fn a_guard_that_no_longer_holds_writes_nothing(b: Backend) {
 async fn concurrent_approvals_run_the_action_once(b: Backend) {
     let f = Arc::new(fixture(b).await);
     gate_publish(&f).await;
-    let id = gated(&f).await;
-    f.a.submit(&f.agent, &id, None).await.unwrap();
+    // The second reviewer exists before the request opens: a key created after it
+    // may not review it, and on the wall clock "after" was a second boundary away
+    // (the test failed whenever one fell between the two).
     let second =
         f.a.create_key(&Actor::cli(), Role::Reviewer, None)
             .await
             .unwrap()
             .1;
     let second = f.a.authenticate(&second).await.unwrap();
+    let id = gated(&f).await;
+    f.a.submit(&f.agent, &id, None).await.unwrap();
     let (x, y) = tokio::join!(
         f.a.approve(&f.reviewer, &id, None, &f.rules),
         f.a.approve(&second, &id, None, &f.rules)
