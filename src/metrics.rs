@@ -98,6 +98,7 @@ pub fn install() -> PrometheusHandle {
             describe();
             register_stages();
             register_zeros();
+            register_hot();
             handle
         })
         .clone()
@@ -532,6 +533,87 @@ fn register_stages() {
     STAGES.get_or_init(|| {
         Stage::ALL.map(|s| metrics::histogram!(WEBHOOK_STAGE_DURATION, "stage" => s.as_str()))
     });
+}
+
+/// The series every webhook request touches, resolved once when the recorder is
+/// installed: through the `counter!`/`histogram!` macros each update builds a key
+/// from its labels, hashes it and looks it up in the registry; a handle is one
+/// atomic update. The label values are the same tables [`FAMILIES`] lists, so names
+/// and labels are the ones the macros would give.
+struct Hot {
+    /// `AUTHORIZATIONS` by `OUTCOMES` index × `REASONS.len()` + `REASONS` index.
+    authorizations: Vec<metrics::Counter>,
+    webhook_duration: metrics::Histogram,
+    /// `HTTP_RESPONSES` by `ROUTES` × `STATUSES` index, each resolved at its first
+    /// use: the family is not registered at zero (most combinations never occur),
+    /// so a series must still appear only with its first response.
+    http_responses: [[OnceLock<metrics::Counter>; STATUSES.len()]; ROUTES.len()],
+}
+
+static HOT: OnceLock<Hot> = OnceLock::new();
+
+fn register_hot() {
+    HOT.get_or_init(|| Hot {
+        authorizations: OUTCOMES
+            .iter()
+            .flat_map(|o| {
+                REASONS.iter().map(
+                    move |r| metrics::counter!(AUTHORIZATIONS, "outcome" => *o, "reason" => *r),
+                )
+            })
+            .collect(),
+        webhook_duration: metrics::histogram!(WEBHOOK_DURATION),
+        http_responses: [const { [const { OnceLock::new() }; STATUSES.len()] }; ROUTES.len()],
+    });
+}
+
+fn index(values: &[&str], v: &str) -> Option<usize> {
+    values.iter().position(|x| *x == v)
+}
+
+/// Counts one decision in [`AUTHORIZATIONS`] (`outcome`, `reason`).
+pub fn count_authorization(outcome: &'static str, reason: &'static str) {
+    let hot = HOT.get().and_then(|h| {
+        let i = index(OUTCOMES, outcome)? * REASONS.len() + index(REASONS, reason)?;
+        h.authorizations.get(i)
+    });
+    match hot {
+        Some(c) => c.increment(1),
+        // Before `install` (benches, tests without a recorder) or a label this
+        // table lacks (a bug `tests/metrics_format.rs` reports): the same series
+        // through the registry.
+        None => {
+            metrics::counter!(AUTHORIZATIONS, "outcome" => outcome, "reason" => reason)
+                .increment(1);
+        }
+    }
+}
+
+/// Records one webhook's whole handling time in [`WEBHOOK_DURATION`].
+pub fn record_webhook_duration(seconds: f64) {
+    match HOT.get() {
+        Some(h) => h.webhook_duration.record(seconds),
+        None => metrics::histogram!(WEBHOOK_DURATION).record(seconds),
+    }
+}
+
+/// Counts one HTTP response in [`HTTP_RESPONSES`] (`route`, `status`).
+pub fn count_http_response(route: &'static str, status: &'static str) {
+    let hot = HOT.get().and_then(|h| {
+        let cell = h
+            .http_responses
+            .get(index(ROUTES, route)?)?
+            .get(index(STATUSES, status)?)?;
+        Some(cell.get_or_init(
+            || metrics::counter!(HTTP_RESPONSES, "route" => route, "status" => status),
+        ))
+    });
+    match hot {
+        Some(c) => c.increment(1),
+        None => {
+            metrics::counter!(HTTP_RESPONSES, "route" => route, "status" => status).increment(1);
+        }
+    }
 }
 
 /// Times consecutive stages of one request: each [`StageClock::lap`] records the

@@ -277,12 +277,7 @@ impl Authorizer {
         approvals::after(self.approvals.as_ref(), &auth, &decision, approved);
 
         // respond
-        metrics::counter!(
-            m::AUTHORIZATIONS,
-            "outcome" => decision.outcome(),
-            "reason" => decision.reason.as_str(),
-        )
-        .increment(1);
+        m::count_authorization(decision.outcome(), decision.reason.as_str());
         let answer = finish(Finished {
             event_id: event.id,
             auth: &auth,
@@ -292,7 +287,7 @@ impl Authorizer {
         });
         clock.lap(m::Stage::Respond);
         let elapsed = start.elapsed();
-        metrics::histogram!(m::WEBHOOK_DURATION).record(elapsed.as_secs_f64());
+        m::record_webhook_duration(elapsed.as_secs_f64());
         tracing::debug!(
             authorization = auth.id,
             card = auth.card.id,

@@ -187,7 +187,15 @@ impl Conn {
     /// Resolves when the connection must be closed: a phase in which cardgate waits
     /// for the client outlived its timeout, or the connection was evicted. Never
     /// resolves while a request is being served.
+    ///
+    /// One timer serves the connection's life, moved only when it would fire too
+    /// late: each answer moves the deadline later, and re-arming per request (a
+    /// removal from the timer wheel and an insertion, under its lock) cost more than
+    /// the early wake-up it avoids, which happens at most once per timeout.
     pub(crate) async fn expired(&self, timeouts: Timeouts) -> Closed {
+        let sleep = tokio::time::sleep_until(self.epoch);
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
         loop {
             let word = self.word.load(Ordering::Acquire);
             let (phase, since) = unpack(word);
@@ -201,10 +209,16 @@ impl Conn {
                 Phase::Idle => (timeouts.idle, Closed::IdleTimeout),
             };
             let deadline = self.epoch + Duration::from_micros(since) + limit;
+            if armed.is_none_or(|at| at > deadline) {
+                sleep.as_mut().reset(deadline);
+                armed = Some(deadline);
+            }
             tokio::select! {
-                () = tokio::time::sleep_until(deadline) => {
-                    // Still the same phase since the same instant: no progress.
-                    if self.close(word) {
+                () = &mut sleep => {
+                    armed = None;
+                    // Still the same phase since the same instant, and its own
+                    // deadline passed (not an earlier phase's): no progress.
+                    if Instant::now() >= deadline && self.close(word) {
                         return reason;
                     }
                 }

@@ -333,12 +333,7 @@ async fn route(
         (_, p) if p == "/ui" || p.starts_with("/ui/") => ("ui", ui::handle(&req)),
         (_, path) => ("not_found", not_found(path)),
     };
-    metrics::counter!(
-        crate::metrics::HTTP_RESPONSES,
-        "route" => route,
-        "status" => status_label(resp.status()),
-    )
-    .increment(1);
+    crate::metrics::count_http_response(route, status_label(resp.status()));
     Ok(resp)
 }
 

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, HeaderMap};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use super::Body;
@@ -16,11 +16,13 @@ pub fn json_ok(status: StatusCode, body: &'static [u8]) -> Response<Body> {
 
 /// A JSON body with `status` from owned bytes.
 pub fn json_bytes(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(body.into()))
-        .unwrap_or_else(|_| internal())
+    // Built in place, not through `Response::builder`, which parses the header
+    // name and copies the value into a new allocation on every answer.
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
 }
 
 /// `{"error":{"code":…,"message":…}}` with `status`.

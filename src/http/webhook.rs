@@ -60,9 +60,17 @@ pub fn respond(state: &AppState, answer: Answer) -> Response<Body> {
     match answer {
         Answer::Decision(body, version) => {
             let mut resp = json_bytes(StatusCode::OK, body);
-            let version = version
-                .and_then(|v| hyper::header::HeaderValue::from_str(&v).ok())
-                .or_else(|| state.stripe_version.clone());
+            // The configured version's header is built once; an event in it (the
+            // usual case) reuses it instead of copying the value per answer.
+            let version = match (version, &state.stripe_version) {
+                (Some(v), Some(configured)) if v.as_bytes() == configured.as_bytes() => {
+                    Some(configured.clone())
+                }
+                (Some(v), _) => hyper::header::HeaderValue::from_str(&v)
+                    .ok()
+                    .or_else(|| state.stripe_version.clone()),
+                (None, configured) => configured.clone(),
+            };
             if let Some(v) = version {
                 resp.headers_mut().insert("stripe-version", v);
             }

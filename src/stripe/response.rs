@@ -23,41 +23,44 @@ pub fn encode_decision(decision: &Decision, ruleset: &str) -> Vec<u8> {
         out.extend_from_slice(b",\"send_fraud_challenges\":[\"sms\"]");
     }
     out.extend_from_slice(b",\"metadata\":{\"reason\":\"");
-    let mut value = String::with_capacity(64);
-    value.push_str(decision.reason.as_str());
+    // Each metadata value is escaped straight into the body, its pieces sharing
+    // one length budget: no string is built per answer.
+    let mut budget = MAX_METADATA_VALUE;
+    push_escaped(&mut out, decision.reason.as_str(), &mut budget);
     if let (Reason::Rule, Some(Source::Rule(name))) = (decision.reason, &decision.source) {
-        value.push(':');
-        value.push_str(name);
+        push_escaped(&mut out, ":", &mut budget);
+        push_escaped(&mut out, name, &mut budget);
     }
-    push_escaped(&mut out, &value);
     out.push(b'"');
     if let Some(source) = &decision.source {
-        value.clear();
+        out.extend_from_slice(b",\"rule\":\"");
+        let mut budget = MAX_METADATA_VALUE;
         match source {
             Source::Control(level, control) => {
-                value.push_str(level.as_str());
-                value.push('.');
-                value.push_str(control);
+                push_escaped(&mut out, level.as_str(), &mut budget);
+                push_escaped(&mut out, ".", &mut budget);
+                push_escaped(&mut out, control, &mut budget);
             }
-            Source::Status(s) => value.push_str(s),
-            Source::Rule(name) => value.push_str(name),
+            Source::Status(s) => push_escaped(&mut out, s, &mut budget),
+            Source::Rule(name) => push_escaped(&mut out, name, &mut budget),
         }
-        out.extend_from_slice(b",\"rule\":\"");
-        push_escaped(&mut out, &value);
         out.push(b'"');
     }
     out.extend_from_slice(b",\"ruleset\":\"");
-    push_escaped(&mut out, ruleset);
+    let mut budget = MAX_METADATA_VALUE;
+    push_escaped(&mut out, ruleset, &mut budget);
     out.extend_from_slice(b"\"}}");
     out
 }
 
-/// Writes `s` as JSON string content, cut to Stripe's metadata value limit.
-fn push_escaped(out: &mut Vec<u8>, s: &str) {
-    for (n, c) in s.chars().enumerate() {
-        if n == MAX_METADATA_VALUE {
+/// Writes `s` as JSON string content, at most `budget` more characters (Stripe's
+/// metadata value limit, shared by the pieces of one value).
+fn push_escaped(out: &mut Vec<u8>, s: &str, budget: &mut usize) {
+    for c in s.chars() {
+        if *budget == 0 {
             break;
         }
+        *budget -= 1;
         match c {
             '"' => out.extend_from_slice(b"\\\""),
             '\\' => out.extend_from_slice(b"\\\\"),

@@ -11,6 +11,11 @@
 //! differently. Objects the parser never opens are not checked: they cannot
 //! change a decision.
 //!
+//! Each object a request decision reads is visited once: one pass over its keys
+//! checks them for repeats and keeps the value of every key the reader wants
+//! ([`Keys`], a table built at compile time, and [`Fields`]), where a lookup per
+//! field scanned the object's keys again each time (`data.object` has about 30).
+//!
 //! The body is parsed to simd-json's *tape* (a flat array of nodes, strings borrowed
 //! from the buffer), not to a DOM: the DOM allocates a hash map per object and a
 //! vector per array for the whole ~5 KiB event, most of which no decision reads,
@@ -156,6 +161,9 @@ pub struct Event<'v> {
     pub api_version: &'v str,
     /// `data.object`.
     object: Obj<'v>,
+    /// The fields of `data.object` a request decision reads, found in the pass that
+    /// checked its keys.
+    fields: Fields<'v, AUTH_KEYS>,
 }
 
 impl std::fmt::Debug for Event<'_> {
@@ -176,14 +184,21 @@ impl<'v> Event<'v> {
             path: "$".into(),
             problem: Problem::WrongType("object"),
         })?;
-        unique_keys(&root, "", "")?;
-        let data = req_obj(&root, "", "data")?;
+        let root_fields = Fields::scan(&root, "", "", &ROOT)?;
+        let root = &root_fields;
+        let data = req_fields(root, "", "data", &DATA)?;
+        let id = req_str(root, "", "id")?;
+        let event_type = req_str(root, "", "type")?;
+        let created = opt_i64(root, "", "created")?.unwrap_or(0);
+        let api_version = opt_str(root, "", "api_version")?;
+        let (object, fields) = req_obj_fields(&data, "data", "object", &AUTH)?;
         Ok(Event {
-            id: req_str(&root, "", "id")?,
-            event_type: req_str(&root, "", "type")?,
-            created: opt_i64(&root, "", "created")?.unwrap_or(0),
-            api_version: opt_str(&root, "", "api_version")?,
-            object: req_obj(&data, "data", "object")?,
+            id,
+            event_type,
+            created,
+            api_version,
+            object,
+            fields,
         })
     }
 
@@ -194,9 +209,82 @@ impl<'v> Event<'v> {
 
     /// Reads `data.object` as a pending authorization request.
     pub fn authorization_request(&self) -> Result<AuthRequest<'v>, ParseError> {
-        read_request(&self.object)
+        read_request(&self.fields)
     }
 }
+
+// The keys read from each object of a request event, dispatched in one pass over
+// the object (`Fields::scan`). A key missing here reads as absent (and fails a
+// debug assertion), so each list is the keys its reader below asks for.
+const ROOT: Keys<5> = Keys::new(["id", "type", "created", "api_version", "data"]);
+const DATA: Keys<1> = Keys::new(["object"]);
+/// How many keys of `data.object` a request decision reads.
+const AUTH_KEYS: usize = 16;
+const AUTH: Keys<AUTH_KEYS> = Keys::new([
+    "id",
+    "created",
+    "pending_request",
+    "merchant_data",
+    "card",
+    "verification_data",
+    "authorization_method",
+    "card_presence",
+    "wallet",
+    // signals.rs
+    "verified_by_fraud_challenge",
+    "token",
+    "fraud_disputability_likelihood",
+    "risk_assessment",
+    "fuel",
+    "fleet",
+    "network_data",
+]);
+const PENDING: Keys<7> = Keys::new([
+    "currency",
+    "amount",
+    "amount_details",
+    "merchant_amount",
+    "merchant_currency",
+    "is_amount_controllable",
+    "network_risk_score",
+]);
+const MERCHANT: Keys<8> = Keys::new([
+    "category",
+    "category_code",
+    "country",
+    "city",
+    "name",
+    "network_id",
+    "postal_code",
+    "state",
+]);
+const CARD_KEYS: Keys<7> = Keys::new([
+    "id",
+    "type",
+    "status",
+    "currency",
+    "metadata",
+    "spending_controls",
+    "cardholder",
+]);
+const CARDHOLDER: Keys<4> = Keys::new(["id", "type", "status", "spending_controls"]);
+const CONTROLS: Keys<8> = Keys::new([
+    "allowed_categories",
+    "blocked_categories",
+    "allowed_merchant_countries",
+    "blocked_merchant_countries",
+    "allowed_card_presences",
+    "blocked_card_presences",
+    "spending_limits",
+    "spending_limits_currency",
+]);
+const LIMIT: Keys<3> = Keys::new(["amount", "interval", "categories"]);
+const VERIFICATION: Keys<4> = Keys::new([
+    "cvc_check",
+    "expiry_check",
+    "address_postal_code_check",
+    "three_d_secure",
+]);
 
 const OBJ: &str = "data.object";
 const PR: &str = "data.object.pending_request";
@@ -206,8 +294,8 @@ const CH: &str = "data.object.card.cardholder";
 const CARD_SC: &str = "data.object.card.spending_controls";
 const CH_SC: &str = "data.object.card.cardholder.spending_controls";
 
-fn read_request<'v>(o: &Obj<'v>) -> Result<AuthRequest<'v>, ParseError> {
-    let pr = &req_obj(o, OBJ, "pending_request")?;
+fn read_request<'v>(o: &Fields<'v, AUTH_KEYS>) -> Result<AuthRequest<'v>, ParseError> {
+    let pr = &req_fields(o, OBJ, "pending_request", &PENDING)?;
     let currency = req_currency(pr, PR, "currency")?;
     let amount = req_i64(pr, PR, "amount")?;
     if amount < 0 {
@@ -222,10 +310,10 @@ fn read_request<'v>(o: &Obj<'v>) -> Result<AuthRequest<'v>, ParseError> {
         .unwrap_or(0),
         None => 0,
     };
-    let md = &req_obj(o, OBJ, "merchant_data")?;
-    let card = &req_obj(o, OBJ, "card")?;
-    let ch = &req_obj(card, CARD, "cardholder")?;
-    let verification = match opt_obj(o, OBJ, "verification_data")? {
+    let md = &req_fields(o, OBJ, "merchant_data", &MERCHANT)?;
+    let card = &req_fields(o, OBJ, "card", &CARD_KEYS)?;
+    let ch = &req_fields(card, CARD, "cardholder", &CARDHOLDER)?;
+    let verification = match opt_fields(o, OBJ, "verification_data", &VERIFICATION)? {
         Some(v) => read_verification(&v)?,
         None => Verification::default(),
     };
@@ -283,7 +371,7 @@ fn read_request<'v>(o: &Obj<'v>) -> Result<AuthRequest<'v>, ParseError> {
     })
 }
 
-fn read_verification<'v>(v: &Obj<'v>) -> Result<Verification<'v>, ParseError> {
+fn read_verification<'v>(v: &Fields<'v, 4>) -> Result<Verification<'v>, ParseError> {
     const P: &str = "data.object.verification_data";
     Ok(Verification {
         cvc_check: opt_str(v, P, "cvc_check")?,
@@ -296,7 +384,10 @@ fn read_verification<'v>(v: &Obj<'v>) -> Result<Verification<'v>, ParseError> {
     })
 }
 
-fn read_metadata<'v>(o: &Obj<'v>, path: &str) -> Result<Vec<(&'v str, &'v str)>, ParseError> {
+fn read_metadata<'v>(
+    o: &impl Lookup<'v>,
+    path: &str,
+) -> Result<Vec<(&'v str, &'v str)>, ParseError> {
     let Some(m) = opt_obj(o, path, "metadata")? else {
         return Ok(Vec::new());
     };
@@ -311,9 +402,9 @@ fn read_metadata<'v>(o: &Obj<'v>, path: &str) -> Result<Vec<(&'v str, &'v str)>,
 
 /// Reads `spending_controls` of the card or cardholder `o`; `p` is its JSON path
 /// (a constant, so the happy path formats no path strings).
-fn read_controls(o: &Obj<'_>, p: &str) -> Result<Controls, ParseError> {
+fn read_controls<'v>(o: &impl Lookup<'v>, p: &str) -> Result<Controls, ParseError> {
     let (path, key) = p.rsplit_once('.').unwrap_or(("", p));
-    let Some(sc) = opt_obj(o, path, key)? else {
+    let Some(sc) = opt_fields(o, path, key, &CONTROLS)? else {
         return Ok(Controls::default());
     };
     let sc = &sc;
@@ -356,7 +447,7 @@ fn read_controls(o: &Obj<'_>, p: &str) -> Result<Controls, ParseError> {
             let l = l
                 .as_object()
                 .ok_or_else(|| at(err("", "", Problem::WrongType("object"))))?;
-            unique_keys(&l, "", "").map_err(at)?;
+            let l = Fields::scan(&l, "", "", &LIMIT).map_err(at)?;
             let raw = req_str(&l, "", "interval").map_err(at)?;
             let (interval, known) = Interval::parse_open(raw);
             if !known {
@@ -400,24 +491,129 @@ fn unknown_enum(field: &'static str, value: &str) {
 
 // === field helpers: absent and null are the same to Stripe ===
 
-/// A present, non-null field. (A linear scan of the object's keys: cheaper than
-/// hashing for objects of a few dozen keys, and nothing was built to look it up.)
-pub(crate) fn field<'v>(o: &Obj<'v>, key: &str) -> Option<Val<'v>> {
-    o.get(key).filter(|v| !v.is_null())
+/// An object whose fields can be read by key: a tape object (a linear scan of its
+/// keys per read, for the lifecycle events and the rare signal objects) or the
+/// [`Fields`] of one dispatched in a single pass (the request's objects).
+pub(crate) trait Lookup<'v> {
+    /// The value at `key`, if present and not null.
+    fn field(&self, key: &str) -> Option<Val<'v>>;
+}
+
+impl<'v> Lookup<'v> for Obj<'v> {
+    fn field(&self, key: &str) -> Option<Val<'v>> {
+        self.get(key).filter(|v| !v.is_null())
+    }
+}
+
+/// A present, non-null field.
+pub(crate) fn field<'v>(o: &impl Lookup<'v>, key: &str) -> Option<Val<'v>> {
+    o.field(key)
+}
+
+/// The keys a reader takes from one object, and a 256-slot open-addressing table
+/// from [`key_hash`] to their index, built at compile time: finding a key's slot is
+/// one table load and, on a hit, one comparison.
+pub(crate) struct Keys<const N: usize> {
+    names: [&'static str; N],
+    /// `1 +` the index in `names` of the key hashed here (linear probing), 0 empty.
+    table: [u8; 256],
+}
+
+impl<const N: usize> Keys<N> {
+    /// The table for `names` (distinct, fewer than 256).
+    pub(crate) const fn new(names: [&'static str; N]) -> Self {
+        assert!(N < 256, "a key table holds fewer than 256 keys");
+        let mut table = [0u8; 256];
+        let mut i = 0;
+        while i < N {
+            let mut h = key_hash(names[i].as_bytes());
+            while table[h] != 0 {
+                h = (h + 1) & 255;
+            }
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "i < N < 256, asserted above"
+            )]
+            {
+                table[h] = (i + 1) as u8;
+            }
+            i += 1;
+        }
+        Keys { names, table }
+    }
+
+    /// The index of `k` (whose [`key_hash`] is `h`), if it is one of the keys.
+    fn slot(&self, k: &str, mut h: usize) -> Option<usize> {
+        loop {
+            let i = usize::from(self.table[h]).checked_sub(1)?;
+            if self.names[i] == k {
+                return Some(i);
+            }
+            h = (h + 1) & 255;
+        }
+    }
+}
+
+/// The values of an object's keys in a [`Keys`] set, found in one pass over the
+/// object ([`Fields::scan`]) instead of one scan of its keys per field read.
+pub(crate) struct Fields<'v, const N: usize> {
+    keys: &'static Keys<N>,
+    vals: [Option<Val<'v>>; N],
+}
+
+impl<'v, const N: usize> Fields<'v, N> {
+    /// Reads `o`, the object at `key` of the object at `path`, in one pass: refuses
+    /// it if a key occurs twice (as [`unique_keys`]), and keeps the non-null value
+    /// of every key in `keys`.
+    pub(crate) fn scan(
+        o: &Obj<'v>,
+        path: &str,
+        key: &str,
+        keys: &'static Keys<N>,
+    ) -> Result<Self, ParseError> {
+        let mut vals = [None; N];
+        each_unique_key(o, path, key, |k, h, v| {
+            if let Some(i) = keys.slot(k, h)
+                && !v.is_null()
+            {
+                vals[i] = Some(v);
+            }
+        })?;
+        Ok(Fields { keys, vals })
+    }
+}
+
+impl<'v, const N: usize> Lookup<'v> for Fields<'v, N> {
+    fn field(&self, key: &str) -> Option<Val<'v>> {
+        let i = self.keys.slot(key, key_hash(key.as_bytes()));
+        debug_assert!(i.is_some(), "`{key}` is not in the object's key table");
+        self.vals[i?]
+    }
 }
 
 /// Refuses `o`, the object at `key` of the object at `path`, if a key occurs twice
 /// in it; the error names the repeated key's path. Every object the parser reads
-/// fields from passes here once, when it is opened, so the field reads after it
-/// can stop at the first match.
+/// fields from passes here (or through [`Fields::scan`]) once, when it is opened,
+/// so the field reads after it can stop at the first match.
+pub(crate) fn unique_keys(o: &Obj<'_>, path: &str, key: &str) -> Result<(), ParseError> {
+    each_unique_key(o, path, key, |_, _, _| {})
+}
+
+/// Calls `each(key, key_hash(key), value)` for every entry of `o`, and refuses `o`
+/// if a key occurs twice.
 ///
 /// One pass over the keys with a 256-bit filter of a hash of each (length, first,
 /// middle and last byte: no loop over the key): a key whose bit is clear is new,
 /// and only a set bit (a repeat, or two keys sharing a bit) costs a look back over
 /// the keys before it. Nothing is allocated unless the body is refused.
-pub(crate) fn unique_keys(o: &Obj<'_>, path: &str, key: &str) -> Result<(), ParseError> {
+fn each_unique_key<'v>(
+    o: &Obj<'v>,
+    path: &str,
+    key: &str,
+    mut each: impl FnMut(&'v str, usize, Val<'v>),
+) -> Result<(), ParseError> {
     let mut seen = [0u64; 4];
-    for (i, k) in o.keys().enumerate() {
+    for (i, (k, v)) in o.iter().enumerate() {
         let h = key_hash(k.as_bytes());
         let (word, bit) = (h >> 6, 1u64 << (h & 63));
         if seen[word] & bit != 0 && o.keys().take(i).any(|earlier| earlier == k) {
@@ -428,28 +624,33 @@ pub(crate) fn unique_keys(o: &Obj<'_>, path: &str, key: &str) -> Result<(), Pars
             ));
         }
         seen[word] |= bit;
+        each(k, h, v);
     }
     Ok(())
 }
 
 /// A hash of `k` in `0..256` from its length and three of its bytes.
-fn key_hash(k: &[u8]) -> usize {
-    let (Some(&first), Some(&last)) = (k.first(), k.last()) else {
+const fn key_hash(k: &[u8]) -> usize {
+    let n = k.len();
+    if n == 0 {
         return 0;
-    };
-    let middle = k[k.len() / 2];
+    }
     #[expect(
         clippy::cast_possible_truncation,
         reason = "only the low byte of the length feeds the hash"
     )]
-    let len = k.len() as u8;
-    let x = u32::from_le_bytes([len, first, middle, last]);
+    let len = n as u8;
+    let x = u32::from_le_bytes([len, k[0], k[n / 2], k[n - 1]]);
     // Fibonacci hashing: the top byte of the product mixes all four inputs.
     (x.wrapping_mul(0x9E37_79B9) >> 24) as usize
 }
 
 /// A required string field.
-pub(crate) fn req_str<'v>(o: &Obj<'v>, path: &str, key: &str) -> Result<&'v str, ParseError> {
+pub(crate) fn req_str<'v>(
+    o: &impl Lookup<'v>,
+    path: &str,
+    key: &str,
+) -> Result<&'v str, ParseError> {
     match field(o, key) {
         None => Err(err(path, key, Problem::Missing)),
         Some(v) => v
@@ -459,7 +660,11 @@ pub(crate) fn req_str<'v>(o: &Obj<'v>, path: &str, key: &str) -> Result<&'v str,
 }
 
 /// An optional string field; absent or null is `""`.
-pub(crate) fn opt_str<'v>(o: &Obj<'v>, path: &str, key: &str) -> Result<&'v str, ParseError> {
+pub(crate) fn opt_str<'v>(
+    o: &impl Lookup<'v>,
+    path: &str,
+    key: &str,
+) -> Result<&'v str, ParseError> {
     match field(o, key) {
         None => Ok(""),
         Some(v) => v
@@ -470,7 +675,7 @@ pub(crate) fn opt_str<'v>(o: &Obj<'v>, path: &str, key: &str) -> Result<&'v str,
 
 /// An optional string field that keeps "absent or null" apart from `""`.
 pub(crate) fn some_str<'v>(
-    o: &Obj<'v>,
+    o: &impl Lookup<'v>,
     path: &str,
     key: &str,
 ) -> Result<Option<&'v str>, ParseError> {
@@ -484,7 +689,11 @@ pub(crate) fn some_str<'v>(
 }
 
 /// An optional number (integer or float), as a double.
-pub(crate) fn opt_f64(o: &Obj<'_>, path: &str, key: &str) -> Result<Option<f64>, ParseError> {
+pub(crate) fn opt_f64<'v>(
+    o: &impl Lookup<'v>,
+    path: &str,
+    key: &str,
+) -> Result<Option<f64>, ParseError> {
     match field(o, key) {
         None => Ok(None),
         Some(v) => v
@@ -495,12 +704,16 @@ pub(crate) fn opt_f64(o: &Obj<'_>, path: &str, key: &str) -> Result<Option<f64>,
 }
 
 /// A required integer field.
-pub(crate) fn req_i64(o: &Obj<'_>, path: &str, key: &str) -> Result<i64, ParseError> {
+pub(crate) fn req_i64<'v>(o: &impl Lookup<'v>, path: &str, key: &str) -> Result<i64, ParseError> {
     opt_i64(o, path, key)?.ok_or_else(|| err(path, key, Problem::Missing))
 }
 
 /// An optional integer field.
-pub(crate) fn opt_i64(o: &Obj<'_>, path: &str, key: &str) -> Result<Option<i64>, ParseError> {
+pub(crate) fn opt_i64<'v>(
+    o: &impl Lookup<'v>,
+    path: &str,
+    key: &str,
+) -> Result<Option<i64>, ParseError> {
     match field(o, key) {
         None => Ok(None),
         Some(v) => v
@@ -511,7 +724,7 @@ pub(crate) fn opt_i64(o: &Obj<'_>, path: &str, key: &str) -> Result<Option<i64>,
 }
 
 /// An optional boolean field; absent or null is `false`.
-pub(crate) fn opt_bool(o: &Obj<'_>, path: &str, key: &str) -> Result<bool, ParseError> {
+pub(crate) fn opt_bool<'v>(o: &impl Lookup<'v>, path: &str, key: &str) -> Result<bool, ParseError> {
     match field(o, key) {
         None => Ok(false),
         Some(v) => v
@@ -520,14 +733,9 @@ pub(crate) fn opt_bool(o: &Obj<'_>, path: &str, key: &str) -> Result<bool, Parse
     }
 }
 
-/// A required object field.
-pub(crate) fn req_obj<'v>(o: &Obj<'v>, path: &str, key: &str) -> Result<Obj<'v>, ParseError> {
-    opt_obj(o, path, key)?.ok_or_else(|| err(path, key, Problem::Missing))
-}
-
 /// An optional object field.
 pub(crate) fn opt_obj<'v>(
-    o: &Obj<'v>,
+    o: &impl Lookup<'v>,
     path: &str,
     key: &str,
 ) -> Result<Option<Obj<'v>>, ParseError> {
@@ -541,9 +749,50 @@ pub(crate) fn opt_obj<'v>(
     Ok(Some(obj))
 }
 
+/// A required object field, read in one pass ([`Fields::scan`]).
+fn req_fields<'v, const N: usize>(
+    o: &impl Lookup<'v>,
+    path: &str,
+    key: &str,
+    keys: &'static Keys<N>,
+) -> Result<Fields<'v, N>, ParseError> {
+    opt_fields(o, path, key, keys)?.ok_or_else(|| err(path, key, Problem::Missing))
+}
+
+/// An optional object field, read in one pass ([`Fields::scan`]).
+fn opt_fields<'v, const N: usize>(
+    o: &impl Lookup<'v>,
+    path: &str,
+    key: &str,
+    keys: &'static Keys<N>,
+) -> Result<Option<Fields<'v, N>>, ParseError> {
+    let Some(v) = field(o, key) else {
+        return Ok(None);
+    };
+    let obj = v
+        .as_object()
+        .ok_or_else(|| err(path, key, Problem::WrongType("object")))?;
+    Fields::scan(&obj, path, key, keys).map(Some)
+}
+
+/// A required object field, as a tape object and read in one pass.
+fn req_obj_fields<'v, const N: usize>(
+    o: &impl Lookup<'v>,
+    path: &str,
+    key: &str,
+    keys: &'static Keys<N>,
+) -> Result<(Obj<'v>, Fields<'v, N>), ParseError> {
+    let obj = field(o, key)
+        .ok_or_else(|| err(path, key, Problem::Missing))?
+        .as_object()
+        .ok_or_else(|| err(path, key, Problem::WrongType("object")))?;
+    let fields = Fields::scan(&obj, path, key, keys)?;
+    Ok((obj, fields))
+}
+
 /// An optional array field.
 pub(crate) fn opt_array<'v>(
-    o: &Obj<'v>,
+    o: &impl Lookup<'v>,
     path: &str,
     key: &str,
 ) -> Result<Option<simd_json::tape::Array<'v, 'v>>, ParseError> {
@@ -556,8 +805,8 @@ pub(crate) fn opt_array<'v>(
     }
 }
 
-fn opt_strings<T: Default>(
-    o: &Obj<'_>,
+fn opt_strings<'v, T: Default>(
+    o: &impl Lookup<'v>,
     path: &str,
     key: &str,
     mut add: impl FnMut(&str, &mut T) -> Result<(), Problem>,
@@ -577,7 +826,11 @@ fn opt_strings<T: Default>(
 }
 
 /// A required three-letter currency code.
-pub(crate) fn req_currency(o: &Obj<'_>, path: &str, key: &str) -> Result<Currency, ParseError> {
+pub(crate) fn req_currency<'v>(
+    o: &impl Lookup<'v>,
+    path: &str,
+    key: &str,
+) -> Result<Currency, ParseError> {
     let s = req_str(o, path, key)?;
     Currency::parse(s)
         .ok_or_else(|| err(path, key, Problem::Invalid("not a 3-letter currency code")))

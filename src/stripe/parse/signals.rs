@@ -8,7 +8,7 @@
 //! over the preview's integer `fraud_score`, `quantity_decimal` over
 //! `volume_decimal` (2024-06-20).
 
-use super::{Obj, ParseError, field, opt_bool, opt_f64, opt_i64, opt_obj, some_str};
+use super::{Lookup, Obj, ParseError, field, opt_bool, opt_f64, opt_i64, opt_obj, some_str};
 use crate::decision::{RiskSignals, SignalInt as I, SignalStr as S};
 
 const OBJ: &str = "data.object";
@@ -23,7 +23,7 @@ const RB: &str = "data.object.fleet.reported_breakdown";
 const ND: &str = "data.object.network_data";
 
 /// The signals of the authorization object `o`.
-pub(super) fn read_signals<'v>(o: &Obj<'v>) -> Result<RiskSignals<'v>, ParseError> {
+pub(super) fn read_signals<'v>(o: &impl Lookup<'v>) -> Result<RiskSignals<'v>, ParseError> {
     let mut s = RiskSignals {
         verified_by_fraud_challenge: match field(o, "verified_by_fraud_challenge") {
             None => None,

@@ -319,6 +319,59 @@ fn every_key_of_an_object_read_counts_even_one_no_decision_reads() {
     }
 }
 
+/// The one-pass read (`Fields::scan`) finds a key through its table: every listed
+/// key must be found at its own index, keys sharing a hash included, and a key not
+/// listed must read as absent, or a field would silently go missing.
+#[test]
+fn key_tables_find_each_listed_key_and_no_other() {
+    fn check<const N: usize>(keys: &Keys<N>) {
+        for (i, name) in keys.names.iter().enumerate() {
+            assert_eq!(
+                keys.slot(name, key_hash(name.as_bytes())),
+                Some(i),
+                "{name}"
+            );
+            assert_eq!(
+                keys.names.iter().filter(|n| *n == name).count(),
+                1,
+                "{name}"
+            );
+        }
+        for other in [
+            "",
+            "x",
+            "ids",
+            "object_",
+            "livemode",
+            "cardholders",
+            "brand",
+        ] {
+            if !keys.names.contains(&other) {
+                assert_eq!(
+                    keys.slot(other, key_hash(other.as_bytes())),
+                    None,
+                    "{other}"
+                );
+            }
+        }
+    }
+    check(&ROOT);
+    check(&DATA);
+    check(&AUTH);
+    check(&PENDING);
+    check(&MERCHANT);
+    check(&CARD_KEYS);
+    check(&CARDHOLDER);
+    check(&CONTROLS);
+    check(&LIMIT);
+    check(&VERIFICATION);
+    // Same length, first, middle and last byte: one hash, found by probing.
+    let colliding = Keys::new(["axbc", "aybc", "azbc"]);
+    assert_eq!(key_hash(b"axbc"), key_hash(b"aybc"));
+    check(&colliding);
+    assert_eq!(colliding.slot("awbc", key_hash(b"awbc")), None);
+}
+
 #[test]
 fn objects_the_parser_never_opens_are_not_checked() {
     for path in [
