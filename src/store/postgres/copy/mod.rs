@@ -28,7 +28,6 @@
 //! they copy; decision rows stream from SQLite in batches (memory stays bounded
 //! whatever the log's size).
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -41,8 +40,12 @@ use tokio_postgres::types::ToSql;
 use super::holds::FactColumns;
 use super::{Database, PostgresError, error_text};
 use crate::journal::LoggedDecision;
-use crate::ledger::{Fact, Ledger};
+use crate::ledger::Fact;
 use crate::store::DecisionFilter;
+
+mod totals;
+pub use totals::{CardholderTotals, CurrencyTotals, LedgerTotals};
+use totals::{source_totals, target_totals};
 
 /// How a column crosses over (SQLite's INTEGER flags become BOOLEAN).
 #[derive(Clone, Copy)]
@@ -291,39 +294,6 @@ const DECISION_BATCH: usize = 500;
 
 /// How often progress is printed at most.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-
-/// One currency's ledger totals.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CurrencyTotals {
-    /// Authorizations (and unlinked transactions) the ledger accounts.
-    pub authorizations: i64,
-    /// Of them, those holding funds now.
-    pub open_holds: i64,
-    /// Funds held now.
-    pub held: i64,
-    /// Spend counted against limits (held + captured − refunded).
-    pub spend: i64,
-    /// Captured by transactions (sum of captures, refunds not netted).
-    pub captured: i64,
-}
-
-/// One cardholder's ledger totals, all currencies.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CardholderTotals {
-    /// Authorizations (and unlinked transactions) accounted.
-    pub authorizations: i64,
-    /// Spend counted against limits.
-    pub spend: i64,
-}
-
-/// The ledger's totals on one side of a copy.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LedgerTotals {
-    /// Per currency (lower-case ISO code).
-    pub currencies: BTreeMap<String, CurrencyTotals>,
-    /// Per cardholder.
-    pub cardholders: BTreeMap<String, CardholderTotals>,
-}
 
 /// What a copy verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -724,96 +694,4 @@ async fn insert_decisions(
         ],
     )
     .await
-}
-
-/// The source's totals: its facts rebuilt into the in-memory ledger, as `serve`
-/// rebuilds it at start, read back per card.
-fn source_totals(facts: &[Fact]) -> LedgerTotals {
-    let ledger = Ledger::new();
-    let mut cards = BTreeSet::new();
-    let mut out = LedgerTotals::default();
-    for fact in facts {
-        // Validated by the caller: `apply` refuses nothing here.
-        let _ = ledger.apply(fact);
-        cards.insert(fact.card());
-        if let Fact::Transaction {
-            currency, amount, ..
-        } = fact
-            && *amount < 0
-        {
-            let c = out
-                .currencies
-                .entry(currency.to_ascii_lowercase())
-                .or_default();
-            c.captured = c.captured.saturating_sub(*amount);
-        }
-    }
-    // The report's window totals are not needed; any time will do.
-    for card in cards {
-        let Some(report) = ledger.card_report(card, 0) else {
-            continue;
-        };
-        for a in &report.authorizations {
-            let c = out
-                .currencies
-                .entry(a.currency.as_str().to_string())
-                .or_default();
-            c.authorizations += 1;
-            c.open_holds += i64::from(a.held > 0);
-            c.held = c.held.saturating_add(a.held);
-            c.spend = c.spend.saturating_add(a.spend);
-            let h = out
-                .cardholders
-                .entry(report.cardholder.clone())
-                .or_default();
-            h.authorizations += 1;
-            h.spend = h.spend.saturating_add(a.spend);
-        }
-    }
-    out
-}
-
-/// The target's totals, from the records the database derived and its facts.
-async fn target_totals(
-    client: &tokio_postgres::Client,
-) -> Result<LedgerTotals, tokio_postgres::Error> {
-    let mut out = LedgerTotals::default();
-    for r in client
-        .query(
-            "SELECT lower(currency), count(*), count(*) FILTER (WHERE held > 0),
-                    COALESCE(sum(held), 0)::BIGINT, COALESCE(sum(spend), 0)::BIGINT
-             FROM ledger_records GROUP BY 1",
-            &[],
-        )
-        .await?
-    {
-        let c = out.currencies.entry(r.try_get(0)?).or_default();
-        c.authorizations = r.try_get(1)?;
-        c.open_holds = r.try_get(2)?;
-        c.held = r.try_get(3)?;
-        c.spend = r.try_get(4)?;
-    }
-    for r in client
-        .query(
-            "SELECT lower(currency), sum(-amount)::BIGINT FROM ledger_facts
-             WHERE kind = 'transaction' AND amount < 0 GROUP BY 1",
-            &[],
-        )
-        .await?
-    {
-        out.currencies.entry(r.try_get(0)?).or_default().captured = r.try_get(1)?;
-    }
-    for r in client
-        .query(
-            "SELECT cardholder, count(*), COALESCE(sum(spend), 0)::BIGINT
-             FROM ledger_records GROUP BY cardholder",
-            &[],
-        )
-        .await?
-    {
-        let h = out.cardholders.entry(r.try_get(0)?).or_default();
-        h.authorizations = r.try_get(1)?;
-        h.spend = r.try_get(2)?;
-    }
-    Ok(out)
 }
