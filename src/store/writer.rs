@@ -55,7 +55,7 @@ impl Store {
         let writer_path = path.clone();
         let writer = std::thread::Builder::new()
             .name("cardgate-store".into())
-            .spawn(move || writer_loop(conn, &rx, &writer_path))
+            .spawn(move || writer_loop(&conn, &rx, &writer_path))
             .map_err(|e| StoreError::Sqlite {
                 path: path.clone(),
                 message: format!("cannot start the writer thread: {e}"),
@@ -220,8 +220,8 @@ struct Writer<'c> {
     body: Vec<u8>,
 }
 
-fn writer_loop(conn: Connection, rx: &mpsc::Receiver<Job>, path: &Path) {
-    let stmts = match Statements::prepare(&conn) {
+fn writer_loop(conn: &Connection, rx: &mpsc::Receiver<Job>, path: &Path) {
+    let stmts = match Statements::prepare(conn) {
         Ok(s) => s,
         Err(e) => {
             // The schema was checked at open, so this is not expected; every
@@ -238,7 +238,7 @@ fn writer_loop(conn: Connection, rx: &mpsc::Receiver<Job>, path: &Path) {
         }
     };
     let mut w = Writer {
-        conn: &conn,
+        conn,
         stmts,
         stored: HashSet::new(),
         new_blobs: Vec::new(),
