@@ -1,6 +1,8 @@
 //! The ledger's inputs, as stored: our reserves and what lifecycle events report.
 //! Each is idempotent by its event id, so replaying them rebuilds the same totals.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use super::MAX_AMOUNT;
@@ -139,13 +141,20 @@ impl Fact {
     /// The record the fact belongs to: the authorization id, or for a transaction
     /// without one, the transaction itself.
     pub fn record_id(&self) -> String {
+        self.record_key().into_owned()
+    }
+
+    /// [`Fact::record_id`], borrowed when the fact holds it as is.
+    pub(super) fn record_key(&self) -> Cow<'_, str> {
         match self {
-            Fact::Reserve { auth, .. } | Fact::Authorization { auth, .. } => auth.id.clone(),
+            Fact::Reserve { auth, .. } | Fact::Authorization { auth, .. } => {
+                Cow::Borrowed(&auth.id)
+            }
             Fact::Transaction {
                 authorization: Some(a),
                 ..
-            } => a.clone(),
-            Fact::Transaction { txn_id, .. } => format!("txn:{txn_id}"),
+            } => Cow::Borrowed(a),
+            Fact::Transaction { txn_id, .. } => Cow::Owned(format!("txn:{txn_id}")),
         }
     }
 
