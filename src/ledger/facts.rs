@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use super::MAX_AMOUNT;
-use crate::decision::Currency;
+use crate::decision::{AuthRequest, Currency};
 
 /// What the ledger knows of an authorization itself, from a request or an
 /// authorization event.
@@ -113,6 +113,25 @@ pub enum Fact {
 }
 
 impl Fact {
+    /// The reserve [`Ledger::reserve`](super::Ledger::reserve) holds for request
+    /// `event_id` of `auth`, windowed at `at`: a pure function of its arguments, so a
+    /// caller that handed the fact on can build the same one again to cancel it.
+    pub fn reserve(event_id: &str, auth: &AuthRequest<'_>, at: i64, amount: i64) -> Fact {
+        Fact::Reserve {
+            event_id: event_id.to_string(),
+            auth: AuthMeta {
+                id: auth.id.to_string(),
+                card: auth.card.id.to_string(),
+                cardholder: auth.cardholder.id.to_string(),
+                created: at,
+                currency: auth.currency.as_str().to_string(),
+                category: auth.merchant.category.to_string(),
+                mcc: auth.merchant.category_code.to_string(),
+            },
+            amount,
+        }
+    }
+
     /// The event id (dedupe key).
     pub fn event_id(&self) -> &str {
         match self {

@@ -338,20 +338,7 @@ impl Ledger {
             }
             None => decision,
         };
-        let meta = AuthMeta {
-            id: auth.id.to_string(),
-            card: auth.card.id.to_string(),
-            cardholder: auth.cardholder.id.to_string(),
-            created: at,
-            currency: auth.currency.as_str().to_string(),
-            category: auth.merchant.category.to_string(),
-            mcc: auth.merchant.category_code.to_string(),
-        };
-        let fact = Fact::Reserve {
-            event_id: event_id.to_string(),
-            auth: meta,
-            amount: grant,
-        };
+        let fact = Fact::reserve(event_id, auth, at, grant);
         if fact.validate().is_err() {
             // Amounts past MAX_AMOUNT cannot be accounted; holding nothing for them
             // would let them through every limit, so decline instead.
