@@ -18,7 +18,7 @@ use crate::decision::{
     Reason, Scope, Signals, SpendView,
 };
 use crate::journal::{Durability, Write};
-use crate::ledger::{HoldsError, SpendSnapshot};
+use crate::ledger::{Fact, HoldsError, SpendSnapshot};
 use crate::signals;
 
 /// Window time of an authorization: its `created`, or now when Stripe sent none.
@@ -145,6 +145,9 @@ async fn settle_inner(a: &Authorizer, d: &Decided<'_>) -> Decision {
     let Some(ledger) = &a.holds else {
         return d.decision.clone();
     };
+    // Read once: without Stripe's `created` it is the clock, and a rebuilt reserve
+    // (below) must name the same window as the one held.
+    let when = at(a, d.auth);
     // A fallback is not a decision of ours: Stripe's `created` event will tell the
     // ledger what was held.
     let reservation = if matches!(d.decision.reason, Reason::Fallback(_)) {
@@ -153,13 +156,7 @@ async fn settle_inner(a: &Authorizer, d: &Decided<'_>) -> Decision {
             fact: None,
         }
     } else {
-        let reserve = ledger.reserve(
-            d.event_id,
-            d.auth,
-            &a.program,
-            at(a, d.auth),
-            d.decision.clone(),
-        );
+        let reserve = ledger.reserve(d.event_id, d.auth, &a.program, when, d.decision.clone());
         // A shared store's reserve is one round trip; what it cannot answer in
         // time is the fallback. (A reserve that commits after the deadline holds
         // funds for an answer not given: the conservative side, released by
@@ -188,13 +185,20 @@ async fn settle_inner(a: &Authorizer, d: &Decided<'_>) -> Decision {
     // A durable backend committed the hold inside `reserve`; only the log row is left.
     let durable = ledger.durable();
     let mut writes = Vec::with_capacity(2);
-    if let (Some(f), false) = (&reservation.fact, durable) {
-        writes.push(Write::Fact(f.clone()));
+    // The reserve moves into the batch uncopied (a copy is eight `String`s per
+    // approval). The rare failure below takes it back by the amount held: the
+    // reserve is a pure function of the request, its window time and that amount.
+    let mut held = None;
+    if let (Some(f), false) = (reservation.fact, durable) {
+        if let Fact::Reserve { amount, .. } = &f {
+            held = Some(*amount);
+        }
+        writes.push(Write::Fact(f));
     }
     writes.push(Write::Decision(Box::new(row)));
+    let cancel = |amount| ledger.cancel(&Fact::reserve(d.event_id, d.auth, when, amount));
 
-    if let (Some(fact), Durability::Sync, false) = (&reservation.fact, store.durability(), durable)
-    {
+    if let (Some(amount), Durability::Sync) = (held, store.durability()) {
         match tokio::time::timeout_at(d.deadline.into(), store.commit(writes)).await {
             Ok(Ok(())) => decision,
             outcome => {
@@ -205,7 +209,7 @@ async fn settle_inner(a: &Authorizer, d: &Decided<'_>) -> Decision {
                 // The answer will not be this approval, so it must hold nothing.
                 // (A commit that lands after the deadline leaves a stored hold the
                 // in-memory ledger lacks until restart: the conservative side.)
-                ledger.cancel(fact);
+                cancel(amount);
                 tracing::error!(
                     authorization = d.auth.id,
                     "hold not committed, answering the fallback: {why}"
@@ -216,11 +220,111 @@ async fn settle_inner(a: &Authorizer, d: &Decided<'_>) -> Decision {
     } else {
         if let Err(e) = store.enqueue(writes) {
             tracing::error!(authorization = d.auth.id, "decision not stored: {e}");
-            if let (Some(fact), false) = (&reservation.fact, durable) {
-                ledger.cancel(fact);
+            if let Some(amount) = held {
+                cancel(amount);
                 return a.fallback(FallbackCause::Ledger);
             }
         }
         decision
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::config::{Config, Overrides};
+    use crate::journal::{Committed, Journal, JournalError};
+    use crate::ledger::Ledger;
+    use crate::rules::RuleSet;
+    use crate::testing;
+
+    /// A journal whose every write fails, as a full disk or a dead writer would.
+    struct Broken(Durability);
+
+    impl Journal for Broken {
+        fn durability(&self) -> Durability {
+            self.0
+        }
+
+        fn enqueue(&self, _writes: Vec<Write>) -> Result<(), JournalError> {
+            Err(JournalError::WriterGone)
+        }
+
+        fn commit(&self, _writes: Vec<Write>) -> Committed<'_> {
+            Box::pin(std::future::ready(Err(JournalError::Commit(
+                "disk full".into(),
+            ))))
+        }
+    }
+
+    fn authorizer(ledger: &Arc<Ledger>, durability: Durability) -> Authorizer {
+        let env = HashMap::from([(
+            "CARDGATE_WEBHOOK_SECRET".to_string(),
+            "whsec_test".to_string(),
+        )]);
+        let config = Config::from_toml(
+            include_str!("../../config/cardgate.toml"),
+            Path::new("cardgate.toml"),
+            &env,
+            &Overrides::default(),
+        )
+        .unwrap();
+        Authorizer::new(&config, RuleSet::empty(), Clock::system())
+            .with_ledger(Arc::clone(ledger), Some(Arc::new(Broken(durability))))
+    }
+
+    /// The reserve is handed to the journal uncopied and rebuilt to be taken back:
+    /// a failed write must still leave the ledger holding nothing, in either
+    /// durability, and a later request must find the room again.
+    #[tokio::test]
+    async fn a_reserve_whose_write_fails_holds_nothing() {
+        for durability in [Durability::Sync, Durability::Async] {
+            let ledger = Arc::new(Ledger::new());
+            let a = authorizer(&ledger, durability);
+            let auth = testing::auth("iauth_1", 5000);
+            let past = Past::default();
+            let start = Instant::now();
+            let d = Decided {
+                event_id: "evt_1",
+                auth: &auth,
+                decision: Decision::approve(),
+                raw: None,
+                past: &past,
+                now: auth.created,
+                at: auth.created,
+                card_override: None,
+                cardholder_override: None,
+                review_allowed: false,
+                ruleset: "test",
+                shadow: &[],
+                start,
+                deadline: start + Duration::from_mins(1),
+            };
+            let answer = settle(&a, d).await;
+            assert_eq!(
+                answer.reason,
+                Reason::Fallback(FallbackCause::Ledger),
+                "{durability:?}"
+            );
+            assert_eq!(ledger.holds(), 0, "{durability:?}");
+            for interval in crate::ledger::WINDOWS {
+                assert_eq!(
+                    ledger.total("ich_1", None, interval, auth.created, auth.currency),
+                    0,
+                    "{durability:?} {interval:?}"
+                );
+            }
+            let again = Fact::reserve("evt_1", &auth, auth.created, 5000);
+            assert!(
+                !ledger.reserved(&again),
+                "{durability:?}: the request's reserve is gone"
+            );
+        }
     }
 }

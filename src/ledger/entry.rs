@@ -1,11 +1,11 @@
 //! Per-authorization records and the per-cardholder entry that groups them: the
 //! inputs each record has seen and the spend derived from them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use super::{AuthMeta, AuthStatus, WINDOWS, window_start};
+use super::{AuthMeta, AuthStatus, HashMap, WINDOWS, window_start};
 use crate::decision::{
     CategoryId, CategorySet, Currency, Interval, MerchantCategory, category_by_mcc,
     category_by_name,

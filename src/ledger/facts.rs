@@ -1,10 +1,12 @@
 //! The ledger's inputs, as stored: our reserves and what lifecycle events report.
 //! Each is idempotent by its event id, so replaying them rebuilds the same totals.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use super::MAX_AMOUNT;
-use crate::decision::Currency;
+use crate::decision::{AuthRequest, Currency};
 
 /// What the ledger knows of an authorization itself, from a request or an
 /// authorization event.
@@ -111,6 +113,25 @@ pub enum Fact {
 }
 
 impl Fact {
+    /// The reserve [`Ledger::reserve`](super::Ledger::reserve) holds for request
+    /// `event_id` of `auth`, windowed at `at`: a pure function of its arguments, so a
+    /// caller that handed the fact on can build the same one again to cancel it.
+    pub fn reserve(event_id: &str, auth: &AuthRequest<'_>, at: i64, amount: i64) -> Fact {
+        Fact::Reserve {
+            event_id: event_id.to_string(),
+            auth: AuthMeta {
+                id: auth.id.to_string(),
+                card: auth.card.id.to_string(),
+                cardholder: auth.cardholder.id.to_string(),
+                created: at,
+                currency: auth.currency.as_str().to_string(),
+                category: auth.merchant.category.to_string(),
+                mcc: auth.merchant.category_code.to_string(),
+            },
+            amount,
+        }
+    }
+
     /// The event id (dedupe key).
     pub fn event_id(&self) -> &str {
         match self {
@@ -139,13 +160,20 @@ impl Fact {
     /// The record the fact belongs to: the authorization id, or for a transaction
     /// without one, the transaction itself.
     pub fn record_id(&self) -> String {
+        self.record_key().into_owned()
+    }
+
+    /// [`Fact::record_id`], borrowed when the fact holds it as is.
+    pub(super) fn record_key(&self) -> Cow<'_, str> {
         match self {
-            Fact::Reserve { auth, .. } | Fact::Authorization { auth, .. } => auth.id.clone(),
+            Fact::Reserve { auth, .. } | Fact::Authorization { auth, .. } => {
+                Cow::Borrowed(&auth.id)
+            }
             Fact::Transaction {
                 authorization: Some(a),
                 ..
-            } => a.clone(),
-            Fact::Transaction { txn_id, .. } => format!("txn:{txn_id}"),
+            } => Cow::Borrowed(a),
+            Fact::Transaction { txn_id, .. } => Cow::Owned(format!("txn:{txn_id}")),
         }
     }
 

@@ -41,6 +41,15 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use dashmap::DashMap;
 
+/// The hasher of every ledger map. The keys are Stripe ids (`ich_…`, `iauth_…`,
+/// `evt_…`) taken from events whose signature was verified, so no outsider can
+/// choose them to flood one bucket; SipHash's flooding resistance buys nothing
+/// here and cost about 8k instructions per decision. foldhash still seeds itself
+/// per process.
+type Hasher = foldhash::fast::RandomState;
+/// A `HashMap` with the ledger's [`Hasher`].
+type HashMap<K, V> = std::collections::HashMap<K, V, Hasher>;
+
 pub use facts::{Applied, AuthMeta, AuthStatus, Fact, LedgerError};
 pub use holds::{Holds, HoldsError, HoldsFuture};
 pub use report::{AuthView, CardReport, WindowTotal};
@@ -77,12 +86,12 @@ pub const WINDOWS: [Interval; 5] = [
 pub struct Ledger {
     /// Cardholder id → its authorizations and window totals. The entry lock is the
     /// reserve lock (see the module doc).
-    holders: DashMap<Box<str>, Holder>,
+    holders: DashMap<Box<str>, Holder, Hasher>,
     /// Event ids already applied (the dedupe table; the store's unique index is its
     /// durable twin).
-    seen: DashMap<Box<str>, ()>,
+    seen: DashMap<Box<str>, (), Hasher>,
     /// Card id → cardholder id, for lookups by card.
-    cards: DashMap<Box<str>, Box<str>>,
+    cards: DashMap<Box<str>, Box<str>, Hasher>,
     /// Authorizations with a non-zero hold, for the gauge.
     holds: AtomicI64,
 }
@@ -117,14 +126,23 @@ impl Ledger {
     /// The body of [`Ledger::apply`], with the cardholder's entry already locked by
     /// the caller (so `reserve` can check and hold under one lock).
     fn apply_in(&self, holder: &mut Holder, fact: &Fact) -> Applied {
-        let record_id = fact.record_id();
+        let record_id = fact.record_key();
         if self.seen.insert(fact.event_id().into(), ()).is_some() {
             return Applied::Duplicate;
         }
-        self.cards
-            .insert(fact.card().into(), fact.cardholder().into());
-        let rec = holder.records.entry(record_id.as_str().into()).or_default();
-        rec.cardholder = Arc::from(fact.cardholder());
+        // A card keeps its cardholder: most facts find the pair stored already.
+        if self
+            .cards
+            .get(fact.card())
+            .is_none_or(|c| **c != *fact.cardholder())
+        {
+            self.cards
+                .insert(fact.card().into(), fact.cardholder().into());
+        }
+        let rec = holder.records.entry(record_id.as_ref().into()).or_default();
+        if *rec.cardholder != *fact.cardholder() {
+            rec.cardholder = Arc::from(fact.cardholder());
+        }
         let mut new_auth_meta = None;
         let mut result = Applied::Applied;
         match fact {
@@ -210,7 +228,7 @@ impl Ledger {
     pub fn reserved(&self, fact: &Fact) -> bool {
         self.holders.get(fact.cardholder()).is_some_and(|h| {
             h.records
-                .get(fact.record_id().as_str())
+                .get(fact.record_key().as_ref())
                 .is_some_and(|r| !r.reserves.is_empty())
         })
     }
@@ -269,7 +287,11 @@ impl Ledger {
         }
         let category = MerchantCategory::new(auth.merchant.category, auth.merchant.category_code);
         let limits = decision::interval_limits(auth, program, &category);
-        let mut holder = self.holders.entry(auth.cardholder.id.into()).or_default();
+        // The cardholder's entry usually exists: look it up before allocating a key.
+        let mut holder = match self.holders.get_mut(auth.cardholder.id) {
+            Some(h) => h,
+            None => self.holders.entry(auth.cardholder.id.into()).or_default(),
+        };
         if self.seen.contains_key(event_id) {
             return Reservation {
                 decision,
@@ -316,20 +338,7 @@ impl Ledger {
             }
             None => decision,
         };
-        let meta = AuthMeta {
-            id: auth.id.to_string(),
-            card: auth.card.id.to_string(),
-            cardholder: auth.cardholder.id.to_string(),
-            created: at,
-            currency: auth.currency.as_str().to_string(),
-            category: auth.merchant.category.to_string(),
-            mcc: auth.merchant.category_code.to_string(),
-        };
-        let fact = Fact::Reserve {
-            event_id: event_id.to_string(),
-            auth: meta,
-            amount: grant,
-        };
+        let fact = Fact::reserve(event_id, auth, at, grant);
         if fact.validate().is_err() {
             // Amounts past MAX_AMOUNT cannot be accounted; holding nothing for them
             // would let them through every limit, so decline instead.

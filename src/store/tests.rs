@@ -167,3 +167,71 @@ fn unusable_data_dir_is_refused_with_its_name() {
         .to_string();
     assert!(msg.contains(&data.display().to_string()), "{msg}");
 }
+
+#[test]
+fn a_failed_batch_leaves_nothing_and_its_blobs_are_written_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Sync).unwrap();
+    // A second connection makes one row fail; the writer's statements, prepared
+    // before this schema change, must be re-prepared and still work.
+    Connection::open(store.path())
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON decisions
+             WHEN NEW.authorization_id = 'iauth_boom'
+             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        )
+        .unwrap();
+    let blob: (i64, std::sync::Arc<[u8]>) = (7, std::sync::Arc::from(&b"program"[..]));
+    let mut boom = row("iauth_boom", T);
+    boom.blobs = vec![blob.clone()];
+    let err = store
+        .commit_blocking(vec![
+            Write::Fact(reserve("e1", "iauth_1", 1000)),
+            Write::Decision(Box::new(boom)),
+        ])
+        .unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
+    assert!(store.facts().unwrap().is_empty());
+    assert!(store.decision_log(None).unwrap().is_empty());
+    assert!(read_decision_blobs(store.path()).unwrap().is_empty());
+
+    let mut ok = row("iauth_2", T);
+    ok.blobs = vec![blob];
+    store
+        .commit_blocking(vec![
+            Write::Fact(reserve("e2", "iauth_2", 500)),
+            Write::Decision(Box::new(ok)),
+        ])
+        .unwrap();
+    assert_eq!(store.facts().unwrap().len(), 1);
+    assert_eq!(store.decision_log(None).unwrap().len(), 1);
+    let blobs = read_decision_blobs(store.path()).unwrap();
+    assert_eq!(blobs.get(&7).map(Vec::as_slice), Some(&b"program"[..]));
+}
+
+#[test]
+fn a_new_file_gets_small_pages_and_an_existing_one_keeps_its_own() {
+    let page_size = |path: &std::path::Path| -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap()
+    };
+    let new = tempfile::tempdir().unwrap();
+    drop(Store::open(new.path(), Durability::Sync).unwrap());
+    assert_eq!(page_size(&new.path().join(FILE_NAME)), 1024);
+
+    let old = tempfile::tempdir().unwrap();
+    let path = old.path().join(FILE_NAME);
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("PRAGMA page_size = 4096; CREATE TABLE t (x);")
+        .unwrap();
+    let store = Store::open(old.path(), Durability::Sync).unwrap();
+    store
+        .commit_blocking(vec![Write::Decision(Box::new(row("iauth_1", T)))])
+        .unwrap();
+    assert_eq!(store.decision_log(None).unwrap().len(), 1);
+    assert_eq!(page_size(&path), 4096);
+}

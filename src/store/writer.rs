@@ -2,6 +2,7 @@
 //! is queued (up to `MAX_BATCH`), commits it in one transaction and answers every
 //! waiter of the batch (group commit). Implements the pipeline's [`Journal`].
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -9,7 +10,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, Statement, params};
 use tokio::sync::oneshot;
 
 use super::read::{read_decision_log, read_facts};
@@ -54,7 +55,7 @@ impl Store {
         let writer_path = path.clone();
         let writer = std::thread::Builder::new()
             .name("cardgate-store".into())
-            .spawn(move || writer_loop(conn, &rx, &writer_path))
+            .spawn(move || writer_loop(&conn, &rx, &writer_path))
             .map_err(|e| StoreError::Sqlite {
                 path: path.clone(),
                 message: format!("cannot start the writer thread: {e}"),
@@ -172,13 +173,84 @@ impl Drop for Store {
 
 // === the writer thread ===
 
-fn writer_loop(mut conn: Connection, rx: &mpsc::Receiver<Job>, path: &Path) {
-    // Blob hashes known to be committed: each body is written once, not per row.
-    let mut stored: HashSet<i64> = HashSet::new();
+/// The writer's statements, prepared once for the connection's life: per batch
+/// the thread only binds and steps (no SQL parsed, no statement-cache look-up).
+/// `BEGIN`/`COMMIT` are statements too, so a batch parses nothing.
+struct Statements<'c> {
+    begin: Statement<'c>,
+    commit: Statement<'c>,
+    rollback: Statement<'c>,
+    blob: Statement<'c>,
+    fact: Statement<'c>,
+    decision: Statement<'c>,
+}
+
+impl<'c> Statements<'c> {
+    fn prepare(conn: &'c Connection) -> rusqlite::Result<Statements<'c>> {
+        Ok(Statements {
+            begin: conn.prepare("BEGIN")?,
+            commit: conn.prepare("COMMIT")?,
+            rollback: conn.prepare("ROLLBACK")?,
+            blob: conn.prepare("INSERT OR IGNORE INTO decision_blobs (hash, body) VALUES (?1, ?2)")?,
+            fact: conn.prepare(
+                "INSERT OR IGNORE INTO ledger_facts (event_id, kind, card, cardholder, record_id, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?,
+            decision: conn.prepare(
+                "INSERT INTO decisions (event_id, authorization_id, card, cardholder, amount, currency,
+                     merchant_category, merchant_mcc, merchant_country, merchant_name, approved,
+                     approved_amount, reason, rule, ruleset, latency_us, decided_at, event_json,
+                     spend_json, shadow_rules, format, seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                     ?18, ?19, ?20, ?21, ?22)",
+            )?,
+        })
+    }
+}
+
+/// What the writer keeps between batches.
+struct Writer<'c> {
+    conn: &'c Connection,
+    stmts: Statements<'c>,
+    /// Blob hashes known to be committed: each body is written once, not per row.
+    stored: HashSet<i64>,
+    /// Hashes inserted by the batch in progress (committed into `stored` after it).
+    new_blobs: Vec<i64>,
+    /// A fact's JSON body, reused so a batch does not allocate one per fact.
+    body: Vec<u8>,
+}
+
+fn writer_loop(conn: &Connection, rx: &mpsc::Receiver<Job>, path: &Path) {
+    let stmts = match Statements::prepare(conn) {
+        Ok(s) => s,
+        Err(e) => {
+            // The schema was checked at open, so this is not expected; every
+            // waiter still gets an answer rather than a hang.
+            tracing::error!(path = %path.display(), "store writer cannot prepare its statements: {e}");
+            let e = e.to_string();
+            while let Ok(job) = rx.recv() {
+                metrics::counter!(m::STORE_ERRORS, "op" => "commit").increment(1);
+                if let Some(done) = job.done {
+                    let _ = done.send(Err(e.clone()));
+                }
+            }
+            return;
+        }
+    };
+    let mut w = Writer {
+        conn,
+        stmts,
+        stored: HashSet::new(),
+        new_blobs: Vec::new(),
+        body: Vec::new(),
+    };
+    let duration = metrics::histogram!(m::STORE_COMMIT_DURATION);
+    let size = metrics::histogram!(m::STORE_COMMIT_BATCH);
+    let mut batch = Vec::new();
     // Ends when every sender is gone (Store dropped) and the queue is drained.
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        let mut writes = batch[0].writes.len();
+        let mut writes = first.writes.len();
+        batch.push(first);
         while writes < MAX_BATCH {
             match rx.try_recv() {
                 Ok(job) => {
@@ -189,18 +261,18 @@ fn writer_loop(mut conn: Connection, rx: &mpsc::Receiver<Job>, path: &Path) {
             }
         }
         let start = Instant::now();
-        let result = commit_batch(&mut conn, &batch, &mut stored).map_err(|e| e.to_string());
-        metrics::histogram!(m::STORE_COMMIT_DURATION).record(start.elapsed().as_secs_f64());
+        let result = w.commit_batch(&batch).map_err(|e| e.to_string());
+        duration.record(start.elapsed().as_secs_f64());
         #[expect(
             clippy::cast_precision_loss,
             reason = "a batch's write count, far below 2^52, where f64 is exact"
         )]
-        metrics::histogram!(m::STORE_COMMIT_BATCH).record(writes as f64);
+        size.record(writes as f64);
         if let Err(e) = &result {
             metrics::counter!(m::STORE_ERRORS, "op" => "commit").increment(1);
             tracing::error!(path = %path.display(), writes, "store commit failed: {e}");
         }
-        for job in batch {
+        for job in batch.drain(..) {
             if let Some(done) = job.done {
                 // The waiter may have given up (deadline): nothing to tell then.
                 let _ = done.send(result.clone());
@@ -209,83 +281,83 @@ fn writer_loop(mut conn: Connection, rx: &mpsc::Receiver<Job>, path: &Path) {
     }
 }
 
-fn commit_batch(
-    conn: &mut Connection,
-    batch: &[Job],
-    stored: &mut HashSet<i64>,
-) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    let mut new_blobs = Vec::new();
-    {
-        let mut blob_stmt =
-            tx.prepare_cached("INSERT OR IGNORE INTO decision_blobs (hash, body) VALUES (?1, ?2)")?;
-        let mut fact_stmt = tx.prepare_cached(
-            "INSERT OR IGNORE INTO ledger_facts (event_id, kind, card, cardholder, record_id, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        let mut decision_stmt = tx.prepare_cached(
-            "INSERT INTO decisions (event_id, authorization_id, card, cardholder, amount, currency,
-                 merchant_category, merchant_mcc, merchant_country, merchant_name, approved,
-                 approved_amount, reason, rule, ruleset, latency_us, decided_at, event_json,
-                 spend_json, shadow_rules, format, seen)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18, ?19, ?20, ?21, ?22)",
-        )?;
-        for write in batch.iter().flat_map(|j| &j.writes) {
-            match write {
-                Write::Fact(f) => {
-                    let body = serde_json::to_vec(f)
-                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-                    let kind = match f {
-                        Fact::Reserve { .. } => "reserve",
-                        Fact::Authorization { .. } => "authorization",
-                        Fact::Transaction { .. } => "transaction",
-                    };
-                    fact_stmt.execute(params![
-                        f.event_id(),
-                        kind,
-                        f.card(),
-                        f.cardholder(),
-                        f.record_id(),
-                        body
-                    ])?;
-                }
-                Write::Decision(d) => {
-                    for (hash, body) in &d.blobs {
-                        if !stored.contains(hash) && !new_blobs.contains(hash) {
-                            blob_stmt.execute(params![hash, &body[..]])?;
-                            new_blobs.push(*hash);
-                        }
+impl Writer<'_> {
+    /// One transaction for the whole batch: all of it is written or none.
+    fn commit_batch(&mut self, batch: &[Job]) -> rusqlite::Result<()> {
+        self.new_blobs.clear();
+        self.stmts.begin.execute([])?;
+        let written = batch
+            .iter()
+            .flat_map(|j| &j.writes)
+            .try_for_each(|write| self.write(write))
+            .and_then(|()| self.stmts.commit.execute([]).map(|_| ()));
+        if let Err(e) = written {
+            // A failed statement or COMMIT leaves the transaction open; nothing of
+            // the batch may stay (and no blob hash counts as stored).
+            if !self.conn.is_autocommit() {
+                let _ = self.stmts.rollback.execute([]);
+            }
+            return Err(e);
+        }
+        self.stored.extend(self.new_blobs.drain(..));
+        Ok(())
+    }
+
+    fn write(&mut self, write: &Write) -> rusqlite::Result<()> {
+        match write {
+            Write::Fact(f) => {
+                self.body.clear();
+                serde_json::to_writer(&mut self.body, f)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                let (kind, record_id) = match f {
+                    Fact::Reserve { auth, .. } => ("reserve", Cow::Borrowed(auth.id.as_str())),
+                    Fact::Authorization { auth, .. } => {
+                        ("authorization", Cow::Borrowed(auth.id.as_str()))
                     }
-                    decision_stmt.execute(params![
-                        d.event_id,
-                        d.authorization_id,
-                        d.card,
-                        d.cardholder,
-                        d.amount,
-                        d.currency,
-                        d.merchant_category,
-                        d.merchant_mcc,
-                        d.merchant_country,
-                        d.merchant_name,
-                        d.approved,
-                        d.approved_amount,
-                        d.reason,
-                        d.rule,
-                        d.ruleset,
-                        d.latency_us,
-                        d.decided_at,
-                        d.event_json,
-                        d.spend_json,
-                        d.shadow_rules,
-                        d.format,
-                        (!d.seen.is_empty()).then_some(&d.seen[..]),
-                    ])?;
+                    Fact::Transaction { .. } => ("transaction", Cow::Owned(f.record_id())),
+                };
+                self.stmts.fact.execute(params![
+                    f.event_id(),
+                    kind,
+                    f.card(),
+                    f.cardholder(),
+                    record_id,
+                    self.body
+                ])?;
+            }
+            Write::Decision(d) => {
+                for (hash, body) in &d.blobs {
+                    if !self.stored.contains(hash) && !self.new_blobs.contains(hash) {
+                        self.stmts.blob.execute(params![hash, &body[..]])?;
+                        self.new_blobs.push(*hash);
+                    }
                 }
+                self.stmts.decision.execute(params![
+                    d.event_id,
+                    d.authorization_id,
+                    d.card,
+                    d.cardholder,
+                    d.amount,
+                    d.currency,
+                    d.merchant_category,
+                    d.merchant_mcc,
+                    d.merchant_country,
+                    d.merchant_name,
+                    d.approved,
+                    d.approved_amount,
+                    d.reason,
+                    d.rule,
+                    d.ruleset,
+                    d.latency_us,
+                    d.decided_at,
+                    d.event_json,
+                    d.spend_json,
+                    d.shadow_rules,
+                    d.format,
+                    (!d.seen.is_empty()).then_some(&d.seen[..]),
+                ])?;
             }
         }
+        Ok(())
     }
-    tx.commit()?;
-    stored.extend(new_blobs);
-    Ok(())
 }
