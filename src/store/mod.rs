@@ -46,8 +46,8 @@ pub use writer::Store;
 pub use postgres::{
     Database, Options as DatabaseOptions, PgDecisionLog, PgHolds, PgJournal, PostgresError,
     cardholder_of as shared_cardholder_of, count_open_holds,
-    open_approvals_tool as open_shared_approvals_tool,
-    read_decisions as read_shared_decisions, read_facts as read_shared_facts,
+    open_approvals_tool as open_shared_approvals_tool, read_decisions as read_shared_decisions,
+    read_facts as read_shared_facts,
 };
 pub use postgres::{
     count_decisions as count_shared_decisions, for_each_decision as for_each_shared_decision,
