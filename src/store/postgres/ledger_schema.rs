@@ -277,7 +277,7 @@ END $$;
 /// a first hold's record follows from the hold alone, and was most of the
 /// reserve's server time (`EXPLAIN`/`pg_stat_statements`, BENCHMARKS.md). The
 /// signature and answers are migration 2's.
-pub(super) const RESERVE_FIRST_HOLD: &str = r#"
+pub(super) const RESERVE_FIRST_HOLD: &str = r"
 CREATE OR REPLACE FUNCTION cardgate_reserve(
     p_event_id TEXT, p_ch TEXT, p_auth TEXT, p_card TEXT, p_at BIGINT, p_currency TEXT,
     p_category TEXT, p_mcc TEXT, p_cat_name INTEGER, p_cat_mcc INTEGER,
@@ -361,4 +361,4 @@ BEGIN
     END IF;
     o_outcome := 'held';
 END $$;
-"#;
+";
