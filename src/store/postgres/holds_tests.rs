@@ -577,3 +577,74 @@ async fn sessions_carry_the_configured_statement_timeout_and_commit_mode() {
         Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
     );
 }
+
+/// Migration 6 writes a new authorization's record from its first hold instead of
+/// settling it from its facts: every record must be exactly what settling would
+/// write, for first holds (plain and cut) and for a hold on a record that already
+/// has facts (which still settles).
+#[tokio::test]
+async fn a_first_hold_writes_the_record_that_settling_its_facts_would() {
+    let Some(server) = testing::shared().unwrap() else {
+        return;
+    };
+    let db = Database::connect(&server.database().unwrap())
+        .await
+        .unwrap();
+    let h = PgHolds::new(db.clone());
+    decide_and_reserve(&h, "evt_s1", &auth("iauth_s1", 2500, daily(10_000))).await;
+    // Decided on a stale (empty) snapshot: the reserve itself cuts the grant.
+    let mut cut = auth("iauth_s2", 9000, daily(10_000));
+    cut.is_amount_controllable = true;
+    let r = h
+        .reserve(
+            "evt_s2",
+            &cut,
+            &ProgramControls::default(),
+            T,
+            Decision::approve(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.decision.approved, r.decision.amount), (true, Some(7500)));
+    // An incremental request on the first authorization: its record has facts.
+    decide_and_reserve(&h, "evt_s3", &auth("iauth_s1", 100, daily(100_000))).await;
+    let client = db.client().await.unwrap();
+    let rows = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query(sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r.get::<_, String>(0),
+                        r.get::<_, i64>(1),
+                        r.get::<_, i64>(2),
+                        r.get::<_, bool>(3),
+                        r.get::<_, i64>(4),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let read = "SELECT record_id, spend, held, from_auth, created FROM ledger_records
+                WHERE record_id LIKE 'iauth_s%' ORDER BY record_id";
+    let written = rows(read).await;
+    assert_eq!(
+        written
+            .iter()
+            .map(|r| (r.0.as_str(), r.1, r.2))
+            .collect::<Vec<_>>(),
+        [("iauth_s1", 2600, 2600), ("iauth_s2", 7500, 7500)]
+    );
+    client
+        .batch_execute(
+            "SELECT cardgate_settle(cardholder, record_id) FROM ledger_records
+             WHERE record_id LIKE 'iauth_s%'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows(read).await, written);
+}

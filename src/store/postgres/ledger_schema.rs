@@ -271,3 +271,94 @@ BEGIN
     o_outcome := 'held';
 END $$;
 "#;
+
+/// Migration 6: `cardgate_reserve` without `cardgate_settle` for a new
+/// authorization. Settling re-reads every fact of the record in six statements;
+/// a first hold's record follows from the hold alone, and was most of the
+/// reserve's server time (`EXPLAIN`/`pg_stat_statements`, BENCHMARKS.md). The
+/// signature and answers are migration 2's.
+pub(super) const RESERVE_FIRST_HOLD: &str = r"
+CREATE OR REPLACE FUNCTION cardgate_reserve(
+    p_event_id TEXT, p_ch TEXT, p_auth TEXT, p_card TEXT, p_at BIGINT, p_currency TEXT,
+    p_category TEXT, p_mcc TEXT, p_cat_name INTEGER, p_cat_mcc INTEGER,
+    p_approved BOOLEAN, p_wanted BIGINT, p_controllable BOOLEAN, p_cashback BIGINT,
+    p_reason TEXT, p_card_scope BOOLEAN[], p_lo BIGINT[], p_hi BIGINT[], p_limit BIGINT[],
+    p_filtered BOOLEAN[], p_cat_limit INTEGER[], p_cat_id INTEGER[], p_unk_limit INTEGER[],
+    p_unk_name TEXT[],
+    OUT o_outcome TEXT, OUT o_amount BIGINT, OUT o_cut INTEGER, OUT o_reason TEXT
+)
+LANGUAGE plpgsql AS $$
+DECLARE
+    prev  RECORD;
+    i     INTEGER;
+    spent BIGINT;
+    room  BIGINT;
+BEGIN
+    INSERT INTO ledger_cardholders AS c (cardholder) VALUES (p_ch)
+        ON CONFLICT (cardholder) DO UPDATE SET cardholder = c.cardholder;
+    SELECT q.approved, q.amount, q.cut, q.reason INTO prev FROM ledger_requests q
+        WHERE q.event_id = p_event_id;
+    IF FOUND THEN
+        o_outcome := CASE WHEN prev.approved THEN 'duplicate' ELSE 'duplicate_declined' END;
+        o_amount := prev.amount;
+        o_cut := prev.cut;
+        o_reason := prev.reason;
+        RETURN;
+    END IF;
+    IF NOT p_approved OR p_wanted <= 0 THEN
+        INSERT INTO ledger_requests (event_id, approved, amount, reason)
+            VALUES (p_event_id, p_approved, GREATEST(p_wanted, 0), p_reason);
+        o_outcome := 'passed';
+        o_amount := p_wanted;
+        RETURN;
+    END IF;
+    o_amount := p_wanted;
+    o_cut := NULL;
+    FOR i IN 1 .. COALESCE(array_length(p_lo, 1), 0) LOOP
+        SELECT COALESCE(SUM(r.spend), 0) INTO spent FROM ledger_records r
+            WHERE r.cardholder = p_ch AND r.currency = p_currency
+              AND r.created >= p_lo[i] AND r.created < p_hi[i]
+              AND (NOT p_card_scope[i] OR r.card = p_card)
+              AND (NOT p_filtered[i]
+                   OR EXISTS (SELECT 1 FROM unnest(p_cat_limit, p_cat_id) AS k(li, id)
+                              WHERE k.li = i AND (k.id = r.cat_name OR k.id = r.cat_mcc))
+                   OR (r.cat_name IS NULL AND EXISTS (
+                              SELECT 1 FROM unnest(p_unk_limit, p_unk_name) AS u(li, name)
+                              WHERE u.li = i AND u.name = r.category)));
+        room := p_limit[i] - spent;
+        IF o_amount > room THEN
+            IF p_controllable AND room > 0 AND room >= p_cashback THEN
+                o_amount := room;
+                o_cut := i;
+            ELSE
+                INSERT INTO ledger_requests (event_id, approved, amount, reason, cut)
+                    VALUES (p_event_id, FALSE, 0, 'spending_limit', i);
+                o_outcome := 'declined';
+                o_amount := 0;
+                o_cut := i;
+                RETURN;
+            END IF;
+        END IF;
+    END LOOP;
+    INSERT INTO ledger_facts (event_id, kind, cardholder, record_id, card, created, currency,
+                              category, mcc, cat_name, cat_mcc, amount)
+        VALUES (p_event_id, 'reserve', p_ch, p_auth, p_card, p_at, p_currency, p_category,
+                p_mcc, p_cat_name, p_cat_mcc, o_amount);
+    INSERT INTO ledger_requests (event_id, approved, amount, reason, cut)
+        VALUES (p_event_id, TRUE, o_amount,
+                CASE WHEN o_cut IS NULL THEN p_reason ELSE 'spending_limit' END, o_cut);
+    -- A record row exists exactly when the record has facts (cardgate_settle
+    -- writes one for every record it finds facts of). Without one, this reserve
+    -- is the record's only fact and settling it gives: metadata from it, state
+    -- pending, held = spend = the grant.
+    INSERT INTO ledger_records (cardholder, record_id, from_auth, card, created, currency,
+                                category, mcc, cat_name, cat_mcc, spend, held)
+        VALUES (p_ch, p_auth, TRUE, p_card, p_at, p_currency, p_category, p_mcc,
+                p_cat_name, p_cat_mcc, o_amount, o_amount)
+        ON CONFLICT (cardholder, record_id) DO NOTHING;
+    IF NOT FOUND THEN
+        PERFORM cardgate_settle(p_ch, p_auth);
+    END IF;
+    o_outcome := 'held';
+END $$;
+";

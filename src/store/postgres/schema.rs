@@ -157,6 +157,9 @@ pub const MIGRATIONS: &[&str] = &[
     // 5: API key expiry (Unix seconds; NULL: never, which keys created before
     // this migration keep).
     "ALTER TABLE api_keys ADD COLUMN expires_at BIGINT;",
+    // 6: a reserve that opens a record writes it directly instead of settling
+    // it from its facts (the same row; see `ledger_schema.rs`).
+    super::ledger_schema::RESERVE_FIRST_HOLD,
 ];
 
 /// The advisory-lock key migrations run under (any constant every cardgate
