@@ -17,7 +17,7 @@ use crate::decision::{
     AuthRequest, CategorySet, Controls, Currency, Decision, FallbackCause, Interval, Matched,
     Reason, Scope, Signals, SpendView,
 };
-use crate::journal::{Durability, Write};
+use crate::journal::{Durability, Held, Write};
 use crate::ledger::{Fact, HoldsError, SpendSnapshot};
 use crate::signals;
 
@@ -184,18 +184,31 @@ async fn settle_inner(a: &Authorizer, d: &Decided<'_>) -> Decision {
     let row = super::record::row(a, d, &decision, cut);
     // A durable backend committed the hold inside `reserve`; only the log row is left.
     let durable = ledger.durable();
-    let mut writes = Vec::with_capacity(2);
-    // The reserve moves into the batch uncopied (a copy is eight `String`s per
-    // approval). The rare failure below takes it back by the amount held: the
-    // reserve is a pure function of the request, its window time and that amount.
-    let mut held = None;
-    if let (Some(f), false) = (reservation.fact, durable) {
-        if let Fact::Reserve { amount, .. } = &f {
-            held = Some(*amount);
+    // The reserve travels as two integers beside its row (the row already names
+    // the authorization, card, cardholder, currency and merchant the fact repeats):
+    // one write, which SQLite keeps as one decision row plus a narrow reserve row.
+    // The rare failure below takes the hold back by the amount held: the reserve
+    // is a pure function of the request, its window time and that amount.
+    let kept = match (&reservation.fact, durable) {
+        (Some(Fact::Reserve { amount, auth, .. }), false) => Some(Held {
+            amount: *amount,
+            at: auth.created,
+        }),
+        _ => None,
+    };
+    let held = kept.map(|h| h.amount);
+    let row = Box::new(row);
+    let writes = vec![match kept {
+        Some(h) => {
+            debug_assert_eq!(
+                reservation.fact,
+                Some(h.fact(&row)),
+                "the row rebuilds its reserve"
+            );
+            Write::Held(row, h)
         }
-        writes.push(Write::Fact(f));
-    }
-    writes.push(Write::Decision(Box::new(row)));
+        None => Write::Decision(row),
+    }];
     let cancel = |amount| ledger.cancel(&Fact::reserve(d.event_id, d.auth, when, amount));
 
     if let (Some(amount), Durability::Sync) = (held, store.durability()) {

@@ -88,6 +88,39 @@ pub enum Write {
     Fact(Fact),
     /// A decision log row.
     Decision(Box<LoggedDecision>),
+    /// A decision log row whose approval held funds: the row and its reserve fact
+    /// in one write. The fact is [`Held::fact`] of the row, so a store can keep the
+    /// hold as two integers beside the row instead of a second copy of its fields.
+    Held(Box<LoggedDecision>, Held),
+}
+
+/// What an approval held, beside its decision-log row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// The amount reserved.
+    pub amount: i64,
+    /// The window time it was held at (the authorization's `created`, or the clock).
+    pub at: i64,
+}
+
+impl Held {
+    /// The ledger's reserve fact for `row`: the same fact `Ledger::reserve` made,
+    /// rebuilt from the row's fields.
+    pub fn fact(self, row: &LoggedDecision) -> Fact {
+        Fact::Reserve {
+            event_id: row.event_id.clone(),
+            auth: crate::ledger::AuthMeta {
+                id: row.authorization_id.clone(),
+                card: row.card.clone(),
+                cardholder: row.cardholder.clone(),
+                created: self.at,
+                currency: row.currency.clone(),
+                category: row.merchant_category.clone(),
+                mcc: row.merchant_mcc.clone(),
+            },
+            amount: self.amount,
+        }
+    }
 }
 
 /// Why a journal write failed; the caller answers the fallback for an approval

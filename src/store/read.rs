@@ -7,10 +7,10 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::schema::{EXACT_REPLAY_VERSION, integrity};
+use super::schema::{EXACT_REPLAY_VERSION, RESERVES_VERSION, integrity};
 use super::{LoggedDecision, StoreError, sqlite};
 use crate::journal::seen::Seen;
-use crate::ledger::Fact;
+use crate::ledger::{AuthMeta, Fact};
 use crate::signals::{self, SignalSource, SignalState};
 
 pub(super) fn read_only(path: &Path) -> Result<Connection, StoreError> {
@@ -28,7 +28,10 @@ pub(super) fn read_only(path: &Path) -> Result<Connection, StoreError> {
 
 /// Reads the ledger facts of the database at `path` without the writer (for
 /// `cardgate ledger show`, which may run beside a live server), optionally only
-/// those of one card's cardholder.
+/// those of one card's cardholder: `ledger_facts` in commit order, then the holds
+/// kept beside decision rows (`ledger_reserves`) in decision order. The ledger is
+/// order-independent but for reserves among themselves, and every reserve in
+/// `ledger_facts` was written before the first one in `ledger_reserves`.
 pub fn read_facts(path: &Path, cardholder: Option<&str>) -> Result<Vec<Fact>, StoreError> {
     let conn = read_only(path)?;
     let err = sqlite(path);
@@ -52,14 +55,58 @@ pub fn read_facts(path: &Path, cardholder: Option<&str>) -> Result<Vec<Fact>, St
         })?;
         out.push(fact);
     }
+    if schema_version(&conn, path)? < RESERVES_VERSION {
+        return Ok(out);
+    }
+    let mut stmt = conn
+        .prepare(
+            "SELECT d.event_id, d.authorization_id, d.card, d.cardholder, d.currency,
+                    d.merchant_category, d.merchant_mcc, r.amount, r.window_at
+             FROM ledger_reserves r JOIN decisions d ON d.id = r.decision_id
+             WHERE ?1 IS NULL OR d.cardholder = ?1
+             ORDER BY r.decision_id",
+        )
+        .map_err(&err)?;
+    let rows = stmt
+        .query_map(params![cardholder], |r| {
+            Ok(Fact::Reserve {
+                event_id: r.get(0)?,
+                auth: AuthMeta {
+                    id: r.get(1)?,
+                    card: r.get(2)?,
+                    cardholder: r.get(3)?,
+                    currency: r.get(4)?,
+                    category: r.get(5)?,
+                    mcc: r.get(6)?,
+                    created: r.get(8)?,
+                },
+                amount: r.get(7)?,
+            })
+        })
+        .map_err(&err)?;
+    for fact in rows {
+        out.push(fact.map_err(&err)?);
+    }
     Ok(out)
 }
 
-/// The cardholder of `card`, from the stored facts.
+/// The cardholder of `card`, from the stored facts or, failing those, the
+/// decision log (every decided request names both).
 pub fn cardholder_of(path: &Path, card: &str) -> Result<Option<String>, StoreError> {
     let conn = read_only(path)?;
+    let found = conn
+        .query_row(
+            "SELECT cardholder FROM ledger_facts WHERE card = ?1 LIMIT 1",
+            params![card],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sqlite(path))?;
+    if found.is_some() {
+        return Ok(found);
+    }
     conn.query_row(
-        "SELECT cardholder FROM ledger_facts WHERE card = ?1 LIMIT 1",
+        "SELECT cardholder FROM decisions WHERE card = ?1 LIMIT 1",
         params![card],
         |r| r.get(0),
     )

@@ -157,12 +157,26 @@ pub const MIGRATIONS: &[&str] = &[
     // 6: API key expiry (Unix seconds; NULL: never, which keys created before
     // this migration keep).
     "ALTER TABLE api_keys ADD COLUMN expires_at INTEGER;",
+    // 7: an approval's hold kept beside its decision-log row (issue 19): the row
+    // already names everything the reserve fact repeated, so a hold costs two
+    // integers in a rowid table appended in order, not a second row with a JSON
+    // body and two indexes. `ledger_facts` keeps lifecycle facts and the reserves
+    // written before this version.
+    "CREATE TABLE ledger_reserves (
+         decision_id INTEGER PRIMARY KEY,
+         amount      INTEGER NOT NULL,
+         window_at   INTEGER NOT NULL
+     );",
 ];
 
 /// The first schema version with the exact-replay columns (`format`, `seen`) and
 /// `decision_blobs`; readers of older files (opened read-only, never migrated)
 /// see every row as approximate.
 pub(super) const EXACT_REPLAY_VERSION: i64 = 4;
+
+/// The first schema version with `ledger_reserves`; readers of older files find
+/// every reserve in `ledger_facts`.
+pub(super) const RESERVES_VERSION: i64 = 7;
 
 /// Opens the file read-write, checks it, migrates it and proves it writable.
 pub(super) fn open_checked(path: &Path, durability: Durability) -> Result<Connection, StoreError> {

@@ -2,6 +2,7 @@ use super::*;
 use rusqlite::Connection;
 
 use crate::decision::{Currency, Interval};
+use crate::journal::Held;
 use crate::ledger::{AuthMeta, AuthStatus, Fact, Ledger};
 
 const T: i64 = 1_795_003_020;
@@ -234,4 +235,89 @@ fn a_new_file_gets_small_pages_and_an_existing_one_keeps_its_own() {
         .unwrap();
     assert_eq!(store.decision_log(None).unwrap().len(), 1);
     assert_eq!(page_size(&path), 4096);
+}
+
+/// The hold an approval keeps beside its row (schema 7) reads back as the very
+/// reserve fact the ledger made, after the reserves written the old way (a file
+/// from before schema 7 keeps them in `ledger_facts`), and a restart rebuilds the
+/// same totals from both.
+#[test]
+fn a_hold_kept_beside_its_row_reads_back_as_its_reserve() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = Ledger::new();
+    let old = reserve("e1", "iauth_1", 1000);
+    let mut held_row = row("iauth_2", T);
+    held_row.event_id = "e2".into();
+    let held = Held {
+        amount: 2500,
+        at: T - 60,
+    };
+    let new = held.fact(&held_row);
+    assert_eq!(
+        new,
+        Fact::Reserve {
+            event_id: "e2".into(),
+            auth: AuthMeta {
+                created: T - 60,
+                ..match reserve("e2", "iauth_2", 2500) {
+                    Fact::Reserve { auth, .. } => auth,
+                    _ => unreachable!(),
+                }
+            },
+            amount: 2500,
+        }
+    );
+    {
+        let store = Store::open(dir.path(), Durability::Sync).unwrap();
+        store
+            .commit_blocking(vec![
+                Write::Fact(old.clone()),
+                Write::Decision(Box::new(row("iauth_9", T))),
+                Write::Held(Box::new(held_row), held),
+            ])
+            .unwrap();
+        live.apply(&old).unwrap();
+        live.apply(&new).unwrap();
+    }
+    let store = Store::open(dir.path(), Durability::Sync).unwrap();
+    assert_eq!(store.facts().unwrap(), vec![old.clone(), new.clone()]);
+    assert_eq!(rebuilt(&store).all_totals(), live.all_totals());
+    assert_eq!(read_facts(store.path(), Some("ich_2")).unwrap(), Vec::new());
+    assert_eq!(
+        read_facts(store.path(), Some("ich_1")).unwrap(),
+        vec![old, new]
+    );
+    let log = store.decision_log(None).unwrap();
+    assert_eq!(log.len(), 2, "both rows are in the decision log");
+}
+
+/// A batch whose held row fails keeps neither the row nor its hold.
+#[test]
+fn a_failed_held_row_keeps_no_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Sync).unwrap();
+    Connection::open(store.path())
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON ledger_reserves
+             WHEN NEW.amount = 13
+             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        )
+        .unwrap();
+    let held = |amount| Held { amount, at: T };
+    let err = store
+        .commit_blocking(vec![
+            Write::Held(Box::new(row("iauth_1", T)), held(100)),
+            Write::Held(Box::new(row("iauth_2", T)), held(13)),
+        ])
+        .unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
+    assert!(store.facts().unwrap().is_empty());
+    assert!(store.decision_log(None).unwrap().is_empty());
+    store
+        .commit_blocking(vec![Write::Held(Box::new(row("iauth_3", T)), held(7))])
+        .unwrap();
+    let facts = store.facts().unwrap();
+    assert_eq!(facts.len(), 1);
+    assert!(matches!(&facts[0], Fact::Reserve { amount: 7, auth, .. } if auth.id == "iauth_3"));
 }

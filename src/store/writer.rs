@@ -183,6 +183,7 @@ struct Statements<'c> {
     blob: Statement<'c>,
     fact: Statement<'c>,
     decision: Statement<'c>,
+    reserve: Statement<'c>,
 }
 
 impl<'c> Statements<'c> {
@@ -203,6 +204,11 @@ impl<'c> Statements<'c> {
                      spend_json, shadow_rules, format, seen)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
                      ?18, ?19, ?20, ?21, ?22)",
+            )?,
+            // Right after `decision`, on the same connection: the row just inserted.
+            reserve: conn.prepare(
+                "INSERT INTO ledger_reserves (decision_id, amount, window_at)
+                 VALUES (last_insert_rowid(), ?1, ?2)",
             )?,
         })
     }
@@ -325,39 +331,46 @@ impl Writer<'_> {
                     self.body
                 ])?;
             }
-            Write::Decision(d) => {
-                for (hash, body) in &d.blobs {
-                    if !self.stored.contains(hash) && !self.new_blobs.contains(hash) {
-                        self.stmts.blob.execute(params![hash, &body[..]])?;
-                        self.new_blobs.push(*hash);
-                    }
-                }
-                self.stmts.decision.execute(params![
-                    d.event_id,
-                    d.authorization_id,
-                    d.card,
-                    d.cardholder,
-                    d.amount,
-                    d.currency,
-                    d.merchant_category,
-                    d.merchant_mcc,
-                    d.merchant_country,
-                    d.merchant_name,
-                    d.approved,
-                    d.approved_amount,
-                    d.reason,
-                    d.rule,
-                    d.ruleset,
-                    d.latency_us,
-                    d.decided_at,
-                    d.event_json,
-                    d.spend_json,
-                    d.shadow_rules,
-                    d.format,
-                    (!d.seen.is_empty()).then_some(&d.seen[..]),
-                ])?;
+            Write::Decision(d) => self.decision(d)?,
+            Write::Held(d, held) => {
+                self.decision(d)?;
+                self.stmts.reserve.execute(params![held.amount, held.at])?;
             }
         }
+        Ok(())
+    }
+
+    fn decision(&mut self, d: &LoggedDecision) -> rusqlite::Result<()> {
+        for (hash, body) in &d.blobs {
+            if !self.stored.contains(hash) && !self.new_blobs.contains(hash) {
+                self.stmts.blob.execute(params![hash, &body[..]])?;
+                self.new_blobs.push(*hash);
+            }
+        }
+        self.stmts.decision.execute(params![
+            d.event_id,
+            d.authorization_id,
+            d.card,
+            d.cardholder,
+            d.amount,
+            d.currency,
+            d.merchant_category,
+            d.merchant_mcc,
+            d.merchant_country,
+            d.merchant_name,
+            d.approved,
+            d.approved_amount,
+            d.reason,
+            d.rule,
+            d.ruleset,
+            d.latency_us,
+            d.decided_at,
+            d.event_json,
+            d.spend_json,
+            d.shadow_rules,
+            d.format,
+            (!d.seen.is_empty()).then_some(&d.seen[..]),
+        ])?;
         Ok(())
     }
 }

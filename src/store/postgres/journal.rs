@@ -117,6 +117,14 @@ async fn write_batch(db: &Database, jobs: &[Job]) -> Result<(), JournalError> {
                     .map_err(|e| fail(&e))?;
             }
             Write::Decision(row) => rows.push(row),
+            // Not sent by the pipeline here (PostgreSQL holds are durable inside
+            // `reserve`); written as the two writes it stands for.
+            Write::Held(row, held) => {
+                super::holds::apply_with(&*tx, &held.fact(row))
+                    .await
+                    .map_err(|e| fail(&e))?;
+                rows.push(row);
+            }
         }
     }
     if !rows.is_empty() {
