@@ -183,13 +183,13 @@ pub(super) fn open_checked(path: &Path, durability: Durability) -> Result<Connec
     let err = sqlite(path);
     let conn = Connection::open(path).map_err(&err)?;
     integrity(&conn, path)?;
-    // A new file gets 1 KiB pages (an existing one keeps its size: SQLite applies
-    // this only before the first write). WAL appends every page a commit touched,
-    // checksummed whole, and an unbatched decision touches about eight (table and
-    // index leaves, `sqlite_sequence`, the header): at 4 KiB that is ~32 KiB
-    // written and checksummed per request, most of the store's CPU cost. At 1 KiB
-    // the event body spills into overflow pages it fills, and the rest shrink 4x.
-    conn.execute_batch("PRAGMA page_size = 1024;")
+    // A new file gets 4 KiB pages (an existing one keeps its size: SQLite applies
+    // this only before the first write). WAL appends every page a commit touched
+    // with two `pwrite`s each, and under load a batch's pages are mostly the event
+    // bodies it appends: at 1 KiB that was ~12 `pwrite`s and ~4 `pread`s (the
+    // checkpoint) per decision, 3 and 1 at 4 KiB (`strace -c` under wrk), which
+    // outweighs the bigger pages an unbatched commit checksums (BENCHMARKS.md).
+    conn.execute_batch("PRAGMA page_size = 4096;")
         .map_err(&err)?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))

@@ -212,7 +212,7 @@ fn a_failed_batch_leaves_nothing_and_its_blobs_are_written_by_the_next() {
 }
 
 #[test]
-fn a_new_file_gets_small_pages_and_an_existing_one_keeps_its_own() {
+fn a_new_file_gets_4k_pages_and_an_existing_one_keeps_its_own() {
     let page_size = |path: &std::path::Path| -> i64 {
         Connection::open(path)
             .unwrap()
@@ -221,20 +221,20 @@ fn a_new_file_gets_small_pages_and_an_existing_one_keeps_its_own() {
     };
     let new = tempfile::tempdir().unwrap();
     drop(Store::open(new.path(), Durability::Sync).unwrap());
-    assert_eq!(page_size(&new.path().join(FILE_NAME)), 1024);
+    assert_eq!(page_size(&new.path().join(FILE_NAME)), 4096);
 
     let old = tempfile::tempdir().unwrap();
     let path = old.path().join(FILE_NAME);
     Connection::open(&path)
         .unwrap()
-        .execute_batch("PRAGMA page_size = 4096; CREATE TABLE t (x);")
+        .execute_batch("PRAGMA page_size = 1024; CREATE TABLE t (x);")
         .unwrap();
     let store = Store::open(old.path(), Durability::Sync).unwrap();
     store
         .commit_blocking(vec![Write::Decision(Box::new(row("iauth_1", T)))])
         .unwrap();
     assert_eq!(store.decision_log(None).unwrap().len(), 1);
-    assert_eq!(page_size(&path), 4096);
+    assert_eq!(page_size(&path), 1024);
 }
 
 /// The hold an approval keeps beside its row (schema 7) reads back as the very
