@@ -2,9 +2,10 @@
 """Pre-signed `issuing_authorization.request` events for wrk and the callgrind client.
 
     wrk_events.py lua  N SECRET OUT.lua   a Lua table `events` of {body, signature}
-    wrk_events.py send N SECRET URL       POST the N events one after the other on one
-                                          keep-alive connection; exit 1 on any answer
-                                          that is not a 200 decision
+    wrk_events.py send N SECRET URL [C]   POST the N events over C keep-alive
+                                          connections at once (default 1: one after
+                                          the other); exit 1 on any answer that is
+                                          not a 200 decision
 
 Signing is done here, once, so the load generator spends its CPU on HTTP only. The
 events are the bundled fixture with distinct event and authorization ids spread over
@@ -18,6 +19,7 @@ import http.client
 import json
 import random
 import sys
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -67,27 +69,41 @@ def lua(n, secret, path):
         f.write("}\n")
 
 
-def send(n, secret, url):
+def send(n, secret, url, connections=1):
     u = urllib.parse.urlparse(url)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
-    bad = 0
-    for body, sig in events(n, secret):
-        conn.request("POST", "/webhooks/stripe", body=body,
-                     headers={"Content-Type": "application/json", "Stripe-Signature": sig})
-        resp = conn.getresponse()
-        answer = resp.read()
-        if resp.status != 200 or b'"approved"' not in answer:
-            bad += 1
-    conn.close()
-    if bad:
-        sys.exit(f"{bad} of {n} answers were not 200 decisions")
+    signed = list(events(n, secret))
+    bad = [0] * connections
+
+    def post(k):
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
+        for body, sig in signed[k::connections]:
+            conn.request("POST", "/webhooks/stripe", body=body,
+                         headers={"Content-Type": "application/json", "Stripe-Signature": sig})
+            resp = conn.getresponse()
+            answer = resp.read()
+            if resp.status != 200 or b'"approved"' not in answer:
+                bad[k] += 1
+        conn.close()
+
+    # Several connections let the store batch decisions as it does under load.
+    threads = [threading.Thread(target=post, args=(k,)) for k in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if sum(bad):
+        sys.exit(f"{sum(bad)} of {n} answers were not 200 decisions")
 
 
 def main():
-    if len(sys.argv) != 5 or sys.argv[1] not in ("lua", "send"):
+    if len(sys.argv) not in (5, 6) or sys.argv[1] not in ("lua", "send") \
+            or (sys.argv[1] == "lua" and len(sys.argv) != 5):
         sys.exit(__doc__)
     cmd, n, secret, dest = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    (lua if cmd == "lua" else send)(n, secret, dest)
+    if cmd == "lua":
+        lua(n, secret, dest)
+    else:
+        send(n, secret, dest, int(sys.argv[5]) if len(sys.argv) == 6 else 1)
 
 
 if __name__ == "__main__":
