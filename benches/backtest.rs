@@ -244,7 +244,7 @@ fn write_log(dir: &std::path::Path, rows: usize) {
             ruleset: "bench".into(),
             latency_us: 40,
             decided_at: now,
-            event_json: event.into_bytes(),
+            event_json: event.into_bytes().into(),
             spend_json: "{}".into(),
             shadow_rules: None,
             format: SEEN_FORMAT,

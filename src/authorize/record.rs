@@ -50,7 +50,7 @@ pub(super) fn row(
         ruleset: d.ruleset.to_string(),
         latency_us: i64::try_from(d.start.elapsed().as_micros()).unwrap_or(i64::MAX),
         decided_at: a.now(),
-        event_json: d.raw.as_ref().map(|b| b.to_vec()).unwrap_or_default(),
+        event_json: d.raw.clone().unwrap_or_default(),
         // The window totals live in `seen` now; the JSON form is kept for rows
         // written before it (see `rules::backtest`).
         spend_json: "{}".into(),

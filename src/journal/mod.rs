@@ -16,6 +16,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 pub use crate::config::Durability;
 use crate::ledger::Fact;
 pub use search::{DecisionLog, DecisionQuery, LogReadError, MAX_SEARCH};
@@ -60,8 +62,9 @@ pub struct LoggedDecision {
     pub latency_us: i64,
     /// Unix seconds.
     pub decided_at: i64,
-    /// The verified event body, byte for byte.
-    pub event_json: Vec<u8>,
+    /// The verified event body, byte for byte: the request's own buffer, shared
+    /// (not copied) until the row is written.
+    pub event_json: Bytes,
     /// Spend the decision saw as JSON window totals — rows written before exact
     /// replay; `{}` since (the totals are in `seen`).
     pub spend_json: String,

@@ -214,7 +214,7 @@ pub fn for_each_decision(
             ruleset: r.get(15).map_err(&err)?,
             latency_us: r.get(16).map_err(&err)?,
             decided_at: r.get(17).map_err(&err)?,
-            event_json: r.get(18).map_err(&err)?,
+            event_json: r.get::<_, Vec<u8>>(18).map_err(&err)?.into(),
             spend_json: r.get(19).map_err(&err)?,
             shadow_rules: r.get(20).map_err(&err)?,
             format: r.get(21).map_err(&err)?,

@@ -43,7 +43,7 @@ fn row(id: &str, decided_at: i64) -> LoggedDecision {
         ruleset: "v1".into(),
         latency_us: 42,
         decided_at,
-        event_json: br#"{"id":"evt"}"#.to_vec(),
+        event_json: bytes::Bytes::from_static(br#"{"id":"evt"}"#),
         spend_json: r#"{"card":{}}"#.into(),
         shadow_rules: None,
         format: 0,
@@ -107,7 +107,7 @@ fn restart_preserves_totals_and_dedupes_event_ids() {
     // The decision logged without waiting was committed by the shutdown drain.
     let log = store.decision_log(None).unwrap();
     assert_eq!(log.len(), 1);
-    assert_eq!(log[0].event_json, br#"{"id":"evt"}"#.to_vec());
+    assert_eq!(&log[0].event_json[..], br#"{"id":"evt"}"#);
 }
 
 #[test]

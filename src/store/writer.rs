@@ -365,7 +365,7 @@ impl Writer<'_> {
             d.ruleset,
             d.latency_us,
             d.decided_at,
-            d.event_json,
+            &d.event_json[..],
             d.spend_json,
             d.shadow_rules,
             d.format,

@@ -268,7 +268,7 @@ mod tests {
             ruleset: "v1".into(),
             latency_us: 35,
             decided_at: 1_800_000_000,
-            event_json: serde_json::to_vec(&event).unwrap(),
+            event_json: serde_json::to_vec(&event).unwrap().into(),
             spend_json: r#"{"card":{"daily":2500}}"#.into(),
             shadow_rules: Some(r#"["big-foreign"]"#.into()),
             format: 0,

@@ -333,7 +333,7 @@ impl<'a> Replay<'a> {
         };
         let item = Item {
             index,
-            event_json: &row.event_json,
+            event_json: &row.event_json[..],
             before,
             held: if row.approved { row.approved_amount } else { 0 },
             recorded,

@@ -470,7 +470,7 @@ fn logged(event_id: &str, decided_at: i64) -> crate::journal::LoggedDecision {
         ruleset: "v1".into(),
         latency_us: 120,
         decided_at,
-        event_json: b"{\"id\":\"evt\"}".to_vec(),
+        event_json: bytes::Bytes::from_static(b"{\"id\":\"evt\"}"),
         spend_json: "{}".into(),
         shadow_rules: Some("[\"s\"]".into()),
         format: crate::journal::seen::SEEN_FORMAT,

@@ -683,7 +683,7 @@ async fn insert_decisions(
             &column!(ruleset),
             &column!(latency_us),
             &column!(decided_at),
-            &column!(event_json),
+            &rows.iter().map(|r| &r.event_json[..]).collect::<Vec<_>>(),
             &column!(spend_json),
             &column!(shadow_rules),
             &column!(format),
