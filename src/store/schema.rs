@@ -178,6 +178,17 @@ pub(super) const EXACT_REPLAY_VERSION: i64 = 4;
 /// every reserve in `ledger_facts`.
 pub(super) const RESERVES_VERSION: i64 = 7;
 
+/// `synchronous` for `durability`, and how long to wait for another connection's lock.
+pub(super) fn set_durability(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
+    let sync = match durability {
+        Durability::Sync => "FULL",
+        Durability::Async => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;"
+    ))
+}
+
 /// Opens the file read-write, checks it, migrates it and proves it writable.
 pub(super) fn open_checked(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
     let err = sqlite(path);
@@ -200,14 +211,7 @@ pub(super) fn open_checked(path: &Path, durability: Durability) -> Result<Connec
             message: format!("cannot switch to WAL mode (journal_mode is {mode})"),
         });
     }
-    let sync = match durability {
-        Durability::Sync => "FULL",
-        Durability::Async => "NORMAL",
-    };
-    conn.execute_batch(&format!(
-        "PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;"
-    ))
-    .map_err(&err)?;
+    set_durability(&conn, durability).map_err(&err)?;
     migrate(&conn, path)?;
     // SQLite silently opens a read-only file read-only; a write now turns that
     // into a start-up error instead of a failure on the first approval.

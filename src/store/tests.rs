@@ -321,3 +321,30 @@ fn a_failed_held_row_keeps_no_hold() {
     assert_eq!(facts.len(), 1);
     assert!(matches!(&facts[0], Fact::Reserve { amount: 7, auth, .. } if auth.id == "iauth_3"));
 }
+
+/// The writer hands WAL checkpoints to their own thread (SQLite's automatic one
+/// ran inside the commit that crossed the threshold): once the WAL passes the
+/// threshold a checkpoint completes there, and nothing written is lost by it.
+#[test]
+fn the_wal_is_checkpointed_off_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Sync).unwrap();
+    let body = bytes::Bytes::from(vec![b' '; 6000]);
+    for batch in 0..40 {
+        let rows = (0..50).map(|i| {
+            let mut r = row(&format!("iauth_{batch}_{i}"), T);
+            r.event_json = body.clone();
+            Write::Decision(Box::new(r))
+        });
+        store.commit_blocking(rows.collect()).unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
+    while store.checkpoints() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after ~4,000 WAL pages"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(store.decision_log(None).unwrap().len(), 2000);
+}
