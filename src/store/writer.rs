@@ -81,7 +81,7 @@ impl Store {
         let writer_path = path.clone();
         let writer = std::thread::Builder::new()
             .name("cardgate-store".into())
-            .spawn(move || writer_loop(&conn, &rx, &writer_path))
+            .spawn(move || writer_loop(&conn, &rx, &writer_path, durability))
             .map_err(|e| StoreError::Sqlite {
                 path: path.clone(),
                 message: format!("cannot start the writer thread: {e}"),
@@ -305,7 +305,14 @@ struct Writer<'c> {
     body: Vec<u8>,
 }
 
-fn writer_loop(conn: &Connection, rx: &mpsc::Receiver<Job>, path: &Path) {
+/// How long, in `async` durability, the writer lets a batch gather after its
+/// first write when nobody waits for it: under load one commit then carries many
+/// decisions instead of a few, and the request threads stop waking the writer for
+/// each (it is not waiting on the queue meanwhile). Bounded well inside the "few
+/// milliseconds" `async` may lose in a crash.
+const ASYNC_GATHER: std::time::Duration = std::time::Duration::from_micros(500);
+
+fn writer_loop(conn: &Connection, rx: &mpsc::Receiver<Job>, path: &Path, durability: Durability) {
     let stmts = match Statements::prepare(conn) {
         Ok(s) => s,
         Err(e) => {
@@ -334,6 +341,9 @@ fn writer_loop(conn: &Connection, rx: &mpsc::Receiver<Job>, path: &Path) {
     let mut batch = Vec::new();
     // Ends when every sender is gone (Store dropped) and the queue is drained.
     while let Ok(first) = rx.recv() {
+        if durability == Durability::Async && first.done.is_none() {
+            std::thread::sleep(ASYNC_GATHER);
+        }
         let mut writes = first.writes.len();
         batch.push(first);
         while writes < MAX_BATCH {
