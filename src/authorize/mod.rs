@@ -223,7 +223,7 @@ impl Authorizer {
 
         // parse
         let mut buf = verified.into_body();
-        let doc = match stripe::parse_document(&mut buf) {
+        let doc = match stripe::parse_padded(&mut buf) {
             Ok(d) => d,
             Err(e) => return parse_failed(&e),
         };
@@ -306,9 +306,13 @@ impl Authorizer {
     /// The verify step: the signature over the body as received, or the 400 to
     /// answer.
     fn verify(&self, signature: Option<&[u8]>, body: Bytes) -> Result<stripe::Verified, Answer> {
+        // The one copy of the body (out of hyper's shared read buffer, which
+        // simd-json must not write to), with room for the parser's padding.
+        let mut owned = Vec::with_capacity(body.len() + stripe::PADDING);
+        owned.extend_from_slice(&body);
         stripe::verify(
             signature,
-            Vec::from(body),
+            owned,
             &self.secrets,
             self.now(),
             self.tolerance_seconds,
