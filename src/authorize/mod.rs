@@ -285,8 +285,7 @@ impl Authorizer {
             ruleset: rules.version(),
             api_version: event.api_version,
         });
-        clock.lap(m::Stage::Respond);
-        let elapsed = start.elapsed();
+        let elapsed = clock.lap(m::Stage::Respond).duration_since(start);
         m::record_webhook_duration(elapsed.as_secs_f64());
         tracing::debug!(
             authorization = auth.id,
