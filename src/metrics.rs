@@ -631,13 +631,16 @@ impl StageClock {
         }
     }
 
-    /// Ends `stage`: records its duration and starts the next one.
-    pub fn lap(&mut self, stage: Stage) {
+    /// Ends `stage`: records its duration and starts the next one. Returns the
+    /// instant it read, so the caller's own end-of-request time needs no other
+    /// clock read.
+    pub fn lap(&mut self, stage: Stage) -> Instant {
         let now = Instant::now();
         if let Some(h) = STAGES.get() {
             h[stage as usize].record(now.duration_since(self.last).as_secs_f64());
         }
         self.last = now;
+        now
     }
 }
 

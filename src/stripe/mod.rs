@@ -14,7 +14,7 @@ pub use lifecycle::{
     AUTHORIZATION_CREATED, AUTHORIZATION_UPDATED, STAND_IN_REASONS, StandIn, TRANSACTION_CREATED,
     lifecycle_fact, stand_in,
 };
-pub use parse::{Document, Event, ParseError, Problem, parse_document};
+pub use parse::{Document, Event, PADDING, ParseError, Problem, parse_document, parse_padded};
 pub use response::encode_decision;
 pub use signature::{Secrets, Verified, VerifyError, sign_header, signature, verify};
 

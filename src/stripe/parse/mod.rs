@@ -129,6 +129,35 @@ impl Drop for Document<'_> {
 /// Parses `buf` in place (simd-json unescapes strings inside the buffer, so strings
 /// are borrowed, not copied).
 pub fn parse_document(buf: &mut [u8]) -> Result<Document<'_>, ParseError> {
+    let len = buf.len();
+    parse_with_scratch(len, move |buffers, tape| {
+        simd_json::fill_tape(buf, buffers, tape)
+    })
+}
+
+/// Spare capacity a body needs for [`parse_padded`] to parse it without copying it.
+pub const PADDING: usize = simd_json::INPUT_PADDING;
+
+/// [`parse_document`] for a body the caller owns: appends [`PADDING`] bytes to
+/// `buf` and parses it where it lies. simd-json's vector loads read past the
+/// document's end, so [`parse_document`] first copies every body into a padded
+/// buffer of its own; a body received into a `Vec` with this much spare capacity
+/// (the webhook's) needs no second copy. Strings are still unescaped in place and
+/// borrowed; the bytes before the padding are the document.
+pub fn parse_padded(buf: &mut Vec<u8>) -> Result<Document<'_>, ParseError> {
+    let len = buf.len();
+    buf.resize(len + PADDING, b' ');
+    parse_with_scratch(len, move |buffers, tape| {
+        simd_json::fill_tape_padded(buf, len, buffers, tape)
+    })
+}
+
+/// Runs `fill` with this thread's reused buffers and tape; `len` is the body's
+/// length (large bodies' buffers are not kept).
+fn parse_with_scratch<'a>(
+    len: usize,
+    fill: impl FnOnce(&mut Buffers, &mut Tape<'a>) -> simd_json::Result<()>,
+) -> Result<Document<'a>, ParseError> {
     let (buffers, tape) = SCRATCH
         .try_with(|s| {
             s.try_borrow_mut()
@@ -136,10 +165,9 @@ pub fn parse_document(buf: &mut [u8]) -> Result<Document<'_>, ParseError> {
                 .unwrap_or_default()
         })
         .unwrap_or_default();
-    let mut buffers = buffers.unwrap_or_else(|| Buffers::new(buf.len()));
+    let mut buffers = buffers.unwrap_or_else(|| Buffers::new(len));
     let mut tape = tape.map_or_else(|| Tape(Vec::new()), Tape::reset);
-    let len = buf.len();
-    let parsed = simd_json::fill_tape(buf, &mut buffers, &mut tape);
+    let parsed = fill(&mut buffers, &mut tape);
     if len <= KEEP_BUFFERS_FOR {
         let _ = SCRATCH.try_with(|s| {
             if let Ok(mut s) = s.try_borrow_mut() {
