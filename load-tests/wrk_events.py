@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Pre-signed `issuing_authorization.request` events for wrk and the callgrind client.
+"""Pre-signed `issuing_authorization.request` events for wrk, loadgen and the callgrind client.
 
-    wrk_events.py lua  N SECRET OUT.lua   a Lua table `events` of {body, signature}
-    wrk_events.py send N SECRET URL [C]   POST the N events over C keep-alive
-                                          connections at once (default 1: one after
-                                          the other); exit 1 on any answer that is
-                                          not a 200 decision
+    wrk_events.py lua   N SECRET OUT.lua    a Lua table `events` of {body, signature}
+    wrk_events.py jsonl N SECRET OUT.jsonl  one JSON object {"body", "signature"} a line,
+                                            for examples/loadgen.rs
+    wrk_events.py send  N SECRET URL [C]    POST the N events over C keep-alive
+                                            connections at once (default 1: one after
+                                            the other); exit 1 on any answer that is
+                                            not a 200 decision
 
 Signing is done here, once, so the load generator spends its CPU on HTTP only. The
 events are the bundled fixture with distinct event and authorization ids spread over
@@ -28,29 +30,34 @@ FIXTURE = Path(__file__).resolve().parent.parent / "tests/fixtures/events/issuin
 
 
 def events(n, secret):
-    template = json.loads(FIXTURE.read_text())
+    """Yields N (body, signature) pairs, the event ids numbered 0..N-1.
+
+    One copy of the fixture is changed in place for each event (every field it sets
+    is set again for the next): a fresh copy per event made `jsonl` for the
+    loadgen's 100,000+ events take minutes.
+    """
+    ev = json.loads(FIXTURE.read_text())
     rng = random.Random(1234)
     now = int(time.time())
     run = f"{now}"
-    out = []
+    ev["created"] = now
+    obj = ev["data"]["object"]
+    obj["created"] = now
+    cardholder_is_id = isinstance(obj.get("cardholder"), str)
     for i in range(n):
-        ev = json.loads(json.dumps(template))
         ev["id"] = f"evt_bench_{run}_{i}"
-        ev["created"] = now
-        obj = ev["data"]["object"]
         holder = i % 50
         obj["id"] = f"iauth_bench_{run}_{i}"
-        obj["created"] = now
         obj["card"]["id"] = f"ic_bench_{holder}"
         obj["card"]["cardholder"]["id"] = f"ich_bench_{holder}"
-        obj["cardholder"] = f"ich_bench_{holder}" if isinstance(obj.get("cardholder"), str) else obj.get("cardholder")
+        if cardholder_is_id:
+            obj["cardholder"] = f"ich_bench_{holder}"
         amount = rng.randrange(100, 6000)
         obj["pending_request"]["amount"] = amount
         obj["pending_request"]["merchant_amount"] = amount
         body = json.dumps(ev, separators=(",", ":"))
         mac = hmac.new(secret.encode(), f"{now}.{body}".encode(), hashlib.sha256).hexdigest()
-        out.append((body, f"t={now},v1={mac}"))
-    return out
+        yield body, f"t={now},v1={mac}"
 
 
 def long_string(s):
@@ -67,6 +74,13 @@ def lua(n, secret, path):
         for body, sig in events(n, secret):
             f.write(f"  {{{long_string(body)}, {long_string(sig)}}},\n")
         f.write("}\n")
+
+
+def jsonl(n, secret, path):
+    with open(path, "w") as f:
+        for body, sig in events(n, secret):
+            f.write(json.dumps({"body": body, "signature": sig}, separators=(",", ":")))
+            f.write("\n")
 
 
 def send(n, secret, url, connections=1):
@@ -96,12 +110,14 @@ def send(n, secret, url, connections=1):
 
 
 def main():
-    if len(sys.argv) not in (5, 6) or sys.argv[1] not in ("lua", "send") \
-            or (sys.argv[1] == "lua" and len(sys.argv) != 5):
+    if len(sys.argv) not in (5, 6) or sys.argv[1] not in ("lua", "jsonl", "send") \
+            or (sys.argv[1] != "send" and len(sys.argv) != 5):
         sys.exit(__doc__)
     cmd, n, secret, dest = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     if cmd == "lua":
         lua(n, secret, dest)
+    elif cmd == "jsonl":
+        jsonl(n, secret, dest)
     else:
         send(n, secret, dest, int(sys.argv[5]) if len(sys.argv) == 6 else 1)
 
