@@ -1,0 +1,813 @@
+//! A fixed-rate (open-loop) HTTP load generator for `scripts/bench`: it offers a
+//! server R requests per second and reports the latency each one saw, so that
+//! issue 19's "p99 at 50 % of max" can be measured at all. wrk runs closed-loop
+//! (each connection sends its next request when the last one is answered, so a
+//! slow server is offered less and its stalls hide: coordinated omission), k6
+//! tops out near 3.5k req/s signing in JavaScript, and wrk2 is not packaged.
+//!
+//! Request k is due at `t0 + k/R` whatever has been answered. It goes out on a
+//! free keep-alive connection; when all are busy it waits for one, and its latency
+//! still counts from when it was due, so a stalled server shows as latency, not as
+//! a lower offered rate. The bodies come pre-signed (`load-tests/wrk_events.py
+//! jsonl N SECRET OUT.jsonl`): the generator does no HMAC work.
+//!
+//! It runs on one thread (a tokio `current_thread` runtime) so that `taskset` to
+//! one core is an honest statement of what it uses, and it only ever talks to
+//! loopback addresses: it is a benchmark tool, not a way to load someone else's
+//! server.
+//!
+//! Run: `cargo run --release --example loadgen -- --url http://127.0.0.1:PORT
+//! --events events.jsonl --rate 5000 --duration 10s`. Prints one line,
+//! `LOADGEN_RESULT offered=… achieved=… sent=… answered=… bad=… errors=… late=…
+//! p50_us=… p99_us=… p999_us=… max_us=…`, and exits 1 if any answer was bad or any
+//! request failed.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{CONNECTION, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Where requests go when the URL names no path: cardgate's webhook endpoint.
+const DEFAULT_PATH: &str = "/webhooks/stripe";
+
+/// A request that leaves later than this after it was due counts as `late`: the
+/// generator (or a shortage of free connections) shifted the offered schedule.
+const LATE: Duration = Duration::from_millis(1);
+
+/// tokio's timer fires on whole milliseconds; further than this from the next due
+/// time the pacer sleeps on it, closer it yields to the runtime in a loop (see
+/// [`pace_until`]).
+const COARSE: Duration = Duration::from_millis(1);
+
+/// How long the run waits, after the last request was due, for the answers still
+/// outstanding; those still missing then count as errors.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// What the body of a good answer contains (unless `--no-check`): cardgate's
+/// decision field, as `load-tests/wrk.lua` checks it.
+const APPROVED: &[u8] = b"\"approved\"";
+
+/// Fixed-rate (open-loop) load generator for cardgate's benchmarks.
+///
+/// Request k is sent at start + k/RATE whatever has been answered, on a free
+/// keep-alive connection; if all are busy it waits, and its latency still counts
+/// from when it was due (no coordinated omission). Answers must be 200 and contain
+/// "approved" (unless --no-check). Prints one LOADGEN_RESULT line on stdout; exits
+/// 1 if any answer was bad or any request failed. Only loopback targets are
+/// accepted.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", verbatim_doc_comment)]
+#[allow(
+    clippy::doc_markdown,
+    reason = "these doc comments are the --help text, read in a terminal, not rendered"
+)]
+struct Args {
+    /// Server to load, e.g. http://127.0.0.1:8080 (host: a loopback IP or
+    /// localhost). Without a path, requests go to /webhooks/stripe.
+    #[arg(long)]
+    url: String,
+    /// Pre-signed events, one JSON object {"body": "...", "signature": "t=...,v1=..."}
+    /// a line (load-tests/wrk_events.py jsonl N SECRET OUT.jsonl); cycled over if
+    /// the run needs more requests than there are lines.
+    #[arg(long)]
+    events: PathBuf,
+    /// Requests per second offered, counted from the scheduled times.
+    #[arg(long)]
+    rate: f64,
+    /// How long the measured part of the run offers load (after the warm-up).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Keep-alive connections to spread the requests over (opened before the
+    /// first request is due).
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Load offered at the same rate before the measured part: sent and checked
+    /// (bad answers and errors count), but not in sent/answered/late or the
+    /// percentiles.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Only require status 200, not "approved" in the body (for servers that are
+    /// not cardgate, such as nginx answering a constant).
+    #[arg(long)]
+    no_check: bool,
+}
+
+fn main() -> ExitCode {
+    match run_cli() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("loadgen: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Parses and checks everything before the first connection, runs, prints the
+/// result; `Ok(false)` when an answer was bad or a request failed.
+fn run_cli() -> anyhow::Result<bool> {
+    let args = Args::parse();
+    let target = Target::parse(&args.url)?;
+    if !(args.rate.is_finite() && args.rate > 0.0) {
+        bail!("--rate must be a positive number of requests per second");
+    }
+    if args.connections == 0 {
+        bail!("--connections must be at least 1");
+    }
+    let events = load_events(&args.events)?;
+    let plan = Plan {
+        rate: args.rate,
+        warmup: args.warmup,
+        duration: args.duration,
+        connections: args.connections,
+        check: !args.no_check,
+    };
+    eprintln!(
+        "loadgen: {} req/s to {} for {} (+{} warm-up) over {} connections, {} events",
+        plan.rate,
+        args.url,
+        humantime::format_duration(plan.duration),
+        humantime::format_duration(plan.warmup),
+        plan.connections,
+        events.len()
+    );
+    let report = generate(&target, &events, &plan)?;
+    println!("{}", report.line(plan.rate));
+    std::io::stdout().flush()?;
+    Ok(report.bad + report.errors == 0)
+}
+
+// === impl Target ===
+
+/// Where the requests go, checked to be on this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    addr: SocketAddr,
+    /// The `Host` header: the URL's authority as given.
+    host: HeaderValue,
+    /// Path and query of every request.
+    path: Uri,
+}
+
+impl Target {
+    /// Accepts `http://HOST[:PORT][/PATH]` whose host is a loopback IP literal
+    /// (127.0.0.0/8 or `::1`) or `localhost`, which is taken as 127.0.0.1 without
+    /// asking a resolver (so no name can lead elsewhere).
+    fn parse(url: &str) -> anyhow::Result<Self> {
+        let uri: Uri = url.parse().with_context(|| format!("--url {url:?}"))?;
+        if uri.scheme_str() != Some("http") {
+            bail!("--url {url:?}: only http:// is supported");
+        }
+        let (Some(authority), Some(host)) = (uri.authority(), uri.host()) else {
+            bail!("--url {url:?}: no host");
+        };
+        let ip = if host.eq_ignore_ascii_case("localhost") {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            let literal = host.trim_start_matches('[').trim_end_matches(']');
+            literal.parse::<IpAddr>().map_err(|_| {
+                anyhow::anyhow!("--url {url:?}: the host must be a loopback IP or localhost")
+            })?
+        };
+        let loopback = match ip {
+            IpAddr::V4(v4) => v4.is_loopback(),
+            IpAddr::V6(v6) => v6.is_loopback(),
+        };
+        if !loopback {
+            bail!("--url {url:?}: {ip} is not a loopback address; loadgen only loads this machine");
+        }
+        let port = uri.port_u16().unwrap_or(80);
+        let path = match uri
+            .path_and_query()
+            .map(hyper::http::uri::PathAndQuery::as_str)
+        {
+            None | Some("" | "/") => Uri::from_static(DEFAULT_PATH),
+            Some(p) => p.parse().with_context(|| format!("--url {url:?}: path"))?,
+        };
+        let host = HeaderValue::from_str(authority.as_str())
+            .with_context(|| format!("--url {url:?}: host"))?;
+        Ok(Self {
+            addr: SocketAddr::new(ip, port),
+            host,
+            path,
+        })
+    }
+}
+
+// === events ===
+
+/// One pre-signed webhook: the body bytes as sent and its `Stripe-Signature`.
+#[derive(Debug, Clone)]
+struct Event {
+    body: Bytes,
+    signature: HeaderValue,
+}
+
+/// A line of the events file, as `wrk_events.py jsonl` writes it.
+#[derive(serde::Deserialize)]
+struct EventLine {
+    body: String,
+    signature: String,
+}
+
+/// Reads every event up front: nothing is parsed or allocated per request beyond
+/// the request itself (the body is a shared `Bytes`).
+fn load_events(path: &Path) -> anyhow::Result<Vec<Event>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let mut events = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{}:{}", path.display(), i + 1);
+        let e: EventLine = serde_json::from_str(line).with_context(at)?;
+        events.push(Event {
+            body: Bytes::from(e.body),
+            signature: HeaderValue::from_str(&e.signature).with_context(at)?,
+        });
+    }
+    if events.is_empty() {
+        bail!("{}: no events", path.display());
+    }
+    Ok(events)
+}
+
+// === the run ===
+
+/// What to offer.
+#[derive(Debug, Clone)]
+struct Plan {
+    rate: f64,
+    warmup: Duration,
+    duration: Duration,
+    connections: usize,
+    check: bool,
+}
+
+impl Plan {
+    /// (requests in the warm-up, requests in all): request k belongs to the part
+    /// its due time `k/R` falls in, so the counts are `⌈warmup·R⌉` and
+    /// `⌈(warmup + duration)·R⌉`.
+    fn counts(&self) -> (u64, u64) {
+        let warm = requests_before(self.warmup, self.rate);
+        (
+            warm,
+            requests_before(self.warmup + self.duration, self.rate),
+        )
+    }
+}
+
+/// How many of the requests 0, 1, 2, … fall due before `span` at `rate`.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "rate is checked positive and finite; a run of 2^64 requests is not a run"
+)]
+fn requests_before(span: Duration, rate: f64) -> u64 {
+    (span.as_secs_f64() * rate).ceil() as u64
+}
+
+/// When request k is due, counted from the start: k/R seconds.
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "k stays far below 2^53, where f64 is exact"
+)]
+fn due_offset(k: u64, rate: f64) -> Duration {
+    Duration::from_secs_f64(k as f64 / rate)
+}
+
+/// What the run measured (sent, answered, late and the latencies over the
+/// measured part only; bad and errors over the whole run, warm-up included).
+#[derive(Debug, Default)]
+struct Report {
+    sent: u64,
+    answered: u64,
+    bad: u64,
+    errors: u64,
+    late: u64,
+    /// Measured answers per second: answered ÷ the longer of the planned duration
+    /// and the time from its start to the last measured answer (a server that
+    /// falls behind stretches the run and shows a lower rate).
+    achieved: f64,
+    /// Microseconds from due time to the end of the answer, sorted.
+    latencies_us: Vec<u32>,
+}
+
+impl Report {
+    /// The machine-readable line `scripts/bench` parses.
+    fn line(&self, offered: f64) -> String {
+        let p = |q| percentile(&self.latencies_us, q);
+        format!(
+            "LOADGEN_RESULT offered={offered:.1} achieved={:.1} sent={} answered={} bad={} \
+             errors={} late={} p50_us={} p99_us={} p999_us={} max_us={}",
+            self.achieved,
+            self.sent,
+            self.answered,
+            self.bad,
+            self.errors,
+            self.late,
+            p(0.5),
+            p(0.99),
+            p(0.999),
+            self.latencies_us.last().copied().unwrap_or(0),
+        )
+    }
+}
+
+/// The value at quantile `q` of sorted samples by nearest rank: the smallest
+/// sample with at least a fraction q of all samples at or below it (0 if none).
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss,
+    reason = "q is in [0, 1] and the rank at most the sample count"
+)]
+fn percentile(sorted: &[u32], q: f64) -> u32 {
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted
+        .get(rank.clamp(1, sorted.len().max(1)) - 1)
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Whether an answer is a good one: 200, and (when checking) a body with the
+/// `"approved"` field of a cardgate decision.
+fn answer_ok(status: StatusCode, body: &[u8], check: bool) -> bool {
+    status == StatusCode::OK && (!check || body.windows(APPROVED.len()).any(|w| w == APPROVED))
+}
+
+/// Counters shared by the request tasks. All tasks run on the one thread, so an
+/// `Rc<RefCell<…>>` is enough; no borrow is held across an `.await`.
+struct Tally {
+    measured_from: Instant,
+    sent: u64,
+    answered: u64,
+    bad: u64,
+    errors: u64,
+    late: u64,
+    in_flight: u64,
+    last_answer: Option<Instant>,
+    latencies_us: Vec<u32>,
+}
+
+/// A keep-alive connection slot: `None` when it must be (re)opened by the next
+/// request that takes it.
+type Slot = Option<SendRequest<Full<Bytes>>>;
+
+/// Runs the plan against the target on a single-threaded runtime and returns
+/// what it measured. Fails only if the first connections cannot be opened.
+fn generate(target: &Target, events: &[Event], plan: &Plan) -> anyhow::Result<Report> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    runtime.block_on(local.run_until(offer(target.clone(), events.to_vec(), plan.clone())))
+}
+
+async fn offer(target: Target, events: Vec<Event>, plan: Plan) -> anyhow::Result<Report> {
+    let target = Rc::new(target);
+    let (warm, total) = plan.counts();
+    // Every connection is opened before the first request is due, so connecting
+    // is not in the first requests' latency.
+    let (free_tx, mut free_rx) = mpsc::unbounded_channel::<Slot>();
+    for _ in 0..plan.connections {
+        let sender = connect(target.addr)
+            .await
+            .with_context(|| format!("connecting to {}", target.addr))?;
+        // The receiver lives in this function: the send cannot fail.
+        let _ = free_tx.send(Some(sender));
+    }
+    let t0 = Instant::now();
+    let tally = Rc::new(RefCell::new(Tally {
+        measured_from: t0 + plan.warmup,
+        sent: 0,
+        answered: 0,
+        bad: 0,
+        errors: 0,
+        late: 0,
+        in_flight: 0,
+        last_answer: None,
+        // Sized for the run up front (bounded, in case of an absurd --rate), so
+        // recording a sample does not reallocate mid-run.
+        latencies_us: Vec::with_capacity(
+            usize::try_from((total - warm).min(10_000_000)).unwrap_or(0),
+        ),
+    }));
+    for (k, event) in (0..total).zip(events.iter().cycle()) {
+        let due = t0 + due_offset(k, plan.rate);
+        pace_until(due).await;
+        // Waits while every connection is busy; the latency still runs from `due`.
+        let Some(slot) = free_rx.recv().await else {
+            break; // cannot happen: free_tx is held here
+        };
+        tally.borrow_mut().in_flight += 1;
+        tokio::task::spawn_local(request(
+            Rc::clone(&target),
+            slot,
+            event.clone(),
+            due,
+            k >= warm,
+            plan.check,
+            Rc::clone(&tally),
+            free_tx.clone(),
+        ));
+    }
+    // Every slot back means every request has ended.
+    let drained = tokio::time::timeout(DRAIN, async {
+        for _ in 0..plan.connections {
+            if free_rx.recv().await.is_none() {
+                break;
+            }
+        }
+    })
+    .await;
+    let mut t = tally.borrow_mut();
+    if drained.is_err() {
+        eprintln!(
+            "loadgen: {} requests unanswered {} after the last was due",
+            t.in_flight,
+            humantime::format_duration(DRAIN)
+        );
+        t.errors += t.in_flight;
+    }
+    let mut latencies_us = std::mem::take(&mut t.latencies_us);
+    latencies_us.sort_unstable();
+    let span = t
+        .last_answer
+        .map_or(plan.duration, |last| last.duration_since(t.measured_from))
+        .max(plan.duration);
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "a count of answers, far below 2^53"
+    )]
+    let achieved = if span.is_zero() {
+        0.0
+    } else {
+        t.answered as f64 / span.as_secs_f64()
+    };
+    Ok(Report {
+        sent: t.sent,
+        answered: t.answered,
+        bad: t.bad,
+        errors: t.errors,
+        late: t.late,
+        achieved,
+        latencies_us,
+    })
+}
+
+/// Returns at `due`, to within the runtime's turn rather than tokio's 1 ms timer:
+/// far from it, sleeps on the timer; in the last stretch, yields in a loop, and
+/// each yield lets the runtime poll the sockets (answers are read while waiting).
+/// At the rates the bench offers (a request every ≤ 1 ms) that is all of the time,
+/// so loadgen keeps its core busy: it is pinned to a core of its own.
+async fn pace_until(due: Instant) {
+    loop {
+        let now = Instant::now();
+        if now >= due {
+            return;
+        }
+        if due - now > COARSE {
+            tokio::time::sleep_until(due - COARSE).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Opens a keep-alive HTTP/1.1 connection and drives it on this thread.
+async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let stream = TcpStream::connect(addr).await?;
+    // Requests are small writes that must leave at once, as the servers do.
+    stream.set_nodelay(true)?;
+    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::task::spawn_local(async move {
+        // Its end shows on the sender (closed), where the next request sees it.
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// Sends one request on `slot` (opening it first if needed), checks and records
+/// the answer, and gives the slot back.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one spawned task's inputs; a struct would only rename them"
+)]
+async fn request(
+    target: Rc<Target>,
+    slot: Slot,
+    event: Event,
+    due: Instant,
+    measured: bool,
+    check: bool,
+    tally: Rc<RefCell<Tally>>,
+    free: mpsc::UnboundedSender<Slot>,
+) {
+    let mut req = Request::new(Full::new(event.body));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = target.path.clone();
+    let h = req.headers_mut();
+    h.insert(HOST, target.host.clone());
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert("stripe-signature", event.signature);
+
+    // A connection the server closed after its last answer (nginx does after
+    // keepalive_requests) is re-opened without counting an error, as wrk does.
+    let opened = match slot {
+        Some(sender) if !sender.is_closed() => Ok(sender),
+        _ => connect(target.addr).await,
+    };
+    let (outcome, back) = match opened {
+        Ok(mut sender) => {
+            let left = Instant::now();
+            {
+                let mut t = tally.borrow_mut();
+                if measured {
+                    t.sent += 1;
+                    if left.duration_since(due) > LATE {
+                        t.late += 1;
+                    }
+                }
+            }
+            match exchange(&mut sender, req).await {
+                Ok((status, body, close)) => {
+                    let good = answer_ok(status, &body, check);
+                    (Some(good), if close { None } else { Some(sender) })
+                }
+                Err(_) => (None, None),
+            }
+        }
+        Err(_) => (None, None),
+    };
+    let done = Instant::now();
+    {
+        let mut t = tally.borrow_mut();
+        t.in_flight -= 1;
+        match outcome {
+            Some(good) => {
+                if !good {
+                    t.bad += 1;
+                }
+                if measured {
+                    t.answered += 1;
+                    t.last_answer = Some(done);
+                    let us = done.duration_since(due).as_micros();
+                    t.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+                }
+            }
+            // A failed connect or exchange: the slot is re-opened by its next user.
+            None => t.errors += 1,
+        }
+    }
+    // The receiver outlives every request task (it is dropped only when the run
+    // ends, and then nothing is waiting for this slot).
+    let _ = free.send(back);
+}
+
+/// One request and its whole answer: status, body, and whether the server said it
+/// will close the connection.
+async fn exchange(
+    sender: &mut SendRequest<Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+) -> Result<(StatusCode, Bytes, bool), hyper::Error> {
+    sender.ready().await?;
+    let resp = sender.send_request(req).await?;
+    let close = resp
+        .headers()
+        .get(CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, body, close))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::convert::Infallible;
+    use std::sync::mpsc as std_mpsc;
+
+    use hyper::body::Incoming;
+    use hyper::server::conn::http1 as server_http1;
+    use hyper::service::service_fn;
+    use hyper::{Response, StatusCode};
+
+    #[test]
+    fn request_k_is_due_at_k_over_rate() {
+        assert_eq!(due_offset(0, 1000.0), Duration::ZERO);
+        assert_eq!(due_offset(1, 1000.0), Duration::from_millis(1));
+        assert_eq!(due_offset(2500, 500.0), Duration::from_secs(5));
+        assert_eq!(due_offset(3, 4.0), Duration::from_millis(750));
+    }
+
+    #[test]
+    fn plan_counts_the_requests_due_in_each_part() {
+        let plan = Plan {
+            rate: 500.0,
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs(2),
+            connections: 1,
+            check: true,
+        };
+        // Due at 0, 2 ms, …: 500 in the first second, 1,500 in three.
+        assert_eq!(plan.counts(), (500, 1500));
+        // A fractional rate still sends the request due at 0.
+        assert_eq!(requests_before(Duration::from_secs(1), 0.5), 1);
+        assert_eq!(requests_before(Duration::ZERO, 100.0), 0);
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<u32> = (1..=1000).collect();
+        assert_eq!(percentile(&v, 0.5), 500);
+        assert_eq!(percentile(&v, 0.99), 990);
+        assert_eq!(percentile(&v, 0.999), 999);
+        assert_eq!(percentile(&v, 1.0), 1000);
+        assert_eq!(percentile(&v, 0.0), 1);
+        assert_eq!(percentile(&[7], 0.99), 7);
+        assert_eq!(percentile(&[], 0.5), 0);
+        // 2 samples: p50 is the first, p99 the second.
+        assert_eq!(percentile(&[10, 20], 0.5), 10);
+        assert_eq!(percentile(&[10, 20], 0.99), 20);
+    }
+
+    #[test]
+    fn only_loopback_targets_are_accepted() {
+        let t = Target::parse("http://127.0.0.1:8080").unwrap();
+        assert_eq!(t.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(t.host, "127.0.0.1:8080");
+        assert_eq!(t.path, "/webhooks/stripe");
+        let t = Target::parse("http://127.3.4.5:81/").unwrap();
+        assert_eq!(t.addr, "127.3.4.5:81".parse().unwrap());
+        assert_eq!(t.path, "/webhooks/stripe");
+        let t = Target::parse("http://localhost:9000/other?x=1").unwrap();
+        assert_eq!(t.addr, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(t.host, "localhost:9000");
+        assert_eq!(t.path, "/other?x=1");
+        let t = Target::parse("http://[::1]:7000").unwrap();
+        assert_eq!(t.addr, "[::1]:7000".parse().unwrap());
+        assert_eq!(Target::parse("http://127.0.0.1").unwrap().addr.port(), 80);
+
+        for url in [
+            "http://10.0.0.1:80",
+            "http://192.168.1.2:8080",
+            "http://0.0.0.0:8080",
+            "http://128.0.0.1:8080",
+            "http://[::]:8080",
+            "http://[::ffff:8.8.8.8]:80",
+            "http://example.com:80",
+            "http://localhost.example.com:80",
+            "https://127.0.0.1:443",
+            "127.0.0.1:8080",
+            "not a url",
+        ] {
+            assert!(Target::parse(url).is_err(), "{url} was accepted");
+        }
+    }
+
+    #[test]
+    fn an_answer_is_good_only_if_200_and_a_decision() {
+        let decision = br#"{"approved":false,"metadata":{}}"#;
+        assert!(answer_ok(StatusCode::OK, decision, true));
+        assert!(answer_ok(StatusCode::OK, br#"{"approved":true}"#, true));
+        assert!(!answer_ok(StatusCode::OK, b"{}", true));
+        assert!(!answer_ok(StatusCode::OK, b"approved", true));
+        assert!(!answer_ok(StatusCode::OK, b"", true));
+        assert!(!answer_ok(StatusCode::BAD_REQUEST, decision, true));
+        // --no-check: any 200 will do, nothing else.
+        assert!(answer_ok(StatusCode::OK, b"hello", false));
+        assert!(!answer_ok(StatusCode::SERVICE_UNAVAILABLE, decision, false));
+    }
+
+    #[test]
+    fn the_result_line_has_every_field() {
+        let r = Report {
+            sent: 3,
+            answered: 3,
+            achieved: 2.96,
+            latencies_us: vec![100, 200, 300],
+            ..Report::default()
+        };
+        assert_eq!(
+            r.line(3.0),
+            "LOADGEN_RESULT offered=3.0 achieved=3.0 sent=3 answered=3 bad=0 errors=0 late=0 \
+             p50_us=200 p99_us=300 p999_us=300 max_us=300"
+        );
+    }
+
+    /// A server answering like cardgate does on a runtime and thread of its own;
+    /// returns its address.
+    fn spawn_server(body: &'static [u8]) -> SocketAddr {
+        let (tx, rx) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                loop {
+                    let (stream, _) = listener.accept().await.unwrap();
+                    stream.set_nodelay(true).unwrap();
+                    tokio::spawn(async move {
+                        let service = service_fn(|req: hyper::Request<Incoming>| async move {
+                            let _ = req.into_body().collect().await;
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(body))))
+                        });
+                        let _ = server_http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+        });
+        rx.recv().unwrap()
+    }
+
+    fn events(n: usize) -> Vec<Event> {
+        (0..n)
+            .map(|i| Event {
+                body: Bytes::from(format!(r#"{{"id":"evt_{i}"}}"#)),
+                signature: HeaderValue::from_static("t=1,v1=00"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn offers_the_rate_to_a_real_server_and_counts_every_answer() {
+        let addr = spawn_server(br#"{"approved":true}"#);
+        let target = Target::parse(&format!("http://{addr}")).unwrap();
+        let plan = Plan {
+            rate: 500.0,
+            warmup: Duration::from_millis(200),
+            duration: Duration::from_secs(1),
+            connections: 4,
+            check: true,
+        };
+        let r = generate(&target, &events(64), &plan).unwrap();
+        assert_eq!(r.sent, 500);
+        assert_eq!(r.answered, r.sent);
+        assert_eq!(r.latencies_us.len(), 500);
+        assert_eq!((r.bad, r.errors), (0, 0));
+        // Generous: the schedule fixes the rate, only a stalled box misses it.
+        assert!(
+            (450.0..=550.0).contains(&r.achieved),
+            "achieved {}",
+            r.achieved
+        );
+    }
+
+    #[test]
+    fn answers_without_a_decision_count_as_bad() {
+        let addr = spawn_server(b"{}");
+        let target = Target::parse(&format!("http://{addr}")).unwrap();
+        let mut plan = Plan {
+            rate: 200.0,
+            warmup: Duration::ZERO,
+            duration: Duration::from_millis(100),
+            connections: 2,
+            check: true,
+        };
+        let r = generate(&target, &events(3), &plan).unwrap();
+        assert_eq!((r.sent, r.answered, r.bad, r.errors), (20, 20, 20, 0));
+        plan.check = false;
+        let r = generate(&target, &events(3), &plan).unwrap();
+        assert_eq!((r.sent, r.answered, r.bad, r.errors), (20, 20, 0, 0));
+    }
+
+    #[test]
+    fn a_server_that_is_not_there_fails_the_run_before_it_starts() {
+        // Bind and drop: the port is (very likely) free and refuses connections.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let target = Target::parse(&format!("http://{addr}")).unwrap();
+        let plan = Plan {
+            rate: 10.0,
+            warmup: Duration::ZERO,
+            duration: Duration::from_millis(100),
+            connections: 1,
+            check: true,
+        };
+        assert!(generate(&target, &events(1), &plan).is_err());
+    }
+}
