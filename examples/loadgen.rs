@@ -23,7 +23,7 @@
 //! request failed.
 
 use std::cell::RefCell;
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -226,16 +226,18 @@ struct EventLine {
 }
 
 /// Reads every event up front: nothing is parsed or allocated per request beyond
-/// the request itself (the body is a shared `Bytes`).
+/// the request itself (the body is a shared `Bytes`). Line by line, so a file of
+/// hundreds of MB is not held twice.
 fn load_events(path: &Path) -> anyhow::Result<Vec<Event>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
     let mut events = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let at = || format!("{}:{}", path.display(), i + 1);
+        let line = line.with_context(at)?;
         if line.trim().is_empty() {
             continue;
         }
-        let at = || format!("{}:{}", path.display(), i + 1);
-        let e: EventLine = serde_json::from_str(line).with_context(at)?;
+        let e: EventLine = serde_json::from_str(&line).with_context(at)?;
         events.push(Event {
             body: Bytes::from(e.body),
             signature: HeaderValue::from_str(&e.signature).with_context(at)?,
