@@ -390,6 +390,9 @@ def fixed_table(results_path, machine_path, command, fsync_p99_ms):
         "carries a distinct event signed before the run "
         "(`load-tests/wrk_events.py jsonl`), every answer must be a 200 decision, "
         "`late` counts requests that left more than 1 ms after they were due. "
+        "The last column is `cardgate_store_commit_duration_seconds` over the same "
+        "window: one group commit of the store's writer, its WAL fsync included, which "
+        "an approval in `sync` waits for (behind the commit already running). "
         f"Targets (issue 19): p99 < 1 ms with the store off and with `async`; with "
         f"`sync`, p99 < the disk's fsync p99 measured in this run ({fmt_s(fsync)}, "
         f"the machine line) + 0.5 ms = {fmt_s(fsync + 0.5e-3)}."
@@ -405,9 +408,9 @@ def fixed_table(results_path, machine_path, command, fsync_p99_ms):
     out.append(
         "| server | `[store]` | offered req/s (50 % of its wrk max) | achieved | server p50 "
         "| server p99 | client p99 (from scheduled time) | target | met? | bad / errors "
-        "| late | fallbacks |"
+        "| late | fallbacks | store commit p50 / p99 |"
     )
-    out.append("|" + "---|" * 12)
+    out.append("|" + "---|" * 13)
     cardgates = ["cardgate-nostore", "cardgate-async", "cardgate"]
     for r in sorted(rows, key=lambda r: cardgates.index(r["target"])
                     if r["target"] in cardgates else len(cardgates)):
@@ -429,10 +432,13 @@ def fixed_table(results_path, machine_path, command, fsync_p99_ms):
             offered = f"{r['offered']:,.0f}"
         fb = "–" if r.get("fallbacks") is None else f"{r['fallbacks']}"
         mark = " †" if r.get("cycled") else ""
+        c = r.get("commit") or {}
+        commit = f"{fmt_s(c.get('p50'))} / {fmt_s(c.get('p99'))}" if c.get("count") else "–"
         out.append(
             f"| {t}{mark} | {VARIANTS.get(t, '–')} | {offered} | {r['achieved']:,.0f} "
             f"| {fmt_s(server.get('p50'))} | {fmt_s(p99)} | {fmt_s(r['p99_us'] / 1e6)} "
-            f"| {target} | {met} | {r['bad']} / {r['errors']} | {r['late']} | {fb} |"
+            f"| {target} | {met} | {r['bad']} / {r['errors']} | {r['late']} | {fb} "
+            f"| {commit} |"
         )
     checks = [r for r in rows if r["target"] not in cardgates]
     if checks:
