@@ -62,6 +62,20 @@ struct Server {
     base: String,
     /// An admin API key, bootstrapped with `cardgate keys create`.
     key: String,
+    /// The server's stderr (its warnings and errors), for a failure's message.
+    log: std::path::PathBuf,
+}
+
+impl Server {
+    /// The server's log without the 100 expected rejections, for a failure's message.
+    fn errors(&self) -> String {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.contains("rule set rejected"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 impl Drop for Server {
@@ -88,6 +102,7 @@ fn start(dir: &std::path::Path) -> Server {
         String::from_utf8_lossy(&out.stderr)
     );
     let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let log = dir.join("server.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_cardgate"))
         .arg("serve")
         .arg("--config")
@@ -99,7 +114,7 @@ fn start(dir: &std::path::Path) -> Server {
         .env("CARDGATE_DATA_DIR", &data)
         .env("CARDGATE_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -107,6 +122,7 @@ fn start(dir: &std::path::Path) -> Server {
         child,
         base: String::new(),
         key,
+        log,
     };
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
@@ -234,7 +250,7 @@ async fn thousand_reloads_under_load_drop_no_request() {
         let auth = [("authorization", format!("Bearer {}", server.key))];
         let (status, body) = send(&client, "POST", &uri, &auth, src.as_bytes().to_vec()).await;
         if expect_ok {
-            assert_eq!(status, 200, "reload {i}: {body}");
+            assert_eq!(status, 200, "reload {i}: {body}\n{}", server.errors());
             assert_eq!(body["previous"].as_str(), Some(live.as_str()), "reload {i}");
             live = body["version"].as_str().unwrap().to_string();
         } else {
@@ -257,9 +273,10 @@ async fn thousand_reloads_under_load_drop_no_request() {
     );
     assert!(
         problems.is_empty(),
-        "{} bad answers, first: {:?}",
+        "{} bad answers, first: {:?}\n{}",
         problems.len(),
-        problems.first()
+        problems.first(),
+        server.errors()
     );
 
     // The reload counters and the live-version gauge are exported.

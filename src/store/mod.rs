@@ -20,6 +20,7 @@
 
 pub mod approvals;
 pub mod decisions;
+mod gate;
 pub mod postgres;
 mod read;
 pub mod rulesets;

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
+use super::gate::WriteGate;
 use crate::rules::published::{NewRuleset, Published, RulesetStore, RulesetStoreError};
 
 /// The `rulesets` table in `<data dir>/cardgate.db`.
@@ -19,6 +20,8 @@ use crate::rules::published::{NewRuleset, Published, RulesetStore, RulesetStoreE
 pub struct SqliteRulesetStore {
     db: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// Shared with the ledger's writer (see `store::gate`).
+    gate: Arc<WriteGate>,
 }
 
 impl std::fmt::Debug for SqliteRulesetStore {
@@ -68,6 +71,7 @@ impl SqliteRulesetStore {
         let (conn, path) = super::open_for_approvals(dir)?;
         Ok(SqliteRulesetStore {
             db: Arc::new(Mutex::new(conn)),
+            gate: WriteGate::for_file(&path),
             path,
         })
     }
@@ -113,8 +117,9 @@ impl RulesetStore for SqliteRulesetStore {
     }
 
     async fn publish(&self, new: NewRuleset<'_>) -> Result<i64, RulesetStoreError> {
-        let n = Owned::from(new);
+        let (n, gate) = (Owned::from(new), self.gate.clone());
         self.run(move |c| {
+            let _turn = gate.turn();
             c.execute(
                 "INSERT INTO rulesets (version, source, published_at, actor) VALUES (?1, ?2, ?3, ?4)",
                 params![n.version, n.source, n.published_at, n.actor],
@@ -126,8 +131,9 @@ impl RulesetStore for SqliteRulesetStore {
     }
 
     async fn seed(&self, new: NewRuleset<'_>) -> Result<(Published, bool), RulesetStoreError> {
-        let n = Owned::from(new);
+        let (n, gate) = (Owned::from(new), self.gate.clone());
         self.run(move |c| {
+            let _turn = gate.turn();
             let tx = c.transaction().map_err(backend)?;
             let stored = tx
                 .execute(

@@ -349,3 +349,55 @@ fn the_wal_is_checkpointed_off_the_writer() {
     }
     assert_eq!(store.decision_log(None).unwrap().len(), 1200);
 }
+
+/// The ledger's writer, the approvals store and the rule-set store of one file
+/// queue at one gate (the defect it pins: a publish starved by the writer's
+/// back-to-back commits failed with "database is locked"). While the test holds
+/// the turn, each one's write waits at the gate, and completes once it is let go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_writer_of_the_file_queues_at_one_gate() {
+    use super::gate::{WriteGate, tests::until_waiting};
+    use crate::approvals::{ApprovalStore, Change, Scope};
+    use crate::rules::published::{NewRuleset, RulesetStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open(dir.path(), Durability::Sync).unwrap());
+    let approvals = approvals::SqliteApprovalStore::open(dir.path()).unwrap();
+    let rulesets = rulesets::SqliteRulesetStore::open(&dir.path().join(".")).unwrap();
+    let gate = WriteGate::for_file(&dir.path().join(FILE_NAME));
+
+    let turn = gate.turn();
+    let ledger = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            store.commit_blocking(vec![Write::Fact(reserve("e1", "iauth_1", 1000))])
+        })
+    };
+    let approval = tokio::spawn(async move {
+        approvals
+            .apply(vec![Change::ClearOverride {
+                scope: Scope::Card,
+                id: "ic_1".into(),
+            }])
+            .await
+    });
+    let publish = tokio::spawn(async move {
+        rulesets
+            .publish(NewRuleset {
+                version: "v1",
+                source: "",
+                published_at: T,
+                actor: "test",
+            })
+            .await
+    });
+    let waiting = gate.clone();
+    tokio::task::spawn_blocking(move || until_waiting(&waiting, 3))
+        .await
+        .unwrap();
+    drop(turn);
+    ledger.await.unwrap().unwrap();
+    approval.await.unwrap().unwrap();
+    assert_eq!(publish.await.unwrap().unwrap(), 1);
+    assert_eq!(store.facts().unwrap().len(), 1);
+}

@@ -22,6 +22,7 @@ use rusqlite::wal::CheckpointMode;
 use rusqlite::{Connection, Statement, params};
 use tokio::sync::oneshot;
 
+use super::gate::WriteGate;
 use super::read::{read_decision_log, read_facts};
 use super::schema::{open_checked, set_durability};
 use super::{Durability, FILE_NAME, LoggedDecision, MAX_BATCH, StoreError, Write};
@@ -83,9 +84,10 @@ impl Store {
         .map_err(super::sqlite(&path))?;
         let (tx, rx) = mpsc::channel::<Job>();
         let writer_path = path.clone();
+        let gate = WriteGate::for_file(&path);
         let writer = std::thread::Builder::new()
             .name("cardgate-store".into())
-            .spawn(move || writer_loop(&conn, &rx, &writer_path, durability))
+            .spawn(move || writer_loop(&conn, &gate, &rx, &writer_path, durability))
             .map_err(|e| StoreError::Sqlite {
                 path: path.clone(),
                 message: format!("cannot start the writer thread: {e}"),
@@ -316,7 +318,13 @@ struct Writer<'c> {
 /// milliseconds" `async` may lose in a crash.
 const ASYNC_GATHER: std::time::Duration = std::time::Duration::from_micros(500);
 
-fn writer_loop(conn: &Connection, rx: &mpsc::Receiver<Job>, path: &Path, durability: Durability) {
+fn writer_loop(
+    conn: &Connection,
+    gate: &WriteGate,
+    rx: &mpsc::Receiver<Job>,
+    path: &Path,
+    durability: Durability,
+) {
     let stmts = match Statements::prepare(conn) {
         Ok(s) => s,
         Err(e) => {
@@ -360,7 +368,10 @@ fn writer_loop(conn: &Connection, rx: &mpsc::Receiver<Job>, path: &Path, durabil
             }
         }
         let start = Instant::now();
+        // Taken per batch, so a waiting approval or publish goes between two batches.
+        let turn = gate.turn();
         let result = w.commit_batch(&batch).map_err(|e| e.to_string());
+        drop(turn);
         duration.record(start.elapsed().as_secs_f64());
         #[expect(
             clippy::cast_precision_loss,

@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 
 use super::StoreError;
+use super::gate::WriteGate;
 use crate::approvals::model::{
     Allowance, ApiKey, ApprovalRequest, ControlOverride, Delivery, EventRecord, HistoryEntry,
     HistoryFilter, RequestFilter, Status,
@@ -36,6 +37,8 @@ use crate::approvals::{
 pub struct SqliteApprovalStore {
     db: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// Shared with the ledger's writer (see `store::gate`).
+    gate: Arc<WriteGate>,
 }
 
 impl std::fmt::Debug for SqliteApprovalStore {
@@ -52,6 +55,7 @@ impl SqliteApprovalStore {
         let (conn, path) = super::open_for_approvals(dir)?;
         Ok(SqliteApprovalStore {
             db: Arc::new(Mutex::new(conn)),
+            gate: WriteGate::for_file(&path),
             path,
         })
     }
@@ -89,7 +93,12 @@ fn backend(e: rusqlite::Error) -> ApprovalStoreError {
 #[async_trait]
 impl ApprovalStore for SqliteApprovalStore {
     async fn apply(&self, changes: Vec<Change>) -> Result<(), ApprovalStoreError> {
-        self.run(move |conn| write::apply(conn, &changes)).await
+        let gate = self.gate.clone();
+        self.run(move |conn| {
+            let _turn = gate.turn();
+            write::apply(conn, &changes)
+        })
+        .await
     }
 
     async fn key_by_hash(
