@@ -13,8 +13,13 @@
 //! batch. Other processes (the CLI) still meet SQLite's lock and its timeout.
 
 use std::collections::HashMap;
+use std::ffi::c_int;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
+
+use rusqlite::Connection;
+use rusqlite::wal::CheckpointMode;
 
 /// One database file's queue of writers (a ticket lock).
 #[derive(Debug, Default)]
@@ -90,6 +95,54 @@ impl Drop for Turn<'_> {
         if t.waiting > 0 {
             self.0.turn.notify_all();
         }
+    }
+}
+
+/// How a connection other than the ledger's writer (approvals, rule sets) writes:
+/// a turn at the file's gate around each transaction, and the WAL checkpoint
+/// after the turn. SQLite's automatic checkpoint runs inside the COMMIT that
+/// leaves the WAL past its threshold, which would be with the turn still held:
+/// the ledger's writer would wait behind a copy of up to 40 MiB into the database
+/// file. Instead the connection notes the WAL's size at each commit and, once past
+/// the writer's threshold, checkpoints when its turn has ended.
+pub(super) struct SideWrites {
+    gate: Arc<WriteGate>,
+    wal_pages: Arc<AtomicI32>,
+}
+
+impl SideWrites {
+    /// For `conn`, open on `path`; replaces its automatic checkpoint (itself a
+    /// WAL hook).
+    pub(super) fn install(conn: &mut Connection, path: &Path) -> rusqlite::Result<SideWrites> {
+        let wal_pages = Arc::new(AtomicI32::new(0));
+        let seen = Arc::clone(&wal_pages);
+        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, n: c_int| {
+            seen.store(n, Ordering::Relaxed);
+            Ok(())
+        }))?;
+        Ok(SideWrites {
+            gate: WriteGate::for_file(path),
+            wal_pages,
+        })
+    }
+
+    /// Runs the write `f` in a turn, then checkpoints if the WAL is due (PASSIVE:
+    /// it never blocks a writer; a failure leaves the WAL for the next one).
+    pub(super) fn write<T>(
+        &self,
+        conn: &mut Connection,
+        f: impl FnOnce(&mut Connection) -> T,
+    ) -> T {
+        let turn = self.gate.turn();
+        let written = f(conn);
+        drop(turn);
+        if self.wal_pages.load(Ordering::Relaxed) >= super::writer::CHECKPOINT_PAGES {
+            self.wal_pages.store(0, Ordering::Relaxed);
+            if let Err(e) = conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE) {
+                tracing::warn!("WAL checkpoint after an approvals write failed: {e}");
+            }
+        }
+        written
     }
 }
 

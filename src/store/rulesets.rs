@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
-use super::gate::WriteGate;
+use super::gate::SideWrites;
 use crate::rules::published::{NewRuleset, Published, RulesetStore, RulesetStoreError};
 
 /// The `rulesets` table in `<data dir>/cardgate.db`.
@@ -20,8 +20,8 @@ use crate::rules::published::{NewRuleset, Published, RulesetStore, RulesetStoreE
 pub struct SqliteRulesetStore {
     db: Arc<Mutex<Connection>>,
     path: PathBuf,
-    /// Shared with the ledger's writer (see `store::gate`).
-    gate: Arc<WriteGate>,
+    /// Turns shared with the ledger's writer (see `store::gate`).
+    writes: Arc<SideWrites>,
 }
 
 impl std::fmt::Debug for SqliteRulesetStore {
@@ -68,10 +68,11 @@ impl SqliteRulesetStore {
     /// # Errors
     /// The file cannot be opened, checked or migrated.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let (conn, path) = super::open_for_approvals(dir)?;
+        let (mut conn, path) = super::open_for_approvals(dir)?;
+        let writes = SideWrites::install(&mut conn, &path).map_err(super::sqlite(&path))?;
         Ok(SqliteRulesetStore {
             db: Arc::new(Mutex::new(conn)),
-            gate: WriteGate::for_file(&path),
+            writes: Arc::new(writes),
             path,
         })
     }
@@ -117,36 +118,38 @@ impl RulesetStore for SqliteRulesetStore {
     }
 
     async fn publish(&self, new: NewRuleset<'_>) -> Result<i64, RulesetStoreError> {
-        let (n, gate) = (Owned::from(new), self.gate.clone());
+        let (n, writes) = (Owned::from(new), self.writes.clone());
         self.run(move |c| {
-            let _turn = gate.turn();
-            c.execute(
-                "INSERT INTO rulesets (version, source, published_at, actor) VALUES (?1, ?2, ?3, ?4)",
-                params![n.version, n.source, n.published_at, n.actor],
-            )
-            .map_err(backend)?;
-            Ok(c.last_insert_rowid())
+            writes.write(c, |c| {
+                c.execute(
+                    "INSERT INTO rulesets (version, source, published_at, actor) VALUES (?1, ?2, ?3, ?4)",
+                    params![n.version, n.source, n.published_at, n.actor],
+                )
+                .map_err(backend)?;
+                Ok(c.last_insert_rowid())
+            })
         })
         .await
     }
 
     async fn seed(&self, new: NewRuleset<'_>) -> Result<(Published, bool), RulesetStoreError> {
-        let (n, gate) = (Owned::from(new), self.gate.clone());
+        let (n, writes) = (Owned::from(new), self.writes.clone());
         self.run(move |c| {
-            let _turn = gate.turn();
-            let tx = c.transaction().map_err(backend)?;
-            let stored = tx
-                .execute(
-                    "INSERT INTO rulesets (version, source, published_at, actor)
-                     SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM rulesets)",
-                    params![n.version, n.source, n.published_at, n.actor],
-                )
-                .map_err(backend)?
-                == 1;
-            let newest = latest(&tx)?
-                .ok_or_else(|| RulesetStoreError("rulesets is empty after a seed".into()))?;
-            tx.commit().map_err(backend)?;
-            Ok((newest, stored))
+            writes.write(c, |c| {
+                let tx = c.transaction().map_err(backend)?;
+                let stored = tx
+                    .execute(
+                        "INSERT INTO rulesets (version, source, published_at, actor)
+                         SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM rulesets)",
+                        params![n.version, n.source, n.published_at, n.actor],
+                    )
+                    .map_err(backend)?
+                    == 1;
+                let newest = latest(&tx)?
+                    .ok_or_else(|| RulesetStoreError("rulesets is empty after a seed".into()))?;
+                tx.commit().map_err(backend)?;
+                Ok((newest, stored))
+            })
         })
         .await
     }

@@ -401,3 +401,24 @@ async fn every_writer_of_the_file_queues_at_one_gate() {
     assert_eq!(publish.await.unwrap().unwrap(), 1);
     assert_eq!(store.facts().unwrap().len(), 1);
 }
+
+/// An approvals or rule-set connection checkpoints after its turn at the gate,
+/// not inside its COMMIT (SQLite's automatic checkpoint), where the ledger's
+/// writer would wait behind the copy.
+#[test]
+fn a_side_write_checkpoints_after_its_turn_not_in_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut conn, path) = open_for_approvals(dir.path()).unwrap();
+    let writes = super::gate::SideWrites::install(&mut conn, &path).unwrap();
+    let db_size = || std::fs::metadata(&path).unwrap().len();
+    writes.write(&mut conn, |conn| {
+        // ~11,000 WAL pages: past the threshold in one commit.
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('big', ?1)",
+            [" ".repeat(45_000_000)],
+        )
+        .unwrap();
+        assert!(db_size() < 1_000_000, "checkpointed inside the commit");
+    });
+    assert!(db_size() > 40_000_000, "not checkpointed after the turn");
+}

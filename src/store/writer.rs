@@ -51,7 +51,7 @@ pub struct Store {
 /// written once per checkpoint: under wrk, async went from 9.6–10.1k to 12.3k
 /// req/s and sync from 8.3k to 9.5k (BENCHMARKS.md). A bigger WAL costs disk and a
 /// longer scan on open, not durability.
-const CHECKPOINT_PAGES: c_int = 10_000;
+pub(super) const CHECKPOINT_PAGES: c_int = 10_000;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

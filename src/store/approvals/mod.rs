@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 
 use super::StoreError;
-use super::gate::WriteGate;
+use super::gate::SideWrites;
 use crate::approvals::model::{
     Allowance, ApiKey, ApprovalRequest, ControlOverride, Delivery, EventRecord, HistoryEntry,
     HistoryFilter, RequestFilter, Status,
@@ -37,8 +37,8 @@ use crate::approvals::{
 pub struct SqliteApprovalStore {
     db: Arc<Mutex<Connection>>,
     path: PathBuf,
-    /// Shared with the ledger's writer (see `store::gate`).
-    gate: Arc<WriteGate>,
+    /// Turns shared with the ledger's writer (see `store::gate`).
+    writes: Arc<SideWrites>,
 }
 
 impl std::fmt::Debug for SqliteApprovalStore {
@@ -52,10 +52,11 @@ impl std::fmt::Debug for SqliteApprovalStore {
 impl SqliteApprovalStore {
     /// Opens `<dir>/cardgate.db` (creating and migrating it like the ledger's store).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let (conn, path) = super::open_for_approvals(dir)?;
+        let (mut conn, path) = super::open_for_approvals(dir)?;
+        let writes = SideWrites::install(&mut conn, &path).map_err(super::sqlite(&path))?;
         Ok(SqliteApprovalStore {
             db: Arc::new(Mutex::new(conn)),
-            gate: WriteGate::for_file(&path),
+            writes: Arc::new(writes),
             path,
         })
     }
@@ -93,12 +94,9 @@ fn backend(e: rusqlite::Error) -> ApprovalStoreError {
 #[async_trait]
 impl ApprovalStore for SqliteApprovalStore {
     async fn apply(&self, changes: Vec<Change>) -> Result<(), ApprovalStoreError> {
-        let gate = self.gate.clone();
-        self.run(move |conn| {
-            let _turn = gate.turn();
-            write::apply(conn, &changes)
-        })
-        .await
+        let writes = self.writes.clone();
+        self.run(move |conn| writes.write(conn, |conn| write::apply(conn, &changes)))
+            .await
     }
 
     async fn key_by_hash(
