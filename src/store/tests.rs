@@ -350,6 +350,69 @@ fn the_wal_is_checkpointed_off_the_writer() {
     assert_eq!(store.decision_log(None).unwrap().len(), 1200);
 }
 
+/// The defect: under steady writes the WAL never started over. A checkpoint
+/// beside the writer's commits did not copy the frames they appended meanwhile,
+/// so the WAL stayed past its threshold and every commit asked for one more
+/// checkpoint: back to back, each an fsync of the WAL beside the writer's own.
+/// Now the checkpoint copies those frames in a turn at the gate, and the next
+/// transaction writes the WAL from its start.
+#[test]
+fn a_checkpoint_beside_the_writers_commits_lets_the_wal_start_over() {
+    use super::gate::{WriteGate, tests::until_waiting};
+    use super::schema::open_checked;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let writer = open_checked(&path, Durability::Sync).unwrap();
+    let checkpointer = open_checked(&path, Durability::Sync).unwrap();
+    let write = |key: &str, bytes: usize| {
+        writer
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                rusqlite::params![key, " ".repeat(bytes)],
+            )
+            .unwrap();
+    };
+    write("before", 400_000);
+    let gate = WriteGate::for_file(&path);
+    let turn = gate.turn();
+    std::thread::scope(|s| {
+        let gate = &gate;
+        let ckpt = s.spawn(move || super::writer::checkpoint(&checkpointer, gate));
+        // The copy of "before" is done and the catch-up waits for its turn: a
+        // commit of the writer lands in between, as under load.
+        until_waiting(gate, 1);
+        write("during", 400_000);
+        drop(turn);
+        ckpt.join().unwrap().unwrap();
+    });
+    // ~100 frames now; one small commit after them unless the WAL starts over.
+    let before = wal_frames(&path);
+    write("after", 10);
+    let after = wal_frames(&path);
+    assert!(
+        after < before,
+        "the WAL did not start over: {before} frames, then {after}"
+    );
+}
+
+/// The frames in the WAL of `path`, from its header and size (SQLite keeps no
+/// count a test can read without checkpointing): frames are written in order,
+/// each 24 bytes of header and a page, after the 32-byte file header; the
+/// highest valid one is found by the salt each frame repeats from the header.
+fn wal_frames(path: &std::path::Path) -> i64 {
+    let wal = std::fs::read(path.with_extension("db-wal")).unwrap();
+    let page = i64::from(u32::from_be_bytes(wal[8..12].try_into().unwrap()));
+    let salt = &wal[16..24];
+    let frame = 24 + usize::try_from(page).unwrap();
+    let mut n = 0;
+    while 32 + (n + 1) * frame <= wal.len() && &wal[32 + n * frame + 8..32 + n * frame + 16] == salt
+    {
+        n += 1;
+    }
+    i64::try_from(n).unwrap()
+}
+
 /// The ledger's writer, the approvals store and the rule-set store of one file
 /// queue at one gate (the defect it pins: a publish starved by the writer's
 /// back-to-back commits failed with "database is locked"). While the test holds

@@ -53,6 +53,11 @@ pub struct Store {
 /// longer scan on open, not durability.
 pub(super) const CHECKPOINT_PAGES: c_int = 10_000;
 
+/// While the WAL stays past [`CHECKPOINT_PAGES`] (a reader still needs its frames,
+/// so it cannot start over), the writer asks again only every this many pages,
+/// SQLite's own default: not after every commit.
+const CHECKPOINT_RETRY_PAGES: c_int = 1_000;
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
@@ -72,11 +77,19 @@ impl Store {
         let path = dir.join(FILE_NAME);
         let mut conn = open_checked(&path, durability)?;
         let checkpoints = Arc::new(AtomicU64::new(0));
-        let (ask, checkpointer) = start_checkpointer(&path, durability, &checkpoints)?;
+        let gate = WriteGate::for_file(&path);
+        let (ask, checkpointer) =
+            start_checkpointer(&path, durability, &checkpoints, Arc::clone(&gate))?;
         // Replaces SQLite's automatic checkpoint (itself a WAL hook): the writer
-        // only asks; a request while one is pending is the same request.
+        // only asks; a request while one is pending is the same request. `pages`
+        // counts the WAL's frames from its start, so it falls when the WAL starts
+        // over after a complete checkpoint.
+        let mut next_ask = CHECKPOINT_PAGES;
         conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: c_int| {
-            if pages >= CHECKPOINT_PAGES {
+            if pages < CHECKPOINT_PAGES {
+                next_ask = CHECKPOINT_PAGES;
+            } else if pages >= next_ask {
+                next_ask = pages.saturating_add(CHECKPOINT_RETRY_PAGES);
                 let _ = ask.try_send(());
             }
             Ok(())
@@ -84,7 +97,6 @@ impl Store {
         .map_err(super::sqlite(&path))?;
         let (tx, rx) = mpsc::channel::<Job>();
         let writer_path = path.clone();
-        let gate = WriteGate::for_file(&path);
         let writer = std::thread::Builder::new()
             .name("cardgate-store".into())
             .spawn(move || writer_loop(&conn, &gate, &rx, &writer_path, durability))
@@ -224,6 +236,7 @@ fn start_checkpointer(
     path: &Path,
     durability: Durability,
     done: &Arc<AtomicU64>,
+    gate: Arc<WriteGate>,
 ) -> Result<(mpsc::SyncSender<()>, JoinHandle<()>), StoreError> {
     let err = super::sqlite(path);
     let conn = Connection::open(path).map_err(&err)?;
@@ -237,9 +250,8 @@ fn start_checkpointer(
         .spawn(move || {
             // Ends when the writer's connection (which holds `ask`) is closed.
             while asked.recv().is_ok() {
-                // PASSIVE: copies what no reader still needs, never blocks the writer.
-                match conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE) {
-                    Ok(_) => {
+                match checkpoint(&conn, &gate) {
+                    Ok(()) => {
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => {
@@ -254,6 +266,21 @@ fn start_checkpointer(
             message: format!("cannot start the checkpoint thread: {e}"),
         })?;
     Ok((ask, handle))
+}
+
+/// One checkpoint in two PASSIVE steps (each copies what no reader still needs).
+/// The first, the bulk of the copy, runs beside the writer's commits; but those
+/// append frames meanwhile, so it never copies the whole WAL, and a WAL that is
+/// not wholly copied never starts over: under steady load every commit asked
+/// again, and the checkpoints ran back to back, an fsync of the WAL every few
+/// milliseconds beside the writer's own (strace, fixed-rate sync). The second
+/// copies those last frames with the writer held at the gate, so its next
+/// transaction starts the WAL from the beginning.
+pub(super) fn checkpoint(conn: &Connection, gate: &WriteGate) -> rusqlite::Result<()> {
+    conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE)?;
+    let _turn = gate.turn();
+    conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE)?;
+    Ok(())
 }
 
 // === the writer thread ===
