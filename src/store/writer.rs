@@ -268,16 +268,37 @@ fn start_checkpointer(
     Ok((ask, handle))
 }
 
-/// One checkpoint in two PASSIVE steps (each copies what no reader still needs).
-/// The first, the bulk of the copy, runs beside the writer's commits; but those
-/// append frames meanwhile, so it never copies the whole WAL, and a WAL that is
-/// not wholly copied never starts over: under steady load every commit asked
-/// again, and the checkpoints ran back to back, an fsync of the WAL every few
-/// milliseconds beside the writer's own (strace, fixed-rate sync). The second
-/// copies those last frames with the writer held at the gate, so its next
+/// Frames the last pass beside the writer may leave for the pass in a turn: the
+/// writer waits for that copy and its fsyncs, so it must be short (~0.5 MiB).
+const CATCH_UP_FRAMES: c_int = 128;
+
+/// Passes beside the writer before the last one in a turn, whatever is left: each
+/// copies what the one before left, so they shrink fast unless the disk cannot
+/// keep up with the writer.
+const MAX_PASSES: usize = 8;
+
+/// One checkpoint: PASSIVE passes (each copies what no reader still needs) beside
+/// the writer's commits, then one in a turn at the gate.
+///
+/// A pass copies the WAL as it was when the pass began; the writer appends
+/// meanwhile, so passes beside it never copy everything, and a WAL that is not
+/// wholly copied never starts over: under steady load every commit asked for one
+/// more checkpoint, back to back, each an fsync of the WAL beside the writer's own
+/// (strace, fixed-rate sync). So passes repeat while the last one found many new
+/// frames (a copy of 40 MiB takes long enough for the writer to append several),
+/// and the last few frames are copied with the writer held at the gate: its next
 /// transaction starts the WAL from the beginning.
 pub(super) fn checkpoint(conn: &Connection, gate: &WriteGate) -> rusqlite::Result<()> {
-    conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE)?;
+    let (mut frames, _) = conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE)?;
+    for _ in 1..MAX_PASSES {
+        let (now, _) = conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE)?;
+        // Fewer frames than before: the WAL started over (nothing left to copy).
+        let appended = now - frames;
+        frames = now;
+        if appended <= CATCH_UP_FRAMES {
+            break;
+        }
+    }
     let _turn = gate.turn();
     conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE)?;
     Ok(())
