@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 
 use rusqlite::Connection;
-use rusqlite::wal::CheckpointMode;
 
 /// One database file's queue of writers (a ticket lock).
 #[derive(Debug, Default)]
@@ -126,8 +125,10 @@ impl SideWrites {
         })
     }
 
-    /// Runs the write `f` in a turn, then checkpoints if the WAL is due (PASSIVE:
-    /// it never blocks a writer; a failure leaves the WAL for the next one).
+    /// Runs the write `f` in a turn, then checkpoints if the WAL is due, as the
+    /// ledger's checkpointer does ([`super::writer::checkpoint`]: passes beside
+    /// the writers, the last few frames in a turn; a failure leaves the WAL for
+    /// the next one).
     pub(super) fn write<T>(
         &self,
         conn: &mut Connection,
@@ -138,7 +139,7 @@ impl SideWrites {
         drop(turn);
         if self.wal_pages.load(Ordering::Relaxed) >= super::writer::CHECKPOINT_PAGES {
             self.wal_pages.store(0, Ordering::Relaxed);
-            if let Err(e) = conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE) {
+            if let Err(e) = super::writer::checkpoint(conn, &self.gate) {
                 tracing::warn!("WAL checkpoint after an approvals write failed: {e}");
             }
         }

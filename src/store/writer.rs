@@ -289,8 +289,9 @@ const MAX_PASSES: usize = 8;
 /// and the last few frames are copied with the writer held at the gate: its next
 /// transaction starts the WAL from the beginning.
 pub(super) fn checkpoint(conn: &Connection, gate: &WriteGate) -> rusqlite::Result<()> {
-    let (mut frames, _) = conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE)?;
-    for _ in 1..MAX_PASSES {
+    // The first pass counts every frame as new.
+    let mut frames = 0;
+    for _ in 0..MAX_PASSES {
         let (now, _) = conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE)?;
         // Fewer frames than before: the WAL started over (nothing left to copy).
         let appended = now - frames;
