@@ -448,13 +448,13 @@ def fixed_table(results_path, machine_path, command, fsync_p99_ms):
         limit = f["p99"] + 0.5e-3
         out.append("")
         out.append(
-            f"The disk beside {r['target']}'s measured run (`load-tests/fsync_probe.py`: 8 KiB "
+            f"The disk under {r['target']}'s load: a second run of it at the same rate, right "
+            f"after the measured one, with `load-tests/fsync_probe.py` beside it (8 KiB "
             f"write + fsync every 10 ms in its data directory's file system, {f['n']} times): "
             f"fsync p50 {fmt_s(f['p50'])}, p99 {fmt_s(f['p99'])}, max {fmt_s(f['max'])}, against "
             f"{fmt_s(fsync)} idle. Against that floor, p99 < {fmt_s(limit)}: "
             + ("within it." if p99 < limit else f"missed by {fmt_s(p99 - limit)}.")
-            + " The target column keeps the idle floor, as issue 19 states it; the probe's "
-            "own fsyncs add a little to the load it measures."
+            + " The target column keeps the idle floor, as issue 19 states it."
         )
     checks = [r for r in rows if r["target"] not in cardgates]
     if checks:
