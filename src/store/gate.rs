@@ -127,8 +127,8 @@ impl SideWrites {
 
     /// Runs the write `f` in a turn, then checkpoints if the WAL is due, as the
     /// ledger's checkpointer does ([`super::writer::checkpoint`]: passes beside
-    /// the writers, the last few frames in a turn; a failure leaves the WAL for
-    /// the next one).
+    /// the writers, the last few frames in a turn; with another checkpoint
+    /// running, or after a failure, the WAL is left for the next one).
     pub(super) fn write<T>(
         &self,
         conn: &mut Connection,

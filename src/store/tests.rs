@@ -384,7 +384,10 @@ fn a_checkpoint_beside_the_writers_commits_lets_the_wal_start_over() {
         until_waiting(gate, 1);
         write("during", 400_000);
         drop(turn);
-        ckpt.join().unwrap().unwrap();
+        assert!(
+            ckpt.join().unwrap().unwrap(),
+            "another checkpoint was running"
+        );
     });
     // ~100 frames now; one small commit after them unless the WAL starts over.
     let before = wal_frames(&path);
@@ -394,6 +397,58 @@ fn a_checkpoint_beside_the_writers_commits_lets_the_wal_start_over() {
         after < before,
         "the WAL did not start over: {before} frames, then {after}"
     );
+}
+
+/// The defect: a checkpoint that found another connection's checkpoint running
+/// (the ledger's checkpointer and an approvals or rule-set write's, in one
+/// process) failed with "database is locked": a warning and a store error counted
+/// for a WAL the other one was copying. Now it reports that it did not run.
+#[test]
+fn a_checkpoint_beside_another_connections_checkpoint_is_not_a_failure() {
+    use super::gate::WriteGate;
+    use super::schema::open_checked;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let writer = open_checked(&path, Durability::Sync).unwrap();
+    let other = open_checked(&path, Durability::Sync).unwrap();
+    let ours = open_checked(&path, Durability::Sync).unwrap();
+    writer
+        .execute("INSERT INTO meta (key, value) VALUES ('k', 'v')", [])
+        .unwrap();
+    // A FULL checkpoint takes SQLite's one checkpoint lock, then waits in its busy
+    // handler for the write lock this transaction holds.
+    writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let gate = WriteGate::for_file(&path);
+    std::thread::scope(|s| {
+        // It may find ours holding the lock first (SQLite answers at once): it
+        // tries again until it holds the lock itself. The deadline only turns a
+        // hang into a failure.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
+        let full = s.spawn(move || {
+            loop {
+                match other.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::FULL) {
+                    Err(e)
+                        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                            && std::time::Instant::now() < deadline => {}
+                    r => return r,
+                }
+            }
+        });
+        // Until the FULL checkpoint holds the lock, ours runs and copies.
+        let seen = loop {
+            match super::writer::checkpoint(&ours, &gate) {
+                Ok(true) if std::time::Instant::now() < deadline => {}
+                r => break r,
+            }
+        };
+        writer.execute_batch("COMMIT").unwrap();
+        full.join().unwrap().unwrap();
+        assert!(
+            matches!(seen, Ok(false)),
+            "beside the other checkpoint: {seen:?}"
+        );
+    });
 }
 
 /// The frames in the WAL of `path`, from its header and size (SQLite keeps no

@@ -251,9 +251,12 @@ fn start_checkpointer(
             // Ends when the writer's connection (which holds `ask`) is closed.
             while asked.recv().is_ok() {
                 match checkpoint(&conn, &gate) {
-                    Ok(()) => {
+                    Ok(true) => {
                         done.fetch_add(1, Ordering::Relaxed);
                     }
+                    // An approvals or rule-set write's checkpoint was running; the
+                    // WAL hook asks again if the WAL stays past its threshold.
+                    Ok(false) => {}
                     Err(e) => {
                         metrics::counter!(m::STORE_ERRORS, "op" => "checkpoint").increment(1);
                         tracing::warn!(path = %thread_path.display(), "WAL checkpoint failed: {e}");
@@ -288,11 +291,22 @@ const MAX_PASSES: usize = 8;
 /// frames (a copy of 40 MiB takes long enough for the writer to append several),
 /// and the last few frames are copied with the writer held at the gate: its next
 /// transaction starts the WAL from the beginning.
-pub(super) fn checkpoint(conn: &Connection, gate: &WriteGate) -> rusqlite::Result<()> {
+///
+/// `Ok(false)` when another connection's checkpoint was running (SQLite lets one
+/// run at a time and answers the others "database is locked" at once): the WAL is
+/// that one's to copy, which is not a failure.
+pub(super) fn checkpoint(conn: &Connection, gate: &WriteGate) -> rusqlite::Result<bool> {
+    let pass = || match conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE) {
+        Ok((frames, _)) => Ok(Some(frames)),
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => Ok(None),
+        Err(e) => Err(e),
+    };
     // The first pass counts every frame as new.
     let mut frames = 0;
     for _ in 0..MAX_PASSES {
-        let (now, _) = conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE)?;
+        let Some(now) = pass()? else {
+            return Ok(false);
+        };
         // Fewer frames than before: the WAL started over (nothing left to copy).
         let appended = now - frames;
         frames = now;
@@ -301,8 +315,7 @@ pub(super) fn checkpoint(conn: &Connection, gate: &WriteGate) -> rusqlite::Resul
         }
     }
     let _turn = gate.turn();
-    conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE)?;
-    Ok(())
+    Ok(pass()?.is_some())
 }
 
 // === the writer thread ===
