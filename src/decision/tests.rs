@@ -506,3 +506,46 @@ fn an_allowance_lets_a_review_rule_pass_and_nothing_else() {
         decide(&Context::new(&a, &program, &decline, &NoSpend, 0).with_approvals(None, None, true));
     assert!(!d.approved, "an allowance only passes review rules");
 }
+
+#[test]
+fn every_category_is_found_by_its_name_and_its_mcc_and_nothing_else_is() {
+    use super::categories::CATEGORIES;
+    for (i, row) in CATEGORIES.iter().enumerate() {
+        let id = CategoryId::try_from(i).unwrap();
+        assert_eq!(category_by_name(row.name), Some(id), "{}", row.name);
+        if !row.mcc.is_empty() {
+            assert_eq!(category_by_mcc(row.mcc), Some(id), "{}", row.mcc);
+        }
+        // A name one byte off (shorter, longer, last byte changed) is not a category
+        // unless the table has it.
+        let near = [
+            row.name[..row.name.len() - 1].to_string(),
+            format!("{}s", row.name),
+            format!("{}_", &row.name[..row.name.len() - 1]),
+        ];
+        for n in &near {
+            let expected = CATEGORIES.iter().position(|r| r.name == n.as_str());
+            assert_eq!(
+                category_by_name(n).map(usize::from),
+                expected,
+                "{n:?} (near {})",
+                row.name
+            );
+        }
+    }
+    for bad in ["", "a", "bakeries ", "BAKERIES", "bakeries\0"] {
+        assert_eq!(category_by_name(bad), None, "{bad:?}");
+    }
+    let with_mcc: std::collections::HashSet<&str> = CATEGORIES.iter().map(|r| r.mcc).collect();
+    for n in 0..10_000 {
+        let mcc = format!("{n:04}");
+        assert_eq!(
+            category_by_mcc(&mcc).is_some(),
+            with_mcc.contains(mcc.as_str()),
+            "{mcc}"
+        );
+    }
+    for bad in ["", "541", "54111", "54a1", "+541", "-541", "５４１１"] {
+        assert_eq!(category_by_mcc(bad), None, "{bad:?}");
+    }
+}
