@@ -11,10 +11,12 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::read::read_only;
 use crate::journal::{DecisionLog, DecisionQuery, LogReadError, LoggedDecision, MAX_SEARCH};
 
+/// A row's columns; the last three give its body back (`schema::BODY_COLUMNS`).
 const COLUMNS: &str = "id, event_id, authorization_id, card, cardholder, amount, currency,
     merchant_category, merchant_mcc, merchant_country, merchant_name,
     approved, approved_amount, reason, rule, ruleset, latency_us,
-    decided_at, event_json, spend_json, shadow_rules, format, seen";
+    decided_at, spend_json, shadow_rules, format, seen,
+    event_json, card_at, (SELECT body FROM decision_parts WHERE id = card_part)";
 
 /// The decision log of the database at a path.
 #[derive(Debug, Clone)]
@@ -61,11 +63,19 @@ fn row(r: &Row<'_>) -> rusqlite::Result<LoggedDecision> {
         ruleset: r.get(15)?,
         latency_us: r.get(16)?,
         decided_at: r.get(17)?,
-        event_json: r.get::<_, Vec<u8>>(18)?.into(),
-        spend_json: r.get(19)?,
-        shadow_rules: r.get(20)?,
-        format: r.get(21)?,
-        seen: r.get::<_, Option<Vec<u8>>>(22)?.unwrap_or_default(),
+        event_json: super::parts::join(r.get(22)?, r.get(23)?, r.get(24)?)
+            .ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    22,
+                    rusqlite::types::Type::Blob,
+                    "the body's card object lies outside it".into(),
+                )
+            })?
+            .into(),
+        spend_json: r.get(18)?,
+        shadow_rules: r.get(19)?,
+        format: r.get(20)?,
+        seen: r.get::<_, Option<Vec<u8>>>(21)?.unwrap_or_default(),
         // Read by hash with `DecisionLog::blobs` when a replay needs them.
         blobs: Vec::new(),
     })

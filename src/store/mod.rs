@@ -21,6 +21,7 @@
 pub mod approvals;
 pub mod decisions;
 mod gate;
+mod parts;
 pub mod postgres;
 mod read;
 pub mod rulesets;

@@ -7,7 +7,9 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::schema::{EXACT_REPLAY_VERSION, RESERVES_VERSION, integrity};
+use super::schema::{
+    BODY_COLUMNS, EXACT_REPLAY_VERSION, PARTS_VERSION, RESERVES_VERSION, integrity,
+};
 use super::{LoggedDecision, StoreError, sqlite};
 use crate::journal::seen::Seen;
 use crate::ledger::{AuthMeta, Fact};
@@ -172,16 +174,25 @@ pub fn for_each_decision(
 ) -> Result<(), StoreError> {
     let conn = read_only(path)?;
     let err = sqlite(path);
-    let exact = schema_version(&conn, path)? >= EXACT_REPLAY_VERSION;
+    let version = schema_version(&conn, path)?;
     let sql = format!(
         "SELECT id, event_id, authorization_id, card, cardholder, amount, currency,
                 merchant_category, merchant_mcc, merchant_country, merchant_name,
                 approved, approved_amount, reason, rule, ruleset, latency_us,
-                decided_at, event_json, spend_json, shadow_rules, {}
+                decided_at, {}, spend_json, shadow_rules, {}
          FROM decisions
          WHERE +decided_at >= ?1 AND +decided_at < ?2 AND (?3 IS NULL OR cardholder = ?3)
          ORDER BY id",
-        if exact { "format, seen" } else { "0, NULL" }
+        if version >= PARTS_VERSION {
+            BODY_COLUMNS
+        } else {
+            "event_json, NULL, NULL"
+        },
+        if version >= EXACT_REPLAY_VERSION {
+            "format, seen"
+        } else {
+            "0, NULL"
+        }
     );
     // The unary `+` keeps SQLite off the `decided_at` index: through it, `ORDER BY
     // id` would sort every row, events included, before the first one is
@@ -195,8 +206,18 @@ pub fn for_each_decision(
         ])
         .map_err(&err)?;
     while let Some(r) = rows.next().map_err(&err)? {
+        let id: i64 = r.get(0).map_err(&err)?;
+        let event_json = super::parts::join(
+            r.get(18).map_err(&err)?,
+            r.get(19).map_err(&err)?,
+            r.get(20).map_err(&err)?,
+        )
+        .ok_or_else(|| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("decision {id}: its body's card object lies outside it"),
+        })?;
         let row = LoggedDecision {
-            id: r.get(0).map_err(&err)?,
+            id,
             event_id: r.get(1).map_err(&err)?,
             authorization_id: r.get(2).map_err(&err)?,
             card: r.get(3).map_err(&err)?,
@@ -214,12 +235,12 @@ pub fn for_each_decision(
             ruleset: r.get(15).map_err(&err)?,
             latency_us: r.get(16).map_err(&err)?,
             decided_at: r.get(17).map_err(&err)?,
-            event_json: r.get::<_, Vec<u8>>(18).map_err(&err)?.into(),
-            spend_json: r.get(19).map_err(&err)?,
-            shadow_rules: r.get(20).map_err(&err)?,
-            format: r.get(21).map_err(&err)?,
+            event_json: event_json.into(),
+            spend_json: r.get(21).map_err(&err)?,
+            shadow_rules: r.get(22).map_err(&err)?,
+            format: r.get(23).map_err(&err)?,
             seen: r
-                .get::<_, Option<Vec<u8>>>(22)
+                .get::<_, Option<Vec<u8>>>(24)
                 .map_err(&err)?
                 .unwrap_or_default(),
             blobs: Vec::new(),

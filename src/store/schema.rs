@@ -167,6 +167,19 @@ pub const MIGRATIONS: &[&str] = &[
          amount      INTEGER NOT NULL,
          window_at   INTEGER NOT NULL
      );",
+    // 8: a request body's card object stored once per distinct content (issue
+    // 19, `store::parts`): `event_json` holds the body without it, `card_at` where
+    // it was cut and `card_part` the `decision_parts` row that holds it; both NULL
+    // for a body stored whole (every row written before this version). The view
+    // gives every body whole, for a person with the `sqlite3` shell.
+    "ALTER TABLE decisions ADD COLUMN card_at INTEGER;
+     ALTER TABLE decisions ADD COLUMN card_part INTEGER;
+     CREATE TABLE decision_parts (id INTEGER PRIMARY KEY, body BLOB NOT NULL);
+     CREATE VIEW decision_bodies (id, event_json) AS
+         SELECT d.id, CASE WHEN d.card_part IS NULL THEN d.event_json
+             ELSE CAST(substr(d.event_json, 1, d.card_at) || p.body
+                 || substr(d.event_json, d.card_at + 1) AS BLOB) END
+         FROM decisions d LEFT JOIN decision_parts p ON p.id = d.card_part;",
 ];
 
 /// The first schema version with the exact-replay columns (`format`, `seen`) and
@@ -177,6 +190,15 @@ pub(super) const EXACT_REPLAY_VERSION: i64 = 4;
 /// The first schema version with `ledger_reserves`; readers of older files find
 /// every reserve in `ledger_facts`.
 pub(super) const RESERVES_VERSION: i64 = 7;
+
+/// The first schema version with `decision_parts`; readers of older files find
+/// every body whole in `event_json`.
+pub(super) const PARTS_VERSION: i64 = 8;
+
+/// The columns that give a decision row's request body back (`parts::join`): the
+/// stored bytes, the cut's offset and the part cut out.
+pub(super) const BODY_COLUMNS: &str =
+    "event_json, card_at, (SELECT body FROM decision_parts WHERE id = card_part)";
 
 /// `synchronous` for `durability`, and how long to wait for another connection's lock.
 pub(super) fn set_durability(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {

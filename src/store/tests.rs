@@ -540,3 +540,173 @@ fn a_side_write_checkpoints_after_its_turn_not_in_its_commit() {
     });
     assert!(db_size() > 40_000_000, "not checkpointed after the turn");
 }
+
+/// Request bodies as Stripe sends them (the fixture, pretty-printed) and compact,
+/// for `card`, with `n` in the event id and the amount.
+fn request_body(card: &str, n: u32, compact: bool) -> bytes::Bytes {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/events/issuing_authorization.request.json"),
+    )
+    .unwrap();
+    let mut ev: serde_json::Value = serde_json::from_str(&text).unwrap();
+    ev["id"] = format!("evt_{card}_{n}").into();
+    ev["data"]["object"]["card"]["id"] = card.into();
+    ev["data"]["object"]["pending_request"]["amount"] = (100 + n).into();
+    let body = if compact {
+        serde_json::to_vec(&ev).unwrap()
+    } else {
+        serde_json::to_vec_pretty(&ev).unwrap()
+    };
+    body.into()
+}
+
+fn parts_stored(store: &Store) -> i64 {
+    Connection::open(store.path())
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM decision_parts", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_body_whose_card_object_is_stored_once_reads_back_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bodies = Vec::new();
+    let mut changed: serde_json::Value =
+        serde_json::from_slice(&request_body("ic_a", 9, false)).unwrap();
+    changed["data"]["object"]["card"]["metadata"] = serde_json::json!({"changed": "yes"});
+    let changed = serde_json::to_vec_pretty(&changed).unwrap();
+    for (card, body) in [
+        ("ic_a", request_body("ic_a", 1, false)),
+        ("ic_a", request_body("ic_a", 2, false)),
+        ("ic_b", request_body("ic_b", 3, true)),
+        ("ic_a", request_body("ic_a", 4, false)),
+        ("ic_b", request_body("ic_b", 5, true)),
+        // The card changed: its object is stored again.
+        ("ic_a", changed.into()),
+        (
+            "ic_c",
+            bytes::Bytes::from_static(br#"{"id":"evt_no_card"}"#),
+        ),
+    ] {
+        let mut r = row(&format!("iauth_{}", bodies.len()), T);
+        r.card = card.into();
+        r.event_json = body.clone();
+        bodies.push(body);
+        // A store per row: the parts it knows start empty each time it opens.
+        let store = Store::open(dir.path(), Durability::Sync).unwrap();
+        store
+            .commit_blocking(vec![Write::Decision(Box::new(r))])
+            .unwrap();
+    }
+    let store = Store::open(dir.path(), Durability::Sync).unwrap();
+    let read: Vec<_> = store
+        .decision_log(None)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.event_json)
+        .collect();
+    assert_eq!(read, bodies);
+    let log = crate::store::decisions::SqliteDecisionLog::new(dir.path());
+    for (i, body) in bodies.iter().enumerate() {
+        let id = i64::try_from(i + 1).unwrap();
+        let d = log.get(id).unwrap().unwrap();
+        assert_eq!(
+            &d.event_json, body,
+            "row {id} through the explorer's reader"
+        );
+    }
+    // A store reopened per row starts with no parts known: one per stored card body.
+    assert_eq!(parts_stored(&store), 6);
+
+    // One store: a card's object is stored once, rows of the same batch included.
+    let writes = (10..16)
+        .map(|n| {
+            let mut r = row(&format!("iauth_{n}"), T);
+            r.card = "ic_a".into();
+            r.event_json = request_body("ic_a", n, false);
+            Write::Decision(Box::new(r))
+        })
+        .collect::<Vec<_>>();
+    store.commit_blocking(writes[..3].to_vec()).unwrap();
+    store.commit_blocking(writes[3..].to_vec()).unwrap();
+    assert_eq!(parts_stored(&store), 7);
+    // The card changed while the store knew it: stored again, then shared.
+    let mut writes = writes;
+    for n in 16..18 {
+        let mut r = row(&format!("iauth_{n}"), T);
+        r.card = "ic_a".into();
+        r.event_json = bodies[5].clone();
+        writes.push(Write::Decision(Box::new(r)));
+    }
+    store.commit_blocking(writes[6..].to_vec()).unwrap();
+    assert_eq!(parts_stored(&store), 8);
+    let rows = store.decision_log(None).unwrap();
+    assert_eq!(rows.len(), 7 + writes.len());
+    for (w, d) in writes.iter().zip(&rows[7..]) {
+        let Write::Decision(r) = w else {
+            unreachable!()
+        };
+        assert_eq!(d.event_json, r.event_json);
+    }
+    let whole: i64 = Connection::open(store.path())
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM decisions WHERE card_part IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        whole, 1,
+        "only the body without a card object is stored whole"
+    );
+    // What a person reads with the `sqlite3` shell.
+    let conn = Connection::open(store.path()).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT event_json FROM decision_bodies ORDER BY id")
+        .unwrap();
+    let viewed: Vec<Vec<u8>> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let expected: Vec<Vec<u8>> = rows.iter().map(|d| d.event_json.to_vec()).collect();
+    assert_eq!(viewed, expected);
+}
+
+#[test]
+fn a_failed_batch_forgets_the_card_objects_it_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Sync).unwrap();
+    Connection::open(store.path())
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON decisions
+             WHEN NEW.authorization_id = 'iauth_boom'
+             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        )
+        .unwrap();
+    let decision = |id: &str, n| {
+        let mut r = row(id, T);
+        r.card = "ic_a".into();
+        r.event_json = request_body("ic_a", n, false);
+        Write::Decision(Box::new(r))
+    };
+    // The first row stores the card's object, the second fails the batch: the
+    // part is rolled back with it, and its id may be given to another part.
+    store
+        .commit_blocking(vec![decision("iauth_1", 1), decision("iauth_boom", 2)])
+        .unwrap_err();
+    assert_eq!(parts_stored(&store), 0);
+    let ok = decision("iauth_3", 3);
+    store.commit_blocking(vec![ok.clone()]).unwrap();
+    assert_eq!(parts_stored(&store), 1);
+    let Write::Decision(r) = ok else {
+        unreachable!()
+    };
+    assert_eq!(
+        store.decision_log(None).unwrap()[0].event_json,
+        r.event_json
+    );
+}

@@ -23,6 +23,7 @@ use rusqlite::{Connection, Statement, params};
 use tokio::sync::oneshot;
 
 use super::gate::WriteGate;
+use super::parts::{Parts, Split};
 use super::read::{read_decision_log, read_facts};
 use super::schema::{open_checked, set_durability};
 use super::{Durability, FILE_NAME, LoggedDecision, MAX_BATCH, StoreError, Write};
@@ -328,6 +329,7 @@ struct Statements<'c> {
     commit: Statement<'c>,
     rollback: Statement<'c>,
     blob: Statement<'c>,
+    part: Statement<'c>,
     fact: Statement<'c>,
     decision: Statement<'c>,
     reserve: Statement<'c>,
@@ -340,6 +342,7 @@ impl<'c> Statements<'c> {
             commit: conn.prepare("COMMIT")?,
             rollback: conn.prepare("ROLLBACK")?,
             blob: conn.prepare("INSERT OR IGNORE INTO decision_blobs (hash, body) VALUES (?1, ?2)")?,
+            part: conn.prepare("INSERT INTO decision_parts (body) VALUES (?1)")?,
             fact: conn.prepare(
                 "INSERT OR IGNORE INTO ledger_facts (event_id, kind, card, cardholder, record_id, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -348,9 +351,9 @@ impl<'c> Statements<'c> {
                 "INSERT INTO decisions (event_id, authorization_id, card, cardholder, amount, currency,
                      merchant_category, merchant_mcc, merchant_country, merchant_name, approved,
                      approved_amount, reason, rule, ruleset, latency_us, decided_at, event_json,
-                     spend_json, shadow_rules, format, seen)
+                     spend_json, shadow_rules, format, seen, card_at, card_part)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                     ?18, ?19, ?20, ?21, ?22)",
+                     ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
             )?,
             // Right after `decision`, on the same connection: the row just inserted.
             reserve: conn.prepare(
@@ -371,6 +374,10 @@ struct Writer<'c> {
     new_blobs: Vec<i64>,
     /// A fact's JSON body, reused so a batch does not allocate one per fact.
     body: Vec<u8>,
+    /// Each card's object as stored in `decision_parts` (see `parts`).
+    parts: Parts,
+    /// A request body without its card object, reused across rows.
+    rest: Vec<u8>,
 }
 
 /// How long, in `async` durability, the writer lets a batch gather after its
@@ -409,6 +416,8 @@ fn writer_loop(
         stored: HashSet::new(),
         new_blobs: Vec::new(),
         body: Vec::new(),
+        parts: Parts::default(),
+        rest: Vec::new(),
     };
     let duration = metrics::histogram!(m::STORE_COMMIT_DURATION);
     let size = metrics::histogram!(m::STORE_COMMIT_BATCH);
@@ -469,6 +478,8 @@ impl Writer<'_> {
             if !self.conn.is_autocommit() {
                 let _ = self.stmts.rollback.execute([]);
             }
+            // Parts this batch stored are gone, and their ids will be given again.
+            self.parts = Parts::default();
             return Err(e);
         }
         self.stored.extend(self.new_blobs.drain(..));
@@ -513,6 +524,28 @@ impl Writer<'_> {
                 self.new_blobs.push(*hash);
             }
         }
+        let (body, card_at, card_part) = match self.parts.split(&d.card, &d.event_json) {
+            Split::Whole => (&d.event_json[..], None, None),
+            Split::Known { at, len, part } => {
+                self.rest.clear();
+                self.rest.extend_from_slice(&d.event_json[..at]);
+                self.rest.extend_from_slice(&d.event_json[at + len..]);
+                (&self.rest[..], Some(at), Some(part))
+            }
+            Split::New { at, end } => {
+                let object = d.event_json.slice(at..end);
+                self.stmts.part.execute(params![&object[..]])?;
+                let part = self.conn.last_insert_rowid();
+                // Shared with the batch's later rows at once: a failed batch
+                // forgets every part (`commit_batch`).
+                self.parts.remember(&d.card, part, object);
+                self.rest.clear();
+                self.rest.extend_from_slice(&d.event_json[..at]);
+                self.rest.extend_from_slice(&d.event_json[end..]);
+                (&self.rest[..], Some(at), Some(part))
+            }
+        };
+        let card_at = card_at.map(|at| i64::try_from(at).unwrap_or(i64::MAX));
         self.stmts.decision.execute(params![
             d.event_id,
             d.authorization_id,
@@ -531,11 +564,13 @@ impl Writer<'_> {
             d.ruleset,
             d.latency_us,
             d.decided_at,
-            &d.event_json[..],
+            body,
             d.spend_json,
             d.shadow_rules,
             d.format,
             (!d.seen.is_empty()).then_some(&d.seen[..]),
+            card_at,
+            card_part,
         ])?;
         Ok(())
     }
