@@ -169,12 +169,10 @@ fn unusable_data_dir_is_refused_with_its_name() {
     assert!(msg.contains(&data.display().to_string()), "{msg}");
 }
 
-#[test]
-fn a_failed_batch_leaves_nothing_and_its_blobs_are_written_by_the_next() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Durability::Sync).unwrap();
-    // A second connection makes one row fail; the writer's statements, prepared
-    // before this schema change, must be re-prepared and still work.
+/// Makes every insert of a decision row for `iauth_boom` fail, from a second
+/// connection (the writer's statements, prepared before this schema change, must
+/// be re-prepared and still work).
+fn refuse_iauth_boom(store: &Store) {
     Connection::open(store.path())
         .unwrap()
         .execute_batch(
@@ -183,6 +181,13 @@ fn a_failed_batch_leaves_nothing_and_its_blobs_are_written_by_the_next() {
              BEGIN SELECT RAISE(ABORT, 'refused'); END;",
         )
         .unwrap();
+}
+
+#[test]
+fn a_failed_batch_leaves_nothing_and_its_blobs_are_written_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Sync).unwrap();
+    refuse_iauth_boom(&store);
     let blob: (i64, std::sync::Arc<[u8]>) = (7, std::sync::Arc::from(&b"program"[..]));
     let mut boom = row("iauth_boom", T);
     boom.blobs = vec![blob.clone()];
@@ -679,14 +684,7 @@ fn a_body_whose_card_object_is_stored_once_reads_back_byte_for_byte() {
 fn a_failed_batch_forgets_the_card_objects_it_stored() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Durability::Sync).unwrap();
-    Connection::open(store.path())
-        .unwrap()
-        .execute_batch(
-            "CREATE TRIGGER refuse BEFORE INSERT ON decisions
-             WHEN NEW.authorization_id = 'iauth_boom'
-             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
-        )
-        .unwrap();
+    refuse_iauth_boom(&store);
     let decision = |id: &str, n| {
         let mut r = row(id, T);
         r.card = "ic_a".into();
