@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use bytes::Bytes;
 use rusqlite::wal::CheckpointMode;
 use rusqlite::{Connection, Statement, params};
 use tokio::sync::oneshot;
@@ -533,7 +534,9 @@ impl Writer<'_> {
                 (&self.rest[..], Some(at), Some(part))
             }
             Split::New { at, end } => {
-                let object = d.event_json.slice(at..end);
+                // A copy, not a slice: the cache must not keep the whole request
+                // buffer alive for the card's sake.
+                let object = Bytes::copy_from_slice(&d.event_json[at..end]);
                 self.stmts.part.execute(params![&object[..]])?;
                 let part = self.conn.last_insert_rowid();
                 // Shared with the batch's later rows at once: a failed batch
