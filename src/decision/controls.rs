@@ -22,7 +22,7 @@ pub fn category_by_name(name: &str) -> Option<CategoryId> {
     loop {
         let id = BY_NAME[h];
         let row = CATEGORIES.get(usize::from(id))?;
-        if row.name.len() == name.len() && row.name == name {
+        if row.name == name {
             return Some(id);
         }
         h = (h + 1) & (NAME_SLOTS - 1);
@@ -31,18 +31,20 @@ pub fn category_by_name(name: &str) -> Option<CategoryId> {
 
 /// Looks a category up by its four-digit MCC: an index into [`MCC_TABLE`].
 pub fn category_by_mcc(mcc: &str) -> Option<CategoryId> {
-    let &[a, b, c, d] = mcc.as_bytes() else {
+    let id = MCC_TABLE[mcc_number(mcc.as_bytes())?];
+    (id != NONE).then_some(id)
+}
+
+/// The number an MCC's four ASCII digits spell (`0..10_000`), else `None`.
+const fn mcc_number(mcc: &[u8]) -> Option<usize> {
+    let &[a, b, c, d] = mcc else {
         return None;
     };
-    let mut n = 0usize;
-    for digit in [a, b, c, d] {
-        if !digit.is_ascii_digit() {
-            return None;
-        }
-        n = n * 10 + usize::from(digit - b'0');
+    if !(a.is_ascii_digit() && b.is_ascii_digit() && c.is_ascii_digit() && d.is_ascii_digit()) {
+        return None;
     }
-    let id = MCC_TABLE[n];
-    (id != NONE).then_some(id)
+    let [a, b, c, d] = [a - b'0', b - b'0', c - b'0', d - b'0'];
+    Some(a as usize * 1000 + b as usize * 100 + c as usize * 10 + d as usize)
 }
 
 /// An empty slot of [`BY_NAME`] or [`MCC_TABLE`]: no category has this id.
@@ -106,15 +108,9 @@ static MCC_TABLE: [CategoryId; 10_000] = {
     let mut i = 0;
     while i < BY_MCC.len() {
         let (mcc, id) = BY_MCC[i];
-        let b = mcc.as_bytes();
-        assert!(b.len() == 4, "an MCC has four digits");
-        let mut n = 0;
-        let mut j = 0;
-        while j < 4 {
-            assert!(b[j].is_ascii_digit(), "an MCC has four digits");
-            n = n * 10 + (b[j] - b'0') as usize;
-            j += 1;
-        }
+        let Some(n) = mcc_number(mcc.as_bytes()) else {
+            panic!("an MCC has four digits");
+        };
         table[n] = id;
         i += 1;
     }
