@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::read::read_only;
+use super::schema::BODY_COLUMNS;
 use crate::journal::{DecisionLog, DecisionQuery, LogReadError, LoggedDecision, MAX_SEARCH};
 
-/// A row's columns; the last three give its body back (`schema::BODY_COLUMNS`).
+/// A row's columns, its body's last ([`BODY_COLUMNS`]).
 const COLUMNS: &str = "id, event_id, authorization_id, card, cardholder, amount, currency,
     merchant_category, merchant_mcc, merchant_country, merchant_name,
     approved, approved_amount, reason, rule, ruleset, latency_us,
-    decided_at, spend_json, shadow_rules, format, seen,
-    event_json, card_at, (SELECT body FROM decision_parts WHERE id = card_part)";
+    decided_at, spend_json, shadow_rules, format, seen";
 
 /// The decision log of the database at a path.
 #[derive(Debug, Clone)]
@@ -144,7 +144,7 @@ impl SqliteDecisionLog {
         // One statement for every combination: an unset filter is NULL and
         // matches all. A rule matches the deciding rule or any shadow match.
         let sql = format!(
-            "SELECT {COLUMNS} FROM decisions
+            "SELECT {COLUMNS}, {BODY_COLUMNS} FROM decisions
              WHERE (?1 IS NULL OR authorization_id = ?1)
                AND (?2 IS NULL OR card = ?2)
                AND (?3 IS NULL OR cardholder = ?3)
@@ -185,7 +185,7 @@ impl SqliteDecisionLog {
             return Ok(None);
         };
         conn.query_row(
-            &format!("SELECT {COLUMNS} FROM decisions WHERE id = ?1"),
+            &format!("SELECT {COLUMNS}, {BODY_COLUMNS} FROM decisions WHERE id = ?1"),
             params![id],
             row,
         )
@@ -206,7 +206,7 @@ impl SqliteDecisionLog {
         // The newest `max`, handed back oldest first like the CLI's replay.
         let mut stmt = conn
             .prepare(&format!(
-                "SELECT {COLUMNS} FROM decisions WHERE decided_at >= ?1 ORDER BY id DESC LIMIT ?2"
+                "SELECT {COLUMNS}, {BODY_COLUMNS} FROM decisions WHERE decided_at >= ?1 ORDER BY id DESC LIMIT ?2"
             ))
             .map_err(failed)?;
         let rows = stmt.query_map(params![since, cap], row).map_err(failed)?;

@@ -82,15 +82,14 @@ fn object_end(body: &[u8], start: usize) -> Option<usize> {
     }
 }
 
-/// A body as its row stores it.
+/// Where a body's card object lies, cut out of its row.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Split {
-    /// Stored whole.
-    Whole,
-    /// The bytes `at..at + len` are the part already stored as `part`.
-    Known { at: usize, len: usize, part: i64 },
-    /// The bytes `at..end` are a card object not stored yet.
-    New { at: usize, end: usize },
+pub(super) struct Cut {
+    /// The object is the bytes `at..end`.
+    pub(super) at: usize,
+    pub(super) end: usize,
+    /// The part already stored with exactly these bytes; `None`: not stored yet.
+    pub(super) part: Option<i64>,
 }
 
 /// Each card's stored object, by card id.
@@ -101,24 +100,24 @@ pub(super) struct Parts {
 }
 
 impl Parts {
-    /// How `body`, a request of `card`, is stored.
-    pub(super) fn split(&self, card: &str, body: &[u8]) -> Split {
-        let Some(at) = card_start(body) else {
-            return Split::Whole;
-        };
+    /// Where `body`, a request of `card`, is cut; `None`: it is stored whole.
+    pub(super) fn split(&self, card: &str, body: &[u8]) -> Option<Cut> {
+        let at = card_start(body)?;
         if let Some((part, stored)) = self.by_card.get(card)
             && body[at..].starts_with(stored)
         {
-            return Split::Known {
+            return Some(Cut {
                 at,
-                len: stored.len(),
-                part: *part,
-            };
+                end: at + stored.len(),
+                part: Some(*part),
+            });
         }
-        match object_end(body, at) {
-            Some(end) if end - at >= MIN_PART => Split::New { at, end },
-            _ => Split::Whole,
-        }
+        let end = object_end(body, at).filter(|end| end - at >= MIN_PART)?;
+        Some(Cut {
+            at,
+            end,
+            part: None,
+        })
     }
 
     /// Remembers `object`, committed as `part`, as `card`'s.
@@ -189,37 +188,30 @@ mod tests {
         let body = format!(r#"{{"id":"evt_1","card":{object},"amount":1}}"#);
         let at = body.find("{\"id\":\"ic_1\"").unwrap();
         let mut parts = Parts::default();
+        let end = at + object.len();
         assert_eq!(
             parts.split("ic_1", body.as_bytes()),
-            Split::New {
+            Some(Cut {
                 at,
-                end: at + object.len()
-            }
+                end,
+                part: None
+            })
         );
         parts.remember("ic_1", 7, Bytes::from(object.clone()));
         assert_eq!(
             parts.split("ic_1", body.as_bytes()),
-            Split::Known {
+            Some(Cut {
                 at,
-                len: object.len(),
-                part: 7
-            }
+                end,
+                part: Some(7)
+            })
         );
         // Another card, or this card changed: not the stored part.
-        assert!(matches!(
-            parts.split("ic_2", body.as_bytes()),
-            Split::New { .. }
-        ));
-        let changed = body.replace("xxx", "xxy");
-        assert!(matches!(
-            parts.split("ic_1", changed.as_bytes()),
-            Split::New { .. }
-        ));
+        let new = |card, body: &str| parts.split(card, body.as_bytes()).map(|c| c.part);
+        assert_eq!(new("ic_2", &body), Some(None));
+        assert_eq!(new("ic_1", &body.replace("xxx", "xxy")), Some(None));
         // A small card object stays in its row.
-        assert_eq!(
-            parts.split("ic_3", br#"{"card":{"id":"ic_3"}}"#),
-            Split::Whole
-        );
+        assert_eq!(parts.split("ic_3", br#"{"card":{"id":"ic_3"}}"#), None);
     }
 
     #[test]
@@ -247,7 +239,7 @@ mod tests {
             body.extend_from_slice(object.as_bytes());
             body.extend_from_slice(b"}}");
             let parts = Parts::default();
-            if let Split::New { at, end } = parts.split("ic", &body) {
+            if let Some(Cut { at, end, .. }) = parts.split("ic", &body) {
                 let mut rest = body[..at].to_vec();
                 rest.extend_from_slice(&body[end..]);
                 let joined = join(

@@ -24,7 +24,7 @@ use rusqlite::{Connection, Statement, params};
 use tokio::sync::oneshot;
 
 use super::gate::WriteGate;
-use super::parts::{Parts, Split};
+use super::parts::{Cut, Parts};
 use super::read::{read_decision_log, read_facts};
 use super::schema::{open_checked, set_durability};
 use super::{Durability, FILE_NAME, LoggedDecision, MAX_BATCH, StoreError, Write};
@@ -526,29 +526,28 @@ impl Writer<'_> {
             }
         }
         let (body, card_at, card_part) = match self.parts.split(&d.card, &d.event_json) {
-            Split::Whole => (&d.event_json[..], None, None),
-            Split::Known { at, len, part } => {
-                self.rest.clear();
-                self.rest.extend_from_slice(&d.event_json[..at]);
-                self.rest.extend_from_slice(&d.event_json[at + len..]);
-                (&self.rest[..], Some(at), Some(part))
-            }
-            Split::New { at, end } => {
-                // A copy, not a slice: the cache must not keep the whole request
-                // buffer alive for the card's sake.
-                let object = Bytes::copy_from_slice(&d.event_json[at..end]);
-                self.stmts.part.execute(params![&object[..]])?;
-                let part = self.conn.last_insert_rowid();
-                // Shared with the batch's later rows at once: a failed batch
-                // forgets every part (`commit_batch`).
-                self.parts.remember(&d.card, part, object);
+            None => (&d.event_json[..], None, None),
+            Some(Cut { at, end, part }) => {
+                let part = if let Some(part) = part {
+                    part
+                } else {
+                    // A copy, not a slice: the cache must not keep the whole
+                    // request buffer alive for the card's sake.
+                    let object = Bytes::copy_from_slice(&d.event_json[at..end]);
+                    self.stmts.part.execute(params![&object[..]])?;
+                    let part = self.conn.last_insert_rowid();
+                    // Shared with the batch's later rows at once: a failed batch
+                    // forgets every part (`commit_batch`).
+                    self.parts.remember(&d.card, part, object);
+                    part
+                };
                 self.rest.clear();
                 self.rest.extend_from_slice(&d.event_json[..at]);
                 self.rest.extend_from_slice(&d.event_json[end..]);
+                let at = i64::try_from(at).unwrap_or(i64::MAX);
                 (&self.rest[..], Some(at), Some(part))
             }
         };
-        let card_at = card_at.map(|at| i64::try_from(at).unwrap_or(i64::MAX));
         self.stmts.decision.execute(params![
             d.event_id,
             d.authorization_id,
