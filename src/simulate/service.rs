@@ -248,14 +248,17 @@ impl<S: WebhookSender> Simulator<S> {
     }
 
     async fn request(&self, id: &str, event: Value, now: i64) -> Result<Outcome, SimError> {
-        let deadline = Instant::now() + self.config.window;
         let waiter = Arc::new(Notify::new());
         self.waiters
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id.to_string(), waiter.clone());
         let body = serde_json::to_vec(&event).unwrap_or_default();
+        // The window runs from the send, as the latency does: a deadline taken
+        // before the body was serialized timed out a window's worth after an
+        // earlier instant, and the latency came out under the window.
         let sent = Instant::now();
+        let deadline = sent + self.config.window;
         let reply = tokio::time::timeout_at(deadline, self.post(body)).await;
         let latency = sent.elapsed();
         let (mut answer, response_metadata) = match reply {
