@@ -17,6 +17,8 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
+use crate::stripe::{object_end, skip_space};
+
 /// A card object shorter than this is left in its row: a part row and its id
 /// would save little.
 const MIN_PART: usize = 256;
@@ -39,47 +41,6 @@ fn card_start(body: &[u8]) -> Option<usize> {
         }
     }
     None
-}
-
-fn skip_space(body: &[u8], mut i: usize) -> usize {
-    while body
-        .get(i)
-        .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-    {
-        i += 1;
-    }
-    i
-}
-
-/// The end (one past its `}`) of the object whose `{` is at `start`, skipping
-/// strings and their escapes; `None` if it does not close.
-fn object_end(body: &[u8], start: usize) -> Option<usize> {
-    let mut depth = 0usize;
-    let mut i = start;
-    loop {
-        i += memchr::memchr3(b'{', b'}', b'"', body.get(i..)?)?;
-        match body[i] {
-            b'{' => depth += 1,
-            b'}' => {
-                depth = depth.checked_sub(1)?;
-                if depth == 0 {
-                    return Some(i + 1);
-                }
-            }
-            _ => {
-                // A string: to its closing quote, past every escaped character.
-                i += 1;
-                loop {
-                    i += memchr::memchr2(b'"', b'\\', body.get(i..)?)?;
-                    if body[i] == b'"' {
-                        break;
-                    }
-                    i += 2;
-                }
-            }
-        }
-        i += 1;
-    }
 }
 
 /// Where a body's card object lies, cut out of its row.

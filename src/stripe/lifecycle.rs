@@ -40,8 +40,8 @@ pub fn lifecycle_fact(event: &Event<'_>) -> Result<Option<Fact>, ParseError> {
 /// What authorizations and transactions share: the object's own `id`, `created`
 /// and `currency`, its card and cardholder, and the merchant category. For a
 /// transaction `id` is the transaction's (`ipi_…`).
-fn common(o: &Obj<'_>) -> Result<AuthMeta, ParseError> {
-    let (card, cardholder) = card_and_holder(o)?;
+fn common<'v>(event: &Event<'v>, o: &Obj<'v>) -> Result<AuthMeta, ParseError> {
+    let (card, cardholder) = card_and_holder(event, o)?;
     let (category, mcc) = merchant(o)?;
     Ok(AuthMeta {
         id: req_str(o, OBJ, "id")?.to_string(),
@@ -66,10 +66,27 @@ fn id_or_object<'v>(v: Val<'v>, path: &str) -> Option<Result<&'v str, ParseError
 }
 
 /// `card` is embedded in authorizations and an id in transactions; accept both.
-fn card_and_holder(o: &Obj<'_>) -> Result<(String, String), ParseError> {
+/// An embedded card cut out before parsing (`parse::known`) is the card it was.
+fn card_and_holder<'v>(event: &Event<'v>, o: &Obj<'v>) -> Result<(String, String), ParseError> {
     let path = format!("{OBJ}.card");
-    let card = field(o, "card").ok_or_else(|| invalid("card", "missing card"))?;
-    let (card, embedded_holder) = match card.as_object() {
+    let (card, embedded_holder) = match (field(o, "card"), event.known_card()) {
+        (None, Some(known)) => known.ids(),
+        (card, _) => embedded_card(card.ok_or_else(|| invalid("card", "missing card"))?, &path)?,
+    };
+    let holder = match opt_str(o, OBJ, "cardholder")? {
+        "" => embedded_holder,
+        s => s,
+    };
+    if holder.is_empty() {
+        return Err(invalid("cardholder", "missing cardholder"));
+    }
+    Ok((card.to_string(), holder.to_string()))
+}
+
+/// The ids of the card `card` (at `path`) and of the cardholder it embeds (`""`
+/// when it does not).
+fn embedded_card<'v>(card: Val<'v>, path: &str) -> Result<(&'v str, &'v str), ParseError> {
+    Ok(match card.as_object() {
         None => match card.into_string() {
             Some(s) => (s, ""),
             None => return Err(invalid("card", "not a card")),
@@ -80,17 +97,9 @@ fn card_and_holder(o: &Obj<'_>) -> Result<(String, String), ParseError> {
                 Some(h) => id_or_object(h, &format!("{path}.cardholder")).unwrap_or(Ok(""))?,
                 None => "",
             };
-            (req_str(&c, &path, "id")?, holder)
+            (req_str(&c, path, "id")?, holder)
         }
-    };
-    let holder = match opt_str(o, OBJ, "cardholder")? {
-        "" => embedded_holder,
-        s => s,
-    };
-    if holder.is_empty() {
-        return Err(invalid("cardholder", "missing cardholder"));
-    }
-    Ok((card.to_string(), holder.to_string()))
+    })
 }
 
 fn merchant(o: &Obj<'_>) -> Result<(String, String), ParseError> {
@@ -105,7 +114,7 @@ fn merchant(o: &Obj<'_>) -> Result<(String, String), ParseError> {
 }
 
 fn authorization(event: &Event<'_>, o: &Obj<'_>) -> Result<Fact, ParseError> {
-    let auth = common(o)?;
+    let auth = common(event, o)?;
     let status = match req_str(o, OBJ, "status")? {
         "pending" => AuthStatus::Pending,
         "closed" => AuthStatus::Closed,
@@ -187,7 +196,7 @@ fn transaction(event: &Event<'_>, o: &Obj<'_>) -> Result<Fact, ParseError> {
         currency,
         category,
         mcc,
-    } = common(o)?;
+    } = common(event, o)?;
     let authorization = match field(o, "authorization") {
         None => None,
         Some(v) => Some(

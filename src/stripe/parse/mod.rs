@@ -34,6 +34,7 @@ pub(crate) use access::{
     req_currency, req_i64, req_str, some_str, unique_keys,
 };
 use access::{opt_fields, opt_strings, req_fields, req_obj_fields};
+use known::KnownCard;
 
 use crate::decision::{
     AuthRequest, Card, CardStatus, Cardholder, CardholderStatus, CategorySet, Controls, CountrySet,
@@ -200,6 +201,9 @@ pub struct Event<'v> {
     /// The fields of `data.object` a request decision reads, found in the pass that
     /// checked its keys.
     fields: Fields<'v, AUTH_KEYS>,
+    /// The card read before that stands for `data.object.card`, which the parser's
+    /// copy of the body holds as `null` ([`known`]).
+    known: Option<&'v KnownCard>,
 }
 
 impl std::fmt::Debug for Event<'_> {
@@ -216,6 +220,15 @@ impl std::fmt::Debug for Event<'_> {
 impl<'v> Event<'v> {
     /// Reads the envelope: `id`, `type`, `created` and `data.object` must be present.
     pub fn read(doc: &'v Document<'_>) -> Result<Self, ParseError> {
+        Self::read_with(doc, None)
+    }
+
+    /// [`read`](Self::read) for a body whose card object [`known::cut`] replaced:
+    /// `known` is the card it stood for.
+    pub fn read_with(
+        doc: &'v Document<'_>,
+        known: Option<&'v KnownCard>,
+    ) -> Result<Self, ParseError> {
         let root = doc.0.as_value().as_object().ok_or_else(|| ParseError {
             path: "$".into(),
             problem: Problem::WrongType("object"),
@@ -235,7 +248,14 @@ impl<'v> Event<'v> {
             api_version,
             object,
             fields,
+            known,
         })
+    }
+
+    /// The card read before that stands for `data.object.card`, if the body's
+    /// was cut out.
+    pub(crate) fn known_card(&self) -> Option<&'v KnownCard> {
+        self.known
     }
 
     /// `data.object`, for lifecycle readers.
@@ -245,7 +265,7 @@ impl<'v> Event<'v> {
 
     /// Reads `data.object` as a pending authorization request.
     pub fn authorization_request(&self) -> Result<AuthRequest<'v>, ParseError> {
-        read_request(&self.fields)
+        read_request(&self.fields, self.known)
     }
 }
 
@@ -330,7 +350,10 @@ const CH: &str = "data.object.card.cardholder";
 const CARD_SC: &str = "data.object.card.spending_controls";
 const CH_SC: &str = "data.object.card.cardholder.spending_controls";
 
-fn read_request<'v>(o: &Fields<'v, AUTH_KEYS>) -> Result<AuthRequest<'v>, ParseError> {
+fn read_request<'v>(
+    o: &Fields<'v, AUTH_KEYS>,
+    known: Option<&'v KnownCard>,
+) -> Result<AuthRequest<'v>, ParseError> {
     let pr = &req_fields(o, OBJ, "pending_request", &PENDING)?;
     let currency = req_currency(pr, PR, "currency")?;
     let amount = req_i64(pr, PR, "amount")?;
@@ -347,8 +370,12 @@ fn read_request<'v>(o: &Fields<'v, AUTH_KEYS>) -> Result<AuthRequest<'v>, ParseE
         None => 0,
     };
     let md = &req_fields(o, OBJ, "merchant_data", &MERCHANT)?;
-    let card = &req_fields(o, OBJ, "card", &CARD_KEYS)?;
-    let ch = &req_fields(card, CARD, "cardholder", &CARDHOLDER)?;
+    // A known card stands in only for the `null` the cut left: a card present in
+    // the tape is always read from it.
+    let (card, cardholder) = match known.filter(|_| field(o, "card").is_none()) {
+        Some(k) => (k.card(), k.cardholder()),
+        None => read_card(o)?,
+    };
     let verification = match opt_fields(o, OBJ, "verification_data", &VERIFICATION)? {
         Some(v) => read_verification(&v)?,
         None => Verification::default(),
@@ -385,7 +412,19 @@ fn read_request<'v>(o: &Fields<'v, AUTH_KEYS>) -> Result<AuthRequest<'v>, ParseE
             postal_code: opt_str(md, MD, "postal_code")?,
             state: opt_str(md, MD, "state")?,
         },
-        card: Card {
+        card,
+        cardholder,
+        verification,
+        signals: signals::read_signals(o)?,
+    })
+}
+
+/// `data.object.card` and its cardholder, from the tape.
+fn read_card<'v>(o: &Fields<'v, AUTH_KEYS>) -> Result<(Card<'v>, Cardholder<'v>), ParseError> {
+    let card = &req_fields(o, OBJ, "card", &CARD_KEYS)?;
+    let ch = &req_fields(card, CARD, "cardholder", &CARDHOLDER)?;
+    Ok((
+        Card {
             id: req_str(card, CARD, "id")?,
             card_type: opt_str(card, CARD, "type")?,
             status: CardStatus::parse(req_str(card, CARD, "status")?),
@@ -396,15 +435,13 @@ fn read_request<'v>(o: &Fields<'v, AUTH_KEYS>) -> Result<AuthRequest<'v>, ParseE
             metadata: read_metadata(card, CARD)?,
             controls: read_controls(card, CARD_SC)?,
         },
-        cardholder: Cardholder {
+        Cardholder {
             id: req_str(ch, CH, "id")?,
             kind: opt_str(ch, CH, "type")?,
             status: CardholderStatus::parse(req_str(ch, CH, "status")?),
             controls: read_controls(ch, CH_SC)?,
         },
-        verification,
-        signals: signals::read_signals(o)?,
-    })
+    ))
 }
 
 fn read_verification<'v>(v: &Fields<'v, 4>) -> Result<Verification<'v>, ParseError> {
@@ -521,11 +558,24 @@ fn read_controls<'v>(o: &impl Lookup<'v>, p: &str) -> Result<Controls, ParseErro
 /// fallback); `field` is one of the bounded labels of
 /// `cardgate_unknown_enum_values_total`, the value goes only to the log.
 fn unknown_enum(field: &'static str, value: &str) {
+    UNKNOWN_ENUMS.with(|n| n.set(n.get() + 1));
     metrics::counter!(crate::metrics::UNKNOWN_ENUM_VALUES, "field" => field).increment(1);
     tracing::warn!(field, value, "unknown enum value kept as sent");
 }
 
+thread_local! {
+    /// How many unknown enum values this thread's parser has counted.
+    static UNKNOWN_ENUMS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many unknown enum values this thread's parser has counted so far: a
+/// request whose reading counted one is not remembered by [`known`].
+fn unknown_enums_counted() -> u64 {
+    UNKNOWN_ENUMS.with(std::cell::Cell::get)
+}
+
 mod access;
+pub mod known;
 mod signals;
 #[cfg(test)]
 mod tests;
