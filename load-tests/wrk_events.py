@@ -11,7 +11,8 @@
 
 Signing is done here, once, so the load generator spends its CPU on HTTP only. The
 events are the bundled fixture with distinct event and authorization ids spread over
-50 cardholders (one card each), amounts 1.00–60.00, all signed with the current
+50 cardholders (one card each; `WRK_EVENTS_CARDS=K` for K, e.g. as many as events for
+a card never seen before in every request), amounts 1.00–60.00, all signed with the current
 time (cardgate refuses signatures older than `webhook.tolerance_seconds`, 300 s by
 default, so generate right before each run).
 """
@@ -19,6 +20,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import os
 import random
 import sys
 import threading
@@ -44,9 +46,10 @@ def events(n, secret):
     obj = ev["data"]["object"]
     obj["created"] = now
     cardholder_is_id = isinstance(obj.get("cardholder"), str)
+    cards = int(os.environ.get("WRK_EVENTS_CARDS", "50"))
     for i in range(n):
         ev["id"] = f"evt_bench_{run}_{i}"
-        holder = i % 50
+        holder = i % cards
         obj["id"] = f"iauth_bench_{run}_{i}"
         obj["card"]["id"] = f"ic_bench_{holder}"
         obj["card"]["cardholder"]["id"] = f"ich_bench_{holder}"
