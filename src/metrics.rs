@@ -72,6 +72,11 @@ pub const UNKNOWN_ENUM_VALUES: &str = "cardgate_unknown_enum_values_total";
 /// outcome the network or Stripe decided without cardgate's answer (stand-in);
 /// `ours` is `approved` when cardgate had approved it, else `none`.
 pub const STAND_IN_AUTHORIZATIONS: &str = "cardgate_stand_in_authorizations_total";
+/// Counter `{result}`: the card object of each `issuing_authorization.request`:
+/// `known` (its bytes were a card's read before, not parsed again), `learnt`
+/// (parsed and remembered), `parsed` (parsed, not remembered: a card seen for the
+/// first time, one with an unknown enum value, or no card object).
+pub const REQUEST_CARD_OBJECTS: &str = "cardgate_request_card_objects_total";
 
 /// Webhook latency buckets: fine from 50 µs (a decision's real cost) up to the 2 s
 /// Stripe window, so p99 and the fallback cliff both show.
@@ -244,6 +249,8 @@ const RULE_ERROR_KINDS: &[&str] = &[
 const RULE_MODES: &[&str] = &["decisive", "shadow"];
 /// `http::legacy`.
 const LEGACY_RESULTS: &[&str] = &["ok", "rejected", "failed"];
+/// [`REQUEST_CARD_OBJECTS`]'s `result`, in [`CardObject`] order.
+const CARD_OBJECT_RESULTS: &[&str] = &["known", "learnt", "parsed"];
 const PAYMENT_OUTCOMES: &[&str] = &["approve", "decline"];
 /// `stripe::parse::unknown_enum`: the enum fields whose unknown values are counted.
 const UNKNOWN_ENUM_FIELDS: &[&str] = &[
@@ -369,6 +376,11 @@ pub const FAMILIES: &[Family] = &[
         UNKNOWN_ENUM_VALUES,
         Kind::Counter,
         &[label("field", UNKNOWN_ENUM_FIELDS)],
+    ),
+    family(
+        REQUEST_CARD_OBJECTS,
+        Kind::Counter,
+        &[label("result", CARD_OBJECT_RESULTS)],
     ),
     family(
         STAND_IN_AUTHORIZATIONS,
@@ -548,6 +560,8 @@ struct Hot {
     /// use: the family is not registered at zero (most combinations never occur),
     /// so a series must still appear only with its first response.
     http_responses: [[OnceLock<metrics::Counter>; STATUSES.len()]; ROUTES.len()],
+    /// `REQUEST_CARD_OBJECTS` by [`CardObject`].
+    card_objects: [metrics::Counter; 3],
 }
 
 static HOT: OnceLock<Hot> = OnceLock::new();
@@ -564,6 +578,8 @@ fn register_hot() {
             .collect(),
         webhook_duration: metrics::histogram!(WEBHOOK_DURATION),
         http_responses: [const { [const { OnceLock::new() }; STATUSES.len()] }; ROUTES.len()],
+        card_objects: CardObject::ALL
+            .map(|c| metrics::counter!(REQUEST_CARD_OBJECTS, "result" => c.as_str())),
     });
 }
 
@@ -586,6 +602,34 @@ pub fn count_authorization(outcome: &'static str, reason: &'static str) {
             metrics::counter!(AUTHORIZATIONS, "outcome" => outcome, "reason" => reason)
                 .increment(1);
         }
+    }
+}
+
+/// What became of a request's card object ([`REQUEST_CARD_OBJECTS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardObject {
+    /// Read before, not parsed again.
+    Known,
+    /// Parsed and remembered.
+    Learnt,
+    /// Parsed, not remembered.
+    Parsed,
+}
+
+impl CardObject {
+    const ALL: [CardObject; 3] = [CardObject::Known, CardObject::Learnt, CardObject::Parsed];
+
+    /// The `result` label.
+    pub fn as_str(self) -> &'static str {
+        CARD_OBJECT_RESULTS[self as usize]
+    }
+}
+
+/// Counts one request's card object in [`REQUEST_CARD_OBJECTS`].
+pub fn count_card_object(result: CardObject) {
+    match HOT.get() {
+        Some(h) => h.card_objects[result as usize].increment(1),
+        None => metrics::counter!(REQUEST_CARD_OBJECTS, "result" => result.as_str()).increment(1),
     }
 }
 

@@ -469,3 +469,33 @@ fn emitted_label_values_are_the_ones_dashboards_are_checked_against() {
         }
     }
 }
+
+/// A card's first request parses its object, the second parses and remembers it,
+/// later ones take it as known; `cardgate_request_card_objects_total` says which.
+#[test]
+fn a_request_card_object_is_parsed_then_learnt_then_known() {
+    let server = Server::start();
+    let count = |result: &str| {
+        let key = (
+            "cardgate_request_card_objects_total".to_string(),
+            vec![("result".to_string(), result.to_string())],
+        );
+        samples(&metrics_text(&server)).get(&key).copied()
+    };
+    assert_eq!(
+        ["parsed", "learnt", "known"].map(count),
+        [Some(0.0), Some(0.0), Some(0.0)]
+    );
+    let mut event: serde_json::Value =
+        serde_json::from_slice(&fixture("issuing_authorization.request")).unwrap();
+    for i in 0..4 {
+        event["id"] = format!("evt_card_objects_{i}").into();
+        event["data"]["object"]["id"] = format!("iauth_card_objects_{i}").into();
+        let (status, body) = server.webhook(&serde_json::to_vec(&event).unwrap(), SECRET);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    assert_eq!(
+        ["parsed", "learnt", "known"].map(count),
+        [Some(1.0), Some(1.0), Some(2.0)]
+    );
+}

@@ -244,7 +244,13 @@ impl Authorizer {
             Ok(a) => a,
             Err(e) => return parse_failed(&e),
         };
-        card.learn(&auth, &stripe::known::CARDS);
+        m::count_card_object(if card.known().is_some() {
+            m::CardObject::Known
+        } else if card.learn(&auth, &stripe::known::CARDS) {
+            m::CardObject::Learnt
+        } else {
+            m::CardObject::Parsed
+        });
         clock.lap(m::Stage::Parse);
 
         // snapshot, look up, decide

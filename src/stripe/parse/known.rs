@@ -263,18 +263,22 @@ impl Cut {
 
     /// Remembers a new card once its request was read without error: `auth`
     /// must be the request read from the body this cut was made of, on this
-    /// thread.
-    pub fn learn(&self, auth: &AuthRequest<'_>, cards: &KnownCards) {
-        if let Cut::New {
+    /// thread. Whether it did.
+    pub fn learn(&self, auth: &AuthRequest<'_>, cards: &KnownCards) -> bool {
+        let Cut::New {
             slot,
             bytes,
             unknown_before,
         } = self
-            && super::unknown_enums_counted() == *unknown_before
-        {
-            let card = KnownCard::new(bytes.clone(), &auth.card, &auth.cardholder);
-            cards.insert(*slot, card);
+        else {
+            return false;
+        };
+        if super::unknown_enums_counted() != *unknown_before {
+            return false;
         }
+        let card = KnownCard::new(bytes.clone(), &auth.card, &auth.cardholder);
+        cards.insert(*slot, card);
+        true
     }
 }
 
