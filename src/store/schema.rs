@@ -180,7 +180,31 @@ pub const MIGRATIONS: &[&str] = &[
              ELSE CAST(substr(d.event_json, 1, d.card_at) || p.body
                  || substr(d.event_json, d.card_at + 1) AS BLOB) END
          FROM decisions d LEFT JOIN decision_parts p ON p.id = d.card_part;",
+    // 9: no counter page per row (issue 19). `decisions` and `ledger_facts` were
+    // AUTOINCREMENT: every insert also rewrote their `sqlite_sequence` row, one
+    // more WAL frame per commit (~8k instructions per unbatched decision,
+    // BENCHMARKS.md). Both are append-only (nothing deletes from them), so a new
+    // id is max + 1 either way. AUTOINCREMENT changes no stored page, so the
+    // declaration is edited in place, SQLite's documented procedure for such a
+    // change ("Making Other Kinds Of Table Schema Changes"), instead of copying
+    // every row of a large file; `migrate` moves the schema cookie on, which the
+    // procedure requires and which SQLite does not do for an edit of
+    // `sqlite_schema`. A file that fails `quick_check` afterwards is refused at
+    // the next open like any other.
+    "PRAGMA writable_schema = ON;
+     UPDATE sqlite_schema
+         SET sql = replace(sql, 'INTEGER PRIMARY KEY AUTOINCREMENT', 'INTEGER PRIMARY KEY')
+         WHERE type = 'table' AND name IN ('decisions', 'ledger_facts');
+     PRAGMA writable_schema = OFF;
+     DELETE FROM sqlite_sequence WHERE name IN ('decisions', 'ledger_facts');",
 ];
+
+/// Whether a migration edits `sqlite_schema` itself (see migration 9): its
+/// transaction must move the schema cookie on, so every connection reads the
+/// schema again.
+fn edits_schema_table(sql: &str) -> bool {
+    sql.contains("writable_schema")
+}
 
 /// The first schema version with the exact-replay columns (`format`, `seen`) and
 /// `decision_blobs`; readers of older files (opened read-only, never migrated)
@@ -281,10 +305,7 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     })?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         let to = i + 1;
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {to}; COMMIT;"
-        ))
-        .map_err(|e| {
+        apply(conn, sql, to).map_err(|e| {
             let _ = conn.execute_batch("ROLLBACK");
             StoreError::Sqlite {
                 path: path.to_path_buf(),
@@ -292,6 +313,22 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
             }
         })?;
         tracing::info!(path = %path.display(), version = to, "store schema migrated");
+    }
+    Ok(())
+}
+
+/// Migration `sql` to version `to`, in one transaction.
+fn apply(conn: &Connection, sql: &str, to: usize) -> rusqlite::Result<()> {
+    conn.execute_batch(&format!("BEGIN IMMEDIATE; {sql};"))?;
+    if edits_schema_table(sql) {
+        let cookie: i64 = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+        conn.execute_batch(&format!("PRAGMA schema_version = {};", cookie + 1))?;
+    }
+    conn.execute_batch(&format!("PRAGMA user_version = {to}; COMMIT;"))?;
+    if edits_schema_table(sql) {
+        // This connection parsed the schema before the edit; read it again now
+        // rather than on its next statement's cookie check.
+        conn.execute_batch("PRAGMA writable_schema = RESET;")?;
     }
     Ok(())
 }

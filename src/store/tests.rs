@@ -456,21 +456,175 @@ fn a_checkpoint_beside_another_connections_checkpoint_is_not_a_failure() {
     });
 }
 
-/// The frames in the WAL of `path`, from its header and size (SQLite keeps no
-/// count a test can read without checkpointing): frames are written in order,
-/// each 24 bytes of header and a page, after the 32-byte file header; the
-/// highest valid one is found by the salt each frame repeats from the header.
+/// The frames in the WAL of `path` (see [`wal_pages`]).
 fn wal_frames(path: &std::path::Path) -> i64 {
+    i64::try_from(wal_pages(path).len()).unwrap()
+}
+
+/// The page each frame in the WAL of `path` holds, in order, from its header and
+/// size (SQLite keeps no count a test can read without checkpointing): frames are
+/// written in order, each 24 bytes of header (the page number first) and a page,
+/// after the 32-byte file header; the highest valid one is found by the salt each
+/// frame repeats from the header.
+fn wal_pages(path: &std::path::Path) -> Vec<u32> {
     let wal = std::fs::read(path.with_extension("db-wal")).unwrap();
-    let page = i64::from(u32::from_be_bytes(wal[8..12].try_into().unwrap()));
+    let page = usize::try_from(u32::from_be_bytes(wal[8..12].try_into().unwrap())).unwrap();
     let salt = &wal[16..24];
-    let frame = 24 + usize::try_from(page).unwrap();
-    let mut n = 0;
-    while 32 + (n + 1) * frame <= wal.len() && &wal[32 + n * frame + 8..32 + n * frame + 16] == salt
-    {
-        n += 1;
+    let frame = 24 + page;
+    let mut pages = Vec::new();
+    let mut at = 32;
+    while at + frame <= wal.len() && &wal[at + 8..at + 16] == salt {
+        pages.push(u32::from_be_bytes(wal[at..at + 4].try_into().unwrap()));
+        at += frame;
     }
-    i64::try_from(n).unwrap()
+    pages
+}
+
+/// The defect: `decisions` and `ledger_facts` were AUTOINCREMENT, so every
+/// commit of a decision or a fact also rewrote their `sqlite_sequence` row: one
+/// more page through the WAL (its checksum, its hash entry, its write and its
+/// checkpoint) per commit. Since schema 9 a commit touches the tables it writes.
+#[test]
+fn a_decision_commit_writes_no_counter_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Sync).unwrap();
+    let path = store.path().to_path_buf();
+    let counter: u32 = Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT rootpage FROM sqlite_schema WHERE name = 'sqlite_sequence'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let before = wal_pages(&path).len();
+    for i in 0..3 {
+        let mut held = row(&format!("iauth_{i}"), T);
+        held.event_id = format!("evt_held_{i}");
+        store
+            .commit_blocking(vec![
+                Write::Decision(Box::new(row(&format!("iauth_d{i}"), T))),
+                Write::Held(Box::new(held), Held { amount: 10, at: T }),
+                Write::Fact(reserve(&format!("e{i}"), &format!("iauth_f{i}"), 5)),
+            ])
+            .unwrap();
+    }
+    let pages = wal_pages(&path);
+    assert!(pages.len() > before, "the commits went through the WAL");
+    assert!(
+        !pages[before..].contains(&counter),
+        "a commit rewrote sqlite_sequence (page {counter}): {:?}",
+        &pages[before..]
+    );
+    let ids: Vec<i64> = store
+        .decision_log(None)
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(ids, (1..=6).collect::<Vec<_>>());
+}
+
+/// A file written with AUTOINCREMENT tables (schema 8) is migrated in place: its
+/// rows read back as they were, new ids continue after the highest, the file
+/// passes SQLite's full integrity check, and a reader that had the file open
+/// before the migration reads the new rows.
+#[test]
+fn a_schema_8_file_loses_autoincrement_and_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL;").unwrap();
+        for sql in &MIGRATIONS[..8] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch("PRAGMA user_version = 8;").unwrap();
+        // Ids 2-6 and seqs 1-2 were given and their rows are gone (only a hand
+        // edit does that): what AUTOINCREMENT kept is not what max + 1 gives.
+        for (id, auth) in [(1, "iauth_a"), (7, "iauth_b")] {
+            conn.execute(
+                "INSERT INTO decisions (id, event_id, authorization_id, card, cardholder,
+                     amount, currency, merchant_category, merchant_mcc, merchant_country,
+                     merchant_name, approved, approved_amount, reason, ruleset, latency_us,
+                     decided_at, event_json, spend_json, format)
+                 VALUES (?1, ?2, ?3, 'ic_1', 'ich_1', 100, 'usd', 'bakeries', '5462', 'US',
+                     'BAKERY', 1, 100, 'approved', 'v1', 42, ?4, CAST(?5 AS BLOB), '{}', 0)",
+                rusqlite::params![id, format!("evt_{auth}"), auth, T, r#"{"id":"evt"}"#],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO ledger_facts (seq, event_id, kind, card, cardholder, record_id, body)
+             VALUES (3, 'e_old', 'reserve', 'ic_1', 'ich_1', 'iauth_old', ?1)",
+            [serde_json::to_vec(&reserve("e_old", "iauth_old", 5)).unwrap()],
+        )
+        .unwrap();
+        let counters: i64 = conn
+            .query_row(
+                "SELECT SUM(seq) FROM sqlite_sequence WHERE name IN ('decisions', 'ledger_facts')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(counters, 7 + 3, "schema 8 kept counters");
+    }
+    let reader = Connection::open(&path).unwrap();
+    let count = |c: &Connection| -> i64 {
+        c.query_row("SELECT COUNT(*) FROM decisions", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(count(&reader), 2);
+
+    let store = Store::open(dir.path(), Durability::Sync).unwrap();
+    let conn = Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 9);
+    let declared: String = conn
+        .query_row(
+            "SELECT group_concat(sql, ' ') FROM sqlite_schema
+             WHERE name IN ('decisions', 'ledger_facts')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(!declared.contains("AUTOINCREMENT"), "{declared}");
+    let counters: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_sequence WHERE name IN ('decisions', 'ledger_facts')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(counters, 0);
+
+    store
+        .commit_blocking(vec![
+            Write::Decision(Box::new(row("iauth_new", T))),
+            Write::Fact(reserve("e_new", "iauth_new", 7)),
+        ])
+        .unwrap();
+    let log = store.decision_log(None).unwrap();
+    let ids: Vec<(i64, &str)> = log
+        .iter()
+        .map(|d| (d.id, d.authorization_id.as_str()))
+        .collect();
+    assert_eq!(ids, vec![(1, "iauth_a"), (7, "iauth_b"), (8, "iauth_new")]);
+    let seqs: Vec<i64> = conn
+        .prepare("SELECT seq FROM ledger_facts ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(seqs, vec![3, 4]);
+    assert_eq!(count(&reader), 3, "the reader opened before the migration");
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
 }
 
 /// The ledger's writer, the approvals store and the rule-set store of one file
