@@ -8,7 +8,8 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::schema::{
-    BODY_COLUMNS, EXACT_REPLAY_VERSION, PARTS_VERSION, RESERVES_VERSION, integrity,
+    BODY_COLUMNS, EXACT_REPLAY_VERSION, HOLD_COLUMNS_VERSION, PARTS_VERSION, RESERVES_VERSION,
+    integrity,
 };
 use super::{LoggedDecision, StoreError, sqlite};
 use crate::journal::seen::Seen;
@@ -28,12 +29,17 @@ pub(super) fn read_only(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// A hold's decision-row columns, before its amount and window time.
+const HELD_COLUMNS: &str = "d.event_id, d.authorization_id, d.card, d.cardholder, d.currency,
+                            d.merchant_category, d.merchant_mcc";
+
 /// Reads the ledger facts of the database at `path` without the writer (for
 /// `cardgate ledger show`, which may run beside a live server), optionally only
 /// those of one card's cardholder: `ledger_facts` in commit order, then the holds
-/// kept beside decision rows (`ledger_reserves`) in decision order. The ledger is
-/// order-independent but for reserves among themselves, and every reserve in
-/// `ledger_facts` was written before the first one in `ledger_reserves`.
+/// kept beside decision rows in decision order (`ledger_reserves`, then the rows'
+/// own `hold_*` columns, which every hold since schema 10 uses). The ledger is
+/// order-independent but for reserves among themselves, and each place holds only
+/// reserves written after every one in the place before it.
 pub fn read_facts(path: &Path, cardholder: Option<&str>) -> Result<Vec<Fact>, StoreError> {
     let conn = read_only(path)?;
     let err = sqlite(path);
@@ -57,37 +63,45 @@ pub fn read_facts(path: &Path, cardholder: Option<&str>) -> Result<Vec<Fact>, St
         })?;
         out.push(fact);
     }
-    if schema_version(&conn, path)? < RESERVES_VERSION {
+    let version = schema_version(&conn, path)?;
+    if version < RESERVES_VERSION {
         return Ok(out);
     }
-    let mut stmt = conn
-        .prepare(
-            "SELECT d.event_id, d.authorization_id, d.card, d.cardholder, d.currency,
-                    d.merchant_category, d.merchant_mcc, r.amount, r.window_at
-             FROM ledger_reserves r JOIN decisions d ON d.id = r.decision_id
-             WHERE ?1 IS NULL OR d.cardholder = ?1
-             ORDER BY r.decision_id",
-        )
-        .map_err(&err)?;
-    let rows = stmt
-        .query_map(params![cardholder], |r| {
-            Ok(Fact::Reserve {
-                event_id: r.get(0)?,
-                auth: AuthMeta {
-                    id: r.get(1)?,
-                    card: r.get(2)?,
-                    cardholder: r.get(3)?,
-                    currency: r.get(4)?,
-                    category: r.get(5)?,
-                    mcc: r.get(6)?,
-                    created: r.get(8)?,
-                },
-                amount: r.get(7)?,
+    let mut places = vec![format!(
+        "SELECT {HELD_COLUMNS}, r.amount, r.window_at
+         FROM ledger_reserves r JOIN decisions d ON d.id = r.decision_id
+         WHERE ?1 IS NULL OR d.cardholder = ?1
+         ORDER BY r.decision_id"
+    )];
+    if version >= HOLD_COLUMNS_VERSION {
+        places.push(format!(
+            "SELECT {HELD_COLUMNS}, d.hold_amount, d.hold_window_at FROM decisions d
+             WHERE d.hold_amount IS NOT NULL AND (?1 IS NULL OR d.cardholder = ?1)
+             ORDER BY d.id"
+        ));
+    }
+    for sql in places {
+        let mut stmt = conn.prepare(&sql).map_err(&err)?;
+        let rows = stmt
+            .query_map(params![cardholder], |r| {
+                Ok(Fact::Reserve {
+                    event_id: r.get(0)?,
+                    auth: AuthMeta {
+                        id: r.get(1)?,
+                        card: r.get(2)?,
+                        cardholder: r.get(3)?,
+                        currency: r.get(4)?,
+                        category: r.get(5)?,
+                        mcc: r.get(6)?,
+                        created: r.get(8)?,
+                    },
+                    amount: r.get(7)?,
+                })
             })
-        })
-        .map_err(&err)?;
-    for fact in rows {
-        out.push(fact.map_err(&err)?);
+            .map_err(&err)?;
+        for fact in rows {
+            out.push(fact.map_err(&err)?);
+        }
     }
     Ok(out)
 }

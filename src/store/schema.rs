@@ -197,6 +197,14 @@ pub const MIGRATIONS: &[&str] = &[
          WHERE type = 'table' AND name IN ('decisions', 'ledger_facts');
      PRAGMA writable_schema = OFF;
      DELETE FROM sqlite_sequence WHERE name IN ('decisions', 'ledger_facts');",
+    // 10: an approval's hold in its own decision row (issue 19): two columns,
+    // NULL for a row that holds nothing, instead of a row in `ledger_reserves`,
+    // whose b-tree was one more page through the WAL per commit (~8k
+    // instructions per unbatched decision). The rebuild scans `decisions` for
+    // them; it read a `decisions` row per hold through the join already.
+    // `ledger_reserves` keeps the holds written before this version.
+    "ALTER TABLE decisions ADD COLUMN hold_amount INTEGER;
+     ALTER TABLE decisions ADD COLUMN hold_window_at INTEGER;",
 ];
 
 /// Whether a migration edits `sqlite_schema` itself (see migration 9): its
@@ -218,6 +226,11 @@ pub(super) const RESERVES_VERSION: i64 = 7;
 /// The first schema version with `decision_parts`; readers of older files find
 /// every body whole in `event_json`.
 pub(super) const PARTS_VERSION: i64 = 8;
+
+/// The first schema version whose decision rows keep their own holds
+/// (`hold_amount`, `hold_window_at`); readers of older files find every hold in
+/// `ledger_reserves` (or, before [`RESERVES_VERSION`], `ledger_facts`).
+pub(super) const HOLD_COLUMNS_VERSION: i64 = 10;
 
 /// The columns that give a decision row's request body back (`parts::join`): the
 /// stored bytes, the cut's offset and the part cut out.

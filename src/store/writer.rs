@@ -28,7 +28,7 @@ use super::parts::{Cut, Parts};
 use super::read::{read_decision_log, read_facts};
 use super::schema::{open_checked, set_durability};
 use super::{Durability, FILE_NAME, LoggedDecision, MAX_BATCH, StoreError, Write};
-use crate::journal::{Committed, Journal, JournalError};
+use crate::journal::{Committed, Held, Journal, JournalError};
 use crate::ledger::Fact;
 use crate::metrics as m;
 
@@ -333,7 +333,6 @@ struct Statements<'c> {
     part: Statement<'c>,
     fact: Statement<'c>,
     decision: Statement<'c>,
-    reserve: Statement<'c>,
 }
 
 impl<'c> Statements<'c> {
@@ -352,14 +351,10 @@ impl<'c> Statements<'c> {
                 "INSERT INTO decisions (event_id, authorization_id, card, cardholder, amount, currency,
                      merchant_category, merchant_mcc, merchant_country, merchant_name, approved,
                      approved_amount, reason, rule, ruleset, latency_us, decided_at, event_json,
-                     spend_json, shadow_rules, format, seen, card_at, card_part)
+                     spend_json, shadow_rules, format, seen, card_at, card_part, hold_amount,
+                     hold_window_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                     ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
-            )?,
-            // Right after `decision`, on the same connection: the row just inserted.
-            reserve: conn.prepare(
-                "INSERT INTO ledger_reserves (decision_id, amount, window_at)
-                 VALUES (last_insert_rowid(), ?1, ?2)",
+                     ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
             )?,
         })
     }
@@ -509,16 +504,14 @@ impl Writer<'_> {
                     self.body
                 ])?;
             }
-            Write::Decision(d) => self.decision(d)?,
-            Write::Held(d, held) => {
-                self.decision(d)?;
-                self.stmts.reserve.execute(params![held.amount, held.at])?;
-            }
+            Write::Decision(d) => self.decision(d, None)?,
+            Write::Held(d, held) => self.decision(d, Some(held))?,
         }
         Ok(())
     }
 
-    fn decision(&mut self, d: &LoggedDecision) -> rusqlite::Result<()> {
+    /// The row of `d`, with the approval's hold when it reserved one.
+    fn decision(&mut self, d: &LoggedDecision, held: Option<&Held>) -> rusqlite::Result<()> {
         for (hash, body) in &d.blobs {
             if !self.stored.contains(hash) && !self.new_blobs.contains(hash) {
                 self.stmts.blob.execute(params![hash, &body[..]])?;
@@ -573,6 +566,8 @@ impl Writer<'_> {
             (!d.seen.is_empty()).then_some(&d.seen[..]),
             card_at,
             card_part,
+            held.map(|h| h.amount),
+            held.map(|h| h.at),
         ])?;
         Ok(())
     }
