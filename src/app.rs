@@ -453,13 +453,7 @@ const HOLDS_EVERY: u64 = 5;
 /// last value (readiness already reports a database that does not answer).
 async fn read_open_holds(db: &Database) {
     match tokio::time::timeout(STORE_PROBE, crate::store::count_open_holds(db)).await {
-        Ok(Ok(n)) => {
-            #[expect(
-                clippy::cast_precision_loss,
-                reason = "a gauge; f64 is exact up to 2^53 holds"
-            )]
-            metrics::gauge!(crate::metrics::LEDGER_HOLDS).set(n as f64);
-        }
+        Ok(Ok(n)) => crate::metrics::set_ledger_holds(n),
         Ok(Err(e)) => tracing::warn!(db = %db.name(), "open holds not read: {e}"),
         Err(_) => tracing::warn!(db = %db.name(), "open holds not read in time"),
     }

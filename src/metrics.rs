@@ -562,6 +562,8 @@ struct Hot {
     http_responses: [[OnceLock<metrics::Counter>; STATUSES.len()]; ROUTES.len()],
     /// `REQUEST_CARD_OBJECTS` by [`CardObject`].
     card_objects: [metrics::Counter; 3],
+    /// `LEDGER_HOLDS`, set by every reserve.
+    ledger_holds: metrics::Gauge,
 }
 
 static HOT: OnceLock<Hot> = OnceLock::new();
@@ -580,6 +582,7 @@ fn register_hot() {
         http_responses: [const { [const { OnceLock::new() }; STATUSES.len()] }; ROUTES.len()],
         card_objects: CardObject::ALL
             .map(|c| metrics::counter!(REQUEST_CARD_OBJECTS, "result" => c.as_str())),
+        ledger_holds: metrics::gauge!(LEDGER_HOLDS),
     });
 }
 
@@ -630,6 +633,18 @@ pub fn count_card_object(result: CardObject) {
     match HOT.get() {
         Some(h) => h.card_objects[result as usize].increment(1),
         None => metrics::counter!(REQUEST_CARD_OBJECTS, "result" => result.as_str()).increment(1),
+    }
+}
+
+/// Sets [`LEDGER_HOLDS`] to `holds`.
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "a count of authorizations, far below 2^52, where f64 is exact"
+)]
+pub fn set_ledger_holds(holds: i64) {
+    match HOT.get() {
+        Some(h) => h.ledger_holds.set(holds as f64),
+        None => metrics::gauge!(LEDGER_HOLDS).set(holds as f64),
     }
 }
 
