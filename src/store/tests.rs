@@ -5,9 +5,9 @@ use crate::decision::{Currency, Interval};
 use crate::journal::Held;
 use crate::ledger::{AuthMeta, AuthStatus, Fact, Ledger};
 
-const T: i64 = 1_795_003_020;
+pub(super) const T: i64 = 1_795_003_020;
 
-fn reserve(evt: &str, id: &str, amount: i64) -> Fact {
+pub(super) fn reserve(evt: &str, id: &str, amount: i64) -> Fact {
     Fact::Reserve {
         event_id: evt.into(),
         auth: AuthMeta {
@@ -23,7 +23,7 @@ fn reserve(evt: &str, id: &str, amount: i64) -> Fact {
     }
 }
 
-fn row(id: &str, decided_at: i64) -> LoggedDecision {
+pub(super) fn row(id: &str, decided_at: i64) -> LoggedDecision {
     LoggedDecision {
         id: 0,
         event_id: format!("evt_{id}"),
@@ -466,7 +466,7 @@ fn wal_frames(path: &std::path::Path) -> i64 {
 /// written in order, each 24 bytes of header (the page number first) and a page,
 /// after the 32-byte file header; the highest valid one is found by the salt each
 /// frame repeats from the header.
-fn wal_pages(path: &std::path::Path) -> Vec<u32> {
+pub(super) fn wal_pages(path: &std::path::Path) -> Vec<u32> {
     let wal = std::fs::read(path.with_extension("db-wal")).unwrap();
     let page = usize::try_from(u32::from_be_bytes(wal[8..12].try_into().unwrap())).unwrap();
     let salt = &wal[16..24];
@@ -478,236 +478,6 @@ fn wal_pages(path: &std::path::Path) -> Vec<u32> {
         at += frame;
     }
     pages
-}
-
-/// The defect: `decisions` and `ledger_facts` were AUTOINCREMENT, so every
-/// commit of a decision or a fact also rewrote their `sqlite_sequence` row: one
-/// more page through the WAL (its checksum, its hash entry, its write and its
-/// checkpoint) per commit. Since schema 9 a commit touches the tables it writes.
-#[test]
-fn a_decision_commit_writes_no_counter_page() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Durability::Sync).unwrap();
-    let path = store.path().to_path_buf();
-    let counter: u32 = Connection::open(&path)
-        .unwrap()
-        .query_row(
-            "SELECT rootpage FROM sqlite_schema WHERE name = 'sqlite_sequence'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let before = wal_pages(&path).len();
-    for i in 0..3 {
-        let mut held = row(&format!("iauth_{i}"), T);
-        held.event_id = format!("evt_held_{i}");
-        store
-            .commit_blocking(vec![
-                Write::Decision(Box::new(row(&format!("iauth_d{i}"), T))),
-                Write::Held(Box::new(held), Held { amount: 10, at: T }),
-                Write::Fact(reserve(&format!("e{i}"), &format!("iauth_f{i}"), 5)),
-            ])
-            .unwrap();
-    }
-    let pages = wal_pages(&path);
-    assert!(pages.len() > before, "the commits went through the WAL");
-    assert!(
-        !pages[before..].contains(&counter),
-        "a commit rewrote sqlite_sequence (page {counter}): {:?}",
-        &pages[before..]
-    );
-    let ids: Vec<i64> = store
-        .decision_log(None)
-        .unwrap()
-        .iter()
-        .map(|d| d.id)
-        .collect();
-    assert_eq!(ids, (1..=6).collect::<Vec<_>>());
-}
-
-/// The defect: an approval's hold was a row of its own in `ledger_reserves`, so
-/// a held decision's commit wrote that table's page too: one more page through
-/// the WAL per commit. Since schema 10 the hold is two columns of its decision row.
-#[test]
-fn a_held_decision_commit_writes_no_reserve_row() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Durability::Sync).unwrap();
-    let path = store.path().to_path_buf();
-    let conn = Connection::open(&path).unwrap();
-    let reserves: u32 = conn
-        .query_row(
-            "SELECT rootpage FROM sqlite_schema WHERE name = 'ledger_reserves'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let before = wal_pages(&path).len();
-    let mut held = Vec::new();
-    for i in 0..3 {
-        let mut d = row(&format!("iauth_{i}"), T);
-        d.event_id = format!("evt_{i}");
-        let h = Held {
-            amount: 100 + i64::from(i),
-            at: T - 60,
-        };
-        held.push(h.fact(&d));
-        store
-            .commit_blocking(vec![Write::Held(Box::new(d), h)])
-            .unwrap();
-    }
-    let pages = wal_pages(&path);
-    assert!(
-        !pages[before..].contains(&reserves),
-        "a commit wrote ledger_reserves (page {reserves}): {:?}",
-        &pages[before..]
-    );
-    let n: i64 = conn
-        .query_row("SELECT COUNT(*) FROM ledger_reserves", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(n, 0);
-    assert_eq!(store.facts().unwrap(), held);
-}
-
-/// A schema-8 file at `path`, as a build before schemas 9 and 10 left it:
-/// decisions 1 and 7 (ids 2-6 given and their rows gone, which only a hand edit
-/// does: what AUTOINCREMENT kept is then not what max + 1 gives), fact seq 3, and
-/// decision 7's hold in `ledger_reserves`.
-fn schema_8_file(path: &std::path::Path) {
-    let conn = Connection::open(path).unwrap();
-    conn.execute_batch("PRAGMA journal_mode = WAL;").unwrap();
-    for sql in &MIGRATIONS[..8] {
-        conn.execute_batch(sql).unwrap();
-    }
-    conn.execute_batch("PRAGMA user_version = 8;").unwrap();
-    for (id, auth) in [(1, "iauth_a"), (7, "iauth_b")] {
-        conn.execute(
-            "INSERT INTO decisions (id, event_id, authorization_id, card, cardholder,
-                 amount, currency, merchant_category, merchant_mcc, merchant_country,
-                 merchant_name, approved, approved_amount, reason, ruleset, latency_us,
-                 decided_at, event_json, spend_json, format)
-             VALUES (?1, ?2, ?3, 'ic_1', 'ich_1', 100, 'usd', 'bakeries', '5462', 'US',
-                 'BAKERY', 1, 100, 'approved', 'v1', 42, ?4, CAST(?5 AS BLOB), '{}', 0)",
-            rusqlite::params![id, format!("evt_{auth}"), auth, T, r#"{"id":"evt"}"#],
-        )
-        .unwrap();
-    }
-    conn.execute(
-        "INSERT INTO ledger_facts (seq, event_id, kind, card, cardholder, record_id, body)
-         VALUES (3, 'e_old', 'reserve', 'ic_1', 'ich_1', 'iauth_old', ?1)",
-        [serde_json::to_vec(&reserve("e_old", "iauth_old", 5)).unwrap()],
-    )
-    .unwrap();
-    conn.execute(
-        "INSERT INTO ledger_reserves (decision_id, amount, window_at) VALUES (7, 250, ?1)",
-        [T - 30],
-    )
-    .unwrap();
-    let counters: i64 = conn
-        .query_row(
-            "SELECT SUM(seq) FROM sqlite_sequence WHERE name IN ('decisions', 'ledger_facts')",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(counters, 7 + 3, "schema 8 kept counters");
-}
-
-/// A file written before schemas 9 and 10 (AUTOINCREMENT tables, holds in
-/// `ledger_reserves`) is migrated in place: its rows read back as they were, new
-/// ids continue after the highest, its holds come back before the new ones, the
-/// file passes SQLite's full integrity check, and a reader that had the file
-/// open before the migration reads the new rows.
-#[test]
-fn a_schema_8_file_is_migrated_in_place_and_keeps_its_rows_and_holds() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(FILE_NAME);
-    schema_8_file(&path);
-    let reader = Connection::open(&path).unwrap();
-    let count = |c: &Connection| -> i64 {
-        c.query_row("SELECT COUNT(*) FROM decisions", [], |r| r.get(0))
-            .unwrap()
-    };
-    assert_eq!(count(&reader), 2);
-
-    let store = Store::open(dir.path(), Durability::Sync).unwrap();
-    let conn = Connection::open(&path).unwrap();
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, i64::try_from(MIGRATIONS.len()).unwrap());
-    let declared: String = conn
-        .query_row(
-            "SELECT group_concat(sql, ' ') FROM sqlite_schema
-             WHERE name IN ('decisions', 'ledger_facts')",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert!(!declared.contains("AUTOINCREMENT"), "{declared}");
-    let counters: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM sqlite_sequence WHERE name IN ('decisions', 'ledger_facts')",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(counters, 0);
-
-    let mut held_row = row("iauth_held", T);
-    held_row.event_id = "evt_iauth_held".into();
-    let hold = Held { amount: 40, at: T };
-    let new_hold = hold.fact(&held_row);
-    store
-        .commit_blocking(vec![
-            Write::Decision(Box::new(row("iauth_new", T))),
-            Write::Fact(reserve("e_new", "iauth_new", 7)),
-            Write::Held(Box::new(held_row), hold),
-        ])
-        .unwrap();
-    let old_hold = Held {
-        amount: 250,
-        at: T - 30,
-    }
-    .fact(&LoggedDecision {
-        event_id: "evt_iauth_b".into(),
-        ..row("iauth_b", T)
-    });
-    assert_eq!(
-        store.facts().unwrap(),
-        vec![
-            reserve("e_old", "iauth_old", 5),
-            reserve("e_new", "iauth_new", 7),
-            old_hold,
-            new_hold
-        ]
-    );
-    let log = store.decision_log(None).unwrap();
-    let ids: Vec<(i64, &str)> = log
-        .iter()
-        .map(|d| (d.id, d.authorization_id.as_str()))
-        .collect();
-    assert_eq!(
-        ids,
-        vec![
-            (1, "iauth_a"),
-            (7, "iauth_b"),
-            (8, "iauth_new"),
-            (9, "iauth_held")
-        ]
-    );
-    let seqs: Vec<i64> = conn
-        .prepare("SELECT seq FROM ledger_facts ORDER BY seq")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(seqs, vec![3, 4]);
-    assert_eq!(count(&reader), 4, "the reader opened before the migration");
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(check, "ok");
 }
 
 /// The ledger's writer, the approvals store and the rule-set store of one file
