@@ -8,6 +8,19 @@ use super::tests::{T, reserve, row, wal_pages};
 use super::*;
 use crate::journal::Held;
 
+/// The page number of `table`'s b-tree root in the file at `path` (what a WAL
+/// frame names when a commit writes that table's only page).
+fn root_page(path: &std::path::Path, table: &str) -> u32 {
+    Connection::open(path)
+        .unwrap()
+        .query_row(
+            "SELECT rootpage FROM sqlite_schema WHERE name = ?1",
+            [table],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
 /// The defect: `decisions` and `ledger_facts` were AUTOINCREMENT, so every
 /// commit of a decision or a fact also rewrote their `sqlite_sequence` row: one
 /// more page through the WAL (its checksum, its hash entry, its write and its
@@ -17,14 +30,7 @@ fn a_decision_commit_writes_no_counter_page() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Durability::Sync).unwrap();
     let path = store.path().to_path_buf();
-    let counter: u32 = Connection::open(&path)
-        .unwrap()
-        .query_row(
-            "SELECT rootpage FROM sqlite_schema WHERE name = 'sqlite_sequence'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let counter = root_page(&path, "sqlite_sequence");
     let before = wal_pages(&path).len();
     for i in 0..3 {
         let mut held = row(&format!("iauth_{i}"), T);
@@ -62,13 +68,7 @@ fn a_held_decision_commit_writes_no_reserve_row() {
     let store = Store::open(dir.path(), Durability::Sync).unwrap();
     let path = store.path().to_path_buf();
     let conn = Connection::open(&path).unwrap();
-    let reserves: u32 = conn
-        .query_row(
-            "SELECT rootpage FROM sqlite_schema WHERE name = 'ledger_reserves'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let reserves = root_page(&path, "ledger_reserves");
     let before = wal_pages(&path).len();
     let mut held = Vec::new();
     for i in 0..3 {
