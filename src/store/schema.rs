@@ -332,13 +332,14 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 
 /// Migration `sql` to version `to`, in one transaction.
 fn apply(conn: &Connection, sql: &str, to: usize) -> rusqlite::Result<()> {
+    let edits_schema = edits_schema_table(sql);
     conn.execute_batch(&format!("BEGIN IMMEDIATE; {sql};"))?;
-    if edits_schema_table(sql) {
+    if edits_schema {
         let cookie: i64 = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
         conn.execute_batch(&format!("PRAGMA schema_version = {};", cookie + 1))?;
     }
     conn.execute_batch(&format!("PRAGMA user_version = {to}; COMMIT;"))?;
-    if edits_schema_table(sql) {
+    if edits_schema {
         // This connection parsed the schema before the edit; read it again now
         // rather than on its next statement's cookie check.
         conn.execute_batch("PRAGMA writable_schema = RESET;")?;
