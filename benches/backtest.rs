@@ -225,7 +225,7 @@ fn write_log(dir: &std::path::Path, rows: usize) {
             signals: Signals::NONE,
             ..Seen::default()
         };
-        batch.push(Write::Decision(Box::new(LoggedDecision {
+        batch.push(Write::decision(LoggedDecision {
             id: 0,
             event_id: format!("evt_{i}"),
             authorization_id: format!("iauth_{i:024}"),
@@ -250,7 +250,7 @@ fn write_log(dir: &std::path::Path, rows: usize) {
             format: SEEN_FORMAT,
             seen: s.encode(),
             blobs: vec![blob.clone()],
-        })));
+        }));
         if batch.len() == 5_000 {
             store.commit_blocking(std::mem::take(&mut batch)).unwrap();
         }

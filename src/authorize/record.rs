@@ -8,17 +8,12 @@ use std::sync::Arc;
 use super::Authorizer;
 use super::spend::Decided;
 use crate::decision::{AuthRequest, Controls, Decision, Matched, Scope, Source, SpendView};
-use crate::journal::LoggedDecision;
 use crate::journal::seen::{self, SEEN_FORMAT, Seen};
+use crate::journal::{DecisionRow, PackedText, RowText};
 
 /// The decision-log row for `d`, answered with `decision`; `cut` when the
 /// reserve's re-check changed what `decide()` answered.
-pub(super) fn row(
-    a: &Authorizer,
-    d: &Decided<'_>,
-    decision: &Decision,
-    cut: bool,
-) -> LoggedDecision {
+pub(super) fn row(a: &Authorizer, d: &Decided<'_>, decision: &Decision, cut: bool) -> DecisionRow {
     let auth = d.auth;
     let rule = decision.source.as_ref().map(|s| match s {
         Source::Control(level, control) => format!("{}.{control}", level.as_str()),
@@ -28,33 +23,37 @@ pub(super) fn row(
     let mut blobs = Vec::with_capacity(1);
     blobs.push((a.program_blob.0, Arc::clone(&a.program_blob.1)));
     let seen = seen_of(a, d, cut, &mut blobs);
-    LoggedDecision {
-        id: 0,
-        event_id: d.event_id.to_string(),
-        authorization_id: auth.id.to_string(),
-        card: auth.card.id.to_string(),
-        cardholder: auth.cardholder.id.to_string(),
+    let shadow_rules = shadow_names(d.shadow);
+    DecisionRow {
+        // One buffer for the fourteen text columns, copied from the parsed
+        // request (which borrows the request buffer the writer never sees).
+        text: PackedText::new(&RowText {
+            event_id: d.event_id,
+            authorization_id: auth.id,
+            card: auth.card.id,
+            cardholder: auth.cardholder.id,
+            currency: auth.currency.as_str(),
+            merchant_category: auth.merchant.category,
+            merchant_mcc: auth.merchant.category_code,
+            merchant_country: auth.merchant.country,
+            merchant_name: auth.merchant.name,
+            reason: decision.reason.as_str(),
+            rule: rule.as_deref(),
+            ruleset: d.ruleset,
+            // The window totals live in `seen` now; the JSON column is kept for
+            // rows written before it (see `rules::backtest`).
+            spend_json: "{}",
+            shadow_rules: shadow_rules.as_deref(),
+        }),
         amount: auth.amount,
-        currency: auth.currency.as_str().to_string(),
-        merchant_category: auth.merchant.category.to_string(),
-        merchant_mcc: auth.merchant.category_code.to_string(),
-        merchant_country: auth.merchant.country.to_string(),
-        merchant_name: auth.merchant.name.to_string(),
         approved: decision.approved,
         approved_amount: match (decision.approved, decision.amount) {
             (false, _) => 0,
             (true, a) => a.unwrap_or(auth.amount),
         },
-        reason: decision.reason.as_str().to_string(),
-        rule,
-        ruleset: d.ruleset.to_string(),
         latency_us: i64::try_from(d.start.elapsed().as_micros()).unwrap_or(i64::MAX),
         decided_at: a.now(),
         event_json: d.raw.clone().unwrap_or_default(),
-        // The window totals live in `seen` now; the JSON form is kept for rows
-        // written before it (see `rules::backtest`).
-        spend_json: "{}".into(),
-        shadow_rules: shadow_names(d.shadow),
         format: SEEN_FORMAT,
         seen: seen.encode(),
         blobs,

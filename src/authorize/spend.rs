@@ -202,7 +202,7 @@ async fn settle_inner(a: &Authorizer, d: &Decided<'_>) -> Decision {
         Some(h) => {
             debug_assert_eq!(
                 reservation.fact,
-                Some(h.fact(&row)),
+                Some(h.fact(&row.text.get())),
                 "the row rebuilds its reserve"
             );
             Write::Held(row, h)

@@ -3,12 +3,14 @@
 //! authorization pipeline hands to durable storage, and the seam it hands them
 //! through.
 //!
-//! Owns the record types ([`LoggedDecision`], [`Write`]) and the [`Journal`] trait.
+//! Owns the record types ([`LoggedDecision`] as read back, [`DecisionRow`] as
+//! written, [`Write`]) and the [`Journal`] trait.
 //! `authorize/` writes through the trait; `store/` implements it (SQLite today,
 //! one writer with group commit); the backtest reads the rows back. Nothing here
 //! knows SQL. *Why a trait:* a second backend (`PostgreSQL` for replicas) is an added
 //! module, and the pipeline can be driven in tests and benches without a database.
 
+mod row;
 mod search;
 pub mod seen;
 
@@ -20,6 +22,7 @@ use bytes::Bytes;
 
 pub use crate::config::Durability;
 use crate::ledger::Fact;
+pub use row::{DecisionRow, PackedText, RowText};
 pub use search::{DecisionLog, DecisionQuery, LogReadError, MAX_SEARCH};
 
 /// One row of the decision log: what was asked, what was answered, and what the
@@ -90,11 +93,23 @@ pub enum Write {
     /// A ledger fact; a fact whose event id is stored already is skipped.
     Fact(Fact),
     /// A decision log row.
-    Decision(Box<LoggedDecision>),
+    Decision(Box<DecisionRow>),
     /// A decision log row whose approval held funds: the row and its reserve fact
     /// in one write. The fact is [`Held::fact`] of the row, so a store can keep the
     /// hold as two integers beside the row instead of a second copy of its fields.
-    Held(Box<LoggedDecision>, Held),
+    Held(Box<DecisionRow>, Held),
+}
+
+impl Write {
+    /// `row` as a decision-log write (a read row written again: tests, benches).
+    pub fn decision(row: impl Into<DecisionRow>) -> Write {
+        Write::Decision(Box::new(row.into()))
+    }
+
+    /// `row` with the hold its approval made.
+    pub fn held(row: impl Into<DecisionRow>, held: Held) -> Write {
+        Write::Held(Box::new(row.into()), held)
+    }
 }
 
 /// What an approval held, beside its decision-log row.
@@ -107,19 +122,19 @@ pub struct Held {
 }
 
 impl Held {
-    /// The ledger's reserve fact for `row`: the same fact `Ledger::reserve` made,
-    /// rebuilt from the row's fields.
-    pub fn fact(self, row: &LoggedDecision) -> Fact {
+    /// The ledger's reserve fact for the row of text `t`: the same fact
+    /// `Ledger::reserve` made, rebuilt from the row's columns.
+    pub fn fact(self, t: &RowText<'_>) -> Fact {
         Fact::Reserve {
-            event_id: row.event_id.clone(),
+            event_id: t.event_id.to_string(),
             auth: crate::ledger::AuthMeta {
-                id: row.authorization_id.clone(),
-                card: row.card.clone(),
-                cardholder: row.cardholder.clone(),
+                id: t.authorization_id.to_string(),
+                card: t.card.to_string(),
+                cardholder: t.cardholder.to_string(),
                 created: self.at,
-                currency: row.currency.clone(),
-                category: row.merchant_category.clone(),
-                mcc: row.merchant_mcc.clone(),
+                currency: t.currency.to_string(),
+                category: t.merchant_category.to_string(),
+                mcc: t.merchant_mcc.to_string(),
             },
             amount: self.amount,
         }

@@ -274,11 +274,7 @@ mod tests {
             ),
         ];
         store
-            .commit(
-                rows.into_iter()
-                    .map(|d| Write::Decision(Box::new(d)))
-                    .collect(),
-            )
+            .commit(rows.into_iter().map(Write::decision).collect())
             .await
             .unwrap();
         SqliteDecisionLog::new(dir)

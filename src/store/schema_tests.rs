@@ -37,8 +37,8 @@ fn a_decision_commit_writes_no_counter_page() {
         held.event_id = format!("evt_held_{i}");
         store
             .commit_blocking(vec![
-                Write::Decision(Box::new(row(&format!("iauth_d{i}"), T))),
-                Write::Held(Box::new(held), Held { amount: 10, at: T }),
+                Write::decision(row(&format!("iauth_d{i}"), T)),
+                Write::held(held, Held { amount: 10, at: T }),
                 Write::Fact(reserve(&format!("e{i}"), &format!("iauth_f{i}"), 5)),
             ])
             .unwrap();
@@ -78,10 +78,8 @@ fn a_held_decision_commit_writes_no_reserve_row() {
             amount: 100 + i64::from(i),
             at: T - 60,
         };
-        held.push(h.fact(&d));
-        store
-            .commit_blocking(vec![Write::Held(Box::new(d), h)])
-            .unwrap();
+        held.push(h.fact(&d.text()));
+        store.commit_blocking(vec![Write::held(d, h)]).unwrap();
     }
     let pages = wal_pages(&path);
     assert!(
@@ -184,22 +182,25 @@ fn a_schema_8_file_is_migrated_in_place_and_keeps_its_rows_and_holds() {
     let mut held_row = row("iauth_held", T);
     held_row.event_id = "evt_iauth_held".into();
     let hold = Held { amount: 40, at: T };
-    let new_hold = hold.fact(&held_row);
+    let new_hold = hold.fact(&held_row.text());
     store
         .commit_blocking(vec![
-            Write::Decision(Box::new(row("iauth_new", T))),
+            Write::decision(row("iauth_new", T)),
             Write::Fact(reserve("e_new", "iauth_new", 7)),
-            Write::Held(Box::new(held_row), hold),
+            Write::held(held_row, hold),
         ])
         .unwrap();
     let old_hold = Held {
         amount: 250,
         at: T - 30,
     }
-    .fact(&LoggedDecision {
-        event_id: "evt_iauth_b".into(),
-        ..row("iauth_b", T)
-    });
+    .fact(
+        &LoggedDecision {
+            event_id: "evt_iauth_b".into(),
+            ..row("iauth_b", T)
+        }
+        .text(),
+    );
     assert_eq!(
         store.facts().unwrap(),
         vec![

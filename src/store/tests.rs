@@ -92,7 +92,7 @@ fn restart_preserves_totals_and_dedupes_event_ids() {
             .commit_blocking(vec![Write::Fact(reserve("e1", "iauth_1", 1000))])
             .unwrap();
         store
-            .enqueue(vec![Write::Decision(Box::new(row("iauth_1", T)))])
+            .enqueue(vec![Write::decision(row("iauth_1", T))])
             .unwrap();
     }
     let store = Store::open(dir.path(), Durability::Async).unwrap();
@@ -114,7 +114,7 @@ fn restart_preserves_totals_and_dedupes_event_ids() {
 fn decision_log_filters_by_time() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Durability::Sync).unwrap();
-    let rows = (0..5).map(|i| Write::Decision(Box::new(row(&format!("iauth_{i}"), 100 + i))));
+    let rows = (0..5).map(|i| Write::decision(row(&format!("iauth_{i}"), 100 + i)));
     store.commit_blocking(rows.collect()).unwrap();
     let all = store.decision_log(None).unwrap();
     assert_eq!(all.len(), 5);
@@ -194,7 +194,7 @@ fn a_failed_batch_leaves_nothing_and_its_blobs_are_written_by_the_next() {
     let err = store
         .commit_blocking(vec![
             Write::Fact(reserve("e1", "iauth_1", 1000)),
-            Write::Decision(Box::new(boom)),
+            Write::decision(boom),
         ])
         .unwrap_err();
     assert!(err.to_string().contains("refused"), "{err}");
@@ -207,7 +207,7 @@ fn a_failed_batch_leaves_nothing_and_its_blobs_are_written_by_the_next() {
     store
         .commit_blocking(vec![
             Write::Fact(reserve("e2", "iauth_2", 500)),
-            Write::Decision(Box::new(ok)),
+            Write::decision(ok),
         ])
         .unwrap();
     assert_eq!(store.facts().unwrap().len(), 1);
@@ -236,7 +236,7 @@ fn a_new_file_gets_4k_pages_and_an_existing_one_keeps_its_own() {
         .unwrap();
     let store = Store::open(old.path(), Durability::Sync).unwrap();
     store
-        .commit_blocking(vec![Write::Decision(Box::new(row("iauth_1", T)))])
+        .commit_blocking(vec![Write::decision(row("iauth_1", T))])
         .unwrap();
     assert_eq!(store.decision_log(None).unwrap().len(), 1);
     assert_eq!(page_size(&path), 1024);
@@ -257,7 +257,7 @@ fn a_hold_kept_beside_its_row_reads_back_as_its_reserve() {
         amount: 2500,
         at: T - 60,
     };
-    let new = held.fact(&held_row);
+    let new = held.fact(&held_row.text());
     assert_eq!(
         new,
         Fact::Reserve {
@@ -277,8 +277,8 @@ fn a_hold_kept_beside_its_row_reads_back_as_its_reserve() {
         store
             .commit_blocking(vec![
                 Write::Fact(old.clone()),
-                Write::Decision(Box::new(row("iauth_9", T))),
-                Write::Held(Box::new(held_row), held),
+                Write::decision(row("iauth_9", T)),
+                Write::held(held_row, held),
             ])
             .unwrap();
         live.apply(&old).unwrap();
@@ -312,15 +312,15 @@ fn a_failed_held_row_keeps_no_hold() {
     let held = |amount| Held { amount, at: T };
     let err = store
         .commit_blocking(vec![
-            Write::Held(Box::new(row("iauth_1", T)), held(100)),
-            Write::Held(Box::new(row("iauth_2", T)), held(13)),
+            Write::held(row("iauth_1", T), held(100)),
+            Write::held(row("iauth_2", T), held(13)),
         ])
         .unwrap_err();
     assert!(err.to_string().contains("refused"), "{err}");
     assert!(store.facts().unwrap().is_empty());
     assert!(store.decision_log(None).unwrap().is_empty());
     store
-        .commit_blocking(vec![Write::Held(Box::new(row("iauth_3", T)), held(7))])
+        .commit_blocking(vec![Write::held(row("iauth_3", T), held(7))])
         .unwrap();
     let facts = store.facts().unwrap();
     assert_eq!(facts.len(), 1);
@@ -340,7 +340,7 @@ fn the_wal_is_checkpointed_off_the_writer() {
         let rows = (0..60).map(|i| {
             let mut r = row(&format!("iauth_{batch}_{i}"), T);
             r.event_json = body.clone();
-            Write::Decision(Box::new(r))
+            Write::decision(r)
         });
         store.commit_blocking(rows.collect()).unwrap();
     }
@@ -607,9 +607,7 @@ fn a_body_whose_card_object_is_stored_once_reads_back_byte_for_byte() {
         bodies.push(body);
         // A store per row: the parts it knows start empty each time it opens.
         let store = Store::open(dir.path(), Durability::Sync).unwrap();
-        store
-            .commit_blocking(vec![Write::Decision(Box::new(r))])
-            .unwrap();
+        store.commit_blocking(vec![Write::decision(r)]).unwrap();
     }
     let store = Store::open(dir.path(), Durability::Sync).unwrap();
     let read: Vec<_> = store
@@ -637,7 +635,7 @@ fn a_body_whose_card_object_is_stored_once_reads_back_byte_for_byte() {
             let mut r = row(&format!("iauth_{n}"), T);
             r.card = "ic_a".into();
             r.event_json = request_body("ic_a", n, false);
-            Write::Decision(Box::new(r))
+            Write::decision(r)
         })
         .collect::<Vec<_>>();
     store.commit_blocking(writes[..3].to_vec()).unwrap();
@@ -649,7 +647,7 @@ fn a_body_whose_card_object_is_stored_once_reads_back_byte_for_byte() {
         let mut r = row(&format!("iauth_{n}"), T);
         r.card = "ic_a".into();
         r.event_json = bodies[5].clone();
-        writes.push(Write::Decision(Box::new(r)));
+        writes.push(Write::decision(r));
     }
     store.commit_blocking(writes[6..].to_vec()).unwrap();
     assert_eq!(parts_stored(&store), 8);
@@ -696,7 +694,7 @@ fn a_failed_batch_forgets_the_card_objects_it_stored() {
         let mut r = row(id, T);
         r.card = "ic_a".into();
         r.event_json = request_body("ic_a", n, false);
-        Write::Decision(Box::new(r))
+        Write::decision(r)
     };
     // The first row stores the card's object, the second fails the batch: the
     // part is rolled back with it, and its id may be given to another part.

@@ -28,7 +28,7 @@ use super::parts::{Cut, Parts};
 use super::read::{read_decision_log, read_facts};
 use super::schema::{open_checked, set_durability};
 use super::{Durability, FILE_NAME, LoggedDecision, MAX_BATCH, StoreError, Write};
-use crate::journal::{Committed, Held, Journal, JournalError};
+use crate::journal::{Committed, DecisionRow, Held, Journal, JournalError};
 use crate::ledger::Fact;
 use crate::metrics as m;
 
@@ -511,14 +511,15 @@ impl Writer<'_> {
     }
 
     /// The row of `d`, with the approval's hold when it reserved one.
-    fn decision(&mut self, d: &LoggedDecision, held: Option<&Held>) -> rusqlite::Result<()> {
+    fn decision(&mut self, d: &DecisionRow, held: Option<&Held>) -> rusqlite::Result<()> {
+        let t = d.text.get();
         for (hash, body) in &d.blobs {
             if !self.stored.contains(hash) && !self.new_blobs.contains(hash) {
                 self.stmts.blob.execute(params![hash, &body[..]])?;
                 self.new_blobs.push(*hash);
             }
         }
-        let (body, card_at, card_part) = match self.parts.split(&d.card, &d.event_json) {
+        let (body, card_at, card_part) = match self.parts.split(t.card, &d.event_json) {
             None => (&d.event_json[..], None, None),
             Some(Cut { at, end, part }) => {
                 let part = if let Some(part) = part {
@@ -531,7 +532,7 @@ impl Writer<'_> {
                     let part = self.conn.last_insert_rowid();
                     // Shared with the batch's later rows at once: a failed batch
                     // forgets every part (`commit_batch`).
-                    self.parts.remember(&d.card, part, object);
+                    self.parts.remember(t.card, part, object);
                     part
                 };
                 self.rest.clear();
@@ -542,26 +543,26 @@ impl Writer<'_> {
             }
         };
         self.stmts.decision.execute(params![
-            d.event_id,
-            d.authorization_id,
-            d.card,
-            d.cardholder,
+            t.event_id,
+            t.authorization_id,
+            t.card,
+            t.cardholder,
             d.amount,
-            d.currency,
-            d.merchant_category,
-            d.merchant_mcc,
-            d.merchant_country,
-            d.merchant_name,
+            t.currency,
+            t.merchant_category,
+            t.merchant_mcc,
+            t.merchant_country,
+            t.merchant_name,
             d.approved,
             d.approved_amount,
-            d.reason,
-            d.rule,
-            d.ruleset,
+            t.reason,
+            t.rule,
+            t.ruleset,
             d.latency_us,
             d.decided_at,
             body,
-            d.spend_json,
-            d.shadow_rules,
+            t.spend_json,
+            t.shadow_rules,
             d.format,
             (!d.seen.is_empty()).then_some(&d.seen[..]),
             card_at,

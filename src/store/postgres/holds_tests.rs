@@ -494,14 +494,14 @@ async fn the_journal_commits_facts_and_decision_rows_and_reads_them_back() {
     let (a, b) = tokio::join!(
         journal.commit(vec![
             Write::Fact(fact.clone()),
-            Write::Decision(Box::new(logged("evt_a", T))),
+            Write::decision(logged("evt_a", T)),
         ]),
-        journal.commit(vec![Write::Decision(Box::new(logged("evt_b", T + 5)))]),
+        journal.commit(vec![Write::decision(logged("evt_b", T + 5))]),
     );
     a.unwrap();
     b.unwrap();
     journal
-        .enqueue(vec![Write::Decision(Box::new(logged("evt_c", T + 9)))])
+        .enqueue(vec![Write::decision(logged("evt_c", T + 9))])
         .unwrap();
     assert_eq!(super::read_facts(&db, None).await.unwrap(), vec![fact]);
     let holds = PgHolds::new(db.clone());

@@ -15,7 +15,9 @@ use std::ops::ControlFlow;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Database, error_text};
-use crate::journal::{Committed, Durability, Journal, JournalError, LoggedDecision, Write};
+use crate::journal::{
+    Committed, DecisionRow, Durability, Journal, JournalError, LoggedDecision, RowText, Write,
+};
 use crate::store::DecisionFilter;
 
 /// Writes a batch may hold at most: bounds one statement's size.
@@ -104,7 +106,7 @@ async fn write_batch(db: &Database, jobs: &[Job]) -> Result<(), JournalError> {
     let fail = |e: &tokio_postgres::Error| JournalError::Commit(error_text(e));
     let mut client = db.client().await.map_err(JournalError::Commit)?;
     let tx = client.transaction().await.map_err(|e| fail(&e))?;
-    let mut rows: Vec<&LoggedDecision> = Vec::new();
+    let mut rows: Vec<&DecisionRow> = Vec::new();
     for write in jobs.iter().flat_map(|j| &j.writes) {
         match write {
             Write::Fact(fact) => {
@@ -120,7 +122,7 @@ async fn write_batch(db: &Database, jobs: &[Job]) -> Result<(), JournalError> {
             // Not sent by the pipeline here (PostgreSQL holds are durable inside
             // `reserve`); written as the two writes it stands for.
             Write::Held(row, held) => {
-                super::holds::apply_with(&*tx, &held.fact(row))
+                super::holds::apply_with(&*tx, &held.fact(&row.text.get()))
                     .await
                     .map_err(|e| fail(&e))?;
                 rows.push(row);
@@ -137,7 +139,7 @@ async fn write_batch(db: &Database, jobs: &[Job]) -> Result<(), JournalError> {
 /// The bodies the rows' `seen` names by hash, stored once per hash.
 async fn insert_blobs(
     tx: &tokio_postgres::Transaction<'_>,
-    rows: &[&LoggedDecision],
+    rows: &[&DecisionRow],
 ) -> Result<u64, tokio_postgres::Error> {
     let mut hashes = Vec::new();
     let mut bodies: Vec<&[u8]> = Vec::new();
@@ -160,8 +162,14 @@ async fn insert_blobs(
 
 async fn insert_decisions(
     tx: &tokio_postgres::Transaction<'_>,
-    rows: &[&LoggedDecision],
+    rows: &[&DecisionRow],
 ) -> Result<u64, tokio_postgres::Error> {
+    let texts: Vec<RowText<'_>> = rows.iter().map(|r| r.text.get()).collect();
+    macro_rules! text {
+        ($field:ident) => {
+            texts.iter().map(|t| t.$field).collect::<Vec<_>>()
+        };
+    }
     macro_rules! column {
         ($field:ident) => {
             rows.iter().map(|r| &r.$field).collect::<Vec<_>>()
@@ -178,26 +186,26 @@ async fn insert_decisions(
                 $17::bigint[], $18::bytea[], $19::text[], $20::text[], $21::bigint[],
                 $22::bytea[])",
         &[
-            &column!(event_id),
-            &column!(authorization_id),
-            &column!(card),
-            &column!(cardholder),
+            &text!(event_id),
+            &text!(authorization_id),
+            &text!(card),
+            &text!(cardholder),
             &column!(amount),
-            &column!(currency),
-            &column!(merchant_category),
-            &column!(merchant_mcc),
-            &column!(merchant_country),
-            &column!(merchant_name),
+            &text!(currency),
+            &text!(merchant_category),
+            &text!(merchant_mcc),
+            &text!(merchant_country),
+            &text!(merchant_name),
             &column!(approved),
             &column!(approved_amount),
-            &column!(reason),
-            &column!(rule),
-            &column!(ruleset),
+            &text!(reason),
+            &text!(rule),
+            &text!(ruleset),
             &column!(latency_us),
             &column!(decided_at),
             &rows.iter().map(|r| &r.event_json[..]).collect::<Vec<_>>(),
-            &column!(spend_json),
-            &column!(shadow_rules),
+            &text!(spend_json),
+            &text!(shadow_rules),
             &column!(format),
             &rows
                 .iter()
