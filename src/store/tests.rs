@@ -334,7 +334,7 @@ fn a_failed_held_row_keeps_no_hold() {
 fn the_wal_is_checkpointed_off_the_writer() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Durability::Sync).unwrap();
-    // ~12,000 WAL pages of bodies: past the writer's threshold of 10,000.
+    // ~12,000 WAL pages of bodies: past the thresholds of both durabilities.
     let body = bytes::Bytes::from(vec![b' '; 40_000]);
     for batch in 0..20 {
         let rows = (0..60).map(|i| {
@@ -353,6 +353,32 @@ fn the_wal_is_checkpointed_off_the_writer() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     assert_eq!(store.decision_log(None).unwrap().len(), 1200);
+}
+
+/// A sync WAL walked ever longer WAL-index hash chains, one per 4,096-frame block,
+/// because it started over only past 10,000 pages: in `sync` the checkpoint comes
+/// at 1,000 (`writer::checkpoint_pages`), long before 10,000.
+#[test]
+fn a_sync_wal_starts_over_long_before_ten_thousand_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Sync).unwrap();
+    // ~1,500 WAL pages: ten 4 KiB pages of body per row.
+    let body = bytes::Bytes::from(vec![b' '; 40_000]);
+    let rows = (0..150).map(|i| {
+        let mut r = row(&format!("iauth_{i}"), T);
+        r.event_json = body.clone();
+        Write::decision(r)
+    });
+    store.commit_blocking(rows.collect()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
+    while store.checkpoints() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after ~1,500 WAL pages in sync"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(store.decision_log(None).unwrap().len(), 150);
 }
 
 /// The defect: under steady writes the WAL never started over. A checkpoint

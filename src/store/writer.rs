@@ -47,17 +47,37 @@ pub struct Store {
     checkpoints: Arc<AtomicU64>,
 }
 
-/// WAL pages after which the writer asks for a checkpoint: 40 MiB at 4 KiB pages,
-/// ten times SQLite's default. Each checkpoint writes and fsyncs the database
-/// file, and a page changed by many commits (a table's last leaf, an index's) is
-/// written once per checkpoint: under wrk, async went from 9.6–10.1k to 12.3k
-/// req/s and sync from 8.3k to 9.5k (BENCHMARKS.md). A bigger WAL costs disk and a
-/// longer scan on open, not durability.
+/// WAL pages after which the writer asks for a checkpoint in `async` (and an
+/// approvals or rule-set write checkpoints: `gate.rs`): 40 MiB at 4 KiB pages, ten
+/// times SQLite's default. Each checkpoint writes and fsyncs the database file, and
+/// a page changed by many commits (a table's last leaf, an index's) is written
+/// once per checkpoint: under wrk, async went from 9.6–10.1k to 12.3k req/s and
+/// sync from 8.3k to 9.5k (BENCHMARKS.md, 2026-12-02, rows five times today's
+/// pages). A bigger WAL costs disk and a longer scan on open, not durability.
 pub(super) const CHECKPOINT_PAGES: c_int = 10_000;
 
-/// While the WAL stays past [`CHECKPOINT_PAGES`] (a reader still needs its frames,
-/// so it cannot start over), the writer asks again only every this many pages,
-/// SQLite's own default: not after every commit.
+/// The same threshold in `sync`. SQLite's WAL index finds a page's newest frame by
+/// a hash chain per 4,096-frame block, and every commit appends the same hot pages
+/// (the last leaf of `decisions` and of the `decided_at` index), so appending a
+/// frame walks a chain as long as the commits since the block began: 13.3k
+/// instructions per unbatched decision with 10,000 pages, 2.4k with 1,000
+/// (`walIndexAppend`, callgrind). Under wrk, sync kept its throughput (29.45k →
+/// 29.51k req/s, three alternating rounds) with a lower p99 (5.8–6.6 → 4.7–5.0
+/// ms); async lost 3.6 % to the extra fsyncs, so it keeps the larger WAL
+/// (BENCHMARKS.md, "A shorter WAL in sync").
+const SYNC_CHECKPOINT_PAGES: c_int = 1_000;
+
+/// The WAL pages after which the writer asks for a checkpoint.
+fn checkpoint_pages(durability: Durability) -> c_int {
+    match durability {
+        Durability::Sync => SYNC_CHECKPOINT_PAGES,
+        Durability::Async => CHECKPOINT_PAGES,
+    }
+}
+
+/// While the WAL stays past its threshold ([`checkpoint_pages`]; a reader still
+/// needs its frames, so it cannot start over), the writer asks again only every
+/// this many pages, SQLite's own default: not after every commit.
 const CHECKPOINT_RETRY_PAGES: c_int = 1_000;
 
 impl std::fmt::Debug for Store {
@@ -86,10 +106,11 @@ impl Store {
         // only asks; a request while one is pending is the same request. `pages`
         // counts the WAL's frames from its start, so it falls when the WAL starts
         // over after a complete checkpoint.
-        let mut next_ask = CHECKPOINT_PAGES;
+        let threshold = checkpoint_pages(durability);
+        let mut next_ask = threshold;
         conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: c_int| {
-            if pages < CHECKPOINT_PAGES {
-                next_ask = CHECKPOINT_PAGES;
+            if pages < threshold {
+                next_ask = threshold;
             } else if pages >= next_ask {
                 next_ask = pages.saturating_add(CHECKPOINT_RETRY_PAGES);
                 let _ = ask.try_send(());
