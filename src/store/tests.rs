@@ -327,6 +327,33 @@ fn a_failed_held_row_keeps_no_hold() {
     assert!(matches!(&facts[0], Fact::Reserve { amount: 7, auth, .. } if auth.id == "iauth_3"));
 }
 
+/// Commits `batches` batches of `rows` decisions whose bodies take ten 4 KiB WAL
+/// pages each.
+fn commit_ten_page_rows(store: &Store, batches: usize, rows: usize) {
+    let body = bytes::Bytes::from(vec![b' '; 40_000]);
+    for batch in 0..batches {
+        let writes = (0..rows).map(|i| {
+            let mut r = row(&format!("iauth_{batch}_{i}"), T);
+            r.event_json = body.clone();
+            Write::decision(r)
+        });
+        store.commit_blocking(writes.collect()).unwrap();
+    }
+}
+
+/// Waits up to a minute for the store's checkpointer to complete a checkpoint;
+/// fails with `what` was written when none does.
+fn await_checkpoint(store: &Store, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
+    while store.checkpoints() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// The writer hands WAL checkpoints to their own thread (SQLite's automatic one
 /// ran inside the commit that crossed the threshold): once the WAL passes the
 /// threshold a checkpoint completes there, and nothing written is lost by it.
@@ -334,24 +361,9 @@ fn a_failed_held_row_keeps_no_hold() {
 fn the_wal_is_checkpointed_off_the_writer() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Durability::Sync).unwrap();
-    // ~12,000 WAL pages of bodies: past the thresholds of both durabilities.
-    let body = bytes::Bytes::from(vec![b' '; 40_000]);
-    for batch in 0..20 {
-        let rows = (0..60).map(|i| {
-            let mut r = row(&format!("iauth_{batch}_{i}"), T);
-            r.event_json = body.clone();
-            Write::decision(r)
-        });
-        store.commit_blocking(rows.collect()).unwrap();
-    }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
-    while store.checkpoints() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no checkpoint after ~12,000 WAL pages"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    // ~12,000 WAL pages: past the thresholds of both durabilities.
+    commit_ten_page_rows(&store, 20, 60);
+    await_checkpoint(&store, "~12,000 WAL pages");
     assert_eq!(store.decision_log(None).unwrap().len(), 1200);
 }
 
@@ -362,22 +374,8 @@ fn the_wal_is_checkpointed_off_the_writer() {
 fn a_sync_wal_starts_over_long_before_ten_thousand_pages() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Durability::Sync).unwrap();
-    // ~1,500 WAL pages: ten 4 KiB pages of body per row.
-    let body = bytes::Bytes::from(vec![b' '; 40_000]);
-    let rows = (0..150).map(|i| {
-        let mut r = row(&format!("iauth_{i}"), T);
-        r.event_json = body.clone();
-        Write::decision(r)
-    });
-    store.commit_blocking(rows.collect()).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
-    while store.checkpoints() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no checkpoint after ~1,500 WAL pages in sync"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    commit_ten_page_rows(&store, 1, 150);
+    await_checkpoint(&store, "~1,500 WAL pages in sync");
     assert_eq!(store.decision_log(None).unwrap().len(), 150);
 }
 
