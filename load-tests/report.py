@@ -273,7 +273,11 @@ def wrk_table(results_path, machine_path, command):
         "spends nothing on HMAC; `load-tests/wrk.lua` counts every answer that is not a "
         "200 decision. nginx answering a constant shows the generator's own ceiling: a "
         "server near it is measured by wrk, not by itself. Ratio = req/s ÷ the bare hyper "
-        "baseline's in the same round."
+        "baseline's in the same round. Past its first 2,000 requests every request "
+        "re-sends an event already answered (as Stripe's retries do): it is decided and "
+        "logged again but holds nothing new, so `sync` waits for no commit on it; these "
+        "rows are the store's cost per logged decision, not the rate of durable holds "
+        "(the fixed-rate table, whose events are all distinct approvals, measures those)."
     )
     if any(r["target"] in PG_VARIANTS for r in rows):
         out.append("")
@@ -390,7 +394,8 @@ def fixed_table(results_path, machine_path, command, fsync_p99_ms):
         "its store threads or the kernel's writes) shows only in the client percentiles, "
         "loadgen's, from each request's due time to the end of its answer. Every request "
         "carries a distinct event signed before the run "
-        "(`load-tests/wrk_events.py jsonl`), every answer must be a 200 decision, "
+        "(`load-tests/wrk_events.py jsonl`; each is an approval that holds funds: no "
+        "spending limit is reached), every answer must be a 200 decision, "
         "`late` counts requests that left more than 1 ms after they were due. "
         "The last column is `cardgate_store_commit_duration_seconds` over the same "
         "window: one group commit of the store's writer, its WAL fsync included, which "

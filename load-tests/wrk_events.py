@@ -12,8 +12,9 @@
 Signing is done here, once, so the load generator spends its CPU on HTTP only. The
 events are the bundled fixture with distinct event and authorization ids spread over
 50 cardholders (one card each; `WRK_EVENTS_CARDS=K` for K, e.g. as many as events for
-a card never seen before in every request), amounts 1.00–60.00, all signed with the current
-time (cardgate refuses signatures older than `webhook.tolerance_seconds`, 300 s by
+a card never seen before in every request), amounts 1.00–60.00 under a cardholder limit
+no run reaches (every distinct event is an approval that holds funds), all signed with
+the current time (cardgate refuses signatures older than `webhook.tolerance_seconds`, 300 s by
 default, so generate right before each run).
 """
 import hashlib
@@ -46,6 +47,13 @@ def events(n, secret):
     obj = ev["data"]["object"]
     obj["created"] = now
     cardholder_is_id = isinstance(obj.get("cardholder"), str)
+    # The fixture's cardholder has a monthly limit of $5,000. At ~$30 an event, 50
+    # cardholders reached it after ~8,200 approvals, and every later event was a
+    # `spending_limit` decline, which holds nothing: a fixed-rate `sync` run then
+    # measured declines that wait for no commit. The limit stays (the ledger still
+    # computes the month's spend for it), raised past what any run can spend.
+    for limit in obj["card"]["cardholder"]["spending_controls"]["spending_limits"]:
+        limit["amount"] = 5_000_000_000
     cards = int(os.environ.get("WRK_EVENTS_CARDS", "50"))
     for i in range(n):
         ev["id"] = f"evt_bench_{run}_{i}"
