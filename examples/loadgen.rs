@@ -11,6 +11,13 @@
 //! a lower offered rate. The bodies come pre-signed (`load-tests/wrk_events.py
 //! jsonl N SECRET OUT.jsonl`): the generator does no HMAC work.
 //!
+//! `--rate max` runs closed-loop instead: each connection sends its next request
+//! as soon as its last one is answered, for the duration, and the result is the
+//! rate the server sustained. That is wrk's measurement, but over the events file
+//! in order, so a file as long as the run makes every request a distinct event
+//! (wrk's Lua table cannot hold that many signed bodies); `resent` in the result
+//! counts measured requests that re-sent an event because the file ran out.
+//!
 //! It runs on one thread (a tokio `current_thread` runtime) so that `taskset` to
 //! one core is an honest statement of what it uses, and it only ever talks to
 //! loopback addresses: it is a benchmark tool, not a way to load someone else's
@@ -19,7 +26,7 @@
 //! Run: `cargo run --release --example loadgen -- --url http://127.0.0.1:PORT
 //! --events events.jsonl --rate 5000 --duration 10s`. Prints one line,
 //! `LOADGEN_RESULT offered=… achieved=… sent=… answered=… bad=… errors=… late=…
-//! p50_us=… p99_us=… p999_us=… max_us=…`, and exits 1 if any answer was bad or any
+//! p50_us=… p99_us=… p999_us=… max_us=… resent=…`, and exits 1 if any answer was bad or any
 //! request failed.
 
 use std::cell::RefCell;
@@ -86,9 +93,11 @@ struct Args {
     /// the run needs more requests than there are lines.
     #[arg(long)]
     events: PathBuf,
-    /// Requests per second offered, counted from the scheduled times.
-    #[arg(long)]
-    rate: f64,
+    /// Requests per second offered, counted from the scheduled times; or `max`:
+    /// closed loop, each connection sending its next request when its last one
+    /// is answered (the server's maximum; latencies then count from sending).
+    #[arg(long, value_parser = parse_rate)]
+    rate: Rate,
     /// How long the measured part of the run offers load (after the warm-up).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -123,9 +132,6 @@ fn main() -> ExitCode {
 fn run_cli() -> anyhow::Result<bool> {
     let args = Args::parse();
     let target = Target::parse(&args.url)?;
-    if !(args.rate.is_finite() && args.rate > 0.0) {
-        bail!("--rate must be a positive number of requests per second");
-    }
     if args.connections == 0 {
         bail!("--connections must be at least 1");
     }
@@ -147,7 +153,7 @@ fn run_cli() -> anyhow::Result<bool> {
         events.len()
     );
     let report = generate(&target, &events, &plan)?;
-    println!("{}", report.line(plan.rate));
+    println!("{}", report.line(&plan.rate));
     std::io::stdout().flush()?;
     Ok(report.bad + report.errors == 0)
 }
@@ -254,7 +260,7 @@ fn load_events(path: &Path) -> anyhow::Result<Vec<Event>> {
 /// What to offer.
 #[derive(Debug, Clone)]
 struct Plan {
-    rate: f64,
+    rate: Rate,
     warmup: Duration,
     duration: Duration,
     connections: usize,
@@ -265,12 +271,41 @@ impl Plan {
     /// (requests in the warm-up, requests in all): request k belongs to the part
     /// its due time `k/R` falls in, so the counts are `⌈warmup·R⌉` and
     /// `⌈(warmup + duration)·R⌉`.
-    fn counts(&self) -> (u64, u64) {
-        let warm = requests_before(self.warmup, self.rate);
-        (
-            warm,
-            requests_before(self.warmup + self.duration, self.rate),
-        )
+    fn counts(&self, rate: f64) -> (u64, u64) {
+        let warm = requests_before(self.warmup, rate);
+        (warm, requests_before(self.warmup + self.duration, rate))
+    }
+}
+
+/// How load is offered: at a fixed rate (open loop) or as fast as answers come
+/// back (closed loop).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Rate {
+    /// Requests per second, positive and finite.
+    Fixed(f64),
+    /// Closed loop: the server's maximum.
+    Max,
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rate::Fixed(r) => write!(f, "{r:.1}"),
+            Rate::Max => f.write_str("max"),
+        }
+    }
+}
+
+/// `--rate`: a positive number of requests per second, or `max`.
+fn parse_rate(s: &str) -> Result<Rate, String> {
+    if s.eq_ignore_ascii_case("max") {
+        return Ok(Rate::Max);
+    }
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(Rate::Fixed(r)),
+        _ => Err(format!(
+            "{s:?}: a positive number of requests per second, or `max`"
+        )),
     }
 }
 
@@ -302,6 +337,8 @@ struct Report {
     bad: u64,
     errors: u64,
     late: u64,
+    /// Measured requests whose event had been sent before in the run.
+    resent: u64,
     /// Measured answers per second: answered ÷ the longer of the planned duration
     /// and the time from its start to the last measured answer (a server that
     /// falls behind stretches the run and shows a lower rate).
@@ -312,11 +349,11 @@ struct Report {
 
 impl Report {
     /// The machine-readable line `scripts/bench` parses.
-    fn line(&self, offered: f64) -> String {
+    fn line(&self, offered: &Rate) -> String {
         let p = |q| percentile(&self.latencies_us, q);
         format!(
-            "LOADGEN_RESULT offered={offered:.1} achieved={:.1} sent={} answered={} bad={} \
-             errors={} late={} p50_us={} p99_us={} p999_us={} max_us={}",
+            "LOADGEN_RESULT offered={offered} achieved={:.1} sent={} answered={} bad={} \
+             errors={} late={} p50_us={} p99_us={} p999_us={} max_us={} resent={}",
             self.achieved,
             self.sent,
             self.answered,
@@ -327,6 +364,7 @@ impl Report {
             p(0.99),
             p(0.999),
             self.latencies_us.last().copied().unwrap_or(0),
+            self.resent,
         )
     }
 }
@@ -362,6 +400,8 @@ struct Tally {
     bad: u64,
     errors: u64,
     late: u64,
+    /// Measured requests that re-sent an event of the file (it ran out).
+    resent: u64,
     in_flight: u64,
     last_answer: Option<Instant>,
     latencies_us: Vec<u32>,
@@ -383,7 +423,6 @@ fn generate(target: &Target, events: &[Event], plan: &Plan) -> anyhow::Result<Re
 
 async fn offer(target: Target, events: Vec<Event>, plan: Plan) -> anyhow::Result<Report> {
     let target = Rc::new(target);
-    let (warm, total) = plan.counts();
     // Every connection is opened before the first request is due, so connecting
     // is not in the first requests' latency.
     let (free_tx, mut free_rx) = mpsc::unbounded_channel::<Slot>();
@@ -395,39 +434,72 @@ async fn offer(target: Target, events: Vec<Event>, plan: Plan) -> anyhow::Result
         let _ = free_tx.send(Some(sender));
     }
     let t0 = Instant::now();
-    let tally = Rc::new(RefCell::new(Tally {
-        measured_from: t0 + plan.warmup,
-        sent: 0,
-        answered: 0,
-        bad: 0,
-        errors: 0,
-        late: 0,
-        in_flight: 0,
-        last_answer: None,
-        // Sized for the run up front (bounded, in case of an absurd --rate), so
-        // recording a sample does not reallocate mid-run.
-        latencies_us: Vec::with_capacity(
-            usize::try_from((total - warm).min(10_000_000)).unwrap_or(0),
-        ),
-    }));
-    for (k, event) in (0..total).zip(events.iter().cycle()) {
-        let due = t0 + due_offset(k, plan.rate);
-        pace_until(due).await;
-        // Waits while every connection is busy; the latency still runs from `due`.
-        let Some(slot) = free_rx.recv().await else {
-            break; // cannot happen: free_tx is held here
-        };
-        tally.borrow_mut().in_flight += 1;
+    // Sized for the run up front (bounded, in case of an absurd --rate), so
+    // recording a sample does not reallocate mid-run; a closed loop is sized for
+    // 400k answers a second.
+    let samples = match plan.rate {
+        Rate::Fixed(rate) => {
+            let (warm, total) = plan.counts(rate);
+            total - warm
+        }
+        Rate::Max => requests_before(plan.duration, 400_000.0),
+    };
+    let tally = Rc::new(RefCell::new(Tally::new(t0 + plan.warmup, samples)));
+    let spawn = |k: usize, slot: Slot, due: Instant, measured: bool| {
+        let resent = k >= events.len();
+        {
+            let mut t = tally.borrow_mut();
+            t.in_flight += 1;
+            if measured && resent {
+                t.resent += 1;
+            }
+        }
         tokio::task::spawn_local(request(
             Rc::clone(&target),
             slot,
-            event.clone(),
+            events[k % events.len()].clone(),
             due,
-            k >= warm,
+            measured,
             plan.check,
             Rc::clone(&tally),
             free_tx.clone(),
         ));
+    };
+    match plan.rate {
+        Rate::Fixed(rate) => {
+            let (warm, total) = plan.counts(rate);
+            for k in 0..total {
+                let due = t0 + due_offset(k, rate);
+                pace_until(due).await;
+                // Waits while every connection is busy; the latency still runs
+                // from `due`.
+                let Some(slot) = free_rx.recv().await else {
+                    break; // cannot happen: free_tx is held here
+                };
+                spawn(
+                    usize::try_from(k).unwrap_or(usize::MAX),
+                    slot,
+                    due,
+                    k >= warm,
+                );
+            }
+        }
+        Rate::Max => {
+            let measured_from = t0 + plan.warmup;
+            let end = measured_from + plan.duration;
+            for k in 0.. {
+                // A connection is free when its last answer came back.
+                let Some(slot) = free_rx.recv().await else {
+                    break; // cannot happen: free_tx is held here
+                };
+                let now = Instant::now();
+                if now >= end {
+                    let _ = free_tx.send(slot);
+                    break;
+                }
+                spawn(k, slot, now, now >= measured_from);
+            }
+        }
     }
     // Every slot back means every request has ended.
     let drained = tokio::time::timeout(DRAIN, async {
@@ -447,30 +519,55 @@ async fn offer(target: Target, events: Vec<Event>, plan: Plan) -> anyhow::Result
         );
         t.errors += t.in_flight;
     }
-    let mut latencies_us = std::mem::take(&mut t.latencies_us);
-    latencies_us.sort_unstable();
-    let span = t
-        .last_answer
-        .map_or(plan.duration, |last| last.duration_since(t.measured_from))
-        .max(plan.duration);
-    #[allow(
-        clippy::cast_precision_loss,
-        reason = "a count of answers, far below 2^53"
-    )]
-    let achieved = if span.is_zero() {
-        0.0
-    } else {
-        t.answered as f64 / span.as_secs_f64()
-    };
-    Ok(Report {
-        sent: t.sent,
-        answered: t.answered,
-        bad: t.bad,
-        errors: t.errors,
-        late: t.late,
-        achieved,
-        latencies_us,
-    })
+    Ok(t.report(plan.duration))
+}
+
+impl Tally {
+    /// Nothing counted yet; room for `samples` latencies (at most 10 million).
+    fn new(measured_from: Instant, samples: u64) -> Self {
+        Tally {
+            measured_from,
+            sent: 0,
+            answered: 0,
+            bad: 0,
+            errors: 0,
+            late: 0,
+            resent: 0,
+            in_flight: 0,
+            last_answer: None,
+            latencies_us: Vec::with_capacity(usize::try_from(samples.min(10_000_000)).unwrap_or(0)),
+        }
+    }
+
+    /// What the run measured, once every request has ended; `planned` is the
+    /// measured part's planned length.
+    fn report(&mut self, planned: Duration) -> Report {
+        let mut latencies_us = std::mem::take(&mut self.latencies_us);
+        latencies_us.sort_unstable();
+        let measured_for = self
+            .last_answer
+            .map_or(planned, |last| last.duration_since(self.measured_from))
+            .max(planned);
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "a count of answers, far below 2^53"
+        )]
+        let achieved = if measured_for.is_zero() {
+            0.0
+        } else {
+            self.answered as f64 / measured_for.as_secs_f64()
+        };
+        Report {
+            sent: self.sent,
+            answered: self.answered,
+            bad: self.bad,
+            errors: self.errors,
+            late: self.late,
+            resent: self.resent,
+            achieved,
+            latencies_us,
+        }
+    }
 }
 
 /// Returns at `due`, to within the runtime's turn rather than tokio's 1 ms timer:
@@ -622,14 +719,14 @@ mod tests {
     #[test]
     fn plan_counts_the_requests_due_in_each_part() {
         let plan = Plan {
-            rate: 500.0,
+            rate: Rate::Fixed(500.0),
             warmup: Duration::from_secs(1),
             duration: Duration::from_secs(2),
             connections: 1,
             check: true,
         };
         // Due at 0, 2 ms, …: 500 in the first second, 1,500 in three.
-        assert_eq!(plan.counts(), (500, 1500));
+        assert_eq!(plan.counts(500.0), (500, 1500));
         // A fractional rate still sends the request due at 0.
         assert_eq!(requests_before(Duration::from_secs(1), 0.5), 1);
         assert_eq!(requests_before(Duration::ZERO, 100.0), 0);
@@ -708,9 +805,9 @@ mod tests {
             ..Report::default()
         };
         assert_eq!(
-            r.line(3.0),
+            r.line(&Rate::Fixed(3.0)),
             "LOADGEN_RESULT offered=3.0 achieved=3.0 sent=3 answered=3 bad=0 errors=0 late=0 \
-             p50_us=200 p99_us=300 p999_us=300 max_us=300"
+             p50_us=200 p99_us=300 p999_us=300 max_us=300 resent=0"
         );
     }
 
@@ -758,7 +855,7 @@ mod tests {
         let addr = spawn_server(br#"{"approved":true}"#);
         let target = Target::parse(&format!("http://{addr}")).unwrap();
         let plan = Plan {
-            rate: 500.0,
+            rate: Rate::Fixed(500.0),
             warmup: Duration::from_millis(200),
             duration: Duration::from_secs(1),
             connections: 4,
@@ -778,11 +875,53 @@ mod tests {
     }
 
     #[test]
+    fn rate_is_a_positive_number_or_max() {
+        assert_eq!(parse_rate("2500"), Ok(Rate::Fixed(2500.0)));
+        assert_eq!(parse_rate("0.5"), Ok(Rate::Fixed(0.5)));
+        assert_eq!(parse_rate("max"), Ok(Rate::Max));
+        assert_eq!(parse_rate("MAX"), Ok(Rate::Max));
+        for bad in ["0", "-1", "inf", "NaN", "fast", ""] {
+            assert!(parse_rate(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(Rate::Max.to_string(), "max");
+        assert_eq!(Rate::Fixed(2500.0).to_string(), "2500.0");
+    }
+
+    /// The closed loop sends for the duration as fast as answers come back, over
+    /// the file in order, and counts the requests that had to re-send an event.
+    #[test]
+    fn max_rate_keeps_every_connection_busy_for_the_duration() {
+        let addr = spawn_server(br#"{"approved":true}"#);
+        let target = Target::parse(&format!("http://{addr}")).unwrap();
+        let plan = Plan {
+            rate: Rate::Max,
+            warmup: Duration::ZERO,
+            duration: Duration::from_millis(300),
+            connections: 4,
+            check: true,
+        };
+        let r = generate(&target, &events(8), &plan).unwrap();
+        assert_eq!((r.bad, r.errors, r.late), (0, 0, 0));
+        assert_eq!(r.answered, r.sent);
+        assert_eq!(r.latencies_us.len(), usize::try_from(r.sent).unwrap());
+        // Far more than 8 requests in 300 ms on loopback: all past the eighth
+        // re-sent an event.
+        assert!(r.sent > 8, "sent {}", r.sent);
+        assert_eq!(r.resent, r.sent - 8);
+        let line = r.line(&plan.rate);
+        assert!(
+            line.starts_with("LOADGEN_RESULT offered=max achieved="),
+            "{line}"
+        );
+        assert!(line.ends_with(&format!(" resent={}", r.resent)), "{line}");
+    }
+
+    #[test]
     fn answers_without_a_decision_count_as_bad() {
         let addr = spawn_server(b"{}");
         let target = Target::parse(&format!("http://{addr}")).unwrap();
         let mut plan = Plan {
-            rate: 200.0,
+            rate: Rate::Fixed(200.0),
             warmup: Duration::ZERO,
             duration: Duration::from_millis(100),
             connections: 2,
@@ -804,7 +943,7 @@ mod tests {
             .unwrap();
         let target = Target::parse(&format!("http://{addr}")).unwrap();
         let plan = Plan {
-            rate: 10.0,
+            rate: Rate::Fixed(10.0),
             warmup: Duration::ZERO,
             duration: Duration::from_millis(100),
             connections: 1,
