@@ -262,8 +262,6 @@ def wrk_table(results_path, machine_path, command):
     rows = [json.loads(l) for l in open(results_path) if l.strip()]
     machine = open(machine_path).read().strip()
     order = ["nginx", "baseline", "cardgate-nostore", "cardgate-async", "cardgate", *PG_VARIANTS]
-    rounds = sorted({r["round"] for r in rows})
-    by = {(r["target"], r["round"]): r for r in rows}
     out = [f"Measured by `{command}` on {machine}.", ""]
     out.append(
         f"wrk (one thread, 32 connections, {rows[0].get('duration', '10s')} per target and round) pinned to one core, "
@@ -295,9 +293,20 @@ def wrk_table(results_path, machine_path, command):
             "round trips are."
         )
     out.append("")
+    out += throughput_rows(rows, order, ["p99 (last round)", "bad answers", "fallbacks"],
+                           lambda last, mine, fb, bad: [fmt_s(last["p99_us"] / 1e6), str(bad), str(fb)])
+    return "\n".join(out) + "\n"
+
+
+def throughput_rows(rows, order, extra_heads, extra):
+    """A table of req/s and ratio to the same round's baseline per round, a row per
+    target in `order` that ran; `extra(last, mine, fallbacks, bad)` gives the
+    cells under `extra_heads` (last: the target's last round)."""
+    rounds = sorted({r["round"] for r in rows})
+    by = {(r["target"], r["round"]): r for r in rows}
     head = "| server (one core) | `[store]` |" + "".join(f" round {r} req/s | ratio |" for r in rounds)
-    out.append(head + " p99 (last round) | bad answers | fallbacks |")
-    out.append("|---|---|" + "---|---|" * len(rounds) + "---|---|---|")
+    out = [head + "".join(f" {h} |" for h in extra_heads),
+           "|---|---|" + "---|---|" * len(rounds) + "---|" * len(extra_heads)]
     for t in order:
         mine = [by.get((t, r)) for r in rounds]
         if not any(mine):
@@ -313,9 +322,39 @@ def wrk_table(results_path, machine_path, command):
         last = [m for m in mine if m][-1]
         fbs = [m.get("fallbacks") for m in mine if m and m.get("fallbacks") is not None]
         fb = sum(fbs) if fbs else "–"
-        bad = sum((m or {}).get("bad", 0) for m in mine)
+        bad = sum((m or {}).get("bad", 0) + (m or {}).get("errors", 0) for m in mine)
         store = VARIANTS.get(t) or PG_VARIANTS.get(t, "–")
-        out.append(f"| {t} | {store} |{cells} {fmt_s(last['p99_us'] / 1e6)} | {bad} | {fb} |")
+        out.append(f"| {t} | {store} |{cells}" + "".join(f" {c} |" for c in extra(last, mine, fb, bad)))
+    return out
+
+
+def max_table(results_path, machine_path, command):
+    rows = [json.loads(l) for l in open(results_path) if l.strip()]
+    machine = open(machine_path).read().strip()
+    out = [f"Measured by `{command}` on {machine}.", ""]
+    out.append(
+        "`examples/loadgen.rs --rate max` (closed loop: each of 32 keep-alive connections "
+        "sends its next request when its last one is answered; one thread) pinned to one "
+        "core, the server pinned to the other, every server in the same run, each "
+        "started fresh with an empty data directory; 1 s warm-up, then "
+        f"{rows[0].get('duration', '5 s') if rows else '5 s'}. The events "
+        "(`load-tests/wrk_events.py jsonl`, signed before each run) are sent in order, so "
+        "with as many as the run needs every request to cardgate `async` and `sync` is a "
+        "distinct approval that holds funds; `re-sent` counts measured requests that had "
+        "to repeat an event because the file ran out (nginx, the baseline and store off "
+        "cycle over 20,000: nothing is held there). Every cardgate answer must be a 200 "
+        "decision. nginx answering a constant and the baseline show the generator's "
+        "ceiling: it drives them faster than wrk does. Ratio = req/s ÷ the bare hyper "
+        "baseline's in the same round. Client p99 counts from sending (a closed loop "
+        "has no schedule)."
+    )
+    out.append("")
+    order = ["nginx", "baseline", "cardgate-nostore", "cardgate-async", "cardgate"]
+    out += throughput_rows(rows, order, ["client p99 (last round)", "re-sent (last round)", "bad + errors", "fallbacks"],
+                           lambda last, mine, fb, bad: [fmt_s(last["p99_us"] / 1e6),
+                                                        f"{last['resent']:,} of {last['answered']:,}"
+                                                        if last["target"].startswith("cardgate") else "–",
+                                                        str(bad), str(fb)])
     return "\n".join(out) + "\n"
 
 
@@ -494,6 +533,8 @@ def main():
         sys.stdout.write(criterion(sys.argv[2], sys.argv[3], sys.argv[4]))
     elif cmd == "wrk":
         sys.stdout.write(wrk_table(sys.argv[2], sys.argv[3], sys.argv[4]))
+    elif cmd == "max":
+        sys.stdout.write(max_table(sys.argv[2], sys.argv[3], sys.argv[4]))
     elif cmd == "callgrind":
         sys.stdout.write(callgrind_table(sys.argv[2], sys.argv[3], sys.argv[4]))
     elif cmd == "fixed":
