@@ -23,10 +23,17 @@
 //! loopback addresses: it is a benchmark tool, not a way to load someone else's
 //! server.
 //!
+//! `--server-pid PID` also reads how much CPU the server's threads ran during the
+//! measured part (`/proc/PID/task/*/schedstat`, exact nanoseconds) and adds
+//! `server_cpu_us=… server_busy=…` (the share of one core) to the result. On a box
+//! where the generator's core is the limit (a 2-core machine, a cheap server) the
+//! server is not saturated and req/s measures the generator; its CPU time per
+//! request still measures the server.
+//!
 //! Run: `cargo run --release --example loadgen -- --url http://127.0.0.1:PORT
 //! --events events.jsonl --rate 5000 --duration 10s`. Prints one line,
 //! `LOADGEN_RESULT offered=… achieved=… sent=… answered=… bad=… errors=… late=…
-//! p50_us=… p99_us=… p999_us=… max_us=… resent=…`, and exits 1 if any answer was bad or any
+//! p50_us=… p99_us=… p999_us=… max_us=… resent=…[ server_cpu_us=… server_busy=…]`, and exits 1 if any answer was bad or any
 //! request failed.
 
 use std::cell::RefCell;
@@ -114,6 +121,11 @@ struct Args {
     /// not cardgate, such as nginx answering a constant).
     #[arg(long)]
     no_check: bool,
+    /// Also measure the CPU time this process's threads (the server's, on this
+    /// machine) run during the measured part: server_cpu_us and server_busy (of
+    /// one core) in the result. Linux only (/proc/PID/task/*/schedstat).
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -135,6 +147,7 @@ fn run_cli() -> anyhow::Result<bool> {
     if args.connections == 0 {
         bail!("--connections must be at least 1");
     }
+    let server = args.server_pid.map(ServerCpu::open).transpose()?;
     let events = load_events(&args.events)?;
     let plan = Plan {
         rate: args.rate,
@@ -142,6 +155,7 @@ fn run_cli() -> anyhow::Result<bool> {
         duration: args.duration,
         connections: args.connections,
         check: !args.no_check,
+        server,
     };
     eprintln!(
         "loadgen: {} req/s to {} for {} (+{} warm-up) over {} connections, {} events",
@@ -265,6 +279,8 @@ struct Plan {
     duration: Duration,
     connections: usize,
     check: bool,
+    /// The server process whose CPU time the measured part counts.
+    server: Option<ServerCpu>,
 }
 
 impl Plan {
@@ -328,6 +344,98 @@ fn due_offset(k: u64, rate: f64) -> Duration {
     Duration::from_secs_f64(k as f64 / rate)
 }
 
+// === the server's CPU time ===
+
+/// A process on this machine whose threads' CPU time is read from
+/// `/proc/PID/task/*/schedstat` (first field: nanoseconds on a CPU, exact, where
+/// `/proc/PID/stat` counts 10 ms ticks). A thread that ends between two readings
+/// takes its time along, so this counts the threads that live through the run:
+/// a server's workers do.
+#[derive(Debug, Clone)]
+struct ServerCpu {
+    pid: u32,
+}
+
+/// The server's CPU use over the measured part.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ServerUse {
+    /// CPU time its threads ran.
+    cpu: Duration,
+    /// `cpu` ÷ the wall time between the two readings: 1.0 is one core busy.
+    busy: f64,
+}
+
+impl ServerCpu {
+    /// Checks that the process is there and readable, before the run starts.
+    fn open(pid: u32) -> anyhow::Result<Self> {
+        let server = ServerCpu { pid };
+        server
+            .read()
+            .with_context(|| format!("--server-pid {pid}"))?;
+        Ok(server)
+    }
+
+    /// CPU time all of its threads have run so far.
+    fn read(&self) -> anyhow::Result<Duration> {
+        let dir = format!("/proc/{}/task", self.pid);
+        let mut ns = 0u64;
+        for entry in std::fs::read_dir(&dir).with_context(|| dir.clone())? {
+            let path = entry.with_context(|| dir.clone())?.path().join("schedstat");
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                // The thread ended between listing and reading.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).with_context(|| path.display().to_string()),
+            };
+            let on_cpu = schedstat_on_cpu_ns(&text)
+                .with_context(|| format!("{}: not a schedstat line: {text:?}", path.display()))?;
+            ns = ns.saturating_add(on_cpu);
+        }
+        Ok(Duration::from_nanos(ns))
+    }
+}
+
+/// The first field of a `schedstat` line (`"ON_CPU_NS WAITING_NS TIMESLICES"`).
+fn schedstat_on_cpu_ns(text: &str) -> Option<u64> {
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Starts reading the server's CPU time at `from` (a task on the run's thread);
+/// [`finish_cpu`] reads it again at the end.
+fn start_cpu(
+    server: Option<&ServerCpu>,
+    from: Instant,
+) -> Option<tokio::task::JoinHandle<(Instant, anyhow::Result<Duration>)>> {
+    let server = server?.clone();
+    Some(tokio::task::spawn_local(async move {
+        tokio::time::sleep_until(from).await;
+        (Instant::now(), server.read())
+    }))
+}
+
+/// The CPU time between the reading [`start_cpu`] took and now.
+async fn finish_cpu(
+    server: Option<&ServerCpu>,
+    started: Option<tokio::task::JoinHandle<(Instant, anyhow::Result<Duration>)>>,
+) -> anyhow::Result<Option<ServerUse>> {
+    let (Some(server), Some(started)) = (server, started) else {
+        return Ok(None);
+    };
+    let (from, before) = started.await.context("reading the server's CPU time")?;
+    let before = before?;
+    let after = server.read()?;
+    let wall = from.elapsed();
+    let cpu = after.saturating_sub(before);
+    Ok(Some(ServerUse {
+        cpu,
+        busy: if wall.is_zero() {
+            0.0
+        } else {
+            cpu.as_secs_f64() / wall.as_secs_f64()
+        },
+    }))
+}
+
 /// What the run measured (sent, answered, late and the latencies over the
 /// measured part only; bad and errors over the whole run, warm-up included).
 #[derive(Debug, Default)]
@@ -345,15 +453,24 @@ struct Report {
     achieved: f64,
     /// Microseconds from due time to the end of the answer, sorted.
     latencies_us: Vec<u32>,
+    /// With `--server-pid`: the server's CPU use over the measured part.
+    server: Option<ServerUse>,
 }
 
 impl Report {
     /// The machine-readable line `scripts/bench` parses.
     fn line(&self, offered: &Rate) -> String {
         let p = |q| percentile(&self.latencies_us, q);
+        let server = self.server.map_or_else(String::new, |s| {
+            format!(
+                " server_cpu_us={} server_busy={:.3}",
+                s.cpu.as_micros(),
+                s.busy
+            )
+        });
         format!(
             "LOADGEN_RESULT offered={offered} achieved={:.1} sent={} answered={} bad={} \
-             errors={} late={} p50_us={} p99_us={} p999_us={} max_us={} resent={}",
+             errors={} late={} p50_us={} p99_us={} p999_us={} max_us={} resent={}{server}",
             self.achieved,
             self.sent,
             self.answered,
@@ -445,6 +562,7 @@ async fn offer(target: Target, events: Vec<Event>, plan: Plan) -> anyhow::Result
         Rate::Max => requests_before(plan.duration, 400_000.0),
     };
     let tally = Rc::new(RefCell::new(Tally::new(t0 + plan.warmup, samples)));
+    let cpu = start_cpu(plan.server.as_ref(), t0 + plan.warmup);
     let spawn = |k: usize, slot: Slot, due: Instant, measured: bool| {
         let resent = k >= events.len();
         {
@@ -510,6 +628,7 @@ async fn offer(target: Target, events: Vec<Event>, plan: Plan) -> anyhow::Result
         }
     })
     .await;
+    let server = finish_cpu(plan.server.as_ref(), cpu).await?;
     let mut t = tally.borrow_mut();
     if drained.is_err() {
         eprintln!(
@@ -519,7 +638,9 @@ async fn offer(target: Target, events: Vec<Event>, plan: Plan) -> anyhow::Result
         );
         t.errors += t.in_flight;
     }
-    Ok(t.report(plan.duration))
+    let mut report = t.report(plan.duration);
+    report.server = server;
+    Ok(report)
 }
 
 impl Tally {
@@ -566,6 +687,7 @@ impl Tally {
             resent: self.resent,
             achieved,
             latencies_us,
+            server: None,
         }
     }
 }
@@ -724,6 +846,7 @@ mod tests {
             duration: Duration::from_secs(2),
             connections: 1,
             check: true,
+            server: None,
         };
         // Due at 0, 2 ms, …: 500 in the first second, 1,500 in three.
         assert_eq!(plan.counts(500.0), (500, 1500));
@@ -860,6 +983,7 @@ mod tests {
             duration: Duration::from_secs(1),
             connections: 4,
             check: true,
+            server: None,
         };
         let r = generate(&target, &events(64), &plan).unwrap();
         assert_eq!(r.sent, 500);
@@ -899,6 +1023,7 @@ mod tests {
             duration: Duration::from_millis(300),
             connections: 4,
             check: true,
+            server: None,
         };
         let r = generate(&target, &events(8), &plan).unwrap();
         assert_eq!((r.bad, r.errors, r.late), (0, 0, 0));
@@ -917,6 +1042,68 @@ mod tests {
     }
 
     #[test]
+    fn the_result_line_ends_with_the_servers_cpu_when_measured() {
+        let r = Report {
+            sent: 3,
+            answered: 3,
+            server: Some(ServerUse {
+                cpu: Duration::from_micros(1_234_567),
+                busy: 0.4567,
+            }),
+            ..Report::default()
+        };
+        let line = r.line(&Rate::Max);
+        assert!(
+            line.ends_with(" resent=0 server_cpu_us=1234567 server_busy=0.457"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn schedstat_gives_the_time_on_a_cpu() {
+        assert_eq!(
+            schedstat_on_cpu_ns("2917190000 27328 1\n"),
+            Some(2_917_190_000)
+        );
+        assert_eq!(schedstat_on_cpu_ns(""), None);
+        assert_eq!(schedstat_on_cpu_ns("x 1 2"), None);
+    }
+
+    /// Above any pid Linux gives (at most 2^22), so never a running process.
+    #[test]
+    fn a_server_pid_that_is_not_running_is_refused_before_the_run() {
+        let e = ServerCpu::open(u32::MAX).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("--server-pid 4294967295"),
+            "{e:#}"
+        );
+    }
+
+    /// The server here is a thread of this test process, so its pid is ours: the
+    /// reading must count the CPU its threads ran during the measured part.
+    #[test]
+    fn server_cpu_counts_what_the_server_ran_in_the_measured_part() {
+        let addr = spawn_server(br#"{"approved":true}"#);
+        let target = Target::parse(&format!("http://{addr}")).unwrap();
+        let plan = Plan {
+            rate: Rate::Max,
+            warmup: Duration::from_millis(50),
+            duration: Duration::from_millis(300),
+            connections: 4,
+            check: true,
+            server: Some(ServerCpu::open(std::process::id()).unwrap()),
+        };
+        let r = generate(&target, &events(8), &plan).unwrap();
+        assert_eq!((r.bad, r.errors), (0, 0));
+        let used = r.server.expect("measured");
+        // Hundreds of requests answered and sent by this process's threads.
+        assert!(used.cpu > Duration::ZERO, "{used:?}");
+        assert!(used.busy > 0.0, "{used:?}");
+        let line = r.line(&plan.rate);
+        assert!(line.contains(" server_cpu_us="), "{line}");
+    }
+
+    #[test]
     fn answers_without_a_decision_count_as_bad() {
         let addr = spawn_server(b"{}");
         let target = Target::parse(&format!("http://{addr}")).unwrap();
@@ -926,6 +1113,7 @@ mod tests {
             duration: Duration::from_millis(100),
             connections: 2,
             check: true,
+            server: None,
         };
         let r = generate(&target, &events(3), &plan).unwrap();
         assert_eq!((r.sent, r.answered, r.bad, r.errors), (20, 20, 20, 0));
@@ -948,6 +1136,7 @@ mod tests {
             duration: Duration::from_millis(100),
             connections: 1,
             check: true,
+            server: None,
         };
         assert!(generate(&target, &events(1), &plan).is_err());
     }

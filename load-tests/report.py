@@ -355,7 +355,50 @@ def max_table(results_path, machine_path, command):
                                                         f"{last['resent']:,} of {last['answered']:,}"
                                                         if last["target"].startswith("cardgate") else "–",
                                                         str(bad), str(fb)])
+    out += cpu_rows(rows, order)
     return "\n".join(out) + "\n"
+
+
+def cpu_rows(rows, order):
+    """The same runs by the server's own CPU time (`loadgen --server-pid`): how busy
+    its core was and what a request cost it, and that cost against the baseline's;
+    nothing when no run measured it."""
+    rows = [r for r in rows if r.get("server_cpu_us") is not None and r["answered"]]
+    if not rows:
+        return []
+    rounds = sorted({r["round"] for r in rows})
+    by = {(r["target"], r["round"]): r for r in rows}
+    per = {k: r["server_cpu_us"] / r["answered"] for k, r in by.items()}
+    out = ["",
+           "The same runs by the server's own CPU time: `loadgen --server-pid` reads its "
+           "threads' time on a CPU (`/proc/PID/task/*/schedstat`) at the start and the end "
+           "of the measured part. `busy` is that time ÷ the wall time (1.00: its core never "
+           "idle); below 1.00 the server waited for requests, so the generator (or the "
+           "hand-off between the two cores) was the limit and req/s above understates what "
+           "the server can do. CPU per request = that time ÷ the requests answered, and "
+           "CPU ratio = the baseline's CPU per request ÷ this server's: the ratio of the two "
+           "servers' throughputs if each had its core to itself and cost what it costs here. "
+           "Packets the server receives are processed on the sender's core (loopback), the "
+           "same for every server. A server that is less busy pays more wake-ups per request, "
+           "so an idle-heavy baseline's CPU per request is if anything too high, and with it "
+           "the CPU ratios.",
+           "",
+           "| server (one core) | `[store]` |" + "".join(f" round {r} busy | CPU per request | CPU ratio |" for r in rounds),
+           "|---|---|" + "---|---|---|" * len(rounds)]
+    for t in order:
+        if not any((t, r) in by for r in rounds):
+            continue
+        cells = ""
+        for r in rounds:
+            if (t, r) not in by:
+                cells += " – | – | – |"
+                continue
+            base = per.get(("baseline", r))
+            ratio = f"{base / per[(t, r)]:.2f}" if base and t not in ("baseline", "nginx") else "–"
+            cells += f" {by[(t, r)]['server_busy']:.2f} | {per[(t, r)]:.1f} µs | {ratio} |"
+        store = VARIANTS.get(t) or PG_VARIANTS.get(t, "–")
+        out.append(f"| {t} | {store} |{cells}")
+    return out
 
 
 def callgrind_table(results_path, machine_path, command):
