@@ -295,6 +295,8 @@ def wrk_table(results_path, machine_path, command):
     out.append("")
     out += throughput_rows(rows, order, ["p99 (last round)", "bad answers", "fallbacks"],
                            lambda last, mine, fb, bad: [fmt_s(last["p99_us"] / 1e6), str(bad), str(fb)])
+    out += cpu_rows(rows, order, "the bench reads its threads' time on a CPU "
+                    "(`/proc/PID/task/*/schedstat`) right before and after wrk's run")
     return "\n".join(out) + "\n"
 
 
@@ -355,13 +357,14 @@ def max_table(results_path, machine_path, command):
                                                         f"{last['resent']:,} of {last['answered']:,}"
                                                         if last["target"].startswith("cardgate") else "–",
                                                         str(bad), str(fb)])
-    out += cpu_rows(rows, order)
+    out += cpu_rows(rows, order, "`loadgen --server-pid` reads its threads' time on a CPU "
+                    "(`/proc/PID/task/*/schedstat`) at the start and the end of the measured part")
     return "\n".join(out) + "\n"
 
 
-def cpu_rows(rows, order):
-    """The same runs by the server's own CPU time (`loadgen --server-pid`): how busy
-    its core was and what a request cost it, and that cost against the baseline's;
+def cpu_rows(rows, order, how):
+    """The same runs by the server's own CPU time (`how` it was read): how busy its
+    core was and what a request cost it, and that cost against the baseline's;
     nothing when no run measured it."""
     rows = [r for r in rows if r.get("server_cpu_us") is not None and r["answered"]]
     if not rows:
@@ -370,9 +373,7 @@ def cpu_rows(rows, order):
     by = {(r["target"], r["round"]): r for r in rows}
     per = {k: r["server_cpu_us"] / r["answered"] for k, r in by.items()}
     out = ["",
-           "The same runs by the server's own CPU time: `loadgen --server-pid` reads its "
-           "threads' time on a CPU (`/proc/PID/task/*/schedstat`) at the start and the end "
-           "of the measured part. `busy` is that time ÷ the wall time (1.00: its core never "
+           f"The same runs by the server's own CPU time: {how}. `busy` is that time ÷ the wall time (1.00: its core never "
            "idle); below 1.00 the server waited for requests, so the generator (or the "
            "hand-off between the two cores) was the limit and req/s above understates what "
            "the server can do. CPU per request = that time ÷ the requests answered, and "
