@@ -19,6 +19,7 @@
 //! start with an empty ledger in front of a full database it could not read.
 
 pub mod approvals;
+mod background;
 pub mod decisions;
 mod gate;
 mod parts;

@@ -6,7 +6,8 @@
 //! connection, so the writer's commits never wait for one (SQLite's automatic
 //! checkpoint would run inside the commit that crossed the threshold: a thousand
 //! page copies and, in `sync`, two more fsyncs before that batch's approvals are
-//! answered).
+//! answered). Both run as batch threads beside the request threads
+//! (`background.rs`).
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -122,7 +123,10 @@ impl Store {
         let writer_path = path.clone();
         let writer = std::thread::Builder::new()
             .name("cardgate-store".into())
-            .spawn(move || writer_loop(&conn, &gate, &rx, &writer_path, durability))
+            .spawn(move || {
+                super::background::run_as_batch_or_warn("writer");
+                writer_loop(&conn, &gate, &rx, &writer_path, durability);
+            })
             .map_err(|e| StoreError::Sqlite {
                 path: path.clone(),
                 message: format!("cannot start the writer thread: {e}"),
@@ -271,6 +275,7 @@ fn start_checkpointer(
     let handle = std::thread::Builder::new()
         .name("cardgate-checkpoint".into())
         .spawn(move || {
+            super::background::run_as_batch_or_warn("checkpoint");
             // Ends when the writer's connection (which holds `ask`) is closed.
             while asked.recv().is_ok() {
                 match checkpoint(&conn, &gate) {
