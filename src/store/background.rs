@@ -3,7 +3,7 @@
 //! their waking never preempts a request in progress.
 //!
 //! The writer wakes for every batch; with the normal policy the kernel switched to
-//! it at once, in the middle of the request thread's work, a few thousand times a
+//! it at once, in the middle of the request thread's work, over a thousand times a
 //! second under load, and each batch carried a few decisions (36 in `async`, 10 in
 //! `sync`). As batch threads they keep their share of the CPU (their nice value is
 //! untouched: `SCHED_BATCH` only stops wake-up preemption) but run when the request
