@@ -990,9 +990,11 @@ mod tests {
         assert_eq!(r.answered, r.sent);
         assert_eq!(r.latencies_us.len(), 500);
         assert_eq!((r.bad, r.errors), (0, 0));
-        // Generous: the schedule fixes the rate, only a stalled box misses it.
+        // Answers ÷ the longer of the planned second and the time to the last
+        // answer: at most the 500 offered, and how much less depends on the box
+        // (timing belongs in the benchmarks).
         assert!(
-            (450.0..=550.0).contains(&r.achieved),
+            r.achieved > 0.0 && r.achieved <= 500.0,
             "achieved {}",
             r.achieved
         );
@@ -1026,7 +1028,9 @@ mod tests {
             server: None,
         };
         let r = generate(&target, &events(8), &plan).unwrap();
-        assert_eq!((r.bad, r.errors, r.late), (0, 0, 0));
+        // Not `late`: it counts requests whose task started over 1 ms after it
+        // was spawned, which a busy test machine decides, not the code.
+        assert_eq!((r.bad, r.errors), (0, 0));
         assert_eq!(r.answered, r.sent);
         assert_eq!(r.latencies_us.len(), usize::try_from(r.sent).unwrap());
         // Far more than 8 requests in 300 ms on loopback: all past the eighth
