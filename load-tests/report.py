@@ -300,6 +300,12 @@ def wrk_table(results_path, machine_path, command):
     return "\n".join(out) + "\n"
 
 
+def store_cell(target):
+    """The `[store]` column of a throughput row: what the target changed, "–" for
+    the servers that are not cardgate."""
+    return VARIANTS.get(target) or PG_VARIANTS.get(target, "–")
+
+
 def throughput_rows(rows, order, extra_heads, extra):
     """A table of req/s and ratio to the same round's baseline per round, a row per
     target in `order` that ran; `extra(last, mine, fallbacks, bad)` gives the
@@ -325,8 +331,7 @@ def throughput_rows(rows, order, extra_heads, extra):
         fbs = [m.get("fallbacks") for m in mine if m and m.get("fallbacks") is not None]
         fb = sum(fbs) if fbs else "–"
         bad = sum((m or {}).get("bad", 0) + (m or {}).get("errors", 0) for m in mine)
-        store = VARIANTS.get(t) or PG_VARIANTS.get(t, "–")
-        out.append(f"| {t} | {store} |{cells}" + "".join(f" {c} |" for c in extra(last, mine, fb, bad)))
+        out.append(f"| {t} | {store_cell(t)} |{cells}" + "".join(f" {c} |" for c in extra(last, mine, fb, bad)))
     return out
 
 
@@ -397,8 +402,7 @@ def cpu_rows(rows, order, how):
             base = per.get(("baseline", r))
             ratio = f"{base / per[(t, r)]:.2f}" if base and t not in ("baseline", "nginx") else "–"
             cells += f" {by[(t, r)]['server_busy']:.2f} | {per[(t, r)]:.1f} µs | {ratio} |"
-        store = VARIANTS.get(t) or PG_VARIANTS.get(t, "–")
-        out.append(f"| {t} | {store} |{cells}")
+        out.append(f"| {t} | {store_cell(t)} |{cells}")
     return out
 
 
