@@ -51,9 +51,10 @@ pub(super) struct Meta {
 }
 
 impl Meta {
-    pub(super) fn of(auth: &AuthMeta) -> Option<Self> {
+    /// `card` is `auth.card`, shared (`Ledger::intern`).
+    pub(super) fn of(auth: &AuthMeta, card: Arc<str>) -> Option<Self> {
         Some(Meta {
-            card: Arc::from(auth.card.as_str()),
+            card,
             created: auth.created,
             currency: Currency::parse(&auth.currency)?,
             cat: CatKey::new(&auth.category, &auth.mcc),
@@ -90,7 +91,7 @@ pub(super) struct Record {
     pub(super) meta: Option<(MetaSource, Meta)>,
     pub(super) cardholder: Arc<str>,
     /// Our approvals, in order: (request event id, amount).
-    pub(super) reserves: Vec<(Box<str>, i64)>,
+    pub(super) reserves: Vec<(Arc<str>, i64)>,
     pub(super) latest: Option<Latest>,
     /// Transaction id → Stripe-signed amount.
     pub(super) txns: BTreeMap<Box<str>, i64>,

@@ -88,10 +88,11 @@ pub struct Ledger {
     /// reserve lock (see the module doc).
     holders: DashMap<Box<str>, Holder, Hasher>,
     /// Event ids already applied (the dedupe table; the store's unique index is its
-    /// durable twin).
-    seen: DashMap<Box<str>, (), Hasher>,
-    /// Card id → cardholder id, for lookups by card.
-    cards: DashMap<Box<str>, Box<str>, Hasher>,
+    /// durable twin). A reserve's record keeps the same id (`Record::reserves`).
+    seen: DashMap<Arc<str>, (), Hasher>,
+    /// Card id → cardholder id, for lookups by card. Also the one copy of both ids
+    /// that every record of the card shares (`intern`).
+    cards: DashMap<Arc<str>, Arc<str>, Hasher>,
     /// Authorizations with a non-zero hold, for the gauge.
     holds: AtomicI64,
 }
@@ -127,21 +128,14 @@ impl Ledger {
     /// the caller (so `reserve` can check and hold under one lock).
     fn apply_in(&self, holder: &mut Holder, fact: &Fact) -> Applied {
         let record_id = fact.record_key();
-        if self.seen.insert(fact.event_id().into(), ()).is_some() {
+        let event: Arc<str> = Arc::from(fact.event_id());
+        if self.seen.insert(Arc::clone(&event), ()).is_some() {
             return Applied::Duplicate;
         }
-        // A card keeps its cardholder: most facts find the pair stored already.
-        if self
-            .cards
-            .get(fact.card())
-            .is_none_or(|c| **c != *fact.cardholder())
-        {
-            self.cards
-                .insert(fact.card().into(), fact.cardholder().into());
-        }
+        let (card_id, cardholder) = self.intern(fact.card(), fact.cardholder());
         let rec = holder.records.entry(record_id.as_ref().into()).or_default();
-        if *rec.cardholder != *fact.cardholder() {
-            rec.cardholder = Arc::from(fact.cardholder());
+        if *rec.cardholder != *cardholder {
+            rec.cardholder = cardholder;
         }
         let mut new_auth_meta = None;
         let mut result = Applied::Applied;
@@ -152,9 +146,15 @@ impl Ledger {
                 amount,
             } => {
                 if !rec.reserves.iter().any(|(e, _)| **e == **event_id) {
-                    rec.reserves.push((event_id.as_str().into(), *amount));
+                    // Most authorizations are never incremented: room for one,
+                    // not the four a first push would make (later pushes grow
+                    // as usual).
+                    if rec.reserves.is_empty() {
+                        rec.reserves.reserve_exact(1);
+                    }
+                    rec.reserves.push((Arc::clone(&event), *amount));
                 }
-                new_auth_meta = Meta::of(auth);
+                new_auth_meta = Meta::of(auth, Arc::clone(&card_id));
             }
             Fact::Authorization {
                 event_id,
@@ -178,12 +178,11 @@ impl Ledger {
                         approved_requests: *approved_requests,
                     });
                 }
-                new_auth_meta = Meta::of(auth);
+                new_auth_meta = Meta::of(auth, Arc::clone(&card_id));
             }
             Fact::Transaction {
                 txn_id,
                 authorization,
-                card,
                 created,
                 currency,
                 category,
@@ -196,7 +195,7 @@ impl Ledger {
                     rec.set_meta(
                         MetaSource::Transaction(*created, txn_id.as_str().into()),
                         Meta {
-                            card: Arc::from(card.as_str()),
+                            card: Arc::clone(&card_id),
                             created: *created,
                             currency,
                             cat: CatKey::new(category, mcc),
@@ -220,6 +219,21 @@ impl Ledger {
         }
         holder.settle(&record_id, &self.holds);
         result
+    }
+
+    /// The shared copies of a card id and its cardholder id, recorded in `cards`
+    /// on first sight (or when the card moved to another cardholder). Every record
+    /// of a card points at them: two allocations fewer for each authorization
+    /// the ledger keeps.
+    fn intern(&self, card: &str, cardholder: &str) -> (Arc<str>, Arc<str>) {
+        if let Some(c) = self.cards.get(card)
+            && **c.value() == *cardholder
+        {
+            return (Arc::clone(c.key()), Arc::clone(c.value()));
+        }
+        let pair: (Arc<str>, Arc<str>) = (Arc::from(card), Arc::from(cardholder));
+        self.cards.insert(Arc::clone(&pair.0), Arc::clone(&pair.1));
+        pair
     }
 
     /// Whether this instance approved (reserved for) the authorization `fact`
