@@ -448,12 +448,9 @@ fn stand_in_outcomes_override_cardgate_answer() {
     assert_eq!(card_daily(&l), 7000);
 }
 
-/// Every record of a card points at one copy of the card and cardholder ids
-/// (`Ledger::intern`), and a reserve's record shares its event id with the dedupe
-/// table: the ledger keeps ~1 KB per authorization, and these copies were a
-/// seventh of it.
-#[test]
-fn a_cards_records_share_one_copy_of_its_ids() {
+/// A ledger with two records of card `ic_1`: `iauth_a` from a lifecycle event of
+/// cardholder `ich_1`, then `iauth_b` reserved for `cardholder`.
+fn two_records(cardholder: &str) -> Ledger {
     let l = Ledger::new();
     l.apply(&auth_event(
         "evt_a",
@@ -464,12 +461,24 @@ fn a_cards_records_share_one_copy_of_its_ids() {
         0,
     ))
     .unwrap();
+    let mut auth = meta("iauth_b");
+    auth.cardholder = cardholder.into();
     l.apply(&Fact::Reserve {
         event_id: "evt_b".into(),
-        auth: meta("iauth_b"),
+        auth,
         amount: 200,
     })
     .unwrap();
+    l
+}
+
+/// Every record of a card points at one copy of the card and cardholder ids
+/// (`Ledger::intern`), and a reserve's record shares its event id with the dedupe
+/// table: the ledger keeps ~1 KB per authorization, and these copies were a
+/// seventh of it.
+#[test]
+fn a_cards_records_share_one_copy_of_its_ids() {
+    let l = two_records("ich_1");
     let holder = l.holders.get("ich_1").unwrap();
     let (a, b) = (&holder.records["iauth_a"], &holder.records["iauth_b"]);
     let card = |r: &entry::Record| Arc::clone(&r.meta.as_ref().unwrap().1.card);
@@ -484,24 +493,7 @@ fn a_cards_records_share_one_copy_of_its_ids() {
 /// new records carry the new cardholder.
 #[test]
 fn a_card_that_changes_cardholder_is_interned_again() {
-    let l = Ledger::new();
-    l.apply(&auth_event(
-        "evt_a",
-        T,
-        "iauth_a",
-        AuthStatus::Pending,
-        100,
-        0,
-    ))
-    .unwrap();
-    let mut moved = meta("iauth_b");
-    moved.cardholder = "ich_2".into();
-    l.apply(&Fact::Reserve {
-        event_id: "evt_b".into(),
-        auth: moved,
-        amount: 200,
-    })
-    .unwrap();
+    let l = two_records("ich_2");
     assert_eq!(&**l.cards.get("ic_1").unwrap().value(), "ich_2");
     let holder = l.holders.get("ich_2").unwrap();
     assert_eq!(&*holder.records["iauth_b"].cardholder, "ich_2");
