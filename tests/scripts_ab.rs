@@ -1,0 +1,95 @@
+//! `scripts/ab`, the alternating A/B comparison of two builds (BENCHMARKS.md's way
+//! to tell a change's effect on a noisy box), runs end to end: two real cardgate
+//! servers in turn under the real loadgen, a row per run and the summary. Small
+//! and slow on purpose (a low fixed rate, one round): it proves the tool works,
+//! it measures nothing. No figure is checked, only that every answer was good.
+//! With `CARDGATE_REQUIRE_LOADGEN=1` (set by `scripts/test`) a missing loadgen,
+//! second core or taskset fails instead of skipping.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a panic is the test failure, with its line (clippy.toml covers #[test] fns, not helpers)"
+)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// `examples/loadgen`, which `cargo test` builds beside this test's binary.
+fn loadgen() -> Option<PathBuf> {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe.parent()?.parent()?;
+    let path = profile_dir.join("examples").join("loadgen");
+    path.is_file().then_some(path)
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/ab")
+}
+
+#[test]
+fn ab_compares_two_builds_in_alternating_rounds() {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let has_taskset = Command::new("taskset").arg("--version").output().is_ok();
+    // `scripts/test` sets CARDGATE_REQUIRE_LOADGEN: there a missing piece fails.
+    let required = std::env::var_os("CARDGATE_REQUIRE_LOADGEN").is_some();
+    let skip = |why: &str| {
+        assert!(!required, "CARDGATE_REQUIRE_LOADGEN is set, but {why}");
+        eprintln!("skipped: {why}");
+    };
+    let Some(loadgen) = loadgen() else {
+        return skip("examples/loadgen is not built beside the tests (cargo test --all-targets)");
+    };
+    if cores < 2 || !has_taskset {
+        return skip("scripts/ab needs two cores and taskset");
+    }
+    let cardgate = env!("CARGO_BIN_EXE_cardgate");
+    let out = Command::new(script())
+        .args(["--store", "sync", "--rounds", "1", "--events", "400"])
+        .args(["--rate", "100", "--duration", "2s", "--loadgen"])
+        .arg(&loadgen)
+        .args([cardgate, cardgate])
+        .output()
+        .expect("scripts/ab runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "scripts/ab failed:\n{stdout}\n{stderr}"
+    );
+    for run in ["A round 1", "B round 1"] {
+        let row = stderr
+            .lines()
+            .find(|l| l.starts_with(run))
+            .unwrap_or_else(|| panic!("no row for {run}:\n{stderr}"));
+        assert!(row.ends_with("bad 0"), "{row}");
+    }
+    assert!(stdout.contains("B / A: req/s"), "{stdout}");
+    assert!(stdout.contains("B ahead in"), "{stdout}");
+}
+
+#[test]
+fn ab_refuses_what_it_cannot_compare() {
+    let run = |args: &[&str]| {
+        let out = Command::new(script()).args(args).output().expect("runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let cardgate = env!("CARGO_BIN_EXE_cardgate");
+    let (code, err) = run(&[cardgate]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("give two cardgate binaries"), "{err}");
+    let (code, err) = run(&["--store", "fast", cardgate, cardgate]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--store must be sync, async or off"), "{err}");
+    let (code, err) = run(&["/nonexistent/cardgate", cardgate]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("is not an executable file"), "{err}");
+    let (code, err) = run(&["--rounds", "0", cardgate, cardgate]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("--rounds must be a positive whole number"),
+        "{err}"
+    );
+}
