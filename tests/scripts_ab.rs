@@ -14,7 +14,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// `examples/loadgen`, which `cargo test` builds beside this test's binary.
+/// `examples/loadgen` beside this test's binary: `cargo build --example loadgen`
+/// (`scripts/test` runs it first; `cargo test` alone builds examples only as test
+/// harnesses).
 fn loadgen() -> Option<PathBuf> {
     let exe = std::env::current_exe().expect("test binary path");
     let profile_dir = exe.parent()?.parent()?;
@@ -37,7 +39,9 @@ fn ab_compares_two_builds_in_alternating_rounds() {
         eprintln!("skipped: {why}");
     };
     let Some(loadgen) = loadgen() else {
-        return skip("examples/loadgen is not built beside the tests (cargo test --all-targets)");
+        return skip(
+            "examples/loadgen is not built beside the tests (cargo build --example loadgen)",
+        );
     };
     if cores < 2 || !has_taskset {
         return skip("scripts/ab needs two cores and taskset");
