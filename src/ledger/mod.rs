@@ -134,9 +134,7 @@ impl Ledger {
         }
         let (card_id, cardholder) = self.intern(fact.card(), fact.cardholder());
         let rec = holder.records.entry(record_id.as_ref().into()).or_default();
-        if *rec.cardholder != *cardholder {
-            rec.cardholder = cardholder;
-        }
+        rec.cardholder = cardholder;
         let mut new_auth_meta = None;
         let mut result = Applied::Applied;
         match fact {
@@ -226,14 +224,20 @@ impl Ledger {
     /// of a card points at them: two allocations fewer for each authorization
     /// the ledger keeps.
     fn intern(&self, card: &str, cardholder: &str) -> (Arc<str>, Arc<str>) {
+        // The common case under a shard's read lock; the write lock only for a
+        // card seen first or moved.
         if let Some(c) = self.cards.get(card)
             && **c.value() == *cardholder
         {
             return (Arc::clone(c.key()), Arc::clone(c.value()));
         }
-        let pair: (Arc<str>, Arc<str>) = (Arc::from(card), Arc::from(cardholder));
-        self.cards.insert(Arc::clone(&pair.0), Arc::clone(&pair.1));
-        pair
+        let holder: Arc<str> = Arc::from(cardholder);
+        // A moved card keeps the key already stored, which its records share.
+        let entry = self
+            .cards
+            .entry(Arc::from(card))
+            .insert(Arc::clone(&holder));
+        (Arc::clone(entry.key()), holder)
     }
 
     /// Whether this instance approved (reserved for) the authorization `fact`

@@ -498,4 +498,13 @@ fn a_card_that_changes_cardholder_is_interned_again() {
     let holder = l.holders.get("ich_2").unwrap();
     assert_eq!(&*holder.records["iauth_b"].cardholder, "ich_2");
     assert_eq!(l.card_report("ic_1", T).unwrap().cardholder, "ich_2");
+    // The card's id stays the one copy its earlier records point at.
+    let card = |h: &str, id: &str| {
+        let holder = l.holders.get(h).unwrap();
+        Arc::clone(&holder.records[id].meta.as_ref().unwrap().1.card)
+    };
+    assert!(Arc::ptr_eq(
+        &card("ich_1", "iauth_a"),
+        &card("ich_2", "iauth_b")
+    ));
 }
