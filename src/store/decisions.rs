@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::read::read_only;
+use super::minutes::first_id_since;
+use super::read::{read_only, schema_version};
 use super::schema::BODY_COLUMNS;
 use crate::journal::{DecisionLog, DecisionQuery, LogReadError, LoggedDecision, MAX_SEARCH};
 
@@ -31,6 +32,13 @@ impl SqliteDecisionLog {
         SqliteDecisionLog {
             path: data_dir.join(super::FILE_NAME),
         }
+    }
+
+    /// The smallest id a row decided at or after `since` can have
+    /// ([`first_id_since`]).
+    fn first_id_since(&self, conn: &Connection, since: Option<i64>) -> Result<i64, LogReadError> {
+        let version = schema_version(conn, &self.path).map_err(|e| LogReadError(e.to_string()))?;
+        first_id_since(conn, version, since).map_err(failed)
     }
 
     fn open(&self) -> Result<Option<Connection>, LogReadError> {
@@ -154,9 +162,10 @@ impl SqliteDecisionLog {
                                                   THEN shadow_rules ELSE '[]' END)
                      WHERE value = ?5))
                AND decided_at >= ?6
-               AND id < ?7
+               AND id < ?7 AND id >= ?9
              ORDER BY id DESC LIMIT ?8"
         );
+        let first = self.first_id_since(&conn, q.since)?;
         let mut stmt = conn.prepare(&sql).map_err(failed)?;
         let rows = stmt
             .query_map(
@@ -169,6 +178,7 @@ impl SqliteDecisionLog {
                     q.since.unwrap_or(i64::MIN),
                     q.before_id.unwrap_or(i64::MAX),
                     i64::from(limit) + 1,
+                    first,
                 ],
                 row,
             )
@@ -203,13 +213,17 @@ impl SqliteDecisionLog {
             return Ok((Vec::new(), false));
         };
         let cap = i64::try_from(max).unwrap_or(i64::MAX).saturating_add(1);
+        let first = self.first_id_since(&conn, Some(since))?;
         // The newest `max`, handed back oldest first like the CLI's replay.
         let mut stmt = conn
             .prepare(&format!(
-                "SELECT {COLUMNS}, {BODY_COLUMNS} FROM decisions WHERE decided_at >= ?1 ORDER BY id DESC LIMIT ?2"
+                "SELECT {COLUMNS}, {BODY_COLUMNS} FROM decisions
+                 WHERE id >= ?3 AND decided_at >= ?1 ORDER BY id DESC LIMIT ?2"
             ))
             .map_err(failed)?;
-        let rows = stmt.query_map(params![since, cap], row).map_err(failed)?;
+        let rows = stmt
+            .query_map(params![since, cap, first], row)
+            .map_err(failed)?;
         let mut out = rows.collect::<Result<Vec<_>, _>>().map_err(failed)?;
         let more = out.len() > max;
         out.truncate(max);

@@ -22,6 +22,7 @@ pub mod approvals;
 mod background;
 pub mod decisions;
 mod gate;
+mod minutes;
 mod parts;
 pub mod postgres;
 mod read;

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use super::minutes::first_id_since;
 use super::schema::{
     BODY_COLUMNS, EXACT_REPLAY_VERSION, HOLD_COLUMNS_VERSION, PARTS_VERSION, RESERVES_VERSION,
     integrity,
@@ -163,13 +164,17 @@ pub fn read_decision_log(
 /// How many rows [`for_each_decision`] would visit (for progress output).
 pub fn count_decisions(path: &Path, filter: &DecisionFilter) -> Result<u64, StoreError> {
     let conn = read_only(path)?;
+    let version = schema_version(&conn, path)?;
+    let first = first_id_since(&conn, version, filter.since).map_err(sqlite(path))?;
     conn.query_row(
         "SELECT COUNT(*) FROM decisions
-         WHERE decided_at >= ?1 AND decided_at < ?2 AND (?3 IS NULL OR cardholder = ?3)",
+         WHERE id >= ?4 AND decided_at >= ?1 AND decided_at < ?2
+           AND (?3 IS NULL OR cardholder = ?3)",
         params![
             filter.since.unwrap_or(i64::MIN),
             filter.until.unwrap_or(i64::MAX),
-            filter.cardholder
+            filter.cardholder,
+            first
         ],
         |r| r.get::<_, i64>(0),
     )
@@ -189,13 +194,15 @@ pub fn for_each_decision(
     let conn = read_only(path)?;
     let err = sqlite(path);
     let version = schema_version(&conn, path)?;
+    let first = first_id_since(&conn, version, filter.since).map_err(&err)?;
     let sql = format!(
         "SELECT id, event_id, authorization_id, card, cardholder, amount, currency,
                 merchant_category, merchant_mcc, merchant_country, merchant_name,
                 approved, approved_amount, reason, rule, ruleset, latency_us,
                 decided_at, {}, spend_json, shadow_rules, {}
          FROM decisions
-         WHERE +decided_at >= ?1 AND +decided_at < ?2 AND (?3 IS NULL OR cardholder = ?3)
+         WHERE id >= ?4 AND +decided_at >= ?1 AND +decided_at < ?2
+           AND (?3 IS NULL OR cardholder = ?3)
          ORDER BY id",
         if version >= PARTS_VERSION {
             BODY_COLUMNS
@@ -208,15 +215,17 @@ pub fn for_each_decision(
             "0, NULL"
         }
     );
-    // The unary `+` keeps SQLite off the `decided_at` index: through it, `ORDER BY
-    // id` would sort every row, events included, before the first one is
-    // returned; the rowid scan streams them in order.
+    // The unary `+` keeps SQLite off the `decided_at` index of a file older than
+    // schema 11: through it, `ORDER BY id` would sort every row, events
+    // included, before the first one is returned; the rowid scan streams them in
+    // order, from the first id the minute table allows.
     let mut stmt = conn.prepare(&sql).map_err(&err)?;
     let mut rows = stmt
         .query(params![
             filter.since.unwrap_or(i64::MIN),
             filter.until.unwrap_or(i64::MAX),
-            filter.cardholder
+            filter.cardholder,
+            first
         ])
         .map_err(&err)?;
     while let Some(r) = rows.next().map_err(&err)? {
@@ -283,7 +292,7 @@ pub fn read_decision_blobs(path: &Path) -> Result<HashMap<i64, Vec<u8>>, StoreEr
     rows.collect::<Result<HashMap<_, _>, _>>().map_err(&err)
 }
 
-fn schema_version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
+pub(super) fn schema_version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(sqlite(path))
 }
@@ -302,17 +311,18 @@ pub fn rebuild_signals(path: &Path, state: &SignalState, now: i64) -> Result<usi
         let card: String = r.get(0).map_err(&err)?;
         state.first_seen(&card, r.get(1).map_err(&err)?);
     }
-    let exact = schema_version(&conn, path)? >= EXACT_REPLAY_VERSION;
+    let version = schema_version(&conn, path)?;
+    let exact = version >= EXACT_REPLAY_VERSION;
+    let since = now - signals::DAYS * 86_400;
+    let first = first_id_since(&conn, version, Some(since)).map_err(&err)?;
     let sql = format!(
         "SELECT card, cardholder, amount, approved, approved_amount, merchant_country,
                 merchant_name, decided_at, {}
-         FROM decisions WHERE +decided_at >= ?1 ORDER BY id",
+         FROM decisions WHERE id >= ?2 AND +decided_at >= ?1 ORDER BY id",
         if exact { "seen" } else { "NULL" }
     );
     let mut stmt = conn.prepare(&sql).map_err(&err)?;
-    let mut rows = stmt
-        .query(params![now - signals::DAYS * 86_400])
-        .map_err(&err)?;
+    let mut rows = stmt.query(params![since, first]).map_err(&err)?;
     let mut n = 0;
     while let Some(r) = rows.next().map_err(&err)? {
         let card: String = r.get(0).map_err(&err)?;

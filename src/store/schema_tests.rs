@@ -238,3 +238,143 @@ fn a_schema_8_file_is_migrated_in_place_and_keeps_its_rows_and_holds() {
         .unwrap();
     assert_eq!(check, "ok");
 }
+
+/// The minute rows of the file at `path`, oldest minute first.
+fn minute_marks(path: &std::path::Path) -> Vec<(i64, i64)> {
+    Connection::open(path)
+        .unwrap()
+        .prepare("SELECT minute, first_id FROM decision_minutes ORDER BY minute")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// The defect: every commit of a decision also appended to the `decided_at`
+/// index's last leaf: one more page through the WAL per commit. Since schema 11
+/// the log is found by time through `decision_minutes`, which a commit writes
+/// only for the first decision of a minute.
+#[test]
+fn a_decision_commit_writes_no_time_index_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Sync).unwrap();
+    let path = store.path().to_path_buf();
+    let indexes: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'decisions'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexes, 0, "decisions has an index");
+    let minutes = root_page(&path, "decision_minutes");
+    let commit = |id: &str, at: i64| {
+        store
+            .commit_blocking(vec![Write::decision(row(id, at))])
+            .unwrap();
+    };
+    assert_eq!(T % 60, 0, "T starts a minute");
+    commit("iauth_0", T);
+    let before = wal_pages(&path).len();
+    for i in 1..4 {
+        commit(&format!("iauth_{i}"), T + 10 * i64::from(i));
+    }
+    let pages = wal_pages(&path);
+    assert!(
+        !pages[before..].contains(&minutes),
+        "a commit in a marked minute wrote decision_minutes (page {minutes}): {:?}",
+        &pages[before..]
+    );
+    let before = pages.len();
+    commit("iauth_4", T + 60);
+    assert!(wal_pages(&path)[before..].contains(&minutes));
+    assert_eq!(minute_marks(&path), vec![(T / 60, 1), (T / 60 + 1, 5)]);
+}
+
+/// A schema-10 file, as a build before schema 11 left it: decisions with the
+/// `decided_at` index, at the times given (ids 1, 2, ... in that order).
+fn schema_10_file(path: &std::path::Path, times: &[i64]) {
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch("PRAGMA journal_mode = WAL;").unwrap();
+    for (i, sql) in MIGRATIONS[..10].iter().enumerate() {
+        schema::apply(&conn, sql, i + 1).unwrap();
+    }
+    for (i, at) in times.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO decisions (event_id, authorization_id, card, cardholder,
+                 amount, currency, merchant_category, merchant_mcc, merchant_country,
+                 merchant_name, approved, approved_amount, reason, ruleset, latency_us,
+                 decided_at, event_json, spend_json, format)
+             VALUES (?1, ?2, 'ic_1', 'ich_1', 100, 'usd', 'bakeries', '5462', 'US',
+                 'BAKERY', 1, 100, 'approved', 'v1', 42, ?3, CAST('{}' AS BLOB), '{}', 0)",
+            rusqlite::params![format!("evt_{i}"), format!("iauth_{i}"), at],
+        )
+        .unwrap();
+    }
+}
+
+/// The ids `read` finds decided at or after each of `sinces`.
+fn found_since(read: impl Fn(Option<i64>) -> Vec<i64>, sinces: &[i64]) -> Vec<Vec<i64>> {
+    sinces.iter().map(|s| read(Some(*s))).collect()
+}
+
+/// A file from before schema 11 is searched by time through its index while it
+/// is read-only and unmigrated, and through the minute table built from its rows
+/// once migrated: the same rows either way, a row decided after the clock went
+/// back included.
+#[test]
+fn a_schema_10_file_is_found_by_time_before_and_after_its_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    // Minute -2 after minute 1 (the clock went back), a second row in minute 0.
+    let times = [T - 1, T, T + 70, T - 100, T + 59];
+    schema_10_file(&path, &times);
+    let sinces = [T - 200, T - 100, T - 99, T, T + 1, T + 60, T + 71];
+    let expected: Vec<Vec<i64>> = sinces
+        .iter()
+        .map(|s| {
+            (1..)
+                .zip(times)
+                .filter(|(_, at)| at >= s)
+                .map(|(id, _)| id)
+                .collect()
+        })
+        .collect();
+    let read = |since| {
+        let ids: Vec<i64> = read_decision_log(&path, since)
+            .unwrap()
+            .iter()
+            .map(|d| d.id)
+            .collect();
+        let filter = DecisionFilter {
+            since,
+            ..DecisionFilter::default()
+        };
+        assert_eq!(count_decisions(&path, &filter).unwrap(), ids.len() as u64);
+        ids
+    };
+    assert_eq!(found_since(read, &sinces), expected, "before the migration");
+
+    drop(Store::open(dir.path(), Durability::Sync).unwrap());
+    assert_eq!(
+        minute_marks(&path),
+        vec![
+            (T / 60 - 2, 4),
+            (T / 60 - 1, 1),
+            (T / 60, 2),
+            (T / 60 + 1, 3)
+        ]
+    );
+    let indexes: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'decisions_decided_at'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexes, 0);
+    assert_eq!(found_since(read, &sinces), expected, "after the migration");
+}

@@ -25,6 +25,7 @@ use rusqlite::{Connection, Statement, params};
 use tokio::sync::oneshot;
 
 use super::gate::WriteGate;
+use super::minutes::Marks;
 use super::parts::{Cut, Parts};
 use super::read::{read_decision_log, read_facts};
 use super::schema::{open_checked, set_durability};
@@ -59,7 +60,7 @@ pub(super) const CHECKPOINT_PAGES: c_int = 10_000;
 
 /// The same threshold in `sync`. SQLite's WAL index finds a page's newest frame by
 /// a hash chain per 4,096-frame block, and every commit appends the same hot pages
-/// (the last leaf of `decisions` and of the `decided_at` index), so appending a
+/// (the last leaf of `decisions`, and before schema 11 of the `decided_at` index), so appending a
 /// frame walks a chain as long as the commits since the block began: 13.3k
 /// instructions per unbatched decision with 10,000 pages, 2.4k with 1,000
 /// (`walIndexAppend`, callgrind). Under wrk, sync kept its throughput (29.45k →
@@ -359,6 +360,7 @@ struct Statements<'c> {
     part: Statement<'c>,
     fact: Statement<'c>,
     decision: Statement<'c>,
+    minute: Statement<'c>,
 }
 
 impl<'c> Statements<'c> {
@@ -382,6 +384,9 @@ impl<'c> Statements<'c> {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
                      ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
             )?,
+            minute: conn.prepare(
+                "INSERT OR IGNORE INTO decision_minutes (minute, first_id) VALUES (?1, ?2)",
+            )?,
         })
     }
 }
@@ -400,6 +405,8 @@ struct Writer<'c> {
     parts: Parts,
     /// A request body without its card object, reused across rows.
     rest: Vec<u8>,
+    /// Which minute of `decision_minutes` the last row marked (see `minutes`).
+    minutes: Marks,
 }
 
 /// How long, in `async` durability, the writer lets a batch gather after its
@@ -440,6 +447,7 @@ fn writer_loop(
         body: Vec::new(),
         parts: Parts::default(),
         rest: Vec::new(),
+        minutes: Marks::default(),
     };
     let duration = metrics::histogram!(m::STORE_COMMIT_DURATION);
     let size = metrics::histogram!(m::STORE_COMMIT_BATCH);
@@ -502,9 +510,11 @@ impl Writer<'_> {
             }
             // Parts this batch stored are gone, and their ids will be given again.
             self.parts = Parts::default();
+            self.minutes.rolled_back();
             return Err(e);
         }
         self.stored.extend(self.new_blobs.drain(..));
+        self.minutes.committed();
         Ok(())
     }
 
@@ -596,6 +606,7 @@ impl Writer<'_> {
             held.map(|h| h.amount),
             held.map(|h| h.at),
         ])?;
-        Ok(())
+        let id = self.conn.last_insert_rowid();
+        self.minutes.mark(&mut self.stmts.minute, d.decided_at, id)
     }
 }
