@@ -251,6 +251,18 @@ fn minute_marks(path: &std::path::Path) -> Vec<(i64, i64)> {
         .unwrap()
 }
 
+/// How many indexes `decisions` has in the file at `path`.
+fn indexes_of_decisions(path: &std::path::Path) -> i64 {
+    Connection::open(path)
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'decisions'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
 /// The defect: every commit of a decision also appended to the `decided_at`
 /// index's last leaf: one more page through the WAL per commit. Since schema 11
 /// the log is found by time through `decision_minutes`, which a commit writes
@@ -260,15 +272,7 @@ fn a_decision_commit_writes_no_time_index_page() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Durability::Sync).unwrap();
     let path = store.path().to_path_buf();
-    let indexes: i64 = Connection::open(&path)
-        .unwrap()
-        .query_row(
-            "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'decisions'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(indexes, 0, "decisions has an index");
+    assert_eq!(indexes_of_decisions(&path), 0, "decisions has an index");
     let minutes = root_page(&path, "decision_minutes");
     let commit = |id: &str, at: i64| {
         store
@@ -367,14 +371,6 @@ fn a_schema_10_file_is_found_by_time_before_and_after_its_migration() {
             (T / 60 + 1, 3)
         ]
     );
-    let indexes: i64 = Connection::open(&path)
-        .unwrap()
-        .query_row(
-            "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'decisions_decided_at'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(indexes, 0);
+    assert_eq!(indexes_of_decisions(&path), 0);
     assert_eq!(found_since(read, &sinces), expected, "after the migration");
 }
