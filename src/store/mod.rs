@@ -128,6 +128,8 @@ fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
 }
 
 #[cfg(test)]
+mod minutes_tests;
+#[cfg(test)]
 mod schema_tests;
 #[cfg(test)]
 mod tests;
