@@ -335,6 +335,17 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         path: path.to_path_buf(),
         detail: format!("negative schema version {version}"),
     })?;
+    if applied > 0 && applied < MIGRATIONS.len() {
+        // A migration may rebuild a table or an index of every row (11 reads the
+        // whole decision log: about half a second per million rows), so a
+        // large file's start is not silent while it runs.
+        tracing::info!(
+            path = %path.display(),
+            from = applied,
+            to = MIGRATIONS.len(),
+            "store schema migrating; a large file may take a while"
+        );
+    }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         let to = i + 1;
         apply(conn, sql, to).map_err(|e| {
