@@ -60,13 +60,14 @@ pub(super) const CHECKPOINT_PAGES: c_int = 10_000;
 
 /// The same threshold in `sync`. SQLite's WAL index finds a page's newest frame by
 /// a hash chain per 4,096-frame block, and every commit appends the same hot pages
-/// (the last leaf of `decisions`, and before schema 11 of the `decided_at` index), so appending a
-/// frame walks a chain as long as the commits since the block began: 13.3k
-/// instructions per unbatched decision with 10,000 pages, 2.4k with 1,000
-/// (`walIndexAppend`, callgrind). Under wrk, sync kept its throughput (29.45k →
-/// 29.51k req/s, three alternating rounds) with a lower p99 (5.8–6.6 → 4.7–5.0
-/// ms); async lost 3.6 % to the extra fsyncs, so it keeps the larger WAL
-/// (BENCHMARKS.md, "A shorter WAL in sync").
+/// (the last leaf of `decisions`, and before schema 11 that of the `decided_at`
+/// index), so appending a frame walks a chain as long as the commits since the
+/// block began: 13.3k instructions per unbatched decision with 10,000 pages, 2.4k
+/// with 1,000 (`walIndexAppend`, callgrind). Under wrk, sync kept its throughput
+/// (29.45k → 29.51k req/s, three alternating rounds) with a lower p99 (5.8–6.6 →
+/// 4.7–5.0 ms); async lost 3.6 % to the extra fsyncs, so it keeps the larger WAL
+/// (BENCHMARKS.md, "A shorter WAL in sync"; at 1,000 pages again on 2026-12-05,
+/// `async` lost 4 %: its batches under load make the chains cheap per decision).
 const SYNC_CHECKPOINT_PAGES: c_int = 1_000;
 
 /// The WAL pages after which the writer asks for a checkpoint.
