@@ -536,6 +536,22 @@ def fixed_table(results_path, machine_path, command, fsync_p99_ms):
             f"| {target} | {met} | {r['bad']} / {r['errors']} | {r['late']} | {fb} "
             f"| {commit} |"
         )
+    cpu = [r for r in rows if r.get("server_cpu_us") is not None and r["answered"]]
+    if cpu:
+        # At a fixed rate a request costs more than at the maximum: fewer requests
+        # share each wake-up, and `sync`'s commits (an fsync each) carry fewer.
+        said = "; ".join(
+            f"{r['target']} {r['server_cpu_us'] / r['answered']:.1f} µs (busy {r['server_busy']:.2f})"
+            for r in sorted(cpu, key=lambda r: cardgates.index(r["target"])
+                            if r["target"] in cardgates else len(cardgates)))
+        out.append("")
+        out.append(
+            "The server's own CPU time per request over the measured run (`loadgen "
+            "--server-pid`: its threads' time on a CPU ÷ the requests answered; busy = "
+            f"that time ÷ the wall time): {said}. Compare it with the max part's CPU per "
+            "request: at half load each request pays for more wake-ups, and in `sync` for "
+            "more commits."
+        )
     for r in rows:
         f = r.get("fsync_beside")
         p99 = (r.get("server") or {}).get("p99")
