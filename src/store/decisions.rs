@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::minutes::first_id_since;
-use super::read::{read_only, schema_version};
+use super::read::read_only;
 use super::schema::BODY_COLUMNS;
 use crate::journal::{DecisionLog, DecisionQuery, LogReadError, LoggedDecision, MAX_SEARCH};
 
@@ -32,13 +32,6 @@ impl SqliteDecisionLog {
         SqliteDecisionLog {
             path: data_dir.join(super::FILE_NAME),
         }
-    }
-
-    /// The smallest id a row decided at or after `since` can have
-    /// ([`first_id_since`]).
-    fn first_id_since(&self, conn: &Connection, since: Option<i64>) -> Result<i64, LogReadError> {
-        let version = schema_version(conn, &self.path).map_err(|e| LogReadError(e.to_string()))?;
-        first_id_since(conn, version, since).map_err(failed)
     }
 
     fn open(&self) -> Result<Option<Connection>, LogReadError> {
@@ -165,7 +158,7 @@ impl SqliteDecisionLog {
                AND id < ?7 AND id >= ?9
              ORDER BY id DESC LIMIT ?8"
         );
-        let first = self.first_id_since(&conn, q.since)?;
+        let first = first_id_since(&conn, q.since).map_err(failed)?;
         let mut stmt = conn.prepare(&sql).map_err(failed)?;
         let rows = stmt
             .query_map(
@@ -213,7 +206,7 @@ impl SqliteDecisionLog {
             return Ok((Vec::new(), false));
         };
         let cap = i64::try_from(max).unwrap_or(i64::MAX).saturating_add(1);
-        let first = self.first_id_since(&conn, Some(since))?;
+        let first = first_id_since(&conn, Some(since)).map_err(failed)?;
         // The newest `max`, handed back oldest first like the CLI's replay.
         let mut stmt = conn
             .prepare(&format!(

@@ -23,17 +23,14 @@ fn minute_of(at: i64) -> i64 {
 }
 
 /// The smallest id a row of the file decided at or after `since` can have:
-/// `i64::MAX` when no row is that recent, `i64::MIN` (no bound) for a file of
-/// schema `version` older than the minute table (its `decided_at` index serves
-/// the readers' time filter instead).
-pub(super) fn first_id_since(
-    conn: &Connection,
-    version: i64,
-    since: Option<i64>,
-) -> rusqlite::Result<i64> {
+/// `i64::MAX` when no row is that recent, `i64::MIN` (no bound) for a file older
+/// than the minute table (read-only and never migrated: its `decided_at` index
+/// serves the readers' time filter instead).
+pub(super) fn first_id_since(conn: &Connection, since: Option<i64>) -> rusqlite::Result<i64> {
     let Some(since) = since else {
         return Ok(i64::MIN);
     };
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version < MINUTES_VERSION {
         return Ok(i64::MIN);
     }

@@ -164,8 +164,7 @@ pub fn read_decision_log(
 /// How many rows [`for_each_decision`] would visit (for progress output).
 pub fn count_decisions(path: &Path, filter: &DecisionFilter) -> Result<u64, StoreError> {
     let conn = read_only(path)?;
-    let version = schema_version(&conn, path)?;
-    let first = first_id_since(&conn, version, filter.since).map_err(sqlite(path))?;
+    let first = first_id_since(&conn, filter.since).map_err(sqlite(path))?;
     conn.query_row(
         "SELECT COUNT(*) FROM decisions
          WHERE id >= ?4 AND decided_at >= ?1 AND decided_at < ?2
@@ -194,7 +193,7 @@ pub fn for_each_decision(
     let conn = read_only(path)?;
     let err = sqlite(path);
     let version = schema_version(&conn, path)?;
-    let first = first_id_since(&conn, version, filter.since).map_err(&err)?;
+    let first = first_id_since(&conn, filter.since).map_err(&err)?;
     let sql = format!(
         "SELECT id, event_id, authorization_id, card, cardholder, amount, currency,
                 merchant_category, merchant_mcc, merchant_country, merchant_name,
@@ -292,7 +291,7 @@ pub fn read_decision_blobs(path: &Path) -> Result<HashMap<i64, Vec<u8>>, StoreEr
     rows.collect::<Result<HashMap<_, _>, _>>().map_err(&err)
 }
 
-pub(super) fn schema_version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
+fn schema_version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(sqlite(path))
 }
@@ -314,7 +313,7 @@ pub fn rebuild_signals(path: &Path, state: &SignalState, now: i64) -> Result<usi
     let version = schema_version(&conn, path)?;
     let exact = version >= EXACT_REPLAY_VERSION;
     let since = now - signals::DAYS * 86_400;
-    let first = first_id_since(&conn, version, Some(since)).map_err(&err)?;
+    let first = first_id_since(&conn, Some(since)).map_err(&err)?;
     let sql = format!(
         "SELECT card, cardholder, amount, approved, approved_amount, merchant_country,
                 merchant_name, decided_at, {}
