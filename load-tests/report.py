@@ -508,8 +508,11 @@ def fixed_table(results_path, machine_path, command, fsync_p99_ms):
     )
     out.append("|" + "---|" * 13)
     cardgates = ["cardgate-nostore", "cardgate-async", "cardgate"]
-    for r in sorted(rows, key=lambda r: cardgates.index(r["target"])
-                    if r["target"] in cardgates else len(cardgates)):
+
+    def cardgates_first(r):
+        return cardgates.index(r["target"]) if r["target"] in cardgates else len(cardgates)
+
+    for r in sorted(rows, key=cardgates_first):
         t = r["target"]
         server = r.get("server") or {}
         p99 = server.get("p99")
@@ -542,8 +545,7 @@ def fixed_table(results_path, machine_path, command, fsync_p99_ms):
         # share each wake-up, and `sync`'s commits (an fsync each) carry fewer.
         said = "; ".join(
             f"{r['target']} {r['server_cpu_us'] / r['answered']:.1f} µs (busy {r['server_busy']:.2f})"
-            for r in sorted(cpu, key=lambda r: cardgates.index(r["target"])
-                            if r["target"] in cardgates else len(cardgates)))
+            for r in sorted(cpu, key=cardgates_first))
         out.append("")
         out.append(
             "The server's own CPU time per request over the measured run (`loadgen "
