@@ -1,6 +1,8 @@
 //! How the store's background threads (the writer and the checkpointer) share a
-//! core with the threads that answer requests: as `SCHED_BATCH` threads, so that
-//! their waking never preempts a request in progress.
+//! core with the threads that answer requests. In `async` durability they run as
+//! `SCHED_BATCH` threads, so that their waking never preempts a request in
+//! progress; in `sync` they keep the normal policy, because every approval waits
+//! for them.
 //!
 //! The writer wakes for every batch; with the normal policy the kernel switched to
 //! it at once, in the middle of the request thread's work, over a thousand times a
@@ -8,10 +10,21 @@
 //! `sync`). As batch threads they keep their share of the CPU (their nice value is
 //! untouched: `SCHED_BATCH` only stops wake-up preemption) but run when the request
 //! thread waits or its time slice ends, and their batches grow: under the closed
-//! loop on one core, `async` went from 31.6–33.6k to 36.8–37.9k approvals a second
-//! and `sync` from 21.1–21.2k to 24.1–24.5k, while at half those rates, where the
-//! request thread often waits anyway, the server p99 did not move (BENCHMARKS.md,
-//! "The store's threads as batch threads").
+//! loop on a core of its own, `async` went from 31.6–33.6k to 36.8–37.9k approvals
+//! a second and `sync` from 21.1–21.2k to 24.1–24.5k (BENCHMARKS.md, "The store's
+//! threads as batch threads").
+//!
+//! But a batch thread preempts no one: not the request thread, and not any other
+//! process busy on the same core either. An `async` answer does not wait for the
+//! writer, so there the policy only delays a commit by a time slice. A `sync`
+//! approval waits for its commit, and the checkpointer's last pass holds the writer
+//! at the gate: beside a CPU-bound neighbour (k6 on the same two cores, 2,379
+//! req/s) `sync`'s server p99 was 22.9–23.5 ms as batch threads against 4.7–6.1 ms
+//! with the normal policy (BENCHMARKS.md, "A busy neighbour and the batch
+//! threads"). A production host is rarely a core per process, so `sync` gives the
+//! closed-loop gain back for a tail that does not depend on the neighbours.
+
+use super::Durability;
 
 /// Makes the calling thread a `SCHED_BATCH` thread, keeping its nice value. Other
 /// systems than Linux have no such policy: nothing to do there.
@@ -35,9 +48,19 @@ pub(super) fn run_as_batch() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Runs [`run_as_batch`] on the calling thread, and says so in the log if it cannot
+/// Whether the store's background threads run as batch threads under `durability`
+/// (the module docs say why `sync` keeps the normal policy).
+pub(super) fn runs_as_batch(durability: Durability) -> bool {
+    durability == Durability::Async
+}
+
+/// Gives the calling thread, a background thread of a store with `durability`,
+/// its scheduling policy ([`runs_as_batch`]), and says so in the log if it cannot
 /// (the thread then keeps the normal policy, which is correct, only slower).
-pub(super) fn run_as_batch_or_warn(thread: &str) {
+pub(super) fn set_policy_or_warn(thread: &str, durability: Durability) {
+    if !runs_as_batch(durability) {
+        return;
+    }
     if let Err(e) = run_as_batch() {
         tracing::warn!("the store's {thread} thread runs with the normal scheduling policy: {e}");
     }

@@ -6,7 +6,7 @@
 //! connection, so the writer's commits never wait for one (SQLite's automatic
 //! checkpoint would run inside the commit that crossed the threshold: a thousand
 //! page copies and, in `sync`, two more fsyncs before that batch's approvals are
-//! answered). Both run as batch threads beside the request threads
+//! answered). In `async` both run as batch threads beside the request threads
 //! (`background.rs`).
 
 use std::borrow::Cow;
@@ -103,8 +103,16 @@ impl Store {
         let mut conn = open_checked(&path, durability)?;
         let checkpoints = Arc::new(AtomicU64::new(0));
         let gate = WriteGate::for_file(&path);
-        let (ask, checkpointer) =
-            start_checkpointer(&path, durability, &checkpoints, Arc::clone(&gate))?;
+        // Each thread says when it runs with its scheduling policy, so the store is
+        // not handed out before (and a test can read the policy it set).
+        let (started, started_rx) = mpsc::channel::<()>();
+        let (ask, checkpointer) = start_checkpointer(
+            &path,
+            durability,
+            &checkpoints,
+            Arc::clone(&gate),
+            started.clone(),
+        )?;
         // Replaces SQLite's automatic checkpoint (itself a WAL hook): the writer
         // only asks; a request while one is pending is the same request. `pages`
         // counts the WAL's frames from its start, so it falls when the WAL starts
@@ -126,13 +134,17 @@ impl Store {
         let writer = std::thread::Builder::new()
             .name("cardgate-store".into())
             .spawn(move || {
-                super::background::run_as_batch_or_warn("writer");
+                super::background::set_policy_or_warn("writer", durability);
+                let _ = started.send(());
                 writer_loop(&conn, &gate, &rx, &writer_path, durability);
             })
             .map_err(|e| StoreError::Sqlite {
                 path: path.clone(),
                 message: format!("cannot start the writer thread: {e}"),
             })?;
+        // A thread that ended before saying so (it cannot: nothing before the send
+        // fails) would leave the channel closed; the threads are running either way.
+        let _ = started_rx.recv().and_then(|()| started_rx.recv());
         Ok(Store {
             path,
             durability,
@@ -266,6 +278,7 @@ fn start_checkpointer(
     durability: Durability,
     done: &Arc<AtomicU64>,
     gate: Arc<WriteGate>,
+    started: mpsc::Sender<()>,
 ) -> Result<(mpsc::SyncSender<()>, JoinHandle<()>), StoreError> {
     let err = super::sqlite(path);
     let conn = Connection::open(path).map_err(&err)?;
@@ -277,7 +290,8 @@ fn start_checkpointer(
     let handle = std::thread::Builder::new()
         .name("cardgate-checkpoint".into())
         .spawn(move || {
-            super::background::run_as_batch_or_warn("checkpoint");
+            super::background::set_policy_or_warn("checkpoint", durability);
+            let _ = started.send(());
             // Ends when the writer's connection (which holds `ask`) is closed.
             while asked.recv().is_ok() {
                 match checkpoint(&conn, &gate) {
