@@ -149,7 +149,8 @@ def table(results_path, machine_path, command):
     out.append("")
     if cg_max and bl_max:
         ratio = cg_max["client"]["rps"] / bl_max["client"]["rps"]
-        verdict = "met" if ratio >= 0.6 else f"missed by {(0.6 - ratio) * 100:.0f} points"
+        short = round((0.6 - ratio) * 100)
+        verdict = "met" if ratio >= 0.6 else f"missed by {short} point{'' if short == 1 else 's'}"
         out.append(f"- Throughput target (≥ 60 % of baseline): {ratio * 100:.0f} % — {verdict}.")
     if half and half.get("server") and half["server"].get("p99") is not None:
         p99 = half["server"]["p99"]
