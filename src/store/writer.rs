@@ -6,8 +6,8 @@
 //! connection, so the writer's commits never wait for one (SQLite's automatic
 //! checkpoint would run inside the commit that crossed the threshold: a thousand
 //! page copies and, in `sync`, two more fsyncs before that batch's approvals are
-//! answered). In `async` both run as batch threads beside the request threads
-//! (`background.rs`).
+//! answered). In `async` both run as batch threads beside the request threads; in
+//! `sync` the writer only while nobody waits for it (`background.rs`).
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -24,6 +24,7 @@ use rusqlite::wal::CheckpointMode;
 use rusqlite::{Connection, Statement, params};
 use tokio::sync::oneshot;
 
+use super::background::WriterPolicy;
 use super::gate::WriteGate;
 use super::minutes::Marks;
 use super::parts::{Cut, Parts};
@@ -47,6 +48,9 @@ pub struct Store {
     writer: Mutex<Option<JoinHandle<()>>>,
     checkpointer: Mutex<Option<JoinHandle<()>>>,
     checkpoints: Arc<AtomicU64>,
+    /// In `sync`, the writer's scheduling policy (`background.rs`), which a request
+    /// about to wait for a commit may change.
+    policy: Option<Arc<WriterPolicy>>,
 }
 
 /// WAL pages after which the writer asks for a checkpoint in `async` (and an
@@ -131,12 +135,18 @@ impl Store {
         .map_err(super::sqlite(&path))?;
         let (tx, rx) = mpsc::channel::<Job>();
         let writer_path = path.clone();
+        let policy = (durability == Durability::Sync).then(|| Arc::new(WriterPolicy::default()));
+        let writer_policy = policy.clone();
         let writer = std::thread::Builder::new()
             .name("cardgate-store".into())
             .spawn(move || {
                 super::background::set_policy_or_warn("writer", durability);
+                if let Some(p) = &writer_policy {
+                    p.started();
+                }
                 let _ = started.send(());
-                writer_loop(&conn, &gate, &rx, &writer_path, durability);
+                let policy = writer_policy.as_deref();
+                writer_loop(&conn, &gate, &rx, &writer_path, durability, policy);
             })
             .map_err(|e| StoreError::Sqlite {
                 path: path.clone(),
@@ -152,6 +162,7 @@ impl Store {
             writer: Mutex::new(Some(writer)),
             checkpointer: Mutex::new(Some(checkpointer)),
             checkpoints,
+            policy,
         })
     }
 
@@ -175,6 +186,11 @@ impl Store {
         writes: Vec<Write>,
         done: Option<oneshot::Sender<Result<(), String>>>,
     ) -> Result<(), StoreError> {
+        if done.is_some()
+            && let Some(p) = &self.policy
+        {
+            p.before_wait();
+        }
         let sent = self
             .tx
             .as_ref()
@@ -437,6 +453,7 @@ fn writer_loop(
     rx: &mpsc::Receiver<Job>,
     path: &Path,
     durability: Durability,
+    policy: Option<&WriterPolicy>,
 ) {
     let stmts = match Statements::prepare(conn) {
         Ok(s) => s,
@@ -482,6 +499,9 @@ fn writer_loop(
                 }
                 Err(_) => break,
             }
+        }
+        if let Some(p) = policy {
+            p.for_batch(batch.iter().any(|j| j.done.is_some()));
         }
         let start = Instant::now();
         // Taken per batch, so a waiting approval or publish goes between two batches.
