@@ -81,7 +81,9 @@ pub(super) struct WriterPolicy {
     tid: AtomicI32,
     /// Whether the writer is a batch thread now.
     batch: AtomicBool,
-    /// Set after a failed switch: the writer keeps the normal policy from then on.
+    /// Set after a failed switch: the writer keeps the policy it has from then on
+    /// (the kernel lets a process move its threads between the two policies, so
+    /// only a sandbox that forbids the call gets here).
     stuck: AtomicBool,
 }
 
@@ -127,7 +129,10 @@ impl WriterPolicy {
 
     fn stick(&self, e: &std::io::Error) {
         if !self.stuck.swap(true, Ordering::Relaxed) {
-            tracing::warn!("the store's writer thread keeps the normal scheduling policy: {e}");
+            tracing::warn!(
+                "the store's writer thread stops switching its scheduling policy and keeps \
+                 the one it has: {e}"
+            );
         }
     }
 }
