@@ -31,13 +31,15 @@ const DAY: i64 = 86_400;
 // planning alone took longer than its execution).
 
 /// Per interval window the spend of the cardholder's records by own card,
-/// currency and category (rows `i` >= 0), and the velocity counts of the card's
-/// authorizations in the last hour (-1) and day (-2).
-const SNAPSHOT: &str = "SELECT w.i, r.card = $2, r.currency, r.category, r.mcc,
+/// currency and category (rows `i` >= 0), from the window totals
+/// (`ledger_windows`: a few rows per window, however long the cardholder's
+/// history), and the velocity counts of the card's authorizations in the last
+/// hour (-1) and day (-2).
+pub(super) const SNAPSHOT: &str = "SELECT w.i, r.card = $2, r.currency, r.category, r.mcc,
         SUM(r.spend)::BIGINT
  FROM unnest($3::int[], $4::bigint[], $5::bigint[]) AS w(i, lo, hi)
- JOIN ledger_records r ON r.cardholder = $1
-      AND r.created >= w.lo AND r.created < w.hi AND r.spend <> 0
+ JOIN ledger_windows r ON r.cardholder = $1
+      AND r.lo = w.lo AND r.hi = w.hi AND r.spend <> 0
  GROUP BY 1, 2, 3, 4, 5
  UNION ALL
  SELECT -1, FALSE, '', '', '', COUNT(*) FILTER (WHERE created > $6::bigint - 3600)

@@ -1,6 +1,6 @@
 //! The ledger and decision-log tables of the PostgreSQL schema, and the PL/pgSQL
-//! functions through which the database itself decides holds (one migration
-//! step, listed in `schema.rs`).
+//! functions through which the database itself decides holds (migration steps
+//! 2, 6 and 7, listed in `schema.rs`).
 //!
 //! **Mirror of `crate::ledger`.** `ledger_facts` keeps every fact (one row,
 //! unique by event id: the dedupe); `ledger_records` keeps, per authorization (or
@@ -9,8 +9,10 @@
 //! rules as `entry.rs` (`Record::value`): the first authorization-sourced fact's
 //! metadata, else the earliest transaction's; the latest authorization state by
 //! `(event created, event id)`; reserves beyond the state's approved requests added
-//! in arrival order; captures and refunds per transaction id. Window totals are
-//! sums over `ledger_records` by the record's `created`, so they need no table.
+//! in arrival order; captures and refunds per transaction id. `ledger_windows`
+//! keeps the window totals (migration 7): per window and spend key, the sum of
+//! the spend of the records created in it, moved whenever a record's row is
+//! written, as the in-memory `Holder::windows`.
 //!
 //! **Locking.** Every change to a cardholder's records first locks its row in
 //! `ledger_cardholders` (the in-memory ledger's entry lock): `cardgate_reserve`
@@ -362,3 +364,276 @@ BEGIN
     o_outcome := 'held';
 END $$;
 ";
+
+/// Migration 7: window totals kept as they change, as the in-memory ledger keeps
+/// them (`Holder::windows`), instead of summed from every record at each request.
+///
+/// Before, the snapshot and every limit's re-check in `cardgate_reserve` summed
+/// `ledger_records` over the window's time range: the `all_time` window read every
+/// record the cardholder ever had, so a decision's cost grew with the
+/// cardholder's history (BENCHMARKS.md, "PostgreSQL: window totals"). Now
+/// `ledger_windows` holds, per cardholder, window `[lo, hi)` (the bounds
+/// `holds::window_bounds` gives; `lo`/`hi` name the window, so a limit finds its
+/// row by the bounds it is checked against) and spend key (card, currency,
+/// category), the sum of the spend of the records created in that window.
+/// `cardgate_settle` and the first-hold path of `cardgate_reserve`, the only
+/// writers of `ledger_records`, move a record's contribution under the
+/// cardholder's lock: minus the old row's, plus the new one's. Existing records
+/// are summed into the table once, here. The signatures and answers of both
+/// functions are those of migrations 2 and 6.
+pub(super) const WINDOW_TOTALS: &str = r#"
+CREATE TABLE ledger_windows (
+    cardholder TEXT NOT NULL,
+    lo         BIGINT NOT NULL,
+    hi         BIGINT NOT NULL,
+    card       TEXT NOT NULL,
+    currency   TEXT NOT NULL,
+    category   TEXT NOT NULL,
+    mcc        TEXT NOT NULL,
+    cat_name   INTEGER,
+    cat_mcc    INTEGER,
+    spend      BIGINT NOT NULL,
+    PRIMARY KEY (cardholder, lo, hi, card, currency, category, mcc)
+);
+
+-- The [lo, hi) bounds of the daily, weekly, monthly, yearly and all-time windows
+-- holding Unix time p_t, in that order: `window::window_start` and
+-- `holds::window_bounds` in integer SQL (UTC calendar, weeks from Sunday; H.
+-- Hinnant's civil-date algorithm with floor division, as the Rust code uses
+-- `div_euclid`). PL/pgSQL, so its callers' plans are cached.
+CREATE FUNCTION cardgate_window_bounds(p_t BIGINT, OUT lo BIGINT[], OUT hi BIGINT[])
+LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+DECLARE
+    d   BIGINT := (p_t - ((p_t % 86400) + 86400) % 86400) / 86400;
+    w   BIGINT := d - ((d + 4) % 7 + 7) % 7;
+    z   BIGINT := d + 719468;
+    era BIGINT := (z - ((z % 146097) + 146097) % 146097) / 146097;
+    doe BIGINT := z - era * 146097;
+    yoe BIGINT := (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    doy BIGINT := doe - (365 * yoe + yoe / 4 - yoe / 100);
+    mp  BIGINT := (5 * doy + 2) / 153;
+    m   BIGINT := CASE WHEN mp < 10 THEN mp + 3 ELSE mp - 9 END;
+    y   BIGINT := yoe + era * 400 + CASE WHEN m <= 2 THEN 1 ELSE 0 END;
+BEGIN
+    lo := ARRAY[d * 86400, w * 86400, cardgate_civil_day(y, m) * 86400,
+                cardgate_civil_day(y, 1) * 86400, -9223372036854775808];
+    hi := ARRAY[(d + 1) * 86400, (w + 7) * 86400,
+                cardgate_civil_day(y + m / 12, m % 12 + 1) * 86400,
+                cardgate_civil_day(y + 1, 1) * 86400, 9223372036854775807];
+END $$;
+
+-- Days since 1970-01-01 of the first day of month p_m (1-12) of year p_y.
+CREATE FUNCTION cardgate_civil_day(p_y BIGINT, p_m BIGINT) RETURNS BIGINT
+LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+DECLARE
+    y   BIGINT := p_y - CASE WHEN p_m <= 2 THEN 1 ELSE 0 END;
+    era BIGINT := (y - ((y % 400) + 400) % 400) / 400;
+    yoe BIGINT := y - era * 400;
+    doy BIGINT := (153 * CASE WHEN p_m > 2 THEN p_m - 3 ELSE p_m + 9 END + 2) / 5;
+BEGIN
+    RETURN era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+END $$;
+
+-- The same bounds as rows (the backfill below, and tests).
+CREATE FUNCTION cardgate_windows(p_t BIGINT) RETURNS TABLE (lo BIGINT, hi BIGINT)
+LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT u.lo, u.hi FROM cardgate_window_bounds(p_t) b, unnest(b.lo, b.hi) AS u(lo, hi)
+$$;
+
+-- Adds p_delta to the five windows of a record created at p_created.
+CREATE FUNCTION cardgate_window_add(
+    p_ch TEXT, p_created BIGINT, p_card TEXT, p_currency TEXT, p_category TEXT, p_mcc TEXT,
+    p_cat_name INTEGER, p_cat_mcc INTEGER, p_delta BIGINT
+) RETURNS VOID
+LANGUAGE plpgsql AS $$
+DECLARE
+    b RECORD;
+BEGIN
+    b := cardgate_window_bounds(p_created);
+    INSERT INTO ledger_windows AS w (cardholder, lo, hi, card, currency, category, mcc,
+                                     cat_name, cat_mcc, spend)
+        SELECT p_ch, u.lo, u.hi, p_card, p_currency, p_category, p_mcc, p_cat_name,
+               p_cat_mcc, p_delta
+        FROM unnest(b.lo, b.hi) AS u(lo, hi)
+        ON CONFLICT (cardholder, lo, hi, card, currency, category, mcc)
+        DO UPDATE SET spend = w.spend + excluded.spend;
+END $$;
+
+INSERT INTO ledger_windows (cardholder, lo, hi, card, currency, category, mcc, cat_name,
+                            cat_mcc, spend)
+    SELECT r.cardholder, b.lo, b.hi, r.card, r.currency, r.category, r.mcc,
+           min(r.cat_name), min(r.cat_mcc), sum(r.spend)::BIGINT
+    FROM ledger_records r, cardgate_windows(r.created) b
+    WHERE r.spend <> 0
+    GROUP BY r.cardholder, b.lo, b.hi, r.card, r.currency, r.category, r.mcc;
+
+CREATE OR REPLACE FUNCTION cardgate_settle(p_ch TEXT, p_rid TEXT) RETURNS VOID
+LANGUAGE plpgsql AS $$
+DECLARE
+    m          RECORD;
+    l          RECORD;
+    o          RECORD;
+    v_from_auth BOOLEAN;
+    authorized BIGINT;
+    st         TEXT;
+    captured   BIGINT;
+    net        BIGINT;
+    v_held     BIGINT;
+    v_spend    BIGINT;
+BEGIN
+    SELECT f.card, f.created, f.currency, f.category, f.mcc, f.cat_name, f.cat_mcc INTO m
+        FROM ledger_facts f
+        WHERE f.cardholder = p_ch AND f.record_id = p_rid AND f.kind <> 'transaction'
+        ORDER BY f.seq LIMIT 1;
+    v_from_auth := FOUND;
+    IF NOT v_from_auth THEN
+        SELECT f.card, f.created, f.currency, f.category, f.mcc, f.cat_name, f.cat_mcc INTO m
+            FROM ledger_facts f
+            WHERE f.cardholder = p_ch AND f.record_id = p_rid AND f.kind = 'transaction'
+            ORDER BY f.created, f.txn_id COLLATE "C" LIMIT 1;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+    END IF;
+    SELECT f.amount, CASE WHEN f.approved THEN f.status ELSE 'closed' END AS status,
+           f.approved_requests INTO l
+        FROM ledger_facts f
+        WHERE f.cardholder = p_ch AND f.record_id = p_rid AND f.kind = 'authorization'
+        ORDER BY f.event_created DESC, f.event_id COLLATE "C" DESC LIMIT 1;
+    IF FOUND THEN
+        SELECT l.amount + COALESCE(SUM(r.amount), 0) INTO authorized FROM (
+            SELECT f.amount FROM ledger_facts f
+            WHERE f.cardholder = p_ch AND f.record_id = p_rid AND f.kind = 'reserve'
+            ORDER BY f.seq OFFSET l.approved_requests) r;
+        st := l.status;
+    ELSE
+        SELECT COALESCE(SUM(f.amount), 0) INTO authorized FROM ledger_facts f
+            WHERE f.cardholder = p_ch AND f.record_id = p_rid AND f.kind = 'reserve';
+        st := 'pending';
+    END IF;
+    SELECT COALESCE(SUM(CASE WHEN t.a < 0 THEN -t.a ELSE 0 END), 0), COALESCE(SUM(-t.a), 0)
+        INTO captured, net FROM (
+            SELECT DISTINCT ON (f.txn_id) f.amount AS a FROM ledger_facts f
+            WHERE f.cardholder = p_ch AND f.record_id = p_rid AND f.kind = 'transaction'
+            ORDER BY f.txn_id, f.seq DESC) t;
+    v_held := CASE WHEN st = 'pending' THEN GREATEST(authorized - captured, 0) ELSE 0 END;
+    v_spend := GREATEST(v_held + net, 0);
+    SELECT r.card, r.created, r.currency, r.category, r.mcc, r.cat_name, r.cat_mcc, r.spend
+        INTO o FROM ledger_records r WHERE r.cardholder = p_ch AND r.record_id = p_rid;
+    IF FOUND AND o.spend = v_spend AND o.card = m.card AND o.created = m.created
+       AND o.currency = m.currency AND o.category = m.category AND o.mcc = m.mcc THEN
+        -- The record's contribution to its windows is unchanged.
+        UPDATE ledger_records SET from_auth = v_from_auth, held = v_held,
+                                  cat_name = m.cat_name, cat_mcc = m.cat_mcc
+            WHERE cardholder = p_ch AND record_id = p_rid
+              AND (from_auth, held, cat_name, cat_mcc)
+                  IS DISTINCT FROM (v_from_auth, v_held, m.cat_name, m.cat_mcc);
+        RETURN;
+    END IF;
+    IF FOUND AND o.spend <> 0 THEN
+        PERFORM cardgate_window_add(p_ch, o.created, o.card, o.currency, o.category, o.mcc,
+                                    o.cat_name, o.cat_mcc, -o.spend);
+    END IF;
+    IF v_spend <> 0 THEN
+        PERFORM cardgate_window_add(p_ch, m.created, m.card, m.currency, m.category, m.mcc,
+                                    m.cat_name, m.cat_mcc, v_spend);
+    END IF;
+    INSERT INTO ledger_records AS r (cardholder, record_id, from_auth, card, created, currency,
+                                     category, mcc, cat_name, cat_mcc, spend, held)
+        VALUES (p_ch, p_rid, v_from_auth, m.card, m.created, m.currency, m.category, m.mcc,
+                m.cat_name, m.cat_mcc, v_spend, v_held)
+        ON CONFLICT (cardholder, record_id) DO UPDATE SET
+            from_auth = excluded.from_auth, card = excluded.card, created = excluded.created,
+            currency = excluded.currency, category = excluded.category, mcc = excluded.mcc,
+            cat_name = excluded.cat_name, cat_mcc = excluded.cat_mcc,
+            spend = excluded.spend, held = excluded.held;
+END $$;
+
+CREATE OR REPLACE FUNCTION cardgate_reserve(
+    p_event_id TEXT, p_ch TEXT, p_auth TEXT, p_card TEXT, p_at BIGINT, p_currency TEXT,
+    p_category TEXT, p_mcc TEXT, p_cat_name INTEGER, p_cat_mcc INTEGER,
+    p_approved BOOLEAN, p_wanted BIGINT, p_controllable BOOLEAN, p_cashback BIGINT,
+    p_reason TEXT, p_card_scope BOOLEAN[], p_lo BIGINT[], p_hi BIGINT[], p_limit BIGINT[],
+    p_filtered BOOLEAN[], p_cat_limit INTEGER[], p_cat_id INTEGER[], p_unk_limit INTEGER[],
+    p_unk_name TEXT[],
+    OUT o_outcome TEXT, OUT o_amount BIGINT, OUT o_cut INTEGER, OUT o_reason TEXT
+)
+LANGUAGE plpgsql AS $$
+DECLARE
+    prev  RECORD;
+    i     INTEGER;
+    spent BIGINT;
+    room  BIGINT;
+BEGIN
+    INSERT INTO ledger_cardholders AS c (cardholder) VALUES (p_ch)
+        ON CONFLICT (cardholder) DO UPDATE SET cardholder = c.cardholder;
+    SELECT q.approved, q.amount, q.cut, q.reason INTO prev FROM ledger_requests q
+        WHERE q.event_id = p_event_id;
+    IF FOUND THEN
+        o_outcome := CASE WHEN prev.approved THEN 'duplicate' ELSE 'duplicate_declined' END;
+        o_amount := prev.amount;
+        o_cut := prev.cut;
+        o_reason := prev.reason;
+        RETURN;
+    END IF;
+    IF NOT p_approved OR p_wanted <= 0 THEN
+        INSERT INTO ledger_requests (event_id, approved, amount, reason)
+            VALUES (p_event_id, p_approved, GREATEST(p_wanted, 0), p_reason);
+        o_outcome := 'passed';
+        o_amount := p_wanted;
+        RETURN;
+    END IF;
+    o_amount := p_wanted;
+    o_cut := NULL;
+    FOR i IN 1 .. COALESCE(array_length(p_lo, 1), 0) LOOP
+        -- The window's totals by spend key (the bounds name the window).
+        SELECT COALESCE(SUM(r.spend), 0) INTO spent FROM ledger_windows r
+            WHERE r.cardholder = p_ch AND r.lo = p_lo[i] AND r.hi = p_hi[i]
+              AND r.currency = p_currency
+              AND (NOT p_card_scope[i] OR r.card = p_card)
+              AND (NOT p_filtered[i]
+                   OR EXISTS (SELECT 1 FROM unnest(p_cat_limit, p_cat_id) AS k(li, id)
+                              WHERE k.li = i AND (k.id = r.cat_name OR k.id = r.cat_mcc))
+                   OR (r.cat_name IS NULL AND EXISTS (
+                              SELECT 1 FROM unnest(p_unk_limit, p_unk_name) AS u(li, name)
+                              WHERE u.li = i AND u.name = r.category)));
+        room := p_limit[i] - spent;
+        IF o_amount > room THEN
+            IF p_controllable AND room > 0 AND room >= p_cashback THEN
+                o_amount := room;
+                o_cut := i;
+            ELSE
+                INSERT INTO ledger_requests (event_id, approved, amount, reason, cut)
+                    VALUES (p_event_id, FALSE, 0, 'spending_limit', i);
+                o_outcome := 'declined';
+                o_amount := 0;
+                o_cut := i;
+                RETURN;
+            END IF;
+        END IF;
+    END LOOP;
+    INSERT INTO ledger_facts (event_id, kind, cardholder, record_id, card, created, currency,
+                              category, mcc, cat_name, cat_mcc, amount)
+        VALUES (p_event_id, 'reserve', p_ch, p_auth, p_card, p_at, p_currency, p_category,
+                p_mcc, p_cat_name, p_cat_mcc, o_amount);
+    INSERT INTO ledger_requests (event_id, approved, amount, reason, cut)
+        VALUES (p_event_id, TRUE, o_amount,
+                CASE WHEN o_cut IS NULL THEN p_reason ELSE 'spending_limit' END, o_cut);
+    -- As migration 6: a record without a row has only this reserve; its row and
+    -- its windows' share follow from the hold alone.
+    INSERT INTO ledger_records (cardholder, record_id, from_auth, card, created, currency,
+                                category, mcc, cat_name, cat_mcc, spend, held)
+        VALUES (p_ch, p_auth, TRUE, p_card, p_at, p_currency, p_category, p_mcc,
+                p_cat_name, p_cat_mcc, o_amount, o_amount)
+        ON CONFLICT (cardholder, record_id) DO NOTHING;
+    IF FOUND THEN
+        IF o_amount <> 0 THEN
+            PERFORM cardgate_window_add(p_ch, p_at, p_card, p_currency, p_category, p_mcc,
+                                        p_cat_name, p_cat_mcc, o_amount);
+        END IF;
+    ELSE
+        PERFORM cardgate_settle(p_ch, p_auth);
+    END IF;
+    o_outcome := 'held';
+END $$;
+"#;

@@ -160,6 +160,9 @@ pub const MIGRATIONS: &[&str] = &[
     // 6: a reserve that opens a record writes it directly instead of settling
     // it from its facts (the same row; see `ledger_schema.rs`).
     super::ledger_schema::RESERVE_FIRST_HOLD,
+    // 7: window totals kept as records change (`ledger_windows`), so a snapshot
+    // and a reserve read a cardholder's windows, not its whole history.
+    super::ledger_schema::WINDOW_TOTALS,
 ];
 
 /// The advisory-lock key migrations run under (any constant every cardgate

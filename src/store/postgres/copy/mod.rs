@@ -283,6 +283,7 @@ fn read(conn: &Connection, t: &Table) -> Result<Vec<Vec<Param>>, String> {
 const LEDGER_TABLES: &[&str] = &[
     "ledger_facts",
     "ledger_records",
+    "ledger_windows",
     "ledger_requests",
     "ledger_cardholders",
     "decisions",
