@@ -371,17 +371,22 @@ END $$;
 /// Before, the snapshot and every limit's re-check in `cardgate_reserve` summed
 /// `ledger_records` over the window's time range: the `all_time` window read every
 /// record the cardholder ever had, so a decision's cost grew with the
-/// cardholder's history (BENCHMARKS.md, "PostgreSQL: window totals"). Now
-/// `ledger_windows` holds, per cardholder, window `[lo, hi)` (the bounds
-/// `holds::window_bounds` gives; `lo`/`hi` name the window, so a limit finds its
-/// row by the bounds it is checked against) and spend key (card, currency,
+/// cardholder's history (BENCHMARKS.md, "PostgreSQL: window totals kept").
+/// Now `ledger_windows` holds, per cardholder, window `[lo, hi)` (the bounds
+/// `holds::window_bounds` gives: they name the window, so a limit finds its rows
+/// by the bounds it is checked against) and spend key (card, currency,
 /// category), the sum of the spend of the records created in that window.
-/// `cardgate_settle` and the first-hold path of `cardgate_reserve`, the only
-/// writers of `ledger_records`, move a record's contribution under the
-/// cardholder's lock: minus the old row's, plus the new one's. Existing records
-/// are summed into the table once, here. The signatures and answers of both
-/// functions are those of migrations 2 and 6.
-pub(super) const WINDOW_TOTALS: &str = r#"
+///
+/// Triggers on `ledger_records` move a record's contribution (minus the old
+/// row's, plus the new one's) whenever a row is written, by whatever writes it:
+/// replicas of an older build, still running while this one migrates, write
+/// records through the functions of migrations 2 and 6, and their writes keep
+/// the totals right too. `CREATE TRIGGER` locks `ledger_records` against writes
+/// until the migration commits, so the sums taken here see every record and
+/// every later write fires a trigger. Only `cardgate_reserve` changes (its
+/// re-checks read `ledger_windows`); its signature and answers are migration
+/// 6's.
+pub(super) const WINDOW_TOTALS: &str = r"
 CREATE TABLE ledger_windows (
     cardholder TEXT NOT NULL,
     lo         BIGINT NOT NULL,
@@ -434,7 +439,7 @@ BEGIN
     RETURN era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
 END $$;
 
--- The same bounds as rows (the backfill below, and tests).
+-- The same bounds as rows (the sums below, and tests).
 CREATE FUNCTION cardgate_windows(p_t BIGINT) RETURNS TABLE (lo BIGINT, hi BIGINT)
 LANGUAGE sql IMMUTABLE STRICT AS $$
     SELECT u.lo, u.hi FROM cardgate_window_bounds(p_t) b, unnest(b.lo, b.hi) AS u(lo, hi)
@@ -459,6 +464,37 @@ BEGIN
         DO UPDATE SET spend = w.spend + excluded.spend;
 END $$;
 
+-- A record row written: its old contribution out of its windows, its new one in.
+CREATE FUNCTION cardgate_record_windows() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' AND OLD.spend <> 0 THEN
+        PERFORM cardgate_window_add(OLD.cardholder, OLD.created, OLD.card, OLD.currency,
+                                    OLD.category, OLD.mcc, OLD.cat_name, OLD.cat_mcc,
+                                    -OLD.spend);
+    END IF;
+    IF TG_OP <> 'DELETE' AND NEW.spend <> 0 THEN
+        PERFORM cardgate_window_add(NEW.cardholder, NEW.created, NEW.card, NEW.currency,
+                                    NEW.category, NEW.mcc, NEW.cat_name, NEW.cat_mcc,
+                                    NEW.spend);
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- (Each trigger locks ledger_records against writes until the migration commits.)
+CREATE TRIGGER ledger_records_windows_insert AFTER INSERT ON ledger_records
+    FOR EACH ROW WHEN (NEW.spend <> 0) EXECUTE FUNCTION cardgate_record_windows();
+-- Settling rewrites a record's row whenever one of its facts arrives; most
+-- leave its contribution as it was (an authorization event for a held amount).
+CREATE TRIGGER ledger_records_windows_update AFTER UPDATE ON ledger_records
+    FOR EACH ROW
+    WHEN ((OLD.spend, OLD.created, OLD.card, OLD.currency, OLD.category, OLD.mcc)
+          IS DISTINCT FROM (NEW.spend, NEW.created, NEW.card, NEW.currency, NEW.category,
+                            NEW.mcc))
+    EXECUTE FUNCTION cardgate_record_windows();
+CREATE TRIGGER ledger_records_windows_delete AFTER DELETE ON ledger_records
+    FOR EACH ROW WHEN (OLD.spend <> 0) EXECUTE FUNCTION cardgate_record_windows();
+
 INSERT INTO ledger_windows (cardholder, lo, hi, card, currency, category, mcc, cat_name,
                             cat_mcc, spend)
     SELECT r.cardholder, b.lo, b.hi, r.card, r.currency, r.category, r.mcc,
@@ -466,88 +502,6 @@ INSERT INTO ledger_windows (cardholder, lo, hi, card, currency, category, mcc, c
     FROM ledger_records r, cardgate_windows(r.created) b
     WHERE r.spend <> 0
     GROUP BY r.cardholder, b.lo, b.hi, r.card, r.currency, r.category, r.mcc;
-
-CREATE OR REPLACE FUNCTION cardgate_settle(p_ch TEXT, p_rid TEXT) RETURNS VOID
-LANGUAGE plpgsql AS $$
-DECLARE
-    m          RECORD;
-    l          RECORD;
-    o          RECORD;
-    v_from_auth BOOLEAN;
-    authorized BIGINT;
-    st         TEXT;
-    captured   BIGINT;
-    net        BIGINT;
-    v_held     BIGINT;
-    v_spend    BIGINT;
-BEGIN
-    SELECT f.card, f.created, f.currency, f.category, f.mcc, f.cat_name, f.cat_mcc INTO m
-        FROM ledger_facts f
-        WHERE f.cardholder = p_ch AND f.record_id = p_rid AND f.kind <> 'transaction'
-        ORDER BY f.seq LIMIT 1;
-    v_from_auth := FOUND;
-    IF NOT v_from_auth THEN
-        SELECT f.card, f.created, f.currency, f.category, f.mcc, f.cat_name, f.cat_mcc INTO m
-            FROM ledger_facts f
-            WHERE f.cardholder = p_ch AND f.record_id = p_rid AND f.kind = 'transaction'
-            ORDER BY f.created, f.txn_id COLLATE "C" LIMIT 1;
-        IF NOT FOUND THEN
-            RETURN;
-        END IF;
-    END IF;
-    SELECT f.amount, CASE WHEN f.approved THEN f.status ELSE 'closed' END AS status,
-           f.approved_requests INTO l
-        FROM ledger_facts f
-        WHERE f.cardholder = p_ch AND f.record_id = p_rid AND f.kind = 'authorization'
-        ORDER BY f.event_created DESC, f.event_id COLLATE "C" DESC LIMIT 1;
-    IF FOUND THEN
-        SELECT l.amount + COALESCE(SUM(r.amount), 0) INTO authorized FROM (
-            SELECT f.amount FROM ledger_facts f
-            WHERE f.cardholder = p_ch AND f.record_id = p_rid AND f.kind = 'reserve'
-            ORDER BY f.seq OFFSET l.approved_requests) r;
-        st := l.status;
-    ELSE
-        SELECT COALESCE(SUM(f.amount), 0) INTO authorized FROM ledger_facts f
-            WHERE f.cardholder = p_ch AND f.record_id = p_rid AND f.kind = 'reserve';
-        st := 'pending';
-    END IF;
-    SELECT COALESCE(SUM(CASE WHEN t.a < 0 THEN -t.a ELSE 0 END), 0), COALESCE(SUM(-t.a), 0)
-        INTO captured, net FROM (
-            SELECT DISTINCT ON (f.txn_id) f.amount AS a FROM ledger_facts f
-            WHERE f.cardholder = p_ch AND f.record_id = p_rid AND f.kind = 'transaction'
-            ORDER BY f.txn_id, f.seq DESC) t;
-    v_held := CASE WHEN st = 'pending' THEN GREATEST(authorized - captured, 0) ELSE 0 END;
-    v_spend := GREATEST(v_held + net, 0);
-    SELECT r.card, r.created, r.currency, r.category, r.mcc, r.cat_name, r.cat_mcc, r.spend
-        INTO o FROM ledger_records r WHERE r.cardholder = p_ch AND r.record_id = p_rid;
-    IF FOUND AND o.spend = v_spend AND o.card = m.card AND o.created = m.created
-       AND o.currency = m.currency AND o.category = m.category AND o.mcc = m.mcc THEN
-        -- The record's contribution to its windows is unchanged.
-        UPDATE ledger_records SET from_auth = v_from_auth, held = v_held,
-                                  cat_name = m.cat_name, cat_mcc = m.cat_mcc
-            WHERE cardholder = p_ch AND record_id = p_rid
-              AND (from_auth, held, cat_name, cat_mcc)
-                  IS DISTINCT FROM (v_from_auth, v_held, m.cat_name, m.cat_mcc);
-        RETURN;
-    END IF;
-    IF FOUND AND o.spend <> 0 THEN
-        PERFORM cardgate_window_add(p_ch, o.created, o.card, o.currency, o.category, o.mcc,
-                                    o.cat_name, o.cat_mcc, -o.spend);
-    END IF;
-    IF v_spend <> 0 THEN
-        PERFORM cardgate_window_add(p_ch, m.created, m.card, m.currency, m.category, m.mcc,
-                                    m.cat_name, m.cat_mcc, v_spend);
-    END IF;
-    INSERT INTO ledger_records AS r (cardholder, record_id, from_auth, card, created, currency,
-                                     category, mcc, cat_name, cat_mcc, spend, held)
-        VALUES (p_ch, p_rid, v_from_auth, m.card, m.created, m.currency, m.category, m.mcc,
-                m.cat_name, m.cat_mcc, v_spend, v_held)
-        ON CONFLICT (cardholder, record_id) DO UPDATE SET
-            from_auth = excluded.from_auth, card = excluded.card, created = excluded.created,
-            currency = excluded.currency, category = excluded.category, mcc = excluded.mcc,
-            cat_name = excluded.cat_name, cat_mcc = excluded.cat_mcc,
-            spend = excluded.spend, held = excluded.held;
-END $$;
 
 CREATE OR REPLACE FUNCTION cardgate_reserve(
     p_event_id TEXT, p_ch TEXT, p_auth TEXT, p_card TEXT, p_at BIGINT, p_currency TEXT,
@@ -619,21 +573,15 @@ BEGIN
     INSERT INTO ledger_requests (event_id, approved, amount, reason, cut)
         VALUES (p_event_id, TRUE, o_amount,
                 CASE WHEN o_cut IS NULL THEN p_reason ELSE 'spending_limit' END, o_cut);
-    -- As migration 6: a record without a row has only this reserve; its row and
-    -- its windows' share follow from the hold alone.
+    -- As migration 6 (the triggers move the windows).
     INSERT INTO ledger_records (cardholder, record_id, from_auth, card, created, currency,
                                 category, mcc, cat_name, cat_mcc, spend, held)
         VALUES (p_ch, p_auth, TRUE, p_card, p_at, p_currency, p_category, p_mcc,
                 p_cat_name, p_cat_mcc, o_amount, o_amount)
         ON CONFLICT (cardholder, record_id) DO NOTHING;
-    IF FOUND THEN
-        IF o_amount <> 0 THEN
-            PERFORM cardgate_window_add(p_ch, p_at, p_card, p_currency, p_category, p_mcc,
-                                        p_cat_name, p_cat_mcc, o_amount);
-        END IF;
-    ELSE
+    IF NOT FOUND THEN
         PERFORM cardgate_settle(p_ch, p_auth);
     END IF;
     o_outcome := 'held';
 END $$;
-"#;
+";
