@@ -41,6 +41,8 @@ pub mod testing;
 mod holds_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod windows_tests;
 
 use std::fmt::Write as _;
 use std::str::FromStr;
