@@ -2,7 +2,8 @@
 //! to tell a change's effect on a noisy box), runs end to end: two real cardgate
 //! servers in turn under the real loadgen, a row per run and the summary. Small
 //! and slow on purpose (a low fixed rate, one round): it proves the tool works,
-//! it measures nothing. No figure is checked, only that every answer was good.
+//! it measures nothing. No figure is checked, only that every answer was good,
+//! with the SQLite store and with a throwaway PostgreSQL (`--store pg-sync`).
 //! With `CARDGATE_REQUIRE_LOADGEN=1` (set by `scripts/test`) a missing loadgen,
 //! second core or taskset fails instead of skipping.
 #![allow(
@@ -28,29 +29,36 @@ fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/ab")
 }
 
-#[test]
-fn ab_compares_two_builds_in_alternating_rounds() {
+/// loadgen, when this machine can run `scripts/ab` (two cores, taskset);
+/// `None` after saying why not (a failure under `scripts/test`, which sets
+/// `CARDGATE_REQUIRE_LOADGEN`).
+fn can_run() -> Option<PathBuf> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let has_taskset = Command::new("taskset").arg("--version").output().is_ok();
-    // `scripts/test` sets CARDGATE_REQUIRE_LOADGEN: there a missing piece fails.
     let required = std::env::var_os("CARDGATE_REQUIRE_LOADGEN").is_some();
     let skip = |why: &str| {
         assert!(!required, "CARDGATE_REQUIRE_LOADGEN is set, but {why}");
         eprintln!("skipped: {why}");
     };
     let Some(loadgen) = loadgen() else {
-        return skip(
-            "examples/loadgen is not built beside the tests (cargo build --example loadgen)",
-        );
+        skip("examples/loadgen is not built beside the tests (cargo build --example loadgen)");
+        return None;
     };
     if cores < 2 || !has_taskset {
-        return skip("scripts/ab needs two cores and taskset");
+        skip("scripts/ab needs two cores and taskset");
+        return None;
     }
+    Some(loadgen)
+}
+
+/// One round of `scripts/ab --store STORE` with this build as A and B, at a low
+/// rate; every row's answers good, the summary printed. Returns the rows.
+fn one_round(store: &str, loadgen: &std::path::Path) -> Vec<String> {
     let cardgate = env!("CARGO_BIN_EXE_cardgate");
     let out = Command::new(script())
-        .args(["--store", "sync", "--rounds", "1", "--events", "400"])
+        .args(["--store", store, "--rounds", "1", "--events", "400"])
         .args(["--rate", "100", "--duration", "2s", "--loadgen"])
-        .arg(&loadgen)
+        .arg(loadgen)
         .args([cardgate, cardgate])
         .output()
         .expect("scripts/ab runs");
@@ -60,15 +68,57 @@ fn ab_compares_two_builds_in_alternating_rounds() {
         out.status.success(),
         "scripts/ab failed:\n{stdout}\n{stderr}"
     );
-    for run in ["A round 1", "B round 1"] {
-        let row = stderr
-            .lines()
-            .find(|l| l.starts_with(run))
-            .unwrap_or_else(|| panic!("no row for {run}:\n{stderr}"));
-        assert!(row.ends_with("bad 0"), "{row}");
-    }
+    let rows: Vec<String> = ["A round 1", "B round 1"]
+        .iter()
+        .map(|run| {
+            let row = stderr
+                .lines()
+                .find(|l| l.starts_with(run))
+                .unwrap_or_else(|| panic!("no row for {run}:\n{stderr}"));
+            assert!(row.contains(" bad 0"), "{row}");
+            row.to_string()
+        })
+        .collect();
     assert!(stdout.contains("B / A: req/s"), "{stdout}");
     assert!(stdout.contains("B ahead in"), "{stdout}");
+    rows
+}
+
+#[test]
+fn ab_compares_two_builds_in_alternating_rounds() {
+    let Some(loadgen) = can_run() else {
+        return;
+    };
+    for row in one_round("sync", &loadgen) {
+        assert!(row.ends_with("bad 0"), "{row}");
+    }
+}
+
+/// `--store pg-sync`: a throwaway PostgreSQL for the comparison, a database per
+/// run, and PostgreSQL's CPU per request on every row.
+#[test]
+fn ab_compares_two_builds_on_a_throwaway_postgresql() {
+    let Some(loadgen) = can_run() else {
+        return;
+    };
+    let has_server = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .is_some_and(|bin| bin.join("initdb").is_file() && bin.join("pg_ctl").is_file());
+    if !has_server {
+        assert!(
+            std::env::var_os("CARDGATE_REQUIRE_POSTGRES").is_none(),
+            "CARDGATE_REQUIRE_POSTGRES is set, but pg_config --bindir names no server"
+        );
+        eprintln!("skipped: no PostgreSQL server binaries (pg_config --bindir)");
+        return;
+    }
+    for row in one_round("pg-sync", &loadgen) {
+        assert!(row.contains(" bad 0  PG "), "{row}");
+    }
 }
 
 #[test]
@@ -86,7 +136,10 @@ fn ab_refuses_what_it_cannot_compare() {
     assert!(err.contains("give two cardgate binaries"), "{err}");
     let (code, err) = run(&["--store", "fast", cardgate, cardgate]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("--store must be sync, async or off"), "{err}");
+    assert!(
+        err.contains("--store must be sync, async, off, pg-sync or pg-async"),
+        "{err}"
+    );
     let (code, err) = run(&["/nonexistent/cardgate", cardgate]);
     assert_eq!(code, Some(2));
     assert!(err.contains("is not an executable file"), "{err}");
