@@ -385,7 +385,8 @@ END $$;
 /// until the migration commits, so the sums taken here see every record and
 /// every later write fires a trigger. Only `cardgate_reserve` changes (its
 /// re-checks read `ledger_windows`); its signature and answers are migration
-/// 6's.
+/// 6's. The velocity counts get an index by card (`ledger_records_velocity`)
+/// in place of the one by cardholder and time.
 pub(super) const WINDOW_TOTALS: &str = r"
 CREATE TABLE ledger_windows (
     cardholder TEXT NOT NULL,
@@ -494,6 +495,14 @@ CREATE TRIGGER ledger_records_windows_update AFTER UPDATE ON ledger_records
     EXECUTE FUNCTION cardgate_record_windows();
 CREATE TRIGGER ledger_records_windows_delete AFTER DELETE ON ledger_records
     FOR EACH ROW WHEN (OLD.spend <> 0) EXECUTE FUNCTION cardgate_record_windows();
+
+-- The velocity counts read the card's authorizations of the last day: by
+-- cardholder and time they read those of every card of the cardholder (a
+-- company's hundreds). The window sums, which used that index, read
+-- ledger_windows now.
+DROP INDEX ledger_records_window;
+CREATE INDEX ledger_records_velocity ON ledger_records (cardholder, card, created)
+    WHERE from_auth;
 
 INSERT INTO ledger_windows (cardholder, lo, hi, card, currency, category, mcc, cat_name,
                             cat_mcc, spend)

@@ -140,9 +140,10 @@ fn chrono_free_days(y: i64, m: i64, d: i64) -> i64 {
 
 /// The defect: the snapshot summed `ledger_records` over each window's time
 /// range, so the `all_time` window read every record the cardholder ever had and
-/// a decision's cost grew with the cardholder's history. Two hundred holds a
-/// day apart: the snapshot now reads the window totals, and of the records only
-/// the last day's (the velocity counts).
+/// a decision's cost grew with the cardholder's history; and the velocity counts
+/// read the last day's records of all the cardholder's cards. Two hundred holds
+/// a day apart, and a hundred on other cards today: the snapshot now reads the
+/// window totals, and of the records only the card's of the last day.
 #[tokio::test]
 async fn a_snapshot_does_not_read_the_cardholder_s_whole_history() {
     let Some(server) = testing::shared().unwrap() else {
@@ -168,16 +169,28 @@ async fn a_snapshot_does_not_read_the_cardholder_s_whole_history() {
             .unwrap();
         assert!(r.decision.approved);
     }
+    // And 100 today on the cardholder's other cards (a company's cards).
+    for i in 0..100i64 {
+        let id = format!("iauth_o{i}");
+        let mut a = auth(&id, 10, vec![]);
+        let card = format!("ic_other_{i}");
+        a.card.id = &card;
+        let evt = format!("evt_o{i}");
+        let program = ProgramControls::default();
+        let r = h.reserve(&evt, &a, &program, T - i, Decision::approve());
+        assert!(r.await.unwrap().decision.approved);
+    }
     let probe = auth("iauth_probe", 1, vec![]);
     let s = h.snapshot(&probe, T).await.unwrap();
     assert_eq!(
         s.spent(Scope::Cardholder, Interval::AllTime, None, usd()),
-        20_000
+        21_000
     );
     assert_eq!(
         s.spent(Scope::Cardholder, Interval::Daily, None, usd()),
-        100
+        1_100
     );
+    assert_eq!(s.card_velocity(), (1, 1));
     let mut client = db.client().await.unwrap();
     let tx = client.transaction().await.unwrap();
     let (mut index, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new());
@@ -202,10 +215,11 @@ async fn a_snapshot_does_not_read_the_cardholder_s_whole_history() {
         .await
         .unwrap()
         .get(0);
-    // Only the velocity counts read records: the last day's (one here), a few
-    // tuples through the index. Summed from the records, the all-time window
-    // alone read all 200 (and the yearly one the last year's).
-    assert!(read < 20, "the snapshot read {read} records of 200");
+    // Only the velocity counts read records: the card's of the last day (one
+    // here), a few tuples through the index. Summed from the records, the
+    // all-time window alone read all 300 (and the yearly one the last year's);
+    // by cardholder and time, the velocity counts read the other cards' 100.
+    assert!(read < 20, "the snapshot read {read} records of 300");
 }
 
 /// A connection to a fresh database at schema 6, as a build before migration 7
