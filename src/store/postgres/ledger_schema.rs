@@ -496,14 +496,6 @@ CREATE TRIGGER ledger_records_windows_update AFTER UPDATE ON ledger_records
 CREATE TRIGGER ledger_records_windows_delete AFTER DELETE ON ledger_records
     FOR EACH ROW WHEN (OLD.spend <> 0) EXECUTE FUNCTION cardgate_record_windows();
 
--- The velocity counts read the card's authorizations of the last day: by
--- cardholder and time they read those of every card of the cardholder (a
--- company's hundreds). The window sums, which used that index, read
--- ledger_windows now.
-DROP INDEX ledger_records_window;
-CREATE INDEX ledger_records_velocity ON ledger_records (cardholder, card, created)
-    WHERE from_auth;
-
 INSERT INTO ledger_windows (cardholder, lo, hi, card, currency, category, mcc, cat_name,
                             cat_mcc, spend)
     SELECT r.cardholder, b.lo, b.hi, r.card, r.currency, r.category, r.mcc,
@@ -593,4 +585,13 @@ BEGIN
     END IF;
     o_outcome := 'held';
 END $$;
+
+-- The velocity counts read the card's authorizations of the last day: by
+-- cardholder and time they read those of every card of the cardholder (a
+-- company's hundreds). The window sums, which used that index, read
+-- ledger_windows now. Last: dropping an index locks the table against reads
+-- too (older replicas' snapshots), so only until the commit that follows.
+CREATE INDEX ledger_records_velocity ON ledger_records (cardholder, card, created)
+    WHERE from_auth;
+DROP INDEX ledger_records_window;
 ";
