@@ -34,7 +34,7 @@ const DAY: i64 = 86_400;
 /// currency and category (rows `i` >= 0), from the window totals
 /// (`ledger_windows`: a few rows per window, however long the cardholder's
 /// history), and the velocity counts of the card's authorizations in the last
-/// hour (-1) and day (-2).
+/// hour (-1) and day (-2), both from one read of the card's last day.
 pub(super) const SNAPSHOT: &str = "SELECT w.i, r.card = $2, r.currency, r.category, r.mcc,
         SUM(r.spend)::BIGINT
  FROM unnest($3::int[], $4::bigint[], $5::bigint[]) AS w(i, lo, hi)
@@ -42,15 +42,12 @@ pub(super) const SNAPSHOT: &str = "SELECT w.i, r.card = $2, r.currency, r.catego
       AND r.lo = w.lo AND r.hi = w.hi AND r.spend <> 0
  GROUP BY 1, 2, 3, 4, 5
  UNION ALL
- SELECT -1, FALSE, '', '', '', COUNT(*) FILTER (WHERE created > $6::bigint - 3600)
- FROM ledger_records
- WHERE cardholder = $1 AND card = $2 AND from_auth
-   AND created > $6::bigint - 86400 AND created <= $6::bigint
- UNION ALL
- SELECT -2, FALSE, '', '', '', COUNT(*)
- FROM ledger_records
- WHERE cardholder = $1 AND card = $2 AND from_auth
-   AND created > $6::bigint - 86400 AND created <= $6::bigint";
+ SELECT v.i, FALSE, '', '', '', v.n
+ FROM (SELECT COUNT(*) FILTER (WHERE created > $6::bigint - 3600) AS hour, COUNT(*) AS day
+       FROM ledger_records
+       WHERE cardholder = $1 AND card = $2 AND from_auth
+         AND created > $6::bigint - 86400 AND created <= $6::bigint) c,
+      LATERAL (VALUES (-1, c.hour), (-2, c.day)) AS v(i, n)";
 
 /// The reserve: one call of `cardgate_reserve` (`ledger_schema.rs`).
 const RESERVE: &str = "SELECT o_outcome, o_amount, o_cut, o_reason FROM cardgate_reserve(
