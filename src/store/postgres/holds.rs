@@ -49,6 +49,19 @@ pub(super) const SNAPSHOT: &str = "SELECT w.i, r.card = $2, r.currency, r.catego
          AND created > $6::bigint - 86400 AND created <= $6::bigint) c,
       LATERAL (VALUES (-1, c.hour), (-2, c.day)) AS v(i, n)";
 
+/// [`SNAPSHOT`]'s window arguments for time `at`: each of [`WINDOWS`] as its
+/// index and its `[lo, hi)` bounds.
+pub(super) fn snapshot_windows(at: i64) -> (Vec<i32>, Vec<i64>, Vec<i64>) {
+    let (mut index, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, interval) in (0i32..).zip(WINDOWS) {
+        let (l, h) = window_bounds(interval, at);
+        index.push(i);
+        lo.push(l);
+        hi.push(h);
+    }
+    (index, lo, hi)
+}
+
 /// The reserve: one call of `cardgate_reserve` (`ledger_schema.rs`).
 const RESERVE: &str = "SELECT o_outcome, o_amount, o_cut, o_reason FROM cardgate_reserve(
      $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
@@ -131,13 +144,7 @@ impl Holds for PgHolds {
         at: i64,
     ) -> HoldsFuture<'a, SpendSnapshot> {
         Box::pin(async move {
-            let (mut index, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new());
-            for (i, interval) in (0i32..).zip(WINDOWS) {
-                let (l, h) = window_bounds(interval, at);
-                index.push(i);
-                lo.push(l);
-                hi.push(h);
-            }
+            let (index, lo, hi) = snapshot_windows(at);
             let client = self.db.client().await.map_err(HoldsError::Unavailable)?;
             let statement = client
                 .prepare_cached(SNAPSHOT)

@@ -234,6 +234,36 @@ async fn two_replicas_approving_at_once_execute_once() {
     }
 }
 
+/// Waits until one session of `url`'s database waits for a lock (the caller's
+/// open transaction), polling every 50 ms; fails if `task` (`what`) finished
+/// first, which means it did not wait, or after 200 polls.
+pub(super) async fn until_one_session_waits_for_a_lock<T>(
+    url: &str,
+    task: &tokio::task::JoinHandle<T>,
+    what: &str,
+) {
+    let watcher = raw(url).await;
+    let mut waited = 0;
+    loop {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT COUNT(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting == 1 {
+            return;
+        }
+        assert!(waited < 200, "{what} never waited for the lock");
+        assert!(!task.is_finished(), "{what} did not wait for the lock");
+        waited += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Runs `sql` in a transaction left open on its own connection, starts
 /// `change` on `store` (which must then wait for that transaction), commits,
 /// and answers what `change` got.
@@ -255,29 +285,7 @@ async fn racing(
     let apply = tokio::spawn(async move { store.apply(vec![change]).await });
     // The change's own read cannot see the uncommitted row, so only the index
     // stops it: wait until its session waits for our transaction's lock.
-    let watcher = raw(url).await;
-    let mut waited = 0;
-    loop {
-        let waiting: i64 = watcher
-            .query_one(
-                "SELECT COUNT(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting == 1 {
-            break;
-        }
-        assert!(waited < 200, "the change never waited for the racing row");
-        assert!(
-            !apply.is_finished(),
-            "the change did not wait for the index"
-        );
-        waited += 1;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_one_session_waits_for_a_lock(url, &apply, "the change").await;
     tx.commit().await.unwrap();
     apply.await.unwrap()
 }

@@ -86,8 +86,7 @@ async fn the_database_s_windows_are_the_ledger_s_windows() {
     times.dedup();
     let rows = client
         .query(
-            "SELECT t, array_agg(b.lo), array_agg(b.hi)
-             FROM unnest($1::bigint[]) AS t, cardgate_windows(t) b GROUP BY t",
+            "SELECT t, b.lo, b.hi FROM unnest($1::bigint[]) AS t, cardgate_window_bounds(t) b",
             &[&times],
         )
         .await
@@ -96,15 +95,12 @@ async fn the_database_s_windows_are_the_ledger_s_windows() {
     for row in rows {
         let t: i64 = row.get(0);
         let (lo, hi): (Vec<i64>, Vec<i64>) = (row.get(1), row.get(2));
+        let got: Vec<(i64, i64)> = lo.into_iter().zip(hi).collect();
         let want: Vec<(i64, i64)> = crate::ledger::WINDOWS
             .iter()
             .map(|i| super::holds::window_bounds(*i, t))
             .collect();
-        let mut got: Vec<(i64, i64)> = lo.into_iter().zip(hi).collect();
-        got.sort_unstable();
-        let mut want_sorted = want.clone();
-        want_sorted.sort_unstable();
-        assert_eq!(got, want_sorted, "t = {t}");
+        assert_eq!(got, want, "t = {t}");
     }
 }
 
@@ -193,13 +189,7 @@ async fn a_snapshot_does_not_read_the_cardholder_s_whole_history() {
     assert_eq!(s.card_velocity(), (1, 1));
     let mut client = db.client().await.unwrap();
     let tx = client.transaction().await.unwrap();
-    let (mut index, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, interval) in (0i32..).zip(crate::ledger::WINDOWS) {
-        let (l, h) = super::holds::window_bounds(interval, T);
-        index.push(i);
-        lo.push(l);
-        hi.push(h);
-    }
+    let (index, lo, hi) = super::holds::snapshot_windows(T);
     tx.query(
         super::holds::SNAPSHOT,
         &[&probe.cardholder.id, &probe.card.id, &index, &lo, &hi, &T],
@@ -387,36 +377,8 @@ async fn a_hold_an_older_replica_is_committing_while_this_build_migrates_is_coun
         let url = url.clone();
         async move { Database::connect(&url).await.unwrap() }
     });
-    // Until the migration waits for the hold's lock (a deadline only turns a
-    // hang into a failure).
-    let (watch, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
-    loop {
-        let waiting: i64 = watch
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            break;
-        }
-        assert!(
-            !migrating.is_finished(),
-            "the migration did not wait for the hold"
-        );
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the migration never waited"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    // Until the migration waits for the hold's lock.
+    super::tests::until_one_session_waits_for_a_lock(&url, &migrating, "the migration").await;
     tx.commit().await.unwrap();
     let db = migrating.await.unwrap();
     assert_windows_are_the_records_sums(&db).await;
