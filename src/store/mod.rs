@@ -22,6 +22,7 @@ pub mod approvals;
 mod background;
 pub mod decisions;
 mod gate;
+mod integrity;
 mod minutes;
 mod parts;
 pub mod postgres;

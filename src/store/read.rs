@@ -10,7 +10,6 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use super::minutes::first_id_since;
 use super::schema::{
     BODY_COLUMNS, EXACT_REPLAY_VERSION, HOLD_COLUMNS_VERSION, PARTS_VERSION, RESERVES_VERSION,
-    integrity,
 };
 use super::{LoggedDecision, StoreError, sqlite};
 use crate::journal::seen::Seen;
@@ -26,7 +25,7 @@ pub(super) fn read_only(path: &Path) -> Result<Connection, StoreError> {
     }
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(sqlite(path))?;
-    integrity(&conn, path)?;
+    super::integrity::check(&conn, path)?;
     Ok(conn)
 }
 

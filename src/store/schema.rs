@@ -271,7 +271,7 @@ pub(super) fn set_durability(conn: &Connection, durability: Durability) -> rusql
 pub(super) fn open_checked(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
     let err = sqlite(path);
     let conn = Connection::open(path).map_err(&err)?;
-    integrity(&conn, path)?;
+    super::integrity::check(&conn, path)?;
     // A new file gets 4 KiB pages (an existing one keeps its size: SQLite applies
     // this only before the first write). WAL appends every page a commit touched
     // with two `pwrite`s each, and under load a batch's pages are mostly the event
@@ -300,20 +300,6 @@ pub(super) fn open_checked(path: &Path, durability: Durability) -> Result<Connec
     )
     .map_err(&err)?;
     Ok(conn)
-}
-
-pub(super) fn integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let corrupt = |detail: String| StoreError::Corrupt {
-        path: path.to_path_buf(),
-        detail,
-    };
-    let first: String = conn
-        .query_row("PRAGMA quick_check", [], |r| r.get(0))
-        .map_err(|e| corrupt(e.to_string()))?;
-    if first != "ok" {
-        return Err(corrupt(first));
-    }
-    Ok(())
 }
 
 fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {

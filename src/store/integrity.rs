@@ -1,0 +1,144 @@
+//! SQLite's `quick_check` of `cardgate.db`, once per file per process.
+//!
+//! `quick_check` reads every page of the file: at 864,000 decisions (1.8 GB) about 1 s
+//! with the file in the page cache, 38 s once (the first read after a restart) and ~55
+//! s from a cold cache (BENCHMARKS.md, "A large log: the file checked once, not at
+//! every read"). Every connection used to run it on open, so a start-up checked the
+//! file five times (the writer, the ledger's and the signals' rebuilds, the approvals
+//! and rule-set connections), and every admin read of the decision log (`GET
+//! /v1/decisions`, the review page's backtest window) checked it again before reading
+//! ten rows, on a core the requests share. What the check is for is the start: the
+//! service must not come up with an empty ledger in front of a file it cannot read.
+//! Once a file passed in this process, later opens skip it: the process's own writes go
+//! through SQLite, and a page damaged after the check fails the read that meets it, as
+//! it would the moment after any check.
+//!
+//! A file is known by its device and inode, and the check keeps the file open
+//! for as long as it remembers it: an inode is not reused while a descriptor
+//! holds it, so a file deleted and replaced (a restored backup, a test's next
+//! temporary directory) is a different file and is checked. At most
+//! [`REMEMBERED`] files are remembered; a file forgotten is checked again.
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// How many checked files a process remembers (a server opens one; a test
+/// process opens one per test).
+const REMEMBERED: usize = 64;
+
+/// Files that passed the check in this process, oldest first: device, inode,
+/// and the file held open so that the inode stays its.
+static PASSED: Mutex<Vec<(u64, u64, File)>> = Mutex::new(Vec::new());
+
+/// Runs `quick_check` on `conn`, open on `path`, unless the file passed it
+/// before in this process; refuses the file with its name and SQLite's first
+/// complaint if it fails.
+pub(super) fn check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let held = File::open(path).ok();
+    let id = held
+        .as_ref()
+        .and_then(|f| f.metadata().ok())
+        .map(|m| (m.dev(), m.ino()));
+    let passed = |&(dev, ino): &(u64, u64)| {
+        let known = PASSED.lock().unwrap_or_else(PoisonError::into_inner);
+        known.iter().any(|k| (k.0, k.1) == (dev, ino))
+    };
+    if id.as_ref().is_some_and(passed) {
+        return Ok(());
+    }
+    quick_check(conn, path)?;
+    if let (Some((dev, ino)), Some(file)) = (id, held) {
+        let mut known = PASSED.lock().unwrap_or_else(PoisonError::into_inner);
+        if !known.iter().any(|k| (k.0, k.1) == (dev, ino)) {
+            if known.len() == REMEMBERED {
+                known.remove(0);
+            }
+            known.push((dev, ino, file));
+        }
+    }
+    Ok(())
+}
+
+fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let first: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| corrupt(e.to_string()))?;
+    if first != "ok" {
+        return Err(corrupt(first));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    /// Scribbles over the table's root page: a check that runs finds it.
+    fn damage(path: &Path) {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        // Page 2 of a 4 KiB-page file: the table's root, its header scribbled over.
+        f.seek(SeekFrom::Start(4096)).unwrap();
+        f.write_all(&[0xff; 64]).unwrap();
+        f.sync_all().unwrap();
+    }
+
+    fn file_with_a_table(dir: &Path) -> std::path::PathBuf {
+        let path = dir.join("t.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "PRAGMA page_size = 4096; CREATE TABLE t (x); INSERT INTO t VALUES (1), (2);",
+        )
+        .unwrap();
+        path
+    }
+
+    /// The defect: every connection on the file, every admin read of the decision
+    /// log included, ran `quick_check` over the whole file first (38 s for one
+    /// `GET /v1/decisions?limit=2` at 864,000 decisions). A file that passed is
+    /// not checked again in the same process.
+    #[test]
+    fn a_file_that_passed_quick_check_is_not_checked_again_by_every_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file_with_a_table(dir.path());
+        check(&Connection::open(&path).unwrap(), &path).unwrap();
+        damage(&path);
+        let again = Connection::open(&path).unwrap();
+        check(&again, &path).unwrap();
+        // The damage is there: a check that runs finds it.
+        assert!(matches!(
+            quick_check(&again, &path),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    /// A file that replaces a checked one is checked: the checked one is held
+    /// open, so its inode cannot be the new file's.
+    #[test]
+    fn a_file_put_in_a_checked_file_s_place_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file_with_a_table(dir.path());
+        check(&Connection::open(&path).unwrap(), &path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let path = file_with_a_table(dir.path());
+        damage(&path);
+        let err = check(&Connection::open(&path).unwrap(), &path).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+    }
+}
