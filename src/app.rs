@@ -87,33 +87,48 @@ pub struct RulePaths {
     pub payment_rules: PathBuf,
 }
 
-/// Opens the store and rebuilds the ledger from it, before anything binds: a
-/// database that cannot be read stops the start (its error names the file), so the
-/// service never decides against an empty ledger while a full one sits on disk.
+/// Opens the store and rebuilds the ledger and the behavioural signals from it,
+/// before anything binds: a database that cannot be read stops the start (its
+/// error names the file), so the service never decides against an empty ledger
+/// while a full one sits on disk. The two rebuilds read the file on two threads at
+/// once: with a large log the start is the longer of them, not their sum
+/// (BENCHMARKS.md, "A large log").
 ///
 /// # Errors
-/// The store cannot be opened or its facts cannot be read.
-pub fn open_ledger(config: &Config) -> Result<(Arc<Ledger>, Arc<Store>), StartError> {
+/// The store cannot be opened or its facts or decisions cannot be read.
+pub fn open_ledger(
+    config: &Config,
+    clock: &Clock,
+) -> Result<(Arc<Ledger>, Arc<Store>, crate::signals::SignalState), StartError> {
     let started = std::time::Instant::now();
     let store =
         Store::open(&config.store.data_dir, config.store.durability).map_err(StartError::Store)?;
-    let facts = store.facts().map_err(StartError::Store)?;
     let ledger = Ledger::new();
-    for fact in &facts {
-        // Facts were validated before they were stored; one failing now means the
-        // row was edited by hand. Say so and go on: the others are still right.
-        if let Err(e) = ledger.apply(fact) {
-            tracing::error!(path = %store.path().display(), "stored fact skipped: {e}");
-        }
-    }
+    let (facts, signals) = std::thread::scope(|s| {
+        let signals = s.spawn(|| rebuilt_signals(&store, clock));
+        let facts = store.for_each_fact(|fact| {
+            // Facts were validated before they were stored; one failing now means
+            // the row was edited by hand. Say so and go on: the others are still
+            // right.
+            if let Err(e) = ledger.apply(&fact) {
+                tracing::error!(path = %store.path().display(), "stored fact skipped: {e}");
+            }
+        });
+        let signals = signals
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (facts, signals)
+    });
+    let facts = facts.map_err(StartError::Store)?;
+    let signals = signals?;
     tracing::info!(
         path = %store.path().display(),
-        facts = facts.len(),
+        facts,
         holds = ledger.holds(),
         millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "ledger rebuilt from the store"
     );
-    Ok((Arc::new(ledger), Arc::new(store)))
+    Ok((Arc::new(ledger), Arc::new(store), signals))
 }
 
 /// Everything `serve` runs: the shared HTTP state and the approvals service whose
@@ -263,8 +278,8 @@ pub async fn build_with(
             backend = Some(Backend::Shared(holds, journal));
             database = Some(db);
         } else {
-            let (ledger, store) = open_ledger(&config)?;
-            signals = rebuilt_signals(&store, &clock)?;
+            let (ledger, store, rebuilt) = open_ledger(&config, &clock)?;
+            signals = rebuilt;
             backend = Some(Backend::Local(ledger, store));
         }
         let (live, opened) = open_shared(&config, &paths, file_rules, database.as_ref()).await?;

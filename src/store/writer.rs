@@ -28,7 +28,7 @@ use super::background::WriterPolicy;
 use super::gate::WriteGate;
 use super::minutes::Marks;
 use super::parts::{Cut, Parts};
-use super::read::{read_decision_log, read_facts};
+use super::read::{for_each_fact, read_decision_log, read_facts};
 use super::schema::{open_checked, set_durability};
 use super::{Durability, FILE_NAME, LoggedDecision, MAX_BATCH, StoreError, Write};
 use crate::journal::{Committed, DecisionRow, Held, Journal, JournalError};
@@ -229,9 +229,15 @@ impl Store {
         }
     }
 
-    /// Every stored ledger fact, in commit order (to rebuild the ledger).
+    /// Every stored ledger fact, in commit order.
     pub fn facts(&self) -> Result<Vec<Fact>, StoreError> {
         read_facts(&self.path, None)
+    }
+
+    /// Hands every stored ledger fact to `f` in commit order, as it is read (to
+    /// rebuild the ledger); returns how many.
+    pub fn for_each_fact(&self, f: impl FnMut(Fact)) -> Result<usize, StoreError> {
+        for_each_fact(&self.path, None, f)
     }
 
     /// Decision log rows decided at or after `since` (Unix seconds; all when
