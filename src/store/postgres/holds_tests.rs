@@ -119,6 +119,21 @@ async fn decide_and_reserve(h: &dyn Holds, evt: &str, a: &AuthRequest<'_>) -> De
         .decision
 }
 
+/// `a` reserved as approved at `at`, no rule deciding first: what the reserve's
+/// own re-check of the limits grants.
+pub(super) async fn reserve_approved(
+    h: &dyn Holds,
+    evt: &str,
+    a: &AuthRequest<'_>,
+    at: i64,
+) -> Decision {
+    let program = ProgramControls::default();
+    h.reserve(evt, a, &program, at, Decision::approve())
+        .await
+        .unwrap()
+        .decision
+}
+
 #[tokio::test]
 async fn reserve_holds_and_limits_apply_to_later_requests_on_both_backends() {
     for (name, h, _server) in backends().await {
@@ -496,12 +511,10 @@ fn logged(event_id: &str, decided_at: i64) -> crate::journal::LoggedDecision {
 #[tokio::test]
 async fn the_journal_commits_facts_and_decision_rows_and_reads_them_back() {
     use crate::journal::{Durability, Journal, Write};
-    let Some(server) = testing::shared().unwrap() else {
+    let Some((_server, url)) = super::tests::database() else {
         return;
     };
-    let db = Database::connect(&server.database().unwrap())
-        .await
-        .unwrap();
+    let db = Database::connect(&url).await.unwrap();
     let journal = super::PgJournal::start(db.clone(), Durability::Sync);
     let fact = auth_event("ev_j", T, "iauth_1", AuthStatus::Pending, 900, 1);
     // Concurrent commits share batches; each resolves once its rows are stored.
@@ -549,7 +562,7 @@ async fn the_journal_commits_facts_and_decision_rows_and_reads_them_back() {
 
 #[tokio::test]
 async fn sessions_carry_the_configured_statement_timeout_and_commit_mode() {
-    let Some(server) = testing::shared().unwrap() else {
+    let Some((_server, url)) = super::tests::database() else {
         return;
     };
     let options = super::Options {
@@ -558,9 +571,7 @@ async fn sessions_carry_the_configured_statement_timeout_and_commit_mode() {
         synchronous_commit: false,
         ..super::Options::default()
     };
-    let db = Database::connect_with(&server.database().unwrap(), &options)
-        .await
-        .unwrap();
+    let db = Database::connect_with(&url, &options).await.unwrap();
     let client = db.client().await.unwrap();
     let show = |row: tokio_postgres::Row| row.get::<_, String>(0);
     assert_eq!(
@@ -598,28 +609,17 @@ async fn sessions_carry_the_configured_statement_timeout_and_commit_mode() {
 /// has facts (which still settles).
 #[tokio::test]
 async fn a_first_hold_writes_the_record_that_settling_its_facts_would() {
-    let Some(server) = testing::shared().unwrap() else {
+    let Some((_server, url)) = super::tests::database() else {
         return;
     };
-    let db = Database::connect(&server.database().unwrap())
-        .await
-        .unwrap();
+    let db = Database::connect(&url).await.unwrap();
     let h = PgHolds::new(db.clone());
     decide_and_reserve(&h, "evt_s1", &auth("iauth_s1", 2500, daily(10_000))).await;
     // Decided on a stale (empty) snapshot: the reserve itself cuts the grant.
     let mut cut = auth("iauth_s2", 9000, daily(10_000));
     cut.is_amount_controllable = true;
-    let r = h
-        .reserve(
-            "evt_s2",
-            &cut,
-            &ProgramControls::default(),
-            T,
-            Decision::approve(),
-        )
-        .await
-        .unwrap();
-    assert_eq!((r.decision.approved, r.decision.amount), (true, Some(7500)));
+    let d = reserve_approved(&h, "evt_s2", &cut, T).await;
+    assert_eq!((d.approved, d.amount), (true, Some(7500)));
     // An incremental request on the first authorization: its record has facts.
     decide_and_reserve(&h, "evt_s3", &auth("iauth_s1", 100, daily(100_000))).await;
     let client = db.client().await.unwrap();

@@ -22,7 +22,7 @@ use crate::approvals::{
 use crate::rules::RuleSet;
 
 /// A fresh database on the shared server, or `None` (skipped) without one.
-fn database() -> Option<(Arc<TestServer>, String)> {
+pub(super) fn database() -> Option<(Arc<TestServer>, String)> {
     let server = testing::shared().unwrap()?;
     let url = server.database().unwrap();
     Some((server, url))

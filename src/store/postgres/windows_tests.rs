@@ -4,10 +4,9 @@
 //! migration itself (existing records summed; an older replica's hold committed
 //! while this build migrates).
 
-use super::holds_tests::{T, auth, auth_event, backends, txn};
-use super::testing;
+use super::holds_tests::{T, auth, auth_event, backends, reserve_approved, txn};
 use super::{Database, PgHolds};
-use crate::decision::{Decision, Interval, ProgramControls, Scope, SpendView};
+use crate::decision::{Interval, Scope, SpendView};
 use crate::ledger::{AuthStatus, Fact, Holds};
 use crate::testing::{limit, usd};
 
@@ -43,12 +42,10 @@ pub(super) async fn assert_windows_are_the_records_sums(db: &Database) {
 
 #[tokio::test]
 async fn the_database_s_windows_are_the_ledger_s_windows() {
-    let Some(server) = testing::shared().unwrap() else {
+    let Some((_server, url)) = super::tests::database() else {
         return;
     };
-    let db = Database::connect(&server.database().unwrap())
-        .await
-        .unwrap();
+    let db = Database::connect(&url).await.unwrap();
     let client = db.client().await.unwrap();
     // Around the epoch, leap days, month and year ends, and far either side.
     let mut times: Vec<i64> = vec![
@@ -142,28 +139,20 @@ fn chrono_free_days(y: i64, m: i64, d: i64) -> i64 {
 /// window totals, and of the records only the card's of the last day.
 #[tokio::test]
 async fn a_snapshot_does_not_read_the_cardholder_s_whole_history() {
-    let Some(server) = testing::shared().unwrap() else {
+    let Some((_server, url)) = super::tests::database() else {
         return;
     };
-    let db = Database::connect(&server.database().unwrap())
-        .await
-        .unwrap();
+    let db = Database::connect(&url).await.unwrap();
     let h = PgHolds::new(db.clone());
     for i in 0..200i64 {
         let id = format!("iauth_h{i}");
         let a = auth(&id, 100, vec![]);
         let at = T - (199 - i) * 86_400;
-        let r = h
-            .reserve(
-                &format!("evt_h{i}"),
-                &a,
-                &ProgramControls::default(),
-                at,
-                Decision::approve(),
-            )
-            .await
-            .unwrap();
-        assert!(r.decision.approved);
+        assert!(
+            reserve_approved(&h, &format!("evt_h{i}"), &a, at)
+                .await
+                .approved
+        );
     }
     // And 100 today on the cardholder's other cards (a company's cards).
     for i in 0..100i64 {
@@ -172,9 +161,7 @@ async fn a_snapshot_does_not_read_the_cardholder_s_whole_history() {
         let card = format!("ic_other_{i}");
         a.card.id = &card;
         let evt = format!("evt_o{i}");
-        let program = ProgramControls::default();
-        let r = h.reserve(&evt, &a, &program, T - i, Decision::approve());
-        assert!(r.await.unwrap().decision.approved);
+        assert!(reserve_approved(&h, &evt, &a, T - i).await.approved);
     }
     let probe = auth("iauth_probe", 1, vec![]);
     let s = h.snapshot(&probe, T).await.unwrap();
@@ -261,10 +248,9 @@ async fn reserve_before_windows(
 /// the history.
 #[tokio::test]
 async fn migrating_a_ledger_sums_its_existing_records_into_window_totals() {
-    let Some(server) = testing::shared().unwrap() else {
+    let Some((_server, url)) = super::tests::database() else {
         return;
     };
-    let url = server.database().unwrap();
     let client = connect_before_windows(&url).await;
     // Holds of two cards over 40 days, through the schema-6 reserve; one of them
     // captured for less.
@@ -300,17 +286,8 @@ async fn migrating_a_ledger_sums_its_existing_records_into_window_totals() {
     a.card.id = "ic_a";
     a.is_amount_controllable = true;
     a.cardholder.controls.spending_limits = vec![limit(all + 500, Interval::AllTime)];
-    let r = h
-        .reserve(
-            "evt_m_new",
-            &a,
-            &ProgramControls::default(),
-            T,
-            Decision::approve(),
-        )
-        .await
-        .unwrap();
-    assert_eq!((r.decision.approved, r.decision.amount), (true, Some(500)));
+    let d = reserve_approved(&h, "evt_m_new", &a, T).await;
+    assert_eq!((d.approved, d.amount), (true, Some(500)));
     assert_windows_are_the_records_sums(&db).await;
 }
 
@@ -364,10 +341,9 @@ async fn a_record_whose_metadata_moves_moves_its_spend_between_windows_on_both_b
 /// every window total for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hold_an_older_replica_is_committing_while_this_build_migrates_is_counted() {
-    let Some(server) = testing::shared().unwrap() else {
+    let Some((_server, url)) = super::tests::database() else {
         return;
     };
-    let url = server.database().unwrap();
     let mut old = connect_before_windows(&url).await;
     // The older replica's hold, written through the schema-6 reserve, not yet
     // committed.
