@@ -43,25 +43,25 @@ static PASSED: Mutex<Vec<(u64, u64, File)>> = Mutex::new(Vec::new());
 /// before in this process; refuses the file with its name and SQLite's first
 /// complaint if it fails.
 pub(super) fn check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let held = File::open(path).ok();
-    let id = held
-        .as_ref()
-        .and_then(|f| f.metadata().ok())
-        .map(|m| (m.dev(), m.ino()));
-    let passed = |&(dev, ino): &(u64, u64)| {
+    // One `fstat` gives the identity and the length the read ahead needs.
+    let held = File::open(path)
+        .ok()
+        .and_then(|f| f.metadata().ok().map(|m| (f, (m.dev(), m.ino()), m.len())));
+    let remembered =
+        |known: &[(u64, u64, File)], id: (u64, u64)| known.iter().any(|k| (k.0, k.1) == id);
+    if let Some((_, id, _)) = &held {
         let known = PASSED.lock().unwrap_or_else(PoisonError::into_inner);
-        known.iter().any(|k| (k.0, k.1) == (dev, ino))
-    };
-    if id.as_ref().is_some_and(passed) {
-        return Ok(());
+        if remembered(&known, *id) {
+            return Ok(());
+        }
     }
-    if let Some(file) = &held {
-        read_ahead(file);
+    if let Some((file, _, len)) = &held {
+        read_ahead(file, *len);
     }
     quick_check(conn, path)?;
-    if let (Some((dev, ino)), Some(file)) = (id, held) {
+    if let Some((file, (dev, ino), _)) = held {
         let mut known = PASSED.lock().unwrap_or_else(PoisonError::into_inner);
-        if !known.iter().any(|k| (k.0, k.1) == (dev, ino)) {
+        if !remembered(&known, (dev, ino)) {
             if known.len() == REMEMBERED {
                 known.remove(0);
             }
@@ -71,19 +71,16 @@ pub(super) fn check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Reads `file` front to back before `quick_check` walks it, so that the check
-/// (and the start's rebuilds after it) find its pages in the page cache.
-/// `quick_check` reads one 4 KiB page at a time in b-tree order, which on a cold
-/// cache is a random read per page: ~55 s for a 1.8 GB log on this project's
-/// virtual disk, against 2.9 s to read the same file in order (BENCHMARKS.md, "A
-/// large log"). Skipped for a file that would not fit in half the memory the
-/// kernel reports available: its first pages would be evicted before the check
-/// read them. Only a hint: a failed read ends it.
-fn read_ahead(mut file: &File) {
+/// Reads `file` (`len` bytes) front to back before `quick_check` walks it, so that the
+/// check (and the start's rebuilds after it) find its pages in the page cache.
+/// `quick_check` reads one 4 KiB page at a time in b-tree order, which on a cold cache
+/// is a random read per page: ~55 s for a 1.8 GB log on this project's virtual disk,
+/// against 2.9 s to read the same file in order (BENCHMARKS.md, "A large log"). Skipped
+/// for a file that would not fit in half the memory the kernel reports available: its
+/// first pages would be evicted before the check read them. Only a hint: a failed read
+/// ends it.
+fn read_ahead(mut file: &File, len: u64) {
     use std::io::Read;
-    let Ok(len) = file.metadata().map(|m| m.len()) else {
-        return;
-    };
     let available = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| mem_available(&m));
