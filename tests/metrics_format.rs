@@ -229,6 +229,8 @@ fn metrics_parse_and_follow_conventions() {
             name.starts_with("cardgate_"),
             "{name}: missing cardgate_ prefix"
         );
+        // `promtool check metrics` flags a family without one.
+        assert!(scrape.docs.contains_key(name), "{name} has no # HELP line");
         match kind.as_str() {
             "counter" => assert!(
                 name.ends_with("_total"),

@@ -295,7 +295,7 @@ impl Authorizer {
             api_version: event.api_version,
         });
         let elapsed = clock.lap(m::Stage::Respond).duration_since(start);
-        m::record_webhook_duration(elapsed.as_secs_f64());
+        m::record_webhook_duration(elapsed);
         tracing::debug!(
             authorization = auth.id,
             card = auth.card.id,

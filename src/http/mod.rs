@@ -364,7 +364,7 @@ fn status_label(s: StatusCode) -> &'static str {
 }
 
 fn metrics(state: &AppState) -> Response<Body> {
-    let text = state.metrics.render();
+    let text = crate::metrics::render(&state.metrics);
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/plain; version=0.0.4; charset=utf-8")

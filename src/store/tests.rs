@@ -60,6 +60,14 @@ fn rebuilt(store: &Store) -> Ledger {
     l
 }
 
+/// `cardgate_store_commit_batch_size`'s last finite bucket is the largest batch.
+#[test]
+fn the_batch_size_buckets_reach_the_largest_batch() {
+    #[expect(clippy::cast_precision_loss, reason = "1024 is exact")]
+    let max = super::MAX_BATCH as f64;
+    assert_eq!(crate::metrics::BATCH_BUCKETS.last().copied(), Some(max));
+}
+
 #[test]
 fn restart_preserves_totals_and_dedupes_event_ids() {
     let dir = tempfile::tempdir().unwrap();

@@ -489,8 +489,6 @@ fn writer_loop(
         rest: Vec::new(),
         minutes: Marks::default(),
     };
-    let duration = metrics::histogram!(m::STORE_COMMIT_DURATION);
-    let size = metrics::histogram!(m::STORE_COMMIT_BATCH);
     let mut batch = Vec::new();
     // Ends when every sender is gone (Store dropped) and the queue is drained.
     while let Ok(first) = rx.recv() {
@@ -516,12 +514,7 @@ fn writer_loop(
         let turn = gate.turn();
         let result = w.commit_batch(&batch).map_err(|e| e.to_string());
         drop(turn);
-        duration.record(start.elapsed().as_secs_f64());
-        #[expect(
-            clippy::cast_precision_loss,
-            reason = "a batch's write count, far below 2^52, where f64 is exact"
-        )]
-        size.record(writes as f64);
+        m::record_commit(start.elapsed(), writes);
         if let Err(e) = &result {
             metrics::counter!(m::STORE_ERRORS, "op" => "commit").increment(1);
             tracing::error!(path = %path.display(), writes, "store commit failed: {e}");

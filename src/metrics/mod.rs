@@ -4,10 +4,14 @@
 //! `_total` on counters. Labels take bounded values only: never a card, cardholder
 //! or authorization id.
 
-use std::sync::OnceLock;
-use std::time::Instant;
+mod histogram;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub use histogram::BATCH_BUCKETS;
 
 /// Histogram: whole webhook handling time, from headers read to response built.
 pub const WEBHOOK_DURATION: &str = "cardgate_webhook_duration_seconds";
@@ -92,16 +96,15 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-                .unwrap_or_else(|_| PrometheusBuilder::new());
-            let recorder = builder.build_recorder();
+            // Counters and gauges only: the histograms are `histogram`'s, whose
+            // observations are bucket counters, not a list that grows until the
+            // next scrape.
+            let recorder = PrometheusBuilder::new().build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder is installed (a test harness's): then
             // our handle renders nothing, which is visible and harmless.
             let _ = metrics::set_global_recorder(recorder);
             describe();
-            register_stages();
             register_zeros();
             register_hot();
             handle
@@ -428,22 +431,24 @@ fn register_zeros() {
         for labels in combinations(f) {
             match f.kind {
                 Kind::Counter => metrics::counter!(f.name, labels).increment(0),
-                // Registering alone makes the exporter render the buckets at 0.
-                Kind::Histogram => drop(metrics::histogram!(f.name, labels)),
+                // `histogram` renders every series of its families, from 0.
+                Kind::Histogram => {}
                 Kind::Gauge => metrics::gauge!(f.name, labels).set(0.0),
             }
         }
     }
 }
 
+/// The `/metrics` text: the exporter's counters and gauges, then the histograms.
+pub fn render(handle: &PrometheusHandle) -> String {
+    let mut text = handle.render();
+    histogram::render(&mut text);
+    text
+}
+
 fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_histogram!(WEBHOOK_DURATION, Unit::Seconds, "Webhook handling time.");
-    describe_histogram!(
-        WEBHOOK_STAGE_DURATION,
-        Unit::Seconds,
-        "Webhook handling time by stage: verify, parse, decide, reserve, respond."
-    );
+    // The histograms' help is `histogram`'s.
+    use metrics::{describe_counter, describe_gauge};
     describe_counter!(
         AUTHORIZATIONS,
         "Authorization decisions by outcome and reason."
@@ -465,12 +470,6 @@ fn describe() {
         LIFECYCLE_EVENTS,
         "Lifecycle events by type and ledger result."
     );
-    describe_histogram!(
-        STORE_COMMIT_DURATION,
-        Unit::Seconds,
-        "Store group-commit duration."
-    );
-    describe_histogram!(STORE_COMMIT_BATCH, "Writes per store commit.");
     describe_counter!(STORE_ERRORS, "Store failures by operation.");
     describe_counter!(RULE_MATCHES, "Rule matches by rule and mode.");
     describe_counter!(RULE_ERRORS, "Rule conditions that failed at run time.");
@@ -494,6 +493,18 @@ fn describe() {
     describe_counter!(
         LEGACY_CALLS,
         "Legacy-mode approve/decline API calls by result."
+    );
+    describe_counter!(
+        UNKNOWN_ENUM_VALUES,
+        "Request enum values this build does not know, by field."
+    );
+    describe_counter!(
+        STAND_IN_AUTHORIZATIONS,
+        "Authorizations the network or Stripe decided without cardgate's answer."
+    );
+    describe_counter!(
+        REQUEST_CARD_OBJECTS,
+        "Request card objects: known (not parsed again), learnt or parsed."
     );
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
@@ -536,17 +547,6 @@ impl Stage {
     }
 }
 
-/// Stage histograms resolved once: `histogram!` with a label hashes the key and
-/// looks it up in the registry on every call, five times per request here; a
-/// resolved handle is one atomic bucket update.
-static STAGES: OnceLock<[metrics::Histogram; 5]> = OnceLock::new();
-
-fn register_stages() {
-    STAGES.get_or_init(|| {
-        Stage::ALL.map(|s| metrics::histogram!(WEBHOOK_STAGE_DURATION, "stage" => s.as_str()))
-    });
-}
-
 /// The series every webhook request touches, resolved once when the recorder is
 /// installed: through the `counter!`/`histogram!` macros each update builds a key
 /// from its labels, hashes it and looks it up in the registry; a handle is one
@@ -555,7 +555,6 @@ fn register_stages() {
 struct Hot {
     /// `AUTHORIZATIONS` by `OUTCOMES` index × `REASONS.len()` + `REASONS` index.
     authorizations: Vec<metrics::Counter>,
-    webhook_duration: metrics::Histogram,
     /// `HTTP_RESPONSES` by `ROUTES` × `STATUSES` index, each resolved at its first
     /// use: the family is not registered at zero (most combinations never occur),
     /// so a series must still appear only with its first response.
@@ -578,7 +577,6 @@ fn register_hot() {
                 )
             })
             .collect(),
-        webhook_duration: metrics::histogram!(WEBHOOK_DURATION),
         http_responses: [const { [const { OnceLock::new() }; STATUSES.len()] }; ROUTES.len()],
         card_objects: CardObject::ALL
             .map(|c| metrics::counter!(REQUEST_CARD_OBJECTS, "result" => c.as_str())),
@@ -649,11 +647,14 @@ pub fn set_ledger_holds(holds: i64) {
 }
 
 /// Records one webhook's whole handling time in [`WEBHOOK_DURATION`].
-pub fn record_webhook_duration(seconds: f64) {
-    match HOT.get() {
-        Some(h) => h.webhook_duration.record(seconds),
-        None => metrics::histogram!(WEBHOOK_DURATION).record(seconds),
-    }
+pub fn record_webhook_duration(d: Duration) {
+    histogram::webhook(d);
+}
+
+/// Records one store commit in [`STORE_COMMIT_DURATION`] and
+/// [`STORE_COMMIT_BATCH`]: its time and the writes it carried.
+pub fn record_commit(d: Duration, writes: usize) {
+    histogram::commit(d, writes);
 }
 
 /// Counts one HTTP response in [`HTTP_RESPONSES`] (`route`, `status`).
@@ -695,9 +696,7 @@ impl StageClock {
     /// clock read.
     pub fn lap(&mut self, stage: Stage) -> Instant {
         let now = Instant::now();
-        if let Some(h) = STAGES.get() {
-            h[stage as usize].record(now.duration_since(self.last).as_secs_f64());
-        }
+        histogram::stage(stage, now.duration_since(self.last));
         self.last = now;
         now
     }
@@ -709,7 +708,7 @@ mod tests {
 
     #[test]
     fn families_cover_every_metric_constant_once() {
-        let source = include_str!("metrics.rs");
+        let source = include_str!("mod.rs");
         let declared: Vec<&str> = source
             .lines()
             .filter(|l| l.starts_with("pub const ") && l.contains(": &str = \"cardgate_"))
@@ -721,6 +720,42 @@ mod tests {
             assert_eq!(n, 1, "{name} is in FAMILIES {n} times");
         }
         assert_eq!(FAMILIES.len(), declared.len());
+    }
+
+    /// The defect: the exporter kept every histogram observation in a list until a
+    /// scrape drained it, so memory grew with every request between scrapes (and
+    /// forever without them). Only counters and gauges may live in the exporter.
+    #[test]
+    fn histogram_observations_do_not_pile_up_in_the_exporter() {
+        let handle = install();
+        let mut clock = StageClock::start();
+        clock.lap(Stage::Verify);
+        record_webhook_duration(Duration::from_micros(70));
+        record_commit(Duration::from_micros(300), 3);
+        let exporter = handle.render();
+        for line in exporter.lines().filter(|l| l.starts_with("# TYPE ")) {
+            assert!(
+                !line.ends_with(" histogram") && !line.ends_with(" summary"),
+                "the exporter keeps observations of {line}"
+            );
+        }
+        let text = render(&handle);
+        for name in histogram::NAMES {
+            assert!(
+                text.contains(&format!("# TYPE {name} histogram\n")),
+                "{name}"
+            );
+            assert_eq!(
+                FAMILIES.iter().find(|f| f.name == name).map(|f| f.kind),
+                Some(Kind::Histogram),
+                "{name}"
+            );
+        }
+        let ours = FAMILIES
+            .iter()
+            .filter(|f| f.kind == Kind::Histogram)
+            .count();
+        assert_eq!(ours, histogram::NAMES.len());
     }
 
     #[test]
