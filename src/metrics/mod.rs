@@ -3,6 +3,9 @@
 //! Names follow Prometheus conventions: `cardgate_` prefix, base units (`_seconds`),
 //! `_total` on counters. Labels take bounded values only: never a card, cardholder
 //! or authorization id.
+//!
+//! Counters and gauges live in the recorder; the histograms are `histogram.rs`'s
+//! bucket counters, appended to the recorder's text by [`render`].
 
 mod histogram;
 
