@@ -8,6 +8,13 @@
                                             connections at once (default 1: one after
                                             the other); exit 1 on any answer that is
                                             not a 200 decision
+    wrk_events.py mix   N SECRET OUT.jsonl  a program's traffic as Stripe sends it: for
+                                            each of N authorizations its request, then
+                                            (8 authorizations later) its
+                                            `issuing_authorization.created` and (16
+                                            later) its capture, `issuing_transaction.created`
+                                            (~3N lines; for loadgen --no-check: a
+                                            lifecycle event's answer is no decision)
 
 Signing is done here, once, so the load generator spends its CPU on HTTP only. The
 events are the bundled fixture with distinct event and authorization ids spread over
@@ -29,7 +36,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
-FIXTURE = Path(__file__).resolve().parent.parent / "tests/fixtures/events/issuing_authorization.request.json"
+FIXTURES = Path(__file__).resolve().parent.parent / "tests/fixtures/events"
+FIXTURE = FIXTURES / "issuing_authorization.request.json"
 
 
 def events(n, secret):
@@ -69,6 +77,61 @@ def events(n, secret):
         body = json.dumps(ev, separators=(",", ":"))
         mac = hmac.new(secret.encode(), f"{now}.{body}".encode(), hashlib.sha256).hexdigest()
         yield body, f"t={now},v1={mac}"
+
+
+def mix(n, secret, path):
+    """The `mix` command: each request of `events`, its authorization's `created`
+    event and its capture, the lifecycle events lagging so that each follows its
+    request as Stripe's do (after the answer)."""
+    created = json.loads((FIXTURES / "issuing_authorization.created.json").read_text())
+    capture = json.loads((FIXTURES / "issuing_transaction.created.json").read_text())
+    now = int(time.time())
+    cards = int(os.environ.get("WRK_EVENTS_CARDS", "50"))
+    for e in (created, capture):
+        e["created"] = now
+        e["data"]["object"]["created"] = now
+
+    def line(ev):
+        body = json.dumps(ev, separators=(",", ":"))
+        mac = hmac.new(secret.encode(), f"{now}.{body}".encode(), hashlib.sha256).hexdigest()
+        return json.dumps({"body": body, "signature": f"t={now},v1={mac}"}, separators=(",", ":"))
+
+    # Request i's authorization is `iauth_…_i` of cardholder i % cards (as `events`
+    # numbers them); the lifecycle events name the same ids and amount.
+    def created_line(i, auth, amount):
+        holder = i % cards
+        created["id"] = f"evt_mix_{now}_created_{i}"
+        o = created["data"]["object"]
+        o["id"] = auth
+        o["card"]["id"] = f"ic_bench_{holder}"
+        o["card"]["cardholder"]["id"] = f"ich_bench_{holder}"
+        o["cardholder"] = f"ich_bench_{holder}"
+        o["amount"] = o["merchant_amount"] = amount
+        for r in o["request_history"]:
+            r["amount"] = r["merchant_amount"] = amount
+        return line(created)
+
+    def capture_line(i, auth, amount):
+        holder = i % cards
+        capture["id"] = f"evt_mix_{now}_capture_{i}"
+        t = capture["data"]["object"]
+        t["id"] = f"ipi_mix_{now}_{i}"
+        t["authorization"] = auth
+        t["card"] = f"ic_bench_{holder}"
+        t["cardholder"] = f"ich_bench_{holder}"
+        t["amount"] = t["merchant_amount"] = -amount
+        return line(capture)
+
+    auths = []
+    with open(path, "w") as f:
+        for i, (body, sig) in enumerate(events(n, secret)):
+            request = json.loads(body)["data"]["object"]
+            auths.append((request["id"], request["pending_request"]["amount"]))
+            f.write(json.dumps({"body": body, "signature": sig}, separators=(",", ":")) + "\n")
+            if i >= 8:
+                f.write(created_line(i - 8, *auths[i - 8]) + "\n")
+            if i >= 16:
+                f.write(capture_line(i - 16, *auths[i - 16]) + "\n")
 
 
 def long_string(s):
@@ -121,7 +184,7 @@ def send(n, secret, url, connections=1):
 
 
 def main():
-    if len(sys.argv) not in (5, 6) or sys.argv[1] not in ("lua", "jsonl", "send") \
+    if len(sys.argv) not in (5, 6) or sys.argv[1] not in ("lua", "jsonl", "send", "mix") \
             or (sys.argv[1] != "send" and len(sys.argv) != 5):
         sys.exit(__doc__)
     cmd, n, secret, dest = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -129,6 +192,8 @@ def main():
         lua(n, secret, dest)
     elif cmd == "jsonl":
         jsonl(n, secret, dest)
+    elif cmd == "mix":
+        mix(n, secret, dest)
     else:
         send(n, secret, dest, int(sys.argv[5]) if len(sys.argv) == 6 else 1)
 
