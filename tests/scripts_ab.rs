@@ -54,9 +54,14 @@ fn can_run() -> Option<PathBuf> {
 /// One round of `scripts/ab --store STORE` with this build as A and B, at a low
 /// rate; every row's answers good, the summary printed. Returns the rows.
 fn one_round(store: &str, loadgen: &std::path::Path) -> Vec<String> {
+    one_round_with(store, &[], loadgen)
+}
+
+fn one_round_with(store: &str, extra: &[&str], loadgen: &std::path::Path) -> Vec<String> {
     let cardgate = env!("CARGO_BIN_EXE_cardgate");
     let out = Command::new(script())
         .args(["--store", store, "--rounds", "1", "--events", "400"])
+        .args(extra)
         .args(["--rate", "100", "--duration", "2s", "--loadgen"])
         .arg(loadgen)
         .args([cardgate, cardgate])
@@ -90,6 +95,18 @@ fn ab_compares_two_builds_in_alternating_rounds() {
         return;
     };
     for row in one_round("sync", &loadgen) {
+        assert!(row.ends_with("bad 0"), "{row}");
+    }
+}
+
+/// `--mix`: approvals with their `created` and capture events; a lifecycle event
+/// the ledger refused as invalid would count as a bad answer.
+#[test]
+fn ab_compares_two_builds_on_a_programs_traffic() {
+    let Some(loadgen) = can_run() else {
+        return;
+    };
+    for row in one_round_with("sync", &["--mix"], &loadgen) {
         assert!(row.ends_with("bad 0"), "{row}");
     }
 }
