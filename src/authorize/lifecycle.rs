@@ -38,9 +38,7 @@ pub(super) async fn apply(a: &Authorizer, event: &Event<'_>) -> Result<(), Strin
         return Ok(());
     };
     let label = type_label(event.event_type);
-    let count = |result: &'static str| {
-        metrics::counter!(m::LIFECYCLE_EVENTS, "type" => label, "result" => result).increment(1);
-    };
+    let count = |result: &'static str| m::count_lifecycle(label, result);
     let fact = match stripe::lifecycle_fact(event) {
         Ok(Some(f)) => f,
         Ok(None) => {

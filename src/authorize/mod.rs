@@ -234,7 +234,7 @@ impl Authorizer {
             Err(e) => return parse_failed(&e),
         };
         if event.event_type != stripe::AUTHORIZATION_REQUEST {
-            metrics::counter!(m::EVENTS, "type" => event_label(event.event_type)).increment(1);
+            m::count_event(event_label(event.event_type));
             return match lifecycle::apply(self, &event).await {
                 Ok(()) => Answer::Received,
                 Err(message) => Answer::Unavailable { message },

@@ -8,6 +8,7 @@
 //! bucket counters, appended to the recorder's text by [`render`].
 
 mod histogram;
+mod hot;
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -15,6 +16,10 @@ use std::time::{Duration, Instant};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 pub use histogram::BATCH_BUCKETS;
+pub use hot::{
+    CardObject, count_authorization, count_card_object, count_event, count_http_response,
+    count_lifecycle, set_ledger_holds,
+};
 
 /// Histogram: whole webhook handling time, from headers read to response built.
 pub const WEBHOOK_DURATION: &str = "cardgate_webhook_duration_seconds";
@@ -109,7 +114,7 @@ pub fn install() -> PrometheusHandle {
             let _ = metrics::set_global_recorder(recorder);
             describe();
             register_zeros();
-            register_hot();
+            hot::register();
             handle
         })
         .clone()
@@ -550,105 +555,6 @@ impl Stage {
     }
 }
 
-/// The series every webhook request touches, resolved once when the recorder is
-/// installed: through the `counter!`/`histogram!` macros each update builds a key
-/// from its labels, hashes it and looks it up in the registry; a handle is one
-/// atomic update. The label values are the same tables [`FAMILIES`] lists, so names
-/// and labels are the ones the macros would give.
-struct Hot {
-    /// `AUTHORIZATIONS` by `OUTCOMES` index × `REASONS.len()` + `REASONS` index.
-    authorizations: Vec<metrics::Counter>,
-    /// `HTTP_RESPONSES` by `ROUTES` × `STATUSES` index, each resolved at its first
-    /// use: the family is not registered at zero (most combinations never occur),
-    /// so a series must still appear only with its first response.
-    http_responses: [[OnceLock<metrics::Counter>; STATUSES.len()]; ROUTES.len()],
-    /// `REQUEST_CARD_OBJECTS` by [`CardObject`].
-    card_objects: [metrics::Counter; 3],
-    /// `LEDGER_HOLDS`, set by every reserve.
-    ledger_holds: metrics::Gauge,
-}
-
-static HOT: OnceLock<Hot> = OnceLock::new();
-
-fn register_hot() {
-    HOT.get_or_init(|| Hot {
-        authorizations: OUTCOMES
-            .iter()
-            .flat_map(|o| {
-                REASONS.iter().map(
-                    move |r| metrics::counter!(AUTHORIZATIONS, "outcome" => *o, "reason" => *r),
-                )
-            })
-            .collect(),
-        http_responses: [const { [const { OnceLock::new() }; STATUSES.len()] }; ROUTES.len()],
-        card_objects: CardObject::ALL
-            .map(|c| metrics::counter!(REQUEST_CARD_OBJECTS, "result" => c.as_str())),
-        ledger_holds: metrics::gauge!(LEDGER_HOLDS),
-    });
-}
-
-fn index(values: &[&str], v: &str) -> Option<usize> {
-    values.iter().position(|x| *x == v)
-}
-
-/// Counts one decision in [`AUTHORIZATIONS`] (`outcome`, `reason`).
-pub fn count_authorization(outcome: &'static str, reason: &'static str) {
-    let hot = HOT.get().and_then(|h| {
-        let i = index(OUTCOMES, outcome)? * REASONS.len() + index(REASONS, reason)?;
-        h.authorizations.get(i)
-    });
-    match hot {
-        Some(c) => c.increment(1),
-        // Before `install` (benches, tests without a recorder) or a label this
-        // table lacks (a bug `tests/metrics_format.rs` reports): the same series
-        // through the registry.
-        None => {
-            metrics::counter!(AUTHORIZATIONS, "outcome" => outcome, "reason" => reason)
-                .increment(1);
-        }
-    }
-}
-
-/// What became of a request's card object ([`REQUEST_CARD_OBJECTS`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CardObject {
-    /// Read before, not parsed again.
-    Known,
-    /// Parsed and remembered.
-    Learnt,
-    /// Parsed, not remembered.
-    Parsed,
-}
-
-impl CardObject {
-    const ALL: [CardObject; 3] = [CardObject::Known, CardObject::Learnt, CardObject::Parsed];
-
-    /// The `result` label.
-    pub fn as_str(self) -> &'static str {
-        CARD_OBJECT_RESULTS[self as usize]
-    }
-}
-
-/// Counts one request's card object in [`REQUEST_CARD_OBJECTS`].
-pub fn count_card_object(result: CardObject) {
-    match HOT.get() {
-        Some(h) => h.card_objects[result as usize].increment(1),
-        None => metrics::counter!(REQUEST_CARD_OBJECTS, "result" => result.as_str()).increment(1),
-    }
-}
-
-/// Sets [`LEDGER_HOLDS`] to `holds`.
-#[expect(
-    clippy::cast_precision_loss,
-    reason = "a count of authorizations, far below 2^52, where f64 is exact"
-)]
-pub fn set_ledger_holds(holds: i64) {
-    match HOT.get() {
-        Some(h) => h.ledger_holds.set(holds as f64),
-        None => metrics::gauge!(LEDGER_HOLDS).set(holds as f64),
-    }
-}
-
 /// Records one webhook's whole handling time in [`WEBHOOK_DURATION`].
 pub fn record_webhook_duration(d: Duration) {
     histogram::webhook(d);
@@ -658,25 +564,6 @@ pub fn record_webhook_duration(d: Duration) {
 /// [`STORE_COMMIT_BATCH`]: its time and the writes it carried.
 pub fn record_commit(d: Duration, writes: usize) {
     histogram::commit(d, writes);
-}
-
-/// Counts one HTTP response in [`HTTP_RESPONSES`] (`route`, `status`).
-pub fn count_http_response(route: &'static str, status: &'static str) {
-    let hot = HOT.get().and_then(|h| {
-        let cell = h
-            .http_responses
-            .get(index(ROUTES, route)?)?
-            .get(index(STATUSES, status)?)?;
-        Some(cell.get_or_init(
-            || metrics::counter!(HTTP_RESPONSES, "route" => route, "status" => status),
-        ))
-    });
-    match hot {
-        Some(c) => c.increment(1),
-        None => {
-            metrics::counter!(HTTP_RESPONSES, "route" => route, "status" => status).increment(1);
-        }
-    }
 }
 
 /// Times consecutive stages of one request: each [`StageClock::lap`] records the
