@@ -43,23 +43,23 @@ static PASSED: Mutex<Vec<(u64, u64, File)>> = Mutex::new(Vec::new());
 /// before in this process; refuses the file with its name and SQLite's first
 /// complaint if it fails.
 pub(super) fn check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    // One `fstat` gives the identity and the length the read ahead needs.
+    // One `fstat` gives the identity.
     let held = File::open(path)
         .ok()
-        .and_then(|f| f.metadata().ok().map(|m| (f, (m.dev(), m.ino()), m.len())));
+        .and_then(|f| f.metadata().ok().map(|m| (f, (m.dev(), m.ino()))));
     let remembered =
         |known: &[(u64, u64, File)], id: (u64, u64)| known.iter().any(|k| (k.0, k.1) == id);
-    if let Some((_, id, _)) = &held {
+    if let Some((_, id)) = &held {
         let known = PASSED.lock().unwrap_or_else(PoisonError::into_inner);
         if remembered(&known, *id) {
             return Ok(());
         }
     }
-    if let Some((file, _, len)) = &held {
-        read_ahead(file, *len);
+    if let Some((file, _)) = &held {
+        read_ahead(file);
     }
     quick_check(conn, path)?;
-    if let Some((file, (dev, ino), _)) = held {
+    if let Some((file, (dev, ino))) = held {
         let mut known = PASSED.lock().unwrap_or_else(PoisonError::into_inner);
         if !remembered(&known, (dev, ino)) {
             if known.len() == REMEMBERED {
@@ -71,22 +71,20 @@ pub(super) fn check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Reads `file` (`len` bytes) front to back before `quick_check` walks it, so that the
-/// check (and the start's rebuilds after it) find its pages in the page cache.
-/// `quick_check` reads one 4 KiB page at a time in b-tree order, which on a cold cache
-/// is a random read per page: ~55 s for a 1.8 GB log on this project's virtual disk,
-/// against 2.9 s to read the same file in order (BENCHMARKS.md, "A large log"). Skipped
-/// for a file that would not fit in half the memory the kernel reports available: its
-/// first pages would be evicted before the check read them. Only a hint: a failed read
-/// ends it.
-fn read_ahead(mut file: &File, len: u64) {
+/// Reads `file` front to back before `quick_check` walks it, so that the check (and
+/// the start's rebuilds after it) find its pages in the page cache. `quick_check`
+/// reads one 4 KiB page at a time in b-tree order, which on a cold cache is a random
+/// read per page: ~55 s for a 1.8 GB log on this project's virtual disk, against 2.9 s
+/// to read the same file in order (BENCHMARKS.md, "A large log").
+///
+/// Read whatever the file's size against the memory there is. A file bigger than the
+/// page cache can hold loses its first pages before the check comes to them, but the
+/// rest still spares the check its random reads: a cold start of a 2.1 GB log took
+/// 19–20 s with it and 48–52 s without inside a 1.5 GiB memory cgroup, 31 s and 50 s
+/// inside 1 GiB (BENCHMARKS.md). The worst case is one sequential read of the file.
+/// Only a hint: a failed read ends it.
+fn read_ahead(mut file: &File) {
     use std::io::Read;
-    let available = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| mem_available(&m));
-    if !worth_reading_ahead(len, available) {
-        return;
-    }
     let mut buf = vec![0; 1 << 20];
     loop {
         match file.read(&mut buf) {
@@ -96,19 +94,6 @@ fn read_ahead(mut file: &File, len: u64) {
             Err(_) => return,
         }
     }
-}
-
-/// `MemAvailable` of `/proc/meminfo`, in bytes.
-fn mem_available(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
-}
-
-/// Whether a file of `len` bytes is read ahead with `available` bytes of memory
-/// (unknown: not read).
-fn worth_reading_ahead(len: u64, available: Option<u64>) -> bool {
-    available.is_some_and(|a| len <= a / 2)
 }
 
 fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
@@ -168,19 +153,6 @@ mod tests {
             quick_check(&again, &path),
             Err(StoreError::Corrupt { .. })
         ));
-    }
-
-    #[test]
-    fn a_file_is_read_ahead_only_if_it_fits_in_half_the_available_memory() {
-        let meminfo =
-            "MemTotal:       24576000 kB\nMemFree:  100 kB\nMemAvailable:   22000000 kB\n";
-        let available = mem_available(meminfo);
-        assert_eq!(available, Some(22_000_000 * 1024));
-        assert!(worth_reading_ahead(2_000_000_000, available));
-        assert!(worth_reading_ahead(11_264_000_000, available));
-        assert!(!worth_reading_ahead(11_264_000_001, available));
-        assert!(!worth_reading_ahead(4096, None));
-        assert_eq!(mem_available("MemTotal: 1 kB\n"), None);
     }
 
     /// A file that replaces a checked one is checked: the checked one is held
