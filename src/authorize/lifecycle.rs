@@ -117,7 +117,7 @@ pub(super) async fn apply(a: &Authorizer, event: &Event<'_>) -> Result<(), Strin
     if let (Some(store), false) = (&a.journal, ledger.durable()) {
         let writes = vec![Write::Fact(fact)];
         let stored = match store.durability() {
-            Durability::Sync => store.commit(writes).await,
+            Durability::Sync => store.commit_patient(writes).await,
             Durability::Async => store.enqueue(writes),
         };
         if let Err(e) = stored {

@@ -169,4 +169,13 @@ pub trait Journal: Send + Sync {
 
     /// Queues writes; the future resolves once the batch holding them committed.
     fn commit(&self, writes: Vec<Write>) -> Committed<'_>;
+
+    /// [`Journal::commit`] for writes whose waiter is in no hurry (a lifecycle
+    /// event's fact: Stripe waits for its answer outside the authorization's
+    /// window): the store may hold the batch open briefly for more writes, so
+    /// they share a commit (and its fsync) with others instead of causing one of
+    /// their own. Durable when it resolves, as `commit`.
+    fn commit_patient(&self, writes: Vec<Write>) -> Committed<'_> {
+        self.commit(writes)
+    }
 }

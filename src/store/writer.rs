@@ -38,6 +38,8 @@ use crate::metrics as m;
 struct Job {
     writes: Vec<Write>,
     done: Option<oneshot::Sender<Result<(), String>>>,
+    /// Its waiter can wait [`PATIENT_GATHER`] for company (`commit_patient`).
+    patient: bool,
 }
 
 /// The open store: a queue to the writer thread plus the file's path for readers.
@@ -185,16 +187,22 @@ impl Store {
         &self,
         writes: Vec<Write>,
         done: Option<oneshot::Sender<Result<(), String>>>,
+        patient: bool,
     ) -> Result<(), StoreError> {
         if done.is_some()
+            && !patient
             && let Some(p) = &self.policy
         {
             p.before_wait();
         }
-        let sent = self
-            .tx
-            .as_ref()
-            .map(|tx| tx.send(Job { writes, done }).is_ok());
+        let sent = self.tx.as_ref().map(|tx| {
+            tx.send(Job {
+                writes,
+                done,
+                patient,
+            })
+            .is_ok()
+        });
         if sent == Some(true) {
             Ok(())
         } else {
@@ -205,13 +213,24 @@ impl Store {
 
     /// Queues writes without waiting (async durability, decision log rows).
     pub fn enqueue(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        self.send(writes, None)
+        self.send(writes, None, false)
     }
 
     /// Queues writes and resolves once the batch holding them committed.
     pub async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.commit_as(writes, false).await
+    }
+
+    /// [`Store::commit`] for a waiter in no hurry: in `sync` a batch of only such
+    /// writes stays open up to [`PATIENT_GATHER`] for more, and closes at once when
+    /// a write somebody waits for in earnest (an approval's hold) joins it.
+    pub async fn commit_patient(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.commit_as(writes, true).await
+    }
+
+    async fn commit_as(&self, writes: Vec<Write>, patient: bool) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
-        self.send(writes, Some(done))?;
+        self.send(writes, Some(done), patient)?;
         match wait.await {
             Ok(r) => r.map_err(StoreError::Commit),
             Err(_) => Err(StoreError::WriterGone),
@@ -222,7 +241,7 @@ impl Store {
     /// not be called from inside a runtime.
     pub fn commit_blocking(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
-        self.send(writes, Some(done))?;
+        self.send(writes, Some(done), false)?;
         match wait.blocking_recv() {
             Ok(r) => r.map_err(StoreError::Commit),
             Err(_) => Err(StoreError::WriterGone),
@@ -277,6 +296,14 @@ impl Journal for Store {
 
     fn commit(&self, writes: Vec<Write>) -> Committed<'_> {
         Box::pin(async move { Store::commit(self, writes).await.map_err(journal_error) })
+    }
+
+    fn commit_patient(&self, writes: Vec<Write>) -> Committed<'_> {
+        Box::pin(async move {
+            Store::commit_patient(self, writes)
+                .await
+                .map_err(journal_error)
+        })
     }
 }
 
@@ -455,6 +482,14 @@ struct Writer<'c> {
 /// milliseconds" `async` may lose in a crash.
 const ASYNC_GATHER: std::time::Duration = std::time::Duration::from_micros(500);
 
+/// How long, in `sync` durability, a batch of only patient writes
+/// ([`Store::commit_patient`]: lifecycle events' facts) stays open for more. Stripe
+/// sends two or more lifecycle events per approved authorization; committed as they
+/// came, each caused a commit and its fsync of its own. Held open, they share the
+/// next approval's commit (whose arrival closes the batch at once) or each other's.
+/// Their answers wait this much longer; an approval never waits for it.
+const PATIENT_GATHER: std::time::Duration = std::time::Duration::from_millis(1);
+
 fn writer_loop(
     conn: &Connection,
     gate: &WriteGate,
@@ -506,6 +541,9 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        if durability == Durability::Sync && batch.iter().all(|j| j.patient) {
+            writes = gather_patient(rx, &mut batch, writes);
+        }
         if let Some(p) = policy {
             p.for_batch(batch.iter().any(|j| j.done.is_some()));
         }
@@ -526,6 +564,27 @@ fn writer_loop(
             }
         }
     }
+}
+
+/// Keeps a batch of patient writes open for more ([`PATIENT_GATHER`] from now, at
+/// most [`MAX_BATCH`] writes) until a write that is not patient joins it; returns the
+/// batch's writes.
+fn gather_patient(rx: &mpsc::Receiver<Job>, batch: &mut Vec<Job>, mut writes: usize) -> usize {
+    let deadline = Instant::now() + PATIENT_GATHER;
+    while writes < MAX_BATCH {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // A timeout, or every sender gone (the store closing): commit what is here.
+        let Ok(job) = rx.recv_timeout(left) else {
+            break;
+        };
+        writes += job.writes.len();
+        let urgent = !job.patient;
+        batch.push(job);
+        if urgent {
+            break;
+        }
+    }
+    writes
 }
 
 impl Writer<'_> {
@@ -644,5 +703,79 @@ impl Writer<'_> {
         ])?;
         let id = self.conn.last_insert_rowid();
         self.minutes.mark(&mut self.stmts.minute, d.decided_at, id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    fn job(n: usize, patient: bool) -> Job {
+        let fact = super::super::tests::reserve(&format!("evt_{n}"), &format!("iauth_{n}"), 1);
+        Job {
+            writes: vec![Write::Fact(fact)],
+            done: None,
+            patient,
+        }
+    }
+
+    fn patience(batch: &[Job]) -> Vec<bool> {
+        batch.iter().map(|j| j.patient).collect()
+    }
+
+    /// The defect: in `sync` every lifecycle event's fact was a commit (and an
+    /// fsync) of its own. Patient writes now gather, and the first write somebody
+    /// waits for in earnest closes the batch, taking them along.
+    #[test]
+    fn patient_writes_gather_until_an_urgent_write_joins() {
+        let (tx, rx) = mpsc::channel();
+        for (n, patient) in [(2, true), (3, false), (4, true)] {
+            tx.send(job(n, patient)).unwrap();
+        }
+        let mut batch = vec![job(1, true)];
+        assert_eq!(gather_patient(&rx, &mut batch, 1), 3);
+        assert_eq!(patience(&batch), [true, true, false]);
+        // What came after the urgent write is the next batch's.
+        assert!(rx.try_recv().unwrap().patient);
+    }
+
+    #[test]
+    fn a_patient_batch_ends_at_the_batch_bound_at_its_deadline_and_at_close() {
+        let (tx, rx) = mpsc::channel();
+        for n in 0..=MAX_BATCH {
+            tx.send(job(n, true)).unwrap();
+        }
+        let mut batch = vec![job(0, true)];
+        assert_eq!(gather_patient(&rx, &mut batch, 1), MAX_BATCH);
+        assert_eq!(batch.len(), MAX_BATCH);
+        // Nothing more arrives: the gather ends at its deadline with the batch as is.
+        while rx.try_recv().is_ok() {}
+        let mut alone = vec![job(0, true)];
+        assert_eq!(gather_patient(&rx, &mut alone, 1), 1);
+        // The store closing (every sender gone) ends it at once.
+        drop(tx);
+        assert_eq!(gather_patient(&rx, &mut alone, 1), 1);
+        assert_eq!(alone.len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn patient_and_urgent_commits_are_durable_together_in_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), Durability::Sync).unwrap());
+        let patient = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let fact = super::super::tests::reserve("evt_p", "iauth_p", 5);
+                store.commit_patient(vec![Write::Fact(fact)]).await
+            })
+        };
+        let fact = super::super::tests::reserve("evt_u", "iauth_u", 7);
+        store.commit(vec![Write::Fact(fact)]).await.unwrap();
+        patient.await.unwrap().unwrap();
+        let mut ids: Vec<String> = store.facts().unwrap().iter().map(Fact::record_id).collect();
+        ids.sort();
+        assert_eq!(ids, ["iauth_p", "iauth_u"]);
     }
 }
