@@ -188,7 +188,7 @@ impl Ledger {
                 amount,
                 ..
             } => {
-                rec.txns.insert(txn_id.as_str().into(), *amount);
+                rec.set_txn(txn_id, *amount);
                 if let Some(currency) = Currency::parse(currency) {
                     rec.set_meta(
                         MetaSource::Transaction(*created, txn_id.as_str().into()),
