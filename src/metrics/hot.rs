@@ -40,31 +40,26 @@ static HOT: OnceLock<Hot> = OnceLock::new();
 /// Resolves the handles; `install` calls it once the recorder is set.
 pub(super) fn register() {
     HOT.get_or_init(|| Hot {
-        authorizations: OUTCOMES
-            .iter()
-            .flat_map(|o| {
-                REASONS.iter().map(
-                    move |r| metrics::counter!(AUTHORIZATIONS, "outcome" => *o, "reason" => *r),
-                )
-            })
-            .collect(),
+        authorizations: counters(AUTHORIZATIONS),
         http_responses: [const { [const { OnceLock::new() }; STATUSES.len()] }; ROUTES.len()],
         card_objects: CardObject::ALL
             .map(|c| metrics::counter!(REQUEST_CARD_OBJECTS, "result" => c.as_str())),
         ledger_holds: metrics::gauge!(LEDGER_HOLDS),
-        events: EVENT_TYPES
-            .iter()
-            .map(|t| metrics::counter!(EVENTS, "type" => *t))
-            .collect(),
-        lifecycle: LIFECYCLE_TYPES
-            .iter()
-            .flat_map(|t| {
-                LIFECYCLE_RESULTS
-                    .iter()
-                    .map(move |r| metrics::counter!(LIFECYCLE_EVENTS, "type" => *t, "result" => *r))
-            })
-            .collect(),
+        events: counters(EVENTS),
+        lifecycle: counters(LIFECYCLE_EVENTS),
     });
+}
+
+/// A handle for every label combination of `name`'s family, in the order
+/// [`combinations`](super::combinations) gives them (the first label's values
+/// outermost), which [`pair`] and the one-label look-ups index.
+fn counters(name: &'static str) -> Vec<metrics::Counter> {
+    super::family_of(name)
+        .map(super::combinations)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|labels| metrics::counter!(name, labels))
+        .collect()
 }
 
 fn index(values: &[&str], v: &str) -> Option<usize> {
