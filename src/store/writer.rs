@@ -761,7 +761,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn patient_and_urgent_commits_are_durable_together_in_sync() {
+    async fn a_patient_and_an_urgent_commit_are_both_durable_in_sync() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path(), Durability::Sync).unwrap());
         let patient = {
